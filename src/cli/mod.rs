@@ -1,0 +1,39 @@
+//! The command line: one file per subcommand, each exposing an `Args`
+//! struct (clap derive) and `run(args) -> anyhow::Result<()>`.
+
+use clap::{Parser, Subcommand};
+
+pub mod accel;
+pub mod infer;
+pub mod model;
+pub mod sim;
+
+/// ftnas: accelerator timing, fault injection and fault-tolerant NAS.
+#[derive(Debug, Parser)]
+#[command(name = "ftnas", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fixed-point inference on a dataset, clean and under algorithmic faults.
+    Infer(infer::Args),
+    /// Inspect model files.
+    Model(model::Args),
+    /// Time a model on an accelerator, or run a SCALE-Sim job.
+    Sim(sim::Args),
+    /// Check accelerator descriptions.
+    Accel(accel::Args),
+}
+
+/// Run one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Infer(a) => infer::run(a),
+        Command::Model(a) => model::run(a),
+        Command::Sim(a) => sim::run(a),
+        Command::Accel(a) => accel::run(a),
+    }
+}

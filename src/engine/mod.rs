@@ -1,0 +1,3 @@
+//! Fixed-point inference engines (owned by the engine work).
+
+pub mod gemm;

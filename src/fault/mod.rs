@@ -1,0 +1,77 @@
+//! Fault models.
+//!
+//! Algorithmic models (used by the engine, training and search) live here:
+//! feature faults on conv/linear outputs and weight faults on weight codes,
+//! plus the `FaultModel` TOML file holding per-layer parameters. The engine
+//! calls the two injector traits below at its hook points; one implementation
+//! of each model serves every caller.
+
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::fixed::Format;
+
+/// What the engine tells a fault model about the hook point it is at.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerSite<'a> {
+    /// Node id of the conv/linear layer in the graph.
+    pub node: usize,
+    /// Node name (for per-layer parameters in fault-model files).
+    pub name: &'a str,
+    /// True for conv layers, false for linear (classifier) layers.
+    pub is_conv: bool,
+    /// MACs per output element: `C_in/groups*kh*kw` (the MiBB `n`).
+    pub macs_per_output: usize,
+    /// Format of the codes handed to the injector (output codes for feature
+    /// faults, weight codes for weight faults).
+    pub format: Format,
+}
+
+/// Feature faults: called once per image per conv/linear layer with that
+/// image's requantized pre-activation output codes (c*h*w, CHW order),
+/// before the activation. Must only use `rng` for randomness.
+pub trait FeatureInjector: Send + Sync {
+    fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus);
+}
+
+/// Weight faults: called on a layer's weight codes (in the layout of the
+/// float weight tensor, `[out, in/groups, kh, kw]` or `[out, in]`) once per
+/// simulated chip (persistent) or per forward (training).
+pub trait WeightInjector: Send + Sync {
+    fn corrupt(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus);
+}
+
+/// The random stream for one (seed, trial, item, layer) tuple. Splitting
+/// streams by these indices keeps results independent of batching, thread
+/// count and sharding.
+pub fn stream(seed: u64, trial: u64, item: u64, layer: u64) -> Xoshiro256PlusPlus {
+    let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
+    for v in [trial, item, layer] {
+        h = splitmix64(h ^ splitmix64(v.wrapping_add(0xD1B5_4A32_D192_ED03)));
+    }
+    Xoshiro256PlusPlus::seed_from_u64(h)
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    #[test]
+    fn streams_differ_and_repeat() {
+        let a: u64 = stream(1, 0, 0, 3).random();
+        let b: u64 = stream(1, 0, 0, 3).random();
+        let c: u64 = stream(1, 0, 1, 3).random();
+        let d: u64 = stream(1, 1, 0, 3).random();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, d);
+    }
+}

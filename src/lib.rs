@@ -1,0 +1,17 @@
+//! ftnas: fault-tolerant neural-network accelerator studies.
+//!
+//! Folders map to concepts: `fixed` (number formats), `model` (network IR and
+//! files), `quant` (float -> fixed point), `engine` (fixed-point inference),
+//! `data` (datasets), `accel` (accelerator descriptions, mapping, timing,
+//! SCALE-Sim compatibility), `fault` (fault models), `report` (CSV/JSON/SVG
+//! output), `cli` (one file per subcommand).
+
+pub mod accel;
+pub mod cli;
+pub mod data;
+pub mod engine;
+pub mod fault;
+pub mod fixed;
+pub mod model;
+pub mod quant;
+pub mod report;

@@ -1,0 +1,27 @@
+//! Networks: the graph IR ([`ir`]), the family builders (ResNet, MobileNet-V2,
+//! VGG, cell genotypes), the TOML model files under `models/` and the f32
+//! safetensors weights.
+//!
+//! Everything downstream (quantizer, engines, accelerator mapping, fault
+//! models, training, search) consumes a [`Graph`]; nothing else in the crate
+//! knows how a network was described.
+
+pub mod ir;
+
+pub use ir::{Graph, GraphBuilder, Node, NodeId, Op, Shape};
+
+use std::path::PathBuf;
+
+/// Errors from building, reading or loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The graph is inconsistent (shape mismatch, bad parameters).
+    #[error("invalid graph: {0}")]
+    Graph(String),
+    /// A model file could not be read or is malformed.
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    /// Weights are missing, of the wrong shape or malformed.
+    #[error("{path}: {msg}")]
+    Weights { path: PathBuf, msg: String },
+}

@@ -1,0 +1,1 @@
+//! quant (to be written)
