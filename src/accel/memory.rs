@@ -33,6 +33,14 @@ pub struct MemoryReport {
     pub dram_ifmap_reads: u64,
     pub dram_filter_reads: u64,
     pub dram_ofmap_writes: u64,
+    /// First and last cycle of DRAM traffic per operand (SCALE-Sim's
+    /// DETAILED_ACCESS_REPORT "DRAM ... Start/Stop Cycle").
+    pub dram_ifmap_start: u64,
+    pub dram_ifmap_stop: u64,
+    pub dram_filter_start: u64,
+    pub dram_filter_stop: u64,
+    pub dram_ofmap_start: u64,
+    pub dram_ofmap_stop: u64,
 }
 
 /// Run the memory model for one layer.

@@ -6,6 +6,10 @@
 //! calls the two injector traits below at its hook points; one implementation
 //! of each model serves every caller.
 
+pub mod model_file;
+
+pub use model_file::{FaultError, FaultModel};
+
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 

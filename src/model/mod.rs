@@ -25,3 +25,9 @@ pub enum ModelError {
     #[error("{path}: {msg}")]
     Weights { path: PathBuf, msg: String },
 }
+
+pub mod file;
+pub mod weights;
+
+pub use file::load_model;
+pub use weights::{Tensor, Weights};
