@@ -139,10 +139,7 @@ mod tests {
         let s = Shape::new(2, 2, 3);
         let mut img: Vec<f32> = (0..12).map(|i| i as f32).collect();
         hflip(&mut img, s);
-        assert_eq!(
-            img,
-            vec![2., 1., 0., 5., 4., 3., 8., 7., 6., 11., 10., 9.]
-        );
+        assert_eq!(img, vec![2., 1., 0., 5., 4., 3., 8., 7., 6., 11., 10., 9.]);
     }
 
     #[test]

@@ -175,7 +175,10 @@ mod tests {
         let it = d.batches(4);
         assert_eq!(it.len(), 3);
         let bs: Vec<_> = it.collect();
-        assert_eq!(bs.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![4, 4, 2]);
+        assert_eq!(
+            bs.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
         assert_eq!(bs[2].start, 8);
         assert_eq!(bs[2].images, &[8.0, 9.0]);
         assert_eq!(ramp(0).batches(3).count(), 0);

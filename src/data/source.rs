@@ -121,7 +121,10 @@ pub fn detect(dir: &Path, split: Split) -> Result<Format, DataError> {
                 .collect();
             return Err(DataError::Missing {
                 dir: base,
-                expected: format!("the CIFAR-10 {split} batches; missing {}", missing.join(", ")),
+                expected: format!(
+                    "the CIFAR-10 {split} batches; missing {}",
+                    missing.join(", ")
+                ),
             });
         }
     }
