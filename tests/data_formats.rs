@@ -194,7 +194,9 @@ fn load_err(images: &[u8], labels: &[u8]) -> String {
 #[test]
 fn every_kind_of_bad_idx_file() {
     let (img, lab) = idx_pair(4, 3, 3);
-    let cases: Vec<(&str, Vec<u8>, Vec<u8>, &str, &str)> = vec![
+    // (what, image file, label file, file the error must name, message).
+    type Case = (&'static str, Vec<u8>, Vec<u8>, &'static str, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "bad magic",
             b"PK\x03\x04 zip file".to_vec(),

@@ -160,28 +160,70 @@ impl Frame {
     fn shown(&self, (x, y): (f64, f64)) -> bool {
         self.xs.accepts(x) && self.ys.accepts(y)
     }
+    /// Within the axis ranges (a hair of tolerance for points on the frame).
+    fn inside(&self, (x, y): (f64, f64)) -> bool {
+        let within = |v: f64, t: &Ticks| {
+            let tol = (t.hi - t.lo).abs() * 1e-9;
+            v >= t.lo.min(t.hi) - tol && v <= t.hi.max(t.lo) + tol
+        };
+        within(x, &self.xt) && within(y, &self.yt)
+    }
 }
+
+/// Fraction of the data span left free on each side of an automatic axis
+/// range, so that markers and error bars at the extremes stay visible.
+const MARGIN: f64 = 0.05;
 
 /// Ticks for an axis over the data range `[min, max]` (None: no data).
 fn axis_ticks(axis: &Axis, data: Option<(f64, f64)>) -> Ticks {
     let fixed = axis
         .range
         .filter(|&(a, b)| axis.scale.accepts(a) && axis.scale.accepts(b) && a < b);
-    let (min, max) = fixed.or(data).unwrap_or(match axis.scale {
+    if let Some((a, b)) = fixed {
+        let t = match axis.scale {
+            Scale::Linear => linear_ticks(a, b, 6),
+            Scale::Log10 => log_ticks(a, b),
+        };
+        return restrict(t, a, b);
+    }
+    let (min, max) = data.unwrap_or(match axis.scale {
         Scale::Linear => (0.0, 1.0),
         Scale::Log10 => (1.0, 10.0),
     });
-    let mut t = match axis.scale {
-        Scale::Linear => linear_ticks(min, max, 6),
-        Scale::Log10 => log_ticks(min, max),
-    };
-    if let Some((a, b)) = fixed {
-        let tol = (b - a) * 1e-9;
-        t.major.retain(|&v| v >= a - tol && v <= b + tol);
-        t.minor.retain(|&v| v >= a - tol && v <= b + tol);
-        t.lo = a;
-        t.hi = b;
+    match axis.scale {
+        Scale::Linear => {
+            if max > min {
+                let pad = (max - min) * MARGIN;
+                let (a, b) = (min - pad, max + pad);
+                restrict(linear_ticks(a, b, 6), a, b)
+            } else {
+                linear_ticks(min, max, 6)
+            }
+        }
+        Scale::Log10 => {
+            let widened = log_ticks(min, max);
+            if max > min {
+                let pad = (max.log10() - min.log10()) * MARGIN;
+                let (a, b) = (10f64.powf(min.log10() - pad), 10f64.powf(max.log10() + pad));
+                let t = restrict(widened.clone(), a, b);
+                // Less than two labelled decades inside the data: show
+                // whole decades instead.
+                if t.major.len() >= 2 {
+                    return t;
+                }
+            }
+            widened
+        }
     }
+}
+
+/// Limit an axis to `[a, b]`, keeping the ticks inside.
+fn restrict(mut t: Ticks, a: f64, b: f64) -> Ticks {
+    let tol = (b - a).abs() * 1e-9;
+    t.major.retain(|&v| v >= a - tol && v <= b + tol);
+    t.minor.retain(|&v| v >= a - tol && v <= b + tol);
+    t.lo = a;
+    t.hi = b;
     t
 }
 
@@ -331,11 +373,9 @@ impl Plot {
             );
         }
         self.draw_axes(&mut s, &f);
-        s.raw(r#"<g clip-path="url(#plot-area)">"#);
         for (i, series) in self.series.iter().enumerate() {
             self.draw_series(&mut s, &f, i, series);
         }
-        s.raw("</g>");
         self.draw_legend(&mut s, &f);
         s.finish()
     }
@@ -424,6 +464,11 @@ impl Plot {
         let shown: Vec<usize> = (0..series.points.len())
             .filter(|&k| f.shown(series.points[k]))
             .collect();
+        // Lines, bands and error bars may run past a fixed axis range and
+        // are clipped to the plot area; markers and labels are drawn only
+        // for points inside it, unclipped so that a point on the frame
+        // stays a whole circle.
+        s.raw(r#"<g clip-path="url(#plot-area)">"#);
         if let Some(band) = &series.band {
             let pts: Vec<(f64, f64, f64)> = shown
                 .iter()
@@ -480,9 +525,15 @@ impl Plot {
                 s.line(px - 4.0, phi, px + 4.0, phi, &style);
             }
         }
+        s.raw("</g>");
+        let inside: Vec<usize> = shown
+            .iter()
+            .copied()
+            .filter(|&k| f.inside(series.points[k]))
+            .collect();
         let markers = series.style != Style::Line || shown.len() == 1;
         if markers {
-            for &k in &shown {
+            for &k in &inside {
                 let (x, y) = series.points[k];
                 s.raw(&format!(
                     r#"<circle cx="{:.2}" cy="{:.2}" r="3.5" fill="{color}"/>"#,
@@ -492,13 +543,21 @@ impl Plot {
             }
         }
         if let Some(labels) = &series.point_labels {
-            for &k in &shown {
+            for &k in &inside {
                 if let Some(text) = labels.get(k) {
                     let (x, y) = series.points[k];
+                    let (px, py) = (f.px(x), f.py(y));
+                    // Labels of points near the right edge go to their left
+                    // so they do not run into the legend.
+                    let (dx, anchor) = if px > f.x0 + 0.75 * (f.x1 - f.x0) {
+                        (-6.0, "end")
+                    } else {
+                        (6.0, "start")
+                    };
                     s.text(
-                        f.px(x) + 6.0,
-                        f.py(y) - 6.0,
-                        "start",
+                        px + dx,
+                        py - 6.0,
+                        anchor,
                         r#"font-size="10" class="point-label""#,
                         text,
                     );
@@ -558,7 +617,7 @@ mod tests {
             ],
         ));
         let f = p.frame();
-        assert_eq!(f.yt.hi, 3.0);
+        assert!(f.yt.hi > 3.0 && f.yt.hi < 3.5, "{}", f.yt.hi);
         let svg = p.to_svg();
         // Three shown points, separated by hidden ones: no polyline of >= 2.
         assert_eq!(svg.matches("<polyline").count(), 0);
