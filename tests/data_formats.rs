@@ -171,17 +171,6 @@ fn missing_data_says_what_was_expected() {
     assert!(e.contains("missing data_batch_4.bin"), "{e}");
 }
 
-#[test]
-fn default_missing_error_says_how_to_install() {
-    let e = DataError::DefaultMissing {
-        dir: data::DEFAULT_DIR.into(),
-        detail: "x".into(),
-    };
-    assert!(e
-        .to_string()
-        .contains("apt-get install -y dataset-fashion-mnist"));
-}
-
 /// Load a test split whose image and label files are given; returns the
 /// error text.
 fn load_err(images: &[u8], labels: &[u8]) -> String {

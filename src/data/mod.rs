@@ -157,22 +157,23 @@ impl DataError {
 pub fn load(dir: Option<&Path>, split: Split) -> Result<Dataset, DataError> {
     match dir {
         Some(dir) => load_dir(dir, split),
-        None => {
-            let dir = Path::new(DEFAULT_DIR);
-            match detect(dir, split) {
-                Ok(Format::Idx { images, labels }) => {
-                    idx::load_idx(&images, &labels, "fashion-mnist")
-                }
-                Ok(Format::Cifar10 { .. }) => Err(DataError::DefaultMissing {
-                    dir: dir.to_path_buf(),
-                    detail: "it holds CIFAR-10 files instead of Fashion-MNIST".into(),
-                }),
-                Err(e) => Err(DataError::DefaultMissing {
-                    dir: dir.to_path_buf(),
-                    detail: e.to_string(),
-                }),
-            }
-        }
+        None => load_default(Path::new(DEFAULT_DIR), split),
+    }
+}
+
+/// Fashion-MNIST from `dir`, where the Debian package puts it; a missing
+/// package gets an error saying how to install it.
+fn load_default(dir: &Path, split: Split) -> Result<Dataset, DataError> {
+    match detect(dir, split) {
+        Ok(Format::Idx { images, labels }) => idx::load_idx(&images, &labels, "fashion-mnist"),
+        Ok(Format::Cifar10 { .. }) => Err(DataError::DefaultMissing {
+            dir: dir.to_path_buf(),
+            detail: "it holds CIFAR-10 files instead of Fashion-MNIST".into(),
+        }),
+        Err(e) => Err(DataError::DefaultMissing {
+            dir: dir.to_path_buf(),
+            detail: e.to_string(),
+        }),
     }
 }
 
@@ -226,6 +227,17 @@ mod tests {
         assert!((ms[0].1 - 0.1875f32.sqrt()).abs() < 1e-6);
         assert!((ms[1].1 - 0.25).abs() < 1e-6);
         assert!((ms[1].0 - 0.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn missing_default_dataset_says_how_to_install() {
+        let dir = std::env::temp_dir().join("ftnas-no-such-dataset-dir");
+        let e = load_default(&dir, Split::Train).unwrap_err().to_string();
+        assert!(
+            e.contains("apt-get install -y dataset-fashion-mnist"),
+            "{e}"
+        );
+        assert!(e.contains("ftnas-no-such-dataset-dir"), "{e}");
     }
 
     #[test]
