@@ -263,3 +263,106 @@ fn json_is_written_atomically_and_pretty() {
     write_json(&p, &r).unwrap();
     assert_eq!(fs::read_to_string(&p).unwrap(), s);
 }
+
+/// RFC 4180 reader for the round-trip property (quoted fields may hold
+/// commas, quotes and line breaks).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        if quoted {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => quoted = false,
+                c => field.push(c),
+            }
+        } else {
+            match c {
+                '"' => quoted = true,
+                ',' => row.push(std::mem::take(&mut field)),
+                '\n' => {
+                    row.push(std::mem::take(&mut field));
+                    rows.push(std::mem::take(&mut row));
+                }
+                c => field.push(c),
+            }
+        }
+    }
+    assert!(
+        field.is_empty() && row.is_empty(),
+        "text must end in a newline"
+    );
+    rows
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn csv_roundtrips_any_fields(
+        rows in proptest::collection::vec(
+            proptest::collection::vec("[ a-z0-9,\"\n\r\t;.-]{0,6}", 3),
+            0..6,
+        )
+    ) {
+        let mut c = Csv::new(["a", "b,c", "d\"e"]);
+        for r in &rows {
+            c.push(r).unwrap();
+        }
+        let parsed = parse_csv(&c.to_string());
+        proptest::prop_assert_eq!(&parsed[0], &vec!["a".to_string(), "b,c".into(), "d\"e".into()]);
+        proptest::prop_assert_eq!(&parsed[1..], &rows[..]);
+    }
+
+    #[test]
+    fn linear_ticks_cover_the_data_with_nice_steps(a in -1e6f64..1e6, span in 1e-6f64..1e6) {
+        let (min, max) = (a, a + span);
+        let t = ftnas::report::linear_ticks(min, max, 6);
+        proptest::prop_assert!(t.lo <= min && t.hi >= max);
+        proptest::prop_assert!((2..=12).contains(&t.major.len()), "{:?}", t.major);
+        let m = t.step / 10f64.powf(t.step.log10().floor());
+        proptest::prop_assert!([1.0, 2.0, 5.0, 10.0].iter().any(|n| (m - n).abs() < 1e-9), "step {}", t.step);
+        for w in t.major.windows(2) {
+            proptest::prop_assert!(((w[1] - w[0]) - t.step).abs() <= t.step * 1e-6);
+        }
+    }
+
+    #[test]
+    fn log_ticks_are_powers_of_ten_covering_the_data(e in -15f64..10.0, decades in 0.01f64..20.0) {
+        let (min, max) = (10f64.powf(e), 10f64.powf(e + decades));
+        let t = log_ticks(min, max);
+        proptest::prop_assert!(t.lo <= min * (1.0 + 1e-12) && t.hi >= max * (1.0 - 1e-12));
+        proptest::prop_assert!(t.major.len() >= 2 && t.major.len() <= 12);
+        for v in &t.major {
+            proptest::prop_assert!((v.log10() - v.log10().round()).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn any_plot_is_well_formed(
+        name in "[ -~]{0,12}",
+        pts in proptest::collection::vec(
+            (proptest::num::f64::ANY, proptest::num::f64::ANY), 0..8),
+        log_x: bool,
+        log_y: bool,
+    ) {
+        let mut p = Plot::new(name.clone(), name.clone(), "y")
+            .series(Series::line(name.clone(), pts.clone()).error_bars(vec![0.1; 8]))
+            .series(Series::scatter("s", pts).point_labels(vec![name.clone(); 8]));
+        if log_x {
+            p = p.log_x();
+        }
+        if log_y {
+            p = p.log_y();
+        }
+        let svg = p.to_svg();
+        assert_well_formed(&svg);
+        proptest::prop_assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+}

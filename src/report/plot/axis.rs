@@ -2,6 +2,9 @@
 //! power of ten, after Heckbert, Graphics Gems 1990) and decade ticks for
 //! log axes (fault rates span many orders of magnitude).
 
+/// Largest magnitude a plot shows.
+const MAX_MAGNITUDE: f64 = 1e300;
+
 /// How an axis maps data to position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Scale {
@@ -12,9 +15,13 @@ pub enum Scale {
 }
 
 impl Scale {
-    /// Whether `v` can be placed on this scale.
+    /// Whether `v` can be placed on this scale: finite, within +-1e300
+    /// (so that spans and tick arithmetic cannot overflow) and, on a log
+    /// axis, at least 1e-300.
     pub fn accepts(self, v: f64) -> bool {
-        v.is_finite() && (self == Scale::Linear || v > 0.0)
+        v.is_finite()
+            && v.abs() <= MAX_MAGNITUDE
+            && (self == Scale::Linear || v >= 1.0 / MAX_MAGNITUDE)
     }
 
     /// The coordinate in which the axis is linear.
@@ -70,13 +77,20 @@ fn nice_number(x: f64, round: bool) -> f64 {
 
 /// About `target` nice ticks covering `[min, max]` on a linear axis.
 pub fn linear_ticks(min: f64, max: f64, target: usize) -> Ticks {
-    let (mut min, mut max) = if min.is_finite() && max.is_finite() && min <= max {
+    let ok = |v: f64| Scale::Linear.accepts(v);
+    let (mut min, mut max) = if ok(min) && ok(max) && min <= max {
         (min, max)
     } else {
         (0.0, 1.0)
     };
-    if max - min <= f64::EPSILON * max.abs().max(min.abs()).max(1e-300) {
-        let d = if min == 0.0 { 1.0 } else { min.abs() * 0.1 };
+    // A span that is zero, or too small next to the values (or to f64's
+    // smallest normal numbers) to place ticks in, is widened around them.
+    if max - min <= 1e-12 * max.abs().max(min.abs()) || max - min < 1e-200 {
+        let d = if min.abs() < 1e-200 {
+            1.0
+        } else {
+            min.abs() * 0.1
+        };
         min -= d;
         max += d;
     }
@@ -103,7 +117,18 @@ pub fn linear_ticks(min: f64, max: f64, target: usize) -> Ticks {
         }
     };
     let (lo, hi) = (tick(k_lo), tick(k_hi));
-    let n = (k_hi - k_lo).round() as usize;
+    let n = (k_hi - k_lo).round();
+    if !(step.is_finite() && step > 0.0 && lo.is_finite() && hi.is_finite() && n <= 100.0) {
+        // Cannot happen for accepted values; keep the axis usable anyway.
+        return Ticks {
+            lo: min,
+            hi: max,
+            major: vec![min, max],
+            minor: Vec::new(),
+            step: max - min,
+        };
+    }
+    let n = n as usize;
     let major = (0..=n).map(|i| tick(k_lo + i as f64)).collect();
     Ticks {
         lo,
@@ -117,7 +142,8 @@ pub fn linear_ticks(min: f64, max: f64, target: usize) -> Ticks {
 /// Ticks at powers of ten covering `[min, max]` (both > 0) on a log axis;
 /// every k-th decade is labelled when there are more than about 10.
 pub fn log_ticks(min: f64, max: f64) -> Ticks {
-    let (min, max) = if min > 0.0 && max >= min && max.is_finite() {
+    let ok = |v: f64| Scale::Log10.accepts(v);
+    let (min, max) = if ok(min) && ok(max) && max >= min {
         (min, max)
     } else {
         (1.0, 10.0)
@@ -133,27 +159,36 @@ pub fn log_ticks(min: f64, max: f64) -> Ticks {
     // 1e-4, ... rather than 1e-5, 1e-3, ...
     e_lo = e_lo.div_euclid(k) * k;
     e_hi = -((-e_hi).div_euclid(k) * k);
+    // Stay within normal f64 numbers (accepted data lies in 1e-300..1e300).
+    let (e_min, e_max) = (e_lo.max(-307), e_hi.min(308));
     let major: Vec<f64> = (e_lo..=e_hi)
         .step_by(k as usize)
-        .map(|e| 10f64.powi(e))
+        .filter(|e| (e_min..=e_max).contains(e))
+        .map(decade)
         .collect();
     let minor = if k == 1 {
-        (e_lo..e_hi)
-            .flat_map(|e| (2..10).map(move |m| f64::from(m) * 10f64.powi(e)))
+        (e_min..e_max)
+            .flat_map(|e| (2..10).map(move |m| f64::from(m) * decade(e)))
             .collect()
     } else {
-        (e_lo..e_hi)
+        (e_min..e_max)
             .filter(|e| e.rem_euclid(k) != 0)
-            .map(|e| 10f64.powi(e))
+            .map(decade)
             .collect()
     };
     Ticks {
-        lo: 10f64.powi(e_lo),
-        hi: 10f64.powi(e_hi),
+        lo: decade(e_min),
+        hi: decade(e_max),
         major,
         minor,
         step: f64::from(k),
     }
+}
+
+/// 10^e, correctly rounded (1e-5 exactly as the literal; `powi` may be off
+/// by an ulp).
+fn decade(e: i32) -> f64 {
+    format!("1e{e}").parse().unwrap_or_else(|_| 10f64.powi(e))
 }
 
 /// Label of a linear tick `v` on an axis with tick distance `step`: plain
