@@ -204,7 +204,9 @@ fn axis_ticks(axis: &Axis, data: Option<(f64, f64)>) -> Ticks {
             let widened = log_ticks(min, max);
             if max > min {
                 let pad = (max.log10() - min.log10()) * MARGIN;
-                let (a, b) = (10f64.powf(min.log10() - pad), 10f64.powf(max.log10() + pad));
+                // Clamped to where log coordinates stay finite.
+                let a = 10f64.powf((min.log10() - pad).max(-300.0));
+                let b = 10f64.powf((max.log10() + pad).min(300.0));
                 let t = restrict(widened.clone(), a, b);
                 // Less than two labelled decades inside the data: show
                 // whole decades instead.
