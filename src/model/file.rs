@@ -335,7 +335,7 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
         // serde reports a missing field at the whole table; a line would
         // mislead.
         Some(span) if !msg.starts_with("missing field") => format!("{}: {msg}", at(text, span)),
-        _ => msg.to_string(),
+        _ => msg.replacen("missing field", "missing key", 1),
     }
 }
 
