@@ -125,14 +125,19 @@ fn bad_values_point_at_their_key() {
     let e = load_error("family = \"resnet\"\ndepth = 21\n");
     assert_mentions(&e, &["line 2", "`depth`", "6n+2", "21"]);
     let e = load_error("family = \"resnet\"\ndepth = 20\nnum_classes = 0\n");
-    assert_mentions(&e, &["line 3", "`num_classes`", ">= 1"]);
+    assert_mentions(&e, &["line 3", "`num_classes`", "1..=100000", "got 0"]);
     let e = load_error("family = \"mobilenetv2\"\nwidth = -0.5\n");
     assert_mentions(&e, &["line 2", "`width`", "(0, 16]"]);
     let e = load_error("family = \"vgg\"\nchannels = [[64], []]\n");
-    assert_mentions(&e, &["line 2", "`channels`", "non-empty"]);
+    assert_mentions(&e, &["line 2", "`channels`", "1..=32 stages"]);
+    // an extra zero is caught before building a gigantic graph
+    let e = load_error("family = \"resnet\"\ndepth = 20000\n");
+    assert_mentions(&e, &["line 2", "`depth`", "1..=1202", "got 20000"]);
+    let e = load_error(&wftt_with("init_channels = 20", "init_channels = 200000"));
+    assert_mentions(&e, &["`init_channels`", "1..=8192"]);
     let e = wftt_with("layers = 8", "layers = 0");
     let e = load_error(&e);
-    assert_mentions(&e, &["`layers`", ">= 1"]);
+    assert_mentions(&e, &["`layers`", "1..=64", "got 0"]);
 }
 
 #[test]

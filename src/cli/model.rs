@@ -6,12 +6,13 @@
 //! file against the graph. `init` writes random weights (Kaiming-uniform,
 //! seeded) for untrained runs and tests.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
 
+use crate::model::atomic_write::write_atomically;
 use crate::model::safetensors_io::{load_weights_with_extras, save_weights};
 use crate::model::{load_model, Graph, Op, Shape, Weights};
 
@@ -59,6 +60,10 @@ pub struct InitArgs {
     pub output: PathBuf,
 }
 
+/// Largest accepted input dimension (keeps MAC and parameter counts far
+/// from overflow).
+const MAX_INPUT_DIM: usize = 4096;
+
 /// Parse `CxHxW` (e.g. `3x32x32`).
 pub fn parse_shape(s: &str) -> Result<Shape, String> {
     let dims: Vec<usize> = s
@@ -67,9 +72,11 @@ pub fn parse_shape(s: &str) -> Result<Shape, String> {
         .collect::<Result<_, _>>()
         .map_err(|_| format!("expected CxHxW like 3x32x32, got `{s}`"))?;
     match dims[..] {
-        [c, h, w] if c > 0 && h > 0 && w > 0 => Ok(Shape::new(c, h, w)),
+        [c, h, w] if (1..=MAX_INPUT_DIM).contains(&c.max(h).max(w)) && c.min(h).min(w) > 0 => {
+            Ok(Shape::new(c, h, w))
+        }
         _ => Err(format!(
-            "expected CxHxW with three positive sizes like 3x32x32, got `{s}`"
+            "expected CxHxW with three sizes in 1..={MAX_INPUT_DIM} like 3x32x32, got `{s}`"
         )),
     }
 }
@@ -268,18 +275,6 @@ pub fn render_table(s: &ModelSummary) -> String {
     out
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,7 +282,15 @@ mod tests {
     #[test]
     fn shapes_parse() {
         assert_eq!(parse_shape("1x28x28"), Ok(Shape::new(1, 28, 28)));
-        for bad in ["", "3x32", "3x32x32x1", "0x4x4", "ax4x4", "3*32*32"] {
+        for bad in [
+            "",
+            "3x32",
+            "3x32x32x1",
+            "0x4x4",
+            "ax4x4",
+            "3*32*32",
+            "3x5000x5000",
+        ] {
             assert!(parse_shape(bad).is_err(), "{bad}");
         }
     }

@@ -142,12 +142,7 @@ pub fn save_model(path: &Path, spec: &ModelSpec) -> Result<(), ModelError> {
         path: path.to_path_buf(),
         msg: format!("cannot write model file: {e}"),
     };
-    let tmp = super::safetensors_io::temp_path(path);
-    std::fs::write(&tmp, spec.to_toml()).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
-    })
+    super::atomic_write::write_atomically(path, spec.to_toml().as_bytes()).map_err(err)
 }
 
 /// Parse model file text. The error message says where (line, key) and
@@ -168,6 +163,7 @@ pub fn parse_model(text: &str) -> Result<ModelSpec, String> {
         "resnet" => {
             let f: ResnetFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
             let num_classes = num_classes(text, f.num_classes)?;
+            in_range(text, &f.depth, 1, MAX_RESNET_DEPTH)?;
             blocks_per_stage(*f.depth.get_ref())
                 .map_err(|e| format!("{}: {}", at(text, f.depth.span()), graph_msg(e)))?;
             Ok(ModelSpec::Resnet {
@@ -198,9 +194,17 @@ pub fn parse_model(text: &str) -> Result<ModelSpec, String> {
             let num_classes = num_classes(text, f.num_classes)?;
             let span = f.channels.span();
             let channels = f.channels.into_inner();
-            if channels.is_empty() || channels.iter().any(|s| s.is_empty() || s.contains(&0)) {
+            let bad_stage = |s: &Vec<usize>| {
+                s.is_empty()
+                    || s.len() > MAX_VGG_LAYERS
+                    || s.iter().any(|&c| c == 0 || c > MAX_CHANNELS)
+            };
+            if channels.is_empty()
+                || channels.len() > MAX_VGG_LAYERS
+                || channels.iter().any(bad_stage)
+            {
                 return Err(format!(
-                    "{}: expected a non-empty list of stages, each a non-empty list of channel counts >= 1, e.g. [[64, 64], [128, 128]]",
+                    "{}: expected a list of 1..={MAX_VGG_LAYERS} stages, each a list of 1..={MAX_VGG_LAYERS} channel counts in 1..={MAX_CHANNELS}, e.g. [[64, 64], [128, 128]]",
                     at(text, span)
                 ));
             }
@@ -212,16 +216,10 @@ pub fn parse_model(text: &str) -> Result<ModelSpec, String> {
         "cells" => {
             let f: CellsFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
             let num_classes = num_classes(text, f.num_classes)?;
-            for v in [&f.init_channels, &f.layers]
-                .into_iter()
-                .chain(f.stem_multiplier.as_ref())
-            {
-                if *v.get_ref() == 0 {
-                    return Err(format!(
-                        "{}: expected an integer >= 1, got 0",
-                        at(text, v.span())
-                    ));
-                }
+            in_range(text, &f.init_channels, 1, MAX_CHANNELS)?;
+            in_range(text, &f.layers, 1, MAX_CELLS)?;
+            if let Some(m) = &f.stem_multiplier {
+                in_range(text, m, 1, MAX_STEM_MULTIPLIER)?;
             }
             let normal = cell_edges(text, f.normal)?;
             let reduce = cell_edges(text, f.reduce)?;
@@ -283,14 +281,33 @@ struct CellsFile {
     num_classes: Option<Spanned<usize>>,
 }
 
+// Upper bounds on sizes. They are far above any network these studies use
+// and catch typos (an extra zero) that would otherwise build a graph of
+// millions of nodes or parameter tensors of many gigabytes.
+const MAX_RESNET_DEPTH: usize = 1202;
+const MAX_CHANNELS: usize = 8192;
+const MAX_CELLS: usize = 64;
+const MAX_STEM_MULTIPLIER: usize = 16;
+const MAX_VGG_LAYERS: usize = 32;
+const MAX_CLASSES: usize = 100_000;
+
 fn num_classes(text: &str, v: Option<Spanned<usize>>) -> Result<usize, String> {
     match v {
         None => Ok(DEFAULT_NUM_CLASSES),
-        Some(v) if *v.get_ref() == 0 => Err(format!(
-            "{}: expected num_classes >= 1, got 0",
+        Some(v) => in_range(text, &v, 1, MAX_CLASSES),
+    }
+}
+
+/// The value of an integer key if it lies in `lo..=hi`.
+fn in_range(text: &str, v: &Spanned<usize>, lo: usize, hi: usize) -> Result<usize, String> {
+    let x = *v.get_ref();
+    if (lo..=hi).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!(
+            "{}: expected an integer in {lo}..={hi}, got {x}",
             at(text, v.span())
-        )),
-        Some(v) => Ok(v.into_inner()),
+        ))
     }
 }
 

@@ -20,6 +20,12 @@
 //! as `relu_conv_bn_kxk`, so that every parametrised op has one conv that a
 //! fault model can reach before its BN.
 //!
+//! `none` is an [`Op::Zero`] node (zeros with the input's channels,
+//! subsampled by the edge's stride, so its shape equals the other ops'
+//! outputs) summed like any other op: a node whose edges are all `none`
+//! outputs zeros of the right shape. A node with a single edge is that op's
+//! output (no one-input `Add`), and `skip_connect` at stride 1 adds no node.
+//!
 //! Names (parameters are keyed by them): `stem.conv`, `stem.bn`,
 //! `cells.3.preprocess0.conv`, `cells.3.node2.op0.dw1` (edge 0 into node 2),
 //! `cells.3.node2` (the sum), `cells.3.concat`, `global_pooling`,

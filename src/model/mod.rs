@@ -31,6 +31,7 @@ pub mod weights;
 
 pub use file::load_model;
 pub use weights::{Tensor, Weights};
+pub mod atomic_write;
 pub mod blocks;
 pub mod genotype;
 pub mod mobilenetv2;

@@ -11,10 +11,11 @@
 //! an interrupted save never leaves a truncated weights file.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use super::atomic_write::write_atomically;
 use super::weights::weights_error;
 use super::{Graph, ModelError, Tensor, Weights};
 
@@ -112,28 +113,4 @@ pub fn save_weights(path: &Path, weights: &Weights) -> Result<(), ModelError> {
         .map_err(|e| weights_error(path, format!("cannot encode tensors: {e}")))?;
     write_atomically(path, &encoded)
         .map_err(|e| weights_error(path, format!("cannot write weights file: {e}")))
-}
-
-/// A temp file name beside `path` (same directory, so the rename is atomic).
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
