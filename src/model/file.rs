@@ -371,16 +371,24 @@ fn at(text: &str, span: Range<usize>) -> String {
     }
 }
 
-/// The key of a `key = value` line, if it is one.
+/// The key of a `key = value` line, or the name of a `[table]` header.
 fn key_of_line(line: &str) -> Option<&str> {
-    let line = line.trim_start();
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    };
+    let line = line.trim();
+    if let Some(header) = line.strip_prefix('[') {
+        // `[table]` or `[[array-of-tables]]`; an edge row like
+        // `["none", 0, 2]` is not a valid name and falls through.
+        let name = header.trim_start_matches('[');
+        let name = name.split(']').next().unwrap_or("").trim();
+        return is_key(name).then_some(name);
+    }
     let eq = line.find('=')?;
     let key = line[..eq].trim();
-    let ok = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
-    ok.then_some(key)
+    is_key(key).then_some(key)
 }
 
 #[cfg(test)]
@@ -395,6 +403,11 @@ mod tests {
         let off = text.find("\"cells\"").unwrap();
         assert_eq!(at(text, off..off + 7), "line 1, key `family`");
         assert_eq!(key_of_line("# comment = 3"), None);
+        assert_eq!(key_of_line("[extra]"), Some("extra"));
+        assert_eq!(key_of_line("  [\"none\", 0, 2],"), None);
+        let text = "family = \"resnet\"\ndepth = 20\n[extra]\nx = 1\n";
+        let e = parse_model(text).unwrap_err();
+        assert!(e.starts_with("line 3, key `extra`"), "{e}");
     }
 
     #[test]
