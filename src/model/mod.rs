@@ -31,3 +31,14 @@ pub mod weights;
 
 pub use file::load_model;
 pub use weights::{Tensor, Weights};
+pub mod atomic_write;
+pub mod blocks;
+pub mod genotype;
+pub mod mobilenetv2;
+pub mod resnet;
+pub mod safetensors_io;
+pub mod vgg;
+
+pub use file::{read_model, ModelSpec};
+pub use genotype::{CellNetConfig, CellOp, Edge, Genotype};
+pub use safetensors_io::{load_weights, save_weights};
