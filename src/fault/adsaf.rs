@@ -22,6 +22,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::output_hit::check_prob;
 use super::skip::Skipper;
+use super::twos::supported_width;
 use super::{LayerSite, WeightInjector};
 
 /// Which sign a stuck-at-1 pushes the weight to.
@@ -65,6 +66,9 @@ impl AdSaf {
 
     /// Corrupt `codes` (signed `bits`-bit weight codes of one layer).
     pub fn apply<R: Rng + ?Sized>(&self, bits: u8, codes: &mut [i32], rng: &mut R) {
+        if !supported_width(bits) {
+            return;
+        }
         let max_abs = codes.iter().map(|&c| (c as i64).abs()).max().unwrap_or(0);
         let hi = max_abs.min((1i64 << (bits - 1)) - 1) as i32;
         let lo = -(max_abs.min(1i64 << (bits - 1)) as i32);

@@ -8,6 +8,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::skip::Skipper;
 use super::twos::flip_bit;
+use super::twos::supported_width;
 use super::{FeatureInjector, LayerSite};
 
 /// Independent per-bit flips with probability `p`.
@@ -19,6 +20,9 @@ pub struct BitFlip {
 impl BitFlip {
     /// Flip bits of `codes` (signed `bits`-bit codes).
     pub fn apply<R: Rng + ?Sized>(&self, bits: u8, codes: &mut [i32], rng: &mut R) {
+        if !supported_width(bits) {
+            return;
+        }
         let nb = bits as usize;
         let cells = codes.len().saturating_mul(nb);
         Skipper::new(self.p).for_each_hit(cells, rng, |k, _| {

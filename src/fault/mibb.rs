@@ -15,6 +15,7 @@ use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::skip::Skipper;
+use super::twos::supported_width;
 use super::{FeatureInjector, LayerSite};
 
 /// MiBB with per-MAC fault probability `p`.
@@ -38,6 +39,9 @@ impl Mibb {
 
     /// Inject into `codes` (signed `bits`-bit codes, each from `n` MACs).
     pub fn apply<R: Rng + ?Sized>(&self, n: usize, bits: u8, codes: &mut [i32], rng: &mut R) {
+        if !supported_width(bits) {
+            return;
+        }
         let lo = -(1i64 << (bits - 1));
         let hi = (1i64 << (bits - 1)) - 1;
         let two_bits = 2 * bits as u32;

@@ -473,7 +473,7 @@ impl FaultModel {
         for (place, w) in weights {
             if let WeightFault::StuckAt(s) = w {
                 for (key, pb) in [("p0", &s.p0), ("p1", &s.p1)] {
-                    if let Some(n) = pb.len() {
+                    if let Some(n) = pb.listed_bits() {
                         if n != weight_bits as usize {
                             return Err(FaultError::Invalid(format!(
                                 "{place}: {key} has {n} entries but weights have {weight_bits} bits"

@@ -23,6 +23,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::skip::Skipper;
 use super::twos::flip_bit;
+use super::twos::supported_width;
 use super::{FeatureInjector, LayerSite};
 
 /// How a hit bit changes the code.
@@ -65,6 +66,9 @@ impl OutputHit {
 
     /// Inject into `codes` (signed `bits`-bit codes).
     pub fn apply<R: Rng + ?Sized>(&self, bits: u8, codes: &mut [i32], rng: &mut R) {
+        if !supported_width(bits) {
+            return;
+        }
         let lo = -(1i64 << (bits - 1));
         let hi = (1i64 << (bits - 1)) - 1;
         Skipper::new(self.p_out).for_each_hit(codes.len(), rng, |i, rng| {

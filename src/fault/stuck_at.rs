@@ -15,6 +15,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use super::output_hit::check_prob;
 use super::skip::Skipper;
 use super::twos::force_bit;
+use super::twos::supported_width;
 use super::{LayerSite, WeightInjector};
 
 /// A probability for every bit position: one value for all bits, or one
@@ -36,7 +37,7 @@ impl PerBit {
     }
 
     /// Number of listed bit positions (`None` for a uniform value).
-    pub fn len(&self) -> Option<usize> {
+    pub fn listed_bits(&self) -> Option<usize> {
         match self {
             PerBit::Uniform(_) => None,
             PerBit::Bits(v) => Some(v.len()),
@@ -72,7 +73,7 @@ impl StuckAt {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.p0.validate("p0")?;
         self.p1.validate("p1")?;
-        if let (Some(a), Some(b)) = (self.p0.len(), self.p1.len()) {
+        if let (Some(a), Some(b)) = (self.p0.listed_bits(), self.p1.listed_bits()) {
             if a != b {
                 return Err((
                     "p1",
@@ -80,7 +81,7 @@ impl StuckAt {
                 ));
             }
         }
-        let n = self.p0.len().or(self.p1.len()).unwrap_or(1);
+        let n = self.p0.listed_bits().or(self.p1.listed_bits()).unwrap_or(1);
         for b in 0..n {
             let s = self.p0.at(b) + self.p1.at(b);
             if s > 1.0 + 1e-12 {
@@ -95,6 +96,9 @@ impl StuckAt {
 
     /// Stick bits of `codes` (signed `bits`-bit codes).
     pub fn apply<R: Rng + ?Sized>(&self, bits: u8, codes: &mut [i32], rng: &mut R) {
+        if !supported_width(bits) {
+            return;
+        }
         for b in 0..bits as usize {
             let p0 = self.p0.at(b);
             let q = p0 + self.p1.at(b);

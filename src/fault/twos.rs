@@ -5,6 +5,14 @@
 //! back as a signed code. These helpers are that round trip; bit
 //! `bits - 1` is the sign bit.
 
+/// Code widths the fault models handle: 1..=32 bits. Injectors leave codes
+/// of any other width unchanged rather than panic (no datapath produces
+/// them; `fixed::Datapath::validate` allows 2..=16).
+#[inline]
+pub fn supported_width(bits: u8) -> bool {
+    (1..=32).contains(&bits)
+}
+
 /// The `bits`-bit word holding `code` (low `bits` bits of its two's
 /// complement).
 #[inline]
