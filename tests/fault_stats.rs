@@ -11,8 +11,8 @@
 
 use ftnas::fault::skip::Skipper;
 use ftnas::fault::{
-    stream, AdSaf, BitFlip, FaultModel, FeatureInjector, HitSign, LayerSite, Mibb, OutputHit,
-    PerBit, Sa1Sign, StuckAt, WeightInjector,
+    stream, AdSaf, BitFlip, FaultModel, FeatureFault, FeatureInjector, HitSign, LayerSite, Mibb,
+    OutputHit, PerBit, Sa1Sign, StuckAt, WeightFault, WeightInjector,
 };
 use ftnas::fixed::Format;
 use rand::{Rng, SeedableRng};
@@ -508,7 +508,12 @@ fn determinism_same_seed_same_result_any_thread_count() {
     let d = run_items(&model, 8, 64, false);
     assert_ne!(a, d, "a different seed must give different faults");
     // Faults actually happened.
-    let clean = run_items(&FaultModel::parse_feature_flag("mibb:0").unwrap(), 7, 1, false);
+    let clean = run_items(
+        &FaultModel::parse_feature_flag("mibb:0").unwrap(),
+        7,
+        1,
+        false,
+    );
     assert!(a.iter().any(|codes| codes != &clean[0]));
 }
 
@@ -572,6 +577,15 @@ feature = { kind = "bitflip", p = 1.0 }
     };
     assert_eq!(apply_w("conv2", &mut rng), vec![-1; 4]);
     assert_eq!(apply_w("conv1", &mut rng), vec![0; 4]);
+    // The per-site lookup agrees.
+    assert_eq!(m.feature_at(&site("conv3", true, 9, 8)), &FeatureFault::Off);
+    assert_eq!(m.feature_at(&site("fc1", false, 9, 8)), &FeatureFault::Off);
+    assert_eq!(
+        m.feature_at(&site("conv1", true, 9, 8)),
+        &FeatureFault::BitFlip(BitFlip { p: 1.0 })
+    );
+    assert_eq!(m.weight_at(&site("conv1", true, 9, 8)), &WeightFault::Off);
+    assert_eq!(m.weight_at(&site("conv2", true, 9, 8)).kind(), "stuck_at");
 
     // `all` reaches the classifier.
     let all = FaultModel::parse_feature_flag("bitflip:1:all").unwrap();

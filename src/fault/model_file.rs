@@ -78,7 +78,7 @@ use super::spec::{
     WeightSection,
 };
 use super::stuck_at::{PerBit, StuckAt};
-use super::{FeatureInjector, WeightInjector};
+use super::{FeatureInjector, LayerSite, WeightInjector};
 
 /// Errors reading, parsing or writing a fault model.
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +113,8 @@ pub enum FaultError {
 /// A complete algorithmic fault model (feature and/or weight part).
 pub struct FaultModel {
     spec: FaultSpec,
-    feature: Option<Box<dyn FeatureInjector>>,
-    weight: Option<Box<dyn WeightInjector>>,
+    feature: Option<LayeredFeature>,
+    weight: Option<LayeredWeight>,
     weight_persistent: bool,
 }
 
@@ -145,16 +145,12 @@ impl FaultModel {
     }
 
     fn from_validated(spec: FaultSpec) -> FaultModel {
-        let feature: Option<Box<dyn FeatureInjector>> = if spec.has_feature_faults() {
-            Some(Box::new(LayeredFeature::from_spec(&spec)))
-        } else {
-            None
-        };
-        let weight: Option<Box<dyn WeightInjector>> = if spec.has_weight_faults() {
-            Some(Box::new(LayeredWeight::from_spec(&spec)))
-        } else {
-            None
-        };
+        let feature = spec
+            .has_feature_faults()
+            .then(|| LayeredFeature::from_spec(&spec));
+        let weight = spec
+            .has_weight_faults()
+            .then(|| LayeredWeight::from_spec(&spec));
         let weight_persistent = spec.weight_persistent();
         FaultModel {
             spec,
@@ -367,11 +363,24 @@ impl FaultModel {
 
     /// The feature-fault part, if any.
     pub fn feature(&self) -> Option<&dyn FeatureInjector> {
-        self.feature.as_deref()
+        self.feature.as_ref().map(|f| f as &dyn FeatureInjector)
     }
     /// The weight-fault part, if any.
     pub fn weight(&self) -> Option<&dyn WeightInjector> {
-        self.weight.as_deref()
+        self.weight.as_ref().map(|w| w as &dyn WeightInjector)
+    }
+    /// The feature model that applies at `site` (`Off` when none): lets a
+    /// caller skip a hook, or report per-layer parameters.
+    pub fn feature_at(&self, site: &LayerSite) -> &FeatureFault {
+        self.feature
+            .as_ref()
+            .map_or(&FeatureFault::Off, |f| f.model_for(site))
+    }
+    /// The weight model that applies at `site` (`Off` when none).
+    pub fn weight_at(&self, site: &LayerSite) -> &WeightFault {
+        self.weight
+            .as_ref()
+            .map_or(&WeightFault::Off, |w| w.model_for(site))
     }
     /// True when weight faults are sampled once per chip (inference), false
     /// when resampled every forward (training).

@@ -15,8 +15,8 @@ use rand::Rng;
 /// Gap sampler for a Bernoulli(p) process.
 #[derive(Debug, Clone, Copy)]
 pub struct Skipper {
-    /// `ln(1-p)`; `0` for `p <= 0` (never), `-inf` for `p >= 1` (always).
-    log_q: f64,
+    /// `1 / ln(1-p)`; `-0` for `p >= 1` (always); unused when `never`.
+    inv_log_q: f64,
     never: bool,
 }
 
@@ -24,19 +24,21 @@ impl Skipper {
     /// A sampler for success probability `p` (clamped to [0, 1]; NaN counts
     /// as 0 so that a corrupt rate cannot inject faults everywhere).
     pub fn new(p: f64) -> Skipper {
-        if p.is_nan() || p <= 0.0 {
+        // Below ~1e-308, 1/ln(1-p) overflows: the mean gap exceeds any
+        // tensor, so such a rate never hits.
+        if p.is_nan() || p <= 0.0 || !(1.0 / (-p).ln_1p()).is_finite() {
             Skipper {
-                log_q: 0.0,
+                inv_log_q: 0.0,
                 never: true,
             }
         } else if p >= 1.0 {
             Skipper {
-                log_q: f64::NEG_INFINITY,
+                inv_log_q: -0.0,
                 never: false,
             }
         } else {
             Skipper {
-                log_q: (-p).ln_1p(),
+                inv_log_q: 1.0 / (-p).ln_1p(),
                 never: false,
             }
         }
@@ -54,12 +56,12 @@ impl Skipper {
         if self.never {
             return u64::MAX;
         }
-        if self.log_q == f64::NEG_INFINITY {
+        if self.inv_log_q == 0.0 {
             return 0;
         }
         // U in (0, 1]: 53 random bits, shifted off zero.
         let u = ((rng.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
-        let g = (u.ln() / self.log_q).floor();
+        let g = (u.ln() * self.inv_log_q).floor();
         // `as` saturates: a gap beyond u64 range means "no more successes".
         g as u64
     }
