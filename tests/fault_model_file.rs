@@ -321,6 +321,28 @@ fn bad_files_name_file_line_and_key() {
 }
 
 #[test]
+fn layer_names_are_checked_against_the_network() {
+    let m = FaultModel::load(&examples().join("per-layer-example.toml")).unwrap();
+    assert!(m
+        .check_layer_names(&["stem", "conv2", "fc", "conv3"])
+        .is_ok());
+    let e = m
+        .check_layer_names(&["stem", "conv_2", "fc"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`conv2` ([[layer]])") && e.contains("conv_2"),
+        "{e}"
+    );
+    let m = parse("[feature]\nkind = \"mibb\"\np = 0.1\nlayers = [\"a\", \"b\"]\n").unwrap();
+    let e = m.check_layer_names(&["a"]).unwrap_err().to_string();
+    assert!(
+        e.contains("`b` (feature.layers)") && !e.contains("`a`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn empty_file_is_no_faults() {
     let m = parse("").unwrap();
     assert!(m.feature().is_none() && m.weight().is_none());

@@ -60,6 +60,16 @@
 //! follow as `:OPT`: `conv` or `all` (layer selection), and for weights
 //! `persistent` (default) or `per-forward`; e.g. `adsaf:0.08:per-forward`,
 //! `mibb:1e-4:all`.
+//!
+//! # Use
+//!
+//! Build the model ([`FaultModel::load`], the flag parsers, [`FaultModel::merge`]
+//! to combine a feature and a weight part), then, once the network and the
+//! datapath are known, call [`FaultModel::check_bits`] and
+//! [`FaultModel::check_layer_names`] so a mismatch is reported up front. At
+//! the hook points call [`FaultModel::feature`] / [`FaultModel::weight`]
+//! with an rng from [`super::stream`]; [`FaultModel::weight_persistent`]
+//! says whether weight faults are drawn once per chip or every forward.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -493,6 +503,47 @@ impl FaultModel {
             }
         }
         Ok(())
+    }
+
+    /// Check that every layer name the model mentions (`[[layer]]` entries
+    /// and `layers = [..]` lists) is one of `known` (the graph's conv/linear
+    /// node names): a misspelt name would otherwise silently match nothing.
+    pub fn check_layer_names(&self, known: &[&str]) -> Result<(), FaultError> {
+        let mut named: Vec<(&str, &str)> = Vec::new();
+        for (section, sel) in [
+            (
+                "feature.layers",
+                self.spec.feature.as_ref().map(|f| &f.layers),
+            ),
+            (
+                "weight.layers",
+                self.spec.weight.as_ref().map(|w| &w.layers),
+            ),
+        ] {
+            if let Some(LayerSelection::Names(v)) = sel {
+                named.extend(v.iter().map(|n| (section, n.as_str())));
+            }
+        }
+        named.extend(
+            self.spec
+                .layers
+                .iter()
+                .map(|l| ("[[layer]]", l.name.as_str())),
+        );
+        let unknown: Vec<String> = named
+            .iter()
+            .filter(|(_, n)| !known.contains(n))
+            .map(|(place, n)| format!("`{n}` ({place})"))
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(FaultError::Invalid(format!(
+                "fault model names layers the network does not have: {}; its conv/linear layers are: {}",
+                unknown.join(", "),
+                known.join(", ")
+            )))
+        }
     }
 
     /// A one-line human summary (for logs and report headers).
