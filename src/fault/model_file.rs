@@ -32,11 +32,18 @@
 //!
 //! [[layer]]               # per-layer replacement of the defaults
 //! name = "cells.3.op1.conv"
-//! feature = { kind = "output_hit", p_out = 2.5e-3, sign = "random",
-//!             bit_weights = [0.125, 0.125, 0.125, 0.125,
-//!                            0.125, 0.125, 0.125, 0.125] }
-//! weight = { kind = "stuck_at", p0 = [0, 0, 0, 0, 0, 0, 1e-3, 1e-3],
-//!            p1 = [0, 0, 0, 0, 0, 0, 0, 1e-3] }
+//!
+//! [layer.feature]         # this layer's feature model
+//! kind = "output_hit"
+//! p_out = 2.5e-3          # hit probability of one output element
+//! bit_weights = [0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125]
+//! sign = "random"         # "random" (+-2^b, saturate) | "flip" (XOR bit b)
+//! multiplicity = [1.0]    # P(1 bit), P(2 bits), ... per hit
+//!
+//! [layer.weight]          # this layer's weight model: per-bit stuck-at
+//! kind = "stuck_at"
+//! p0 = [0, 0, 0, 0, 0, 0, 1e-3, 1e-3]
+//! p1 = [0, 0, 0, 0, 0, 0, 0, 1e-3]
 //!
 //! [[layer]]
 //! name = "classifier"
@@ -1156,5 +1163,38 @@ impl Ctx<'_> {
             return Err(self.err(span, &format!("{prefix}.{k}"), m));
         }
         Ok(fault)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented example in the module doc is a valid fault model.
+    #[test]
+    fn module_doc_example_parses() {
+        let src = include_str!("model_file.rs");
+        let mut inside = false;
+        let mut text = String::new();
+        for line in src.lines() {
+            let Some(doc) = line.strip_prefix("//!") else {
+                continue;
+            };
+            let doc = doc.strip_prefix(' ').unwrap_or(doc);
+            match (inside, doc.trim()) {
+                (false, "```toml") => inside = true,
+                (true, "```") => break,
+                (true, _) => {
+                    text.push_str(doc);
+                    text.push('\n');
+                }
+                _ => {}
+            }
+        }
+        assert!(text.contains("[[layer]]"), "example not found");
+        let m = FaultModel::parse_str(&text, "module doc").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.spec().layers.len(), 2);
+        assert!(m.check_bits(8, 8).is_ok());
+        assert!(m.spec().description.is_some());
     }
 }
