@@ -6,9 +6,27 @@
 //! calls the two injector traits below at its hook points; one implementation
 //! of each model serves every caller.
 
+pub mod adsaf;
+pub mod bitflip;
+pub mod layered;
+pub mod mibb;
 pub mod model_file;
+pub mod output_hit;
+pub mod skip;
+pub mod spec;
+pub mod stuck_at;
+pub mod twos;
 
+pub use adsaf::{AdSaf, Sa1Sign};
+pub use bitflip::BitFlip;
+pub use mibb::Mibb;
 pub use model_file::{FaultError, FaultModel};
+pub use output_hit::{HitSign, OutputHit};
+pub use spec::{
+    FaultSpec, FeatureFault, FeatureSection, LayerOverride, LayerSelection, WeightFault,
+    WeightSection,
+};
+pub use stuck_at::{PerBit, StuckAt};
 
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;

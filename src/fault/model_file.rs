@@ -1,64 +1,1200 @@
 //! The `FaultModel`: which algorithmic fault models apply to which layers,
-//! with their parameters; read from TOML or from CLI shorthands.
-//! SKELETON: the fault work fills this in.
+//! with their parameters; read from a TOML file or from CLI shorthands,
+//! written back atomically (derivation writes its results this way).
+//!
+//! # File format
+//!
+//! A `[feature]` and/or `[weight]` section give the default model of each
+//! part and the layers it applies to; `[[layer]]` entries replace the
+//! default for one node (by graph node name) — the place where models
+//! derived from hardware rates put their per-layer parameters. Unknown keys,
+//! keys that are not parameters of the chosen `kind`, and broken rules
+//! (probabilities in [0, 1], distributions summing to 1, `p0 + p1 <= 1`,
+//! per-bit lists of equal length, unique layer names) are errors that name
+//! the file, the line and the key.
+//!
+//! ```toml
+//! description = "free text: where this model came from"   # optional
+//!
+//! [feature]               # faults on requantized conv/linear outputs
+//! kind = "mibb"           # "mibb" | "bitflip" | "output_hit" | "none"
+//! p = 1e-4                # mibb: per-MAC fault prob (p_out = 1-(1-p)^n)
+//!                         # bitflip: per-bit flip prob
+//! layers = "conv"         # "conv" (default) | "all" | ["name", ...]
+//!
+//! [weight]                # faults on weight codes
+//! kind = "stuck_at"       # "stuck_at" | "adsaf" | "none"
+//! p0 = 5e-4               # stuck_at: prob a bit is stuck at 0, one value
+//! p1 = 5e-4               #   for all bits or a list, one per bit (LSB first)
+//! layers = "all"          # default "all" for stuck_at, "conv" for adsaf
+//! persistent = true       # true: once per chip; false: every forward
+//! # adsaf: p = 0.08, sa1_fraction = 0.163 (default), sa1_sign = "random" | "own"
+//!
+//! [[layer]]               # per-layer replacement of the defaults
+//! name = "cells.3.op1.conv"
+//!
+//! [layer.feature]         # this layer's feature model
+//! kind = "output_hit"
+//! p_out = 2.5e-3          # hit probability of one output element
+//! bit_weights = [0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125]
+//! sign = "random"         # "random" (+-2^b, saturate) | "flip" (XOR bit b)
+//! multiplicity = [1.0]    # P(1 bit), P(2 bits), ... per hit
+//!
+//! [layer.weight]          # this layer's weight model: per-bit stuck-at
+//! kind = "stuck_at"
+//! p0 = [0, 0, 0, 0, 0, 0, 1e-3, 1e-3]
+//! p1 = [0, 0, 0, 0, 0, 0, 0, 1e-3]
+//!
+//! [[layer]]
+//! name = "classifier"
+//! feature = { kind = "none" }   # no feature faults on this layer
+//! ```
+//!
+//! `output_hit` (the general form derivation produces): each output element
+//! is hit with `p_out`; a hit corrupts `k` bits (`multiplicity = [P(k=1),
+//! P(k=2), ..]`, default `[1.0]`), each at a position drawn from
+//! `bit_weights` (one probability per bit of the output format, summing
+//! to 1); `sign = "random"` adds `+-2^b` and saturates (MiBB's arithmetic),
+//! `sign = "flip"` inverts the bit. MiBB equals `output_hit` with
+//! `p_out = 1-(1-p)^n`, uniform `bit_weights` and `sign = "random"`.
+//!
+//! # CLI shorthands
+//!
+//! `--feature-fault`: `mibb:P`, `bitflip:P`, `output_hit` has no shorthand;
+//! `none`. `--weight-fault`: `sa:P` (each bit faulty with prob `P`, half
+//! stuck-at-0 and half stuck-at-1: `p0 = p1 = P/2`), `sa0:P`, `sa1:P`,
+//! `adsaf:P` (stuck-at-1 share 0.163, random sign); `none`. Options may
+//! follow as `:OPT`: `conv` or `all` (layer selection), and for weights
+//! `persistent` (default) or `per-forward`; e.g. `adsaf:0.08:per-forward`,
+//! `mibb:1e-4:all`.
+//!
+//! # Use
+//!
+//! Build the model ([`FaultModel::load`], the flag parsers, [`FaultModel::merge`]
+//! to combine a feature and a weight part), then, once the network and the
+//! datapath are known, call [`FaultModel::check_bits`] and
+//! [`FaultModel::check_layer_names`] so a mismatch is reported up front. At
+//! the hook points call [`FaultModel::feature`] / [`FaultModel::weight`]
+//! with an rng from [`super::stream`]; [`FaultModel::weight_persistent`]
+//! says whether weight faults are drawn once per chip or every forward.
 
-use std::path::Path;
+use std::fmt::Write as _;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
-use super::{FeatureInjector, WeightInjector};
+use serde::Deserialize;
+use toml::Spanned;
 
-/// Errors reading or parsing a fault model.
+use super::adsaf::{AdSaf, Sa1Sign};
+use super::bitflip::BitFlip;
+use super::layered::{LayeredFeature, LayeredWeight};
+use super::mibb::Mibb;
+use super::output_hit::{HitSign, OutputHit};
+use super::spec::{
+    FaultSpec, FeatureFault, FeatureSection, LayerOverride, LayerSelection, WeightFault,
+    WeightSection,
+};
+use super::stuck_at::{PerBit, StuckAt};
+use super::{FeatureInjector, LayerSite, WeightInjector};
+
+/// Errors reading, parsing or writing a fault model.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
+    /// A rule broken outside a file (a spec built in code, a combination).
     #[error("{0}")]
     Invalid(String),
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML or does not have the expected structure
+    /// (the message carries toml's line, column and the key).
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    /// A value breaks a rule of the fault-model format.
+    #[error("{origin}:{line}:{column}: `{key}`: {message}")]
+    Rule {
+        origin: String,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+    /// A CLI shorthand could not be parsed.
+    #[error("fault flag `{flag}`: {message}")]
+    Flag { flag: String, message: String },
 }
 
 /// A complete algorithmic fault model (feature and/or weight part).
 pub struct FaultModel {
-    feature: Option<Box<dyn FeatureInjector>>,
-    weight: Option<Box<dyn WeightInjector>>,
+    spec: FaultSpec,
+    feature: Option<LayeredFeature>,
+    weight: Option<LayeredWeight>,
     weight_persistent: bool,
+}
+
+impl Clone for FaultModel {
+    fn clone(&self) -> Self {
+        FaultModel::from_validated(self.spec.clone())
+    }
+}
+
+impl std::fmt::Debug for FaultModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultModel")
+            .field("spec", &self.spec)
+            .finish()
+    }
 }
 
 impl FaultModel {
     /// No faults.
     pub fn none() -> FaultModel {
+        FaultModel::from_validated(FaultSpec::default())
+    }
+
+    /// A model from a spec (checked with [`FaultSpec::validate`]).
+    pub fn from_spec(spec: FaultSpec) -> Result<FaultModel, FaultError> {
+        spec.validate().map_err(FaultError::Invalid)?;
+        Ok(FaultModel::from_validated(spec))
+    }
+
+    fn from_validated(spec: FaultSpec) -> FaultModel {
+        let feature = spec
+            .has_feature_faults()
+            .then(|| LayeredFeature::from_spec(&spec));
+        let weight = spec
+            .has_weight_faults()
+            .then(|| LayeredWeight::from_spec(&spec));
+        let weight_persistent = spec.weight_persistent();
         FaultModel {
-            feature: None,
-            weight: None,
-            weight_persistent: true,
+            spec,
+            feature,
+            weight,
+            weight_persistent,
         }
     }
-    /// Parse `--feature-fault` shorthands such as `mibb:1e-4`, `bitflip:1e-5`.
+
+    /// Parse `--feature-fault` shorthands such as `mibb:1e-4`, `bitflip:1e-5`
+    /// (see the module doc).
     pub fn parse_feature_flag(s: &str) -> Result<FaultModel, FaultError> {
-        Err(FaultError::Invalid(format!(
-            "feature fault `{s}`: not built yet"
-        )))
+        let flag_err = |message: String| FaultError::Flag {
+            flag: s.to_string(),
+            message,
+        };
+        let mut parts = s.trim().split(':');
+        let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        if kind == "none" {
+            if parts.next().is_some() {
+                return Err(flag_err("`none` takes no parameters".into()));
+            }
+            return Ok(FaultModel::none());
+        }
+        let p = flag_prob(parts.next(), &flag_err)?;
+        let fault = match kind.as_str() {
+            "mibb" => FeatureFault::Mibb(Mibb { p }),
+            "bitflip" => FeatureFault::BitFlip(BitFlip { p }),
+            _ => {
+                return Err(flag_err(format!(
+                    "unknown feature fault `{kind}`; expected `mibb:P`, `bitflip:P` or `none`"
+                )))
+            }
+        };
+        let mut layers = LayerSelection::Conv;
+        for opt in parts {
+            match opt.trim() {
+                "conv" => layers = LayerSelection::Conv,
+                "all" => layers = LayerSelection::All,
+                o => {
+                    return Err(flag_err(format!(
+                        "unknown option `{o}`; expected `conv` or `all`"
+                    )))
+                }
+            }
+        }
+        FaultModel::from_spec(FaultSpec {
+            feature: Some(FeatureSection { fault, layers }),
+            ..FaultSpec::default()
+        })
+        .map_err(|e| flag_err(e.to_string()))
     }
-    /// Parse `--weight-fault` shorthands such as `sa:1e-3`, `adsaf:0.08`.
+
+    /// Parse `--weight-fault` shorthands such as `sa:1e-3`, `adsaf:0.08`
+    /// (see the module doc).
     pub fn parse_weight_flag(s: &str) -> Result<FaultModel, FaultError> {
-        Err(FaultError::Invalid(format!(
-            "weight fault `{s}`: not built yet"
-        )))
+        let flag_err = |message: String| FaultError::Flag {
+            flag: s.to_string(),
+            message,
+        };
+        let mut parts = s.trim().split(':');
+        let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        if kind == "none" {
+            if parts.next().is_some() {
+                return Err(flag_err("`none` takes no parameters".into()));
+            }
+            return Ok(FaultModel::none());
+        }
+        let p = flag_prob(parts.next(), &flag_err)?;
+        let stuck = |p0: f64, p1: f64| {
+            WeightFault::StuckAt(StuckAt {
+                p0: PerBit::Uniform(p0),
+                p1: PerBit::Uniform(p1),
+            })
+        };
+        let (fault, mut layers) = match kind.as_str() {
+            "sa" => (stuck(p / 2.0, p / 2.0), LayerSelection::All),
+            "sa0" => (stuck(p, 0.0), LayerSelection::All),
+            "sa1" => (stuck(0.0, p), LayerSelection::All),
+            "adsaf" => (
+                WeightFault::AdSaf(AdSaf {
+                    p,
+                    sa1_fraction: AdSaf::PAPER_SA1_FRACTION,
+                    sa1_sign: Sa1Sign::Random,
+                }),
+                LayerSelection::Conv,
+            ),
+            _ => {
+                return Err(flag_err(format!(
+                    "unknown weight fault `{kind}`; expected `sa:P`, `sa0:P`, `sa1:P`, \
+                     `adsaf:P` or `none`"
+                )))
+            }
+        };
+        let mut persistent = true;
+        for opt in parts {
+            match opt.trim() {
+                "conv" => layers = LayerSelection::Conv,
+                "all" => layers = LayerSelection::All,
+                "persistent" => persistent = true,
+                "per-forward" => persistent = false,
+                o => {
+                    return Err(flag_err(format!(
+                        "unknown option `{o}`; expected `conv`, `all`, `persistent` or \
+                         `per-forward`"
+                    )))
+                }
+            }
+        }
+        FaultModel::from_spec(FaultSpec {
+            weight: Some(WeightSection {
+                fault,
+                layers,
+                persistent,
+            }),
+            ..FaultSpec::default()
+        })
+        .map_err(|e| flag_err(e.to_string()))
     }
+
     /// Read a fault-model TOML file.
     pub fn load(path: &Path) -> Result<FaultModel, FaultError> {
-        Err(FaultError::Invalid(format!(
-            "{}: not built yet",
-            path.display()
-        )))
+        let text = std::fs::read_to_string(path).map_err(|source| FaultError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        FaultModel::parse_str(&text, &path.display().to_string())
     }
+
+    /// Parse fault-model TOML text; `origin` names it in errors (a path).
+    pub fn parse_str(text: &str, origin: &str) -> Result<FaultModel, FaultError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| FaultError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let ctx = Ctx { text, origin };
+        let spec = ctx.spec(raw)?;
+        // Everything was checked with spans above; this catches any rule
+        // added to the spec types later without a file-level check.
+        FaultModel::from_spec(spec).map_err(|e| FaultError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The data of this model.
+    pub fn spec(&self) -> &FaultSpec {
+        &self.spec
+    }
+
+    /// The model as fault-model TOML text (what [`FaultModel::save`] writes).
+    /// Keys come in reading order: `kind` first, then its parameters.
+    pub fn to_toml_string(&self) -> String {
+        let mut out = String::from("# ftnas algorithmic fault model\n");
+        if let Some(d) = &self.spec.description {
+            push_kv(&mut out, "description", &toml::Value::String(d.clone()));
+        }
+        if let Some(f) = &self.spec.feature {
+            out.push_str("\n[feature]\n");
+            let mut kv = feature_table(&f.fault);
+            kv.push(("layers", selection_value(&f.layers)));
+            push_all(&mut out, &kv);
+        }
+        if let Some(w) = &self.spec.weight {
+            out.push_str("\n[weight]\n");
+            let mut kv = weight_table(&w.fault);
+            kv.push(("layers", selection_value(&w.layers)));
+            kv.push(("persistent", toml::Value::Boolean(w.persistent)));
+            push_all(&mut out, &kv);
+        }
+        for l in &self.spec.layers {
+            out.push_str("\n[[layer]]\n");
+            push_kv(&mut out, "name", &toml::Value::String(l.name.clone()));
+            if let Some(f) = &l.feature {
+                out.push_str("\n[layer.feature]\n");
+                push_all(&mut out, &feature_table(f));
+            }
+            if let Some(w) = &l.weight {
+                out.push_str("\n[layer.weight]\n");
+                push_all(&mut out, &weight_table(w));
+            }
+        }
+        out
+    }
+
+    /// Write the model as TOML, atomically (temp file in the same folder,
+    /// then rename), so a reader never sees a half-written model.
+    pub fn save(&self, path: &Path) -> Result<(), FaultError> {
+        let io = |source| FaultError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .ok_or_else(|| FaultError::Invalid(format!("{}: not a file path", path.display())))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp{}", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        std::fs::write(&tmp, self.to_toml_string()).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })
+    }
+
     /// The feature-fault part, if any.
     pub fn feature(&self) -> Option<&dyn FeatureInjector> {
-        self.feature.as_deref()
+        self.feature.as_ref().map(|f| f as &dyn FeatureInjector)
     }
     /// The weight-fault part, if any.
     pub fn weight(&self) -> Option<&dyn WeightInjector> {
-        self.weight.as_deref()
+        self.weight.as_ref().map(|w| w as &dyn WeightInjector)
+    }
+    /// The feature model that applies at `site` (`Off` when none): lets a
+    /// caller skip a hook, or report per-layer parameters.
+    pub fn feature_at(&self, site: &LayerSite) -> &FeatureFault {
+        self.feature
+            .as_ref()
+            .map_or(&FeatureFault::Off, |f| f.model_for(site))
+    }
+    /// The weight model that applies at `site` (`Off` when none).
+    pub fn weight_at(&self, site: &LayerSite) -> &WeightFault {
+        self.weight
+            .as_ref()
+            .map_or(&WeightFault::Off, |w| w.model_for(site))
     }
     /// True when weight faults are sampled once per chip (inference), false
     /// when resampled every forward (training).
     pub fn weight_persistent(&self) -> bool {
         self.weight_persistent
+    }
+
+    /// The same model with weight samples lasting a chip (`true`) or one
+    /// forward (`false`): the paper resamples adSAF every forward in
+    /// training and keeps it per chip in inference.
+    pub fn with_weight_persistent(mut self, persistent: bool) -> FaultModel {
+        match &mut self.spec.weight {
+            Some(w) => w.persistent = persistent,
+            None => {
+                self.spec.weight = Some(WeightSection {
+                    fault: WeightFault::Off,
+                    layers: LayerSelection::All,
+                    persistent,
+                })
+            }
+        }
+        FaultModel::from_validated(self.spec)
+    }
+
+    /// One model from two: e.g. `--feature-fault` and `--weight-fault`, or
+    /// a file plus a flag. Errors when both define the same section, or the
+    /// same part of the same layer.
+    pub fn merge(self, other: FaultModel) -> Result<FaultModel, FaultError> {
+        let mut a = self.spec;
+        let b = other.spec;
+        if a.feature.is_some() && b.feature.is_some() {
+            return Err(FaultError::Invalid(
+                "two feature-fault models given; use one".into(),
+            ));
+        }
+        if a.weight.is_some() && b.weight.is_some() {
+            return Err(FaultError::Invalid(
+                "two weight-fault models given; use one".into(),
+            ));
+        }
+        a.feature = a.feature.or(b.feature);
+        a.weight = a.weight.or(b.weight);
+        a.description = match (a.description, b.description) {
+            (Some(x), Some(y)) => Some(format!("{x}; {y}")),
+            (x, y) => x.or(y),
+        };
+        for l in b.layers {
+            match a.layers.iter_mut().find(|o| o.name == l.name) {
+                None => a.layers.push(l),
+                Some(o) => {
+                    if (o.feature.is_some() && l.feature.is_some())
+                        || (o.weight.is_some() && l.weight.is_some())
+                    {
+                        return Err(FaultError::Invalid(format!(
+                            "layer `{}` has the same fault part in both models",
+                            l.name
+                        )));
+                    }
+                    o.feature = o.feature.take().or(l.feature);
+                    o.weight = o.weight.take().or(l.weight);
+                }
+            }
+        }
+        FaultModel::from_spec(a)
+    }
+
+    /// Check that per-bit parameters fit the datapath: `bit_weights` of
+    /// feature models have `act_bits` entries and per-bit stuck-at lists
+    /// have `weight_bits` entries. Call once the datapath is known (a
+    /// mismatch is not an error at injection time: missing bits have
+    /// probability 0, extra ones do nothing).
+    pub fn check_bits(&self, act_bits: u8, weight_bits: u8) -> Result<(), FaultError> {
+        let mut features: Vec<(String, &FeatureFault)> = Vec::new();
+        let mut weights: Vec<(String, &WeightFault)> = Vec::new();
+        if let Some(f) = &self.spec.feature {
+            features.push(("feature".into(), &f.fault));
+        }
+        if let Some(w) = &self.spec.weight {
+            weights.push(("weight".into(), &w.fault));
+        }
+        for l in &self.spec.layers {
+            if let Some(f) = &l.feature {
+                features.push((format!("layer `{}` feature", l.name), f));
+            }
+            if let Some(w) = &l.weight {
+                weights.push((format!("layer `{}` weight", l.name), w));
+            }
+        }
+        for (place, f) in features {
+            if let FeatureFault::OutputHit(h) = f {
+                if h.bit_weights.len() != act_bits as usize {
+                    return Err(FaultError::Invalid(format!(
+                        "{place}: bit_weights has {} entries but activations have {act_bits} bits",
+                        h.bit_weights.len()
+                    )));
+                }
+            }
+        }
+        for (place, w) in weights {
+            if let WeightFault::StuckAt(s) = w {
+                for (key, pb) in [("p0", &s.p0), ("p1", &s.p1)] {
+                    if let Some(n) = pb.listed_bits() {
+                        if n != weight_bits as usize {
+                            return Err(FaultError::Invalid(format!(
+                                "{place}: {key} has {n} entries but weights have {weight_bits} bits"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Check that every layer name the model mentions (`[[layer]]` entries
+    /// and `layers = [..]` lists) is one of `known` (the graph's conv/linear
+    /// node names): a misspelt name would otherwise silently match nothing.
+    pub fn check_layer_names(&self, known: &[&str]) -> Result<(), FaultError> {
+        let mut named: Vec<(&str, &str)> = Vec::new();
+        for (section, sel) in [
+            (
+                "feature.layers",
+                self.spec.feature.as_ref().map(|f| &f.layers),
+            ),
+            (
+                "weight.layers",
+                self.spec.weight.as_ref().map(|w| &w.layers),
+            ),
+        ] {
+            if let Some(LayerSelection::Names(v)) = sel {
+                named.extend(v.iter().map(|n| (section, n.as_str())));
+            }
+        }
+        named.extend(
+            self.spec
+                .layers
+                .iter()
+                .map(|l| ("[[layer]]", l.name.as_str())),
+        );
+        let unknown: Vec<String> = named
+            .iter()
+            .filter(|(_, n)| !known.contains(n))
+            .map(|(place, n)| format!("`{n}` ({place})"))
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(FaultError::Invalid(format!(
+                "fault model names layers the network does not have: {}; its conv/linear layers are: {}",
+                unknown.join(", "),
+                known.join(", ")
+            )))
+        }
+    }
+
+    /// A one-line human summary (for logs and report headers).
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        match &self.spec.feature {
+            Some(f) => {
+                let _ = write!(
+                    s,
+                    "feature {} on {}",
+                    fault_summary_feature(&f.fault),
+                    selection_summary(&f.layers)
+                );
+            }
+            None => s.push_str("feature none"),
+        }
+        match &self.spec.weight {
+            Some(w) => {
+                let _ = write!(
+                    s,
+                    "; weight {} on {} ({})",
+                    fault_summary_weight(&w.fault),
+                    selection_summary(&w.layers),
+                    if w.persistent {
+                        "per chip"
+                    } else {
+                        "per forward"
+                    }
+                );
+            }
+            None => s.push_str("; weight none"),
+        }
+        if !self.spec.layers.is_empty() {
+            let _ = write!(s, "; {} layer overrides", self.spec.layers.len());
+        }
+        s
+    }
+}
+
+fn flag_prob(
+    tok: Option<&str>,
+    flag_err: &dyn Fn(String) -> FaultError,
+) -> Result<f64, FaultError> {
+    let tok = tok.map(str::trim).unwrap_or("");
+    if tok.is_empty() {
+        return Err(flag_err("missing probability after `:`".into()));
+    }
+    let p: f64 = tok
+        .parse()
+        .map_err(|_| flag_err(format!("`{tok}` is not a number")))?;
+    if !(p.is_finite() && (0.0..=1.0).contains(&p)) {
+        return Err(flag_err(format!(
+            "probability must be in [0, 1], found {tok}"
+        )));
+    }
+    Ok(p)
+}
+
+fn fault_summary_feature(f: &FeatureFault) -> String {
+    match f {
+        FeatureFault::Off => "none".into(),
+        FeatureFault::Mibb(m) => format!("mibb p={}", m.p),
+        FeatureFault::BitFlip(m) => format!("bitflip p={}", m.p),
+        FeatureFault::OutputHit(m) => format!("output_hit p_out={}", m.p_out),
+    }
+}
+
+fn fault_summary_weight(w: &WeightFault) -> String {
+    let pb = |p: &PerBit| match p {
+        PerBit::Uniform(v) => format!("{v}"),
+        PerBit::Bits(_) => "per-bit".into(),
+    };
+    match w {
+        WeightFault::Off => "none".into(),
+        WeightFault::StuckAt(s) => format!("stuck_at p0={} p1={}", pb(&s.p0), pb(&s.p1)),
+        WeightFault::AdSaf(a) => format!("adsaf p={} sa1={}", a.p, a.sa1_fraction),
+    }
+}
+
+fn selection_summary(l: &LayerSelection) -> String {
+    match l {
+        LayerSelection::Conv => "conv layers".into(),
+        LayerSelection::All => "all layers".into(),
+        LayerSelection::Names(v) => format!("{} named layers", v.len()),
+    }
+}
+
+// ---- writing ----
+
+fn floats(v: &[f64]) -> toml::Value {
+    toml::Value::Array(v.iter().map(|&x| toml::Value::Float(x)).collect())
+}
+
+fn per_bit_value(p: &PerBit) -> toml::Value {
+    match p {
+        PerBit::Uniform(v) => toml::Value::Float(*v),
+        PerBit::Bits(v) => floats(v),
+    }
+}
+
+fn selection_value(l: &LayerSelection) -> toml::Value {
+    match l {
+        LayerSelection::Conv => toml::Value::String("conv".into()),
+        LayerSelection::All => toml::Value::String("all".into()),
+        LayerSelection::Names(v) => {
+            toml::Value::Array(v.iter().map(|n| toml::Value::String(n.clone())).collect())
+        }
+    }
+}
+
+type KeyValues = Vec<(&'static str, toml::Value)>;
+
+fn push_kv(out: &mut String, key: &str, v: &toml::Value) {
+    // `Value`'s Display is its TOML form (quoted strings, exact floats).
+    let _ = writeln!(out, "{key} = {v}");
+}
+
+fn push_all(out: &mut String, kv: &KeyValues) {
+    for (k, v) in kv {
+        push_kv(out, k, v);
+    }
+}
+
+fn feature_table(f: &FeatureFault) -> KeyValues {
+    let mut t: KeyValues = vec![("kind", toml::Value::String(f.kind().into()))];
+    match f {
+        FeatureFault::Off => {}
+        FeatureFault::Mibb(m) => t.push(("p", toml::Value::Float(m.p))),
+        FeatureFault::BitFlip(m) => t.push(("p", toml::Value::Float(m.p))),
+        FeatureFault::OutputHit(h) => {
+            t.push(("p_out", toml::Value::Float(h.p_out)));
+            t.push(("bit_weights", floats(&h.bit_weights)));
+            t.push(("sign", toml::Value::String(h.sign.name().into())));
+            t.push(("multiplicity", floats(&h.multiplicity)));
+        }
+    }
+    t
+}
+
+fn weight_table(w: &WeightFault) -> KeyValues {
+    let mut t: KeyValues = vec![("kind", toml::Value::String(w.kind().into()))];
+    match w {
+        WeightFault::Off => {}
+        WeightFault::StuckAt(s) => {
+            t.push(("p0", per_bit_value(&s.p0)));
+            t.push(("p1", per_bit_value(&s.p1)));
+        }
+        WeightFault::AdSaf(a) => {
+            t.push(("p", toml::Value::Float(a.p)));
+            t.push(("sa1_fraction", toml::Value::Float(a.sa1_fraction)));
+            t.push(("sa1_sign", toml::Value::String(a.sa1_sign.name().into())));
+        }
+    }
+    t
+}
+
+// ---- reading ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    description: Option<String>,
+    feature: Option<Spanned<RawFeature>>,
+    weight: Option<Spanned<RawWeight>>,
+    #[serde(default)]
+    layer: Vec<Spanned<RawLayer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeature {
+    kind: Spanned<String>,
+    p: Option<Spanned<f64>>,
+    p_out: Option<Spanned<f64>>,
+    bit_weights: Option<Spanned<Vec<f64>>>,
+    sign: Option<Spanned<String>>,
+    multiplicity: Option<Spanned<Vec<f64>>>,
+    layers: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeight {
+    kind: Spanned<String>,
+    p: Option<Spanned<f64>>,
+    p0: Option<Spanned<toml::Value>>,
+    p1: Option<Spanned<toml::Value>>,
+    sa1_fraction: Option<Spanned<f64>>,
+    sa1_sign: Option<Spanned<String>>,
+    layers: Option<Spanned<toml::Value>>,
+    persistent: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    name: Spanned<String>,
+    feature: Option<Spanned<RawFeature>>,
+    weight: Option<Spanned<RawWeight>>,
+}
+
+/// The source text and its name, to turn spans into `file:line:col`.
+struct Ctx<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> FaultError {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
+            before[nl + 1..].chars().count()
+        }) + 1;
+        FaultError::Rule {
+            origin: self.origin.to_string(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn spec(&self, raw: RawFile) -> Result<FaultSpec, FaultError> {
+        let feature = match raw.feature {
+            Some(f) => {
+                let f = f.into_inner();
+                let fault = self.feature_fault(&f, "feature")?;
+                let layers = match &f.layers {
+                    Some(l) => self.selection(l, "feature.layers")?,
+                    None => LayerSelection::Conv,
+                };
+                Some(FeatureSection { fault, layers })
+            }
+            None => None,
+        };
+        let weight = match raw.weight {
+            Some(w) => {
+                let w = w.into_inner();
+                let fault = self.weight_fault(&w, "weight")?;
+                let layers = match &w.layers {
+                    Some(l) => self.selection(l, "weight.layers")?,
+                    None => match fault {
+                        WeightFault::AdSaf(_) => LayerSelection::Conv,
+                        _ => LayerSelection::All,
+                    },
+                };
+                let persistent = w.persistent.as_ref().is_none_or(|p| *p.get_ref());
+                Some(WeightSection {
+                    fault,
+                    layers,
+                    persistent,
+                })
+            }
+            None => None,
+        };
+        let mut layers: Vec<LayerOverride> = Vec::new();
+        for (i, l) in raw.layer.into_iter().enumerate() {
+            let span = l.span();
+            let l = l.into_inner();
+            let name = l.name.get_ref().trim().to_string();
+            let here = format!("layer[{i}]");
+            if name.is_empty() {
+                return Err(self.err(l.name.span(), &format!("{here}.name"), "must not be empty"));
+            }
+            if layers.iter().any(|o| o.name == name) {
+                return Err(self.err(
+                    l.name.span(),
+                    &format!("{here}.name"),
+                    format!("duplicate layer `{name}`; give each layer one entry"),
+                ));
+            }
+            if l.feature.is_none() && l.weight.is_none() {
+                return Err(self.err(
+                    span,
+                    &here,
+                    format!("layer `{name}` needs a `feature` and/or a `weight` table"),
+                ));
+            }
+            let feature = match &l.feature {
+                Some(f) => {
+                    let key = format!("{here}.feature");
+                    if let Some(s) = &f.get_ref().layers {
+                        return Err(self.err(
+                            s.span(),
+                            &format!("{key}.layers"),
+                            "not allowed in a [[layer]] entry (it names one layer)",
+                        ));
+                    }
+                    Some(self.feature_fault(f.get_ref(), &key)?)
+                }
+                None => None,
+            };
+            let weight = match &l.weight {
+                Some(w) => {
+                    let key = format!("{here}.weight");
+                    let r = w.get_ref();
+                    if let Some(s) = &r.layers {
+                        return Err(self.err(
+                            s.span(),
+                            &format!("{key}.layers"),
+                            "not allowed in a [[layer]] entry (it names one layer)",
+                        ));
+                    }
+                    if let Some(s) = &r.persistent {
+                        return Err(self.err(
+                            s.span(),
+                            &format!("{key}.persistent"),
+                            "not allowed in a [[layer]] entry; set it in [weight]",
+                        ));
+                    }
+                    Some(self.weight_fault(r, &key)?)
+                }
+                None => None,
+            };
+            layers.push(LayerOverride {
+                name,
+                feature,
+                weight,
+            });
+        }
+        Ok(FaultSpec {
+            description: raw.description,
+            feature,
+            weight,
+            layers,
+        })
+    }
+
+    fn selection(&self, v: &Spanned<toml::Value>, key: &str) -> Result<LayerSelection, FaultError> {
+        let expected = "expected \"conv\", \"all\" or a list of layer names";
+        match v.get_ref() {
+            toml::Value::String(s) if s == "conv" => Ok(LayerSelection::Conv),
+            toml::Value::String(s) if s == "all" => Ok(LayerSelection::All),
+            toml::Value::String(s) => Err(self.err(v.span(), key, format!("`{s}`: {expected}"))),
+            toml::Value::Array(a) => {
+                let mut names = Vec::new();
+                for x in a {
+                    match x.as_str() {
+                        Some(s) if !s.trim().is_empty() => names.push(s.trim().to_string()),
+                        _ => {
+                            return Err(self.err(
+                                v.span(),
+                                key,
+                                "layer names must be non-empty strings",
+                            ))
+                        }
+                    }
+                }
+                if names.is_empty() {
+                    return Err(self.err(v.span(), key, "the list of layer names is empty"));
+                }
+                Ok(LayerSelection::Names(names))
+            }
+            other => Err(self.err(
+                v.span(),
+                key,
+                format!("found a {}: {expected}", other.type_str()),
+            )),
+        }
+    }
+
+    /// Error if a key is present that is not a parameter of `kind`.
+    fn only(
+        &self,
+        present: &[(&str, Option<Range<usize>>)],
+        allowed: &[&str],
+        kind: &str,
+        prefix: &str,
+    ) -> Result<(), FaultError> {
+        for (k, span) in present {
+            if let Some(span) = span {
+                if !allowed.contains(k) {
+                    let params = if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    };
+                    return Err(self.err(
+                        span.clone(),
+                        &format!("{prefix}.{k}"),
+                        format!("not a parameter of kind `{kind}` (its parameters: {params})"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn feature_fault(&self, f: &RawFeature, prefix: &str) -> Result<FeatureFault, FaultError> {
+        let kind = f.kind.get_ref().as_str();
+        let present = [
+            ("p", f.p.as_ref().map(Spanned::span)),
+            ("p_out", f.p_out.as_ref().map(Spanned::span)),
+            ("bit_weights", f.bit_weights.as_ref().map(Spanned::span)),
+            ("sign", f.sign.as_ref().map(Spanned::span)),
+            ("multiplicity", f.multiplicity.as_ref().map(Spanned::span)),
+        ];
+        let need_p = |what: &str| -> Result<f64, FaultError> {
+            f.p.as_ref().map(|p| *p.get_ref()).ok_or_else(|| {
+                self.err(
+                    f.kind.span(),
+                    &format!("{prefix}.p"),
+                    format!("kind `{kind}` needs `p` ({what})"),
+                )
+            })
+        };
+        let fault = match kind {
+            "none" => {
+                self.only(&present, &[], kind, prefix)?;
+                FeatureFault::Off
+            }
+            "mibb" => {
+                self.only(&present, &["p"], kind, prefix)?;
+                FeatureFault::Mibb(Mibb {
+                    p: need_p("per-MAC fault probability")?,
+                })
+            }
+            "bitflip" => {
+                self.only(&present, &["p"], kind, prefix)?;
+                FeatureFault::BitFlip(BitFlip {
+                    p: need_p("per-bit flip probability")?,
+                })
+            }
+            "output_hit" => {
+                self.only(
+                    &present,
+                    &["p_out", "bit_weights", "sign", "multiplicity"],
+                    kind,
+                    prefix,
+                )?;
+                let missing = |k: &str| {
+                    self.err(
+                        f.kind.span(),
+                        &format!("{prefix}.{k}"),
+                        format!("kind `output_hit` needs `{k}`"),
+                    )
+                };
+                let p_out = *f.p_out.as_ref().ok_or_else(|| missing("p_out"))?.get_ref();
+                let bit_weights = f
+                    .bit_weights
+                    .as_ref()
+                    .ok_or_else(|| missing("bit_weights"))?
+                    .get_ref()
+                    .clone();
+                let sign = match &f.sign {
+                    None => HitSign::Random,
+                    Some(s) => match s.get_ref().as_str() {
+                        "random" => HitSign::Random,
+                        "flip" => HitSign::Flip,
+                        o => {
+                            return Err(self.err(
+                                s.span(),
+                                &format!("{prefix}.sign"),
+                                format!("`{o}`: expected \"random\" or \"flip\""),
+                            ))
+                        }
+                    },
+                };
+                let multiplicity = f
+                    .multiplicity
+                    .as_ref()
+                    .map_or_else(|| vec![1.0], |m| m.get_ref().clone());
+                FeatureFault::OutputHit(OutputHit {
+                    p_out,
+                    bit_weights,
+                    sign,
+                    multiplicity,
+                })
+            }
+            o => {
+                return Err(self.err(
+                    f.kind.span(),
+                    &format!("{prefix}.kind"),
+                    format!(
+                        "unknown feature fault `{o}`; expected \"mibb\", \"bitflip\", \
+                         \"output_hit\" or \"none\""
+                    ),
+                ))
+            }
+        };
+        if let Err((k, m)) = fault.validate() {
+            let span = present
+                .iter()
+                .find(|(name, _)| *name == k)
+                .and_then(|(_, s)| s.clone())
+                .unwrap_or_else(|| f.kind.span());
+            return Err(self.err(span, &format!("{prefix}.{k}"), m));
+        }
+        Ok(fault)
+    }
+
+    fn per_bit(&self, v: &Spanned<toml::Value>, key: &str) -> Result<PerBit, FaultError> {
+        let num = |x: &toml::Value| match x {
+            toml::Value::Float(f) => Some(*f),
+            toml::Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        };
+        match v.get_ref() {
+            toml::Value::Array(a) => {
+                let mut out = Vec::with_capacity(a.len());
+                for (i, x) in a.iter().enumerate() {
+                    out.push(num(x).ok_or_else(|| {
+                        self.err(
+                            v.span(),
+                            key,
+                            format!("entry {i} is a {}, expected a number", x.type_str()),
+                        )
+                    })?);
+                }
+                Ok(PerBit::Bits(out))
+            }
+            x => num(x).map(PerBit::Uniform).ok_or_else(|| {
+                self.err(
+                    v.span(),
+                    key,
+                    format!(
+                        "found a {}, expected a probability or a list of per-bit probabilities",
+                        x.type_str()
+                    ),
+                )
+            }),
+        }
+    }
+
+    fn weight_fault(&self, w: &RawWeight, prefix: &str) -> Result<WeightFault, FaultError> {
+        let kind = w.kind.get_ref().as_str();
+        let present = [
+            ("p", w.p.as_ref().map(Spanned::span)),
+            ("p0", w.p0.as_ref().map(Spanned::span)),
+            ("p1", w.p1.as_ref().map(Spanned::span)),
+            ("sa1_fraction", w.sa1_fraction.as_ref().map(Spanned::span)),
+            ("sa1_sign", w.sa1_sign.as_ref().map(Spanned::span)),
+        ];
+        let fault = match kind {
+            "none" => {
+                self.only(&present, &[], kind, prefix)?;
+                WeightFault::Off
+            }
+            "stuck_at" => {
+                self.only(&present, &["p0", "p1"], kind, prefix)?;
+                if w.p0.is_none() && w.p1.is_none() {
+                    return Err(self.err(
+                        w.kind.span(),
+                        &format!("{prefix}.p0"),
+                        "kind `stuck_at` needs `p0` and/or `p1`",
+                    ));
+                }
+                let get = |v: &Option<Spanned<toml::Value>>, k: &str| match v {
+                    Some(v) => self.per_bit(v, &format!("{prefix}.{k}")),
+                    None => Ok(PerBit::Uniform(0.0)),
+                };
+                WeightFault::StuckAt(StuckAt {
+                    p0: get(&w.p0, "p0")?,
+                    p1: get(&w.p1, "p1")?,
+                })
+            }
+            "adsaf" => {
+                self.only(&present, &["p", "sa1_fraction", "sa1_sign"], kind, prefix)?;
+                let p =
+                    *w.p.as_ref()
+                        .ok_or_else(|| {
+                            self.err(
+                                w.kind.span(),
+                                &format!("{prefix}.p"),
+                                "kind `adsaf` needs `p` (per-weight fault probability)",
+                            )
+                        })?
+                        .get_ref();
+                let sa1_sign = match &w.sa1_sign {
+                    None => Sa1Sign::Random,
+                    Some(s) => match s.get_ref().as_str() {
+                        "random" => Sa1Sign::Random,
+                        "own" => Sa1Sign::Own,
+                        o => {
+                            return Err(self.err(
+                                s.span(),
+                                &format!("{prefix}.sa1_sign"),
+                                format!("`{o}`: expected \"random\" or \"own\""),
+                            ))
+                        }
+                    },
+                };
+                WeightFault::AdSaf(AdSaf {
+                    p,
+                    sa1_fraction: w
+                        .sa1_fraction
+                        .as_ref()
+                        .map_or(AdSaf::PAPER_SA1_FRACTION, |s| *s.get_ref()),
+                    sa1_sign,
+                })
+            }
+            o => {
+                return Err(self.err(
+                    w.kind.span(),
+                    &format!("{prefix}.kind"),
+                    format!(
+                        "unknown weight fault `{o}`; expected \"stuck_at\", \"adsaf\" or \"none\""
+                    ),
+                ))
+            }
+        };
+        if let Err((k, m)) = fault.validate() {
+            let span = present
+                .iter()
+                .find(|(name, _)| *name == k)
+                .and_then(|(_, s)| s.clone())
+                .unwrap_or_else(|| w.kind.span());
+            return Err(self.err(span, &format!("{prefix}.{k}"), m));
+        }
+        Ok(fault)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented example in the module doc is a valid fault model.
+    #[test]
+    fn module_doc_example_parses() {
+        let src = include_str!("model_file.rs");
+        let mut inside = false;
+        let mut text = String::new();
+        for line in src.lines() {
+            let Some(doc) = line.strip_prefix("//!") else {
+                continue;
+            };
+            let doc = doc.strip_prefix(' ').unwrap_or(doc);
+            match (inside, doc.trim()) {
+                (false, "```toml") => inside = true,
+                (true, "```") => break,
+                (true, _) => {
+                    text.push_str(doc);
+                    text.push('\n');
+                }
+                _ => {}
+            }
+        }
+        assert!(text.contains("[[layer]]"), "example not found");
+        let m = FaultModel::parse_str(&text, "module doc").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.spec().layers.len(), 2);
+        assert!(m.check_bits(8, 8).is_ok());
+        assert!(m.spec().description.is_some());
     }
 }

@@ -1,0 +1,95 @@
+//! Per-layer dispatch: the injectors the engine calls. For each hook point
+//! they pick the layer's model — its `[[layer]]` override if there is one,
+//! else the section default if the section's layer selection includes the
+//! layer, else nothing — and apply it.
+
+use std::collections::HashMap;
+
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::spec::{FaultSpec, FeatureFault, LayerSelection, WeightFault};
+use super::{FeatureInjector, LayerSite, WeightInjector};
+
+/// Feature faults of a [`FaultSpec`], per layer.
+#[derive(Debug, Clone)]
+pub struct LayeredFeature {
+    default: FeatureFault,
+    selection: LayerSelection,
+    overrides: HashMap<String, FeatureFault>,
+}
+
+impl LayeredFeature {
+    pub fn from_spec(spec: &FaultSpec) -> LayeredFeature {
+        let (default, selection) = match &spec.feature {
+            Some(s) => (s.fault.clone(), s.layers.clone()),
+            None => (FeatureFault::Off, LayerSelection::Conv),
+        };
+        let overrides = spec
+            .layers
+            .iter()
+            .filter_map(|l| l.feature.clone().map(|f| (l.name.clone(), f)))
+            .collect();
+        LayeredFeature {
+            default,
+            selection,
+            overrides,
+        }
+    }
+
+    /// The model that applies at `site` (`Off` when none).
+    pub fn model_for(&self, site: &LayerSite) -> &FeatureFault {
+        match self.overrides.get(site.name) {
+            Some(f) => f,
+            None if self.selection.selects(site) => &self.default,
+            None => &FeatureFault::Off,
+        }
+    }
+}
+
+impl FeatureInjector for LayeredFeature {
+    fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
+        self.model_for(site).apply(site, codes, rng);
+    }
+}
+
+/// Weight faults of a [`FaultSpec`], per layer.
+#[derive(Debug, Clone)]
+pub struct LayeredWeight {
+    default: WeightFault,
+    selection: LayerSelection,
+    overrides: HashMap<String, WeightFault>,
+}
+
+impl LayeredWeight {
+    pub fn from_spec(spec: &FaultSpec) -> LayeredWeight {
+        let (default, selection) = match &spec.weight {
+            Some(s) => (s.fault.clone(), s.layers.clone()),
+            None => (WeightFault::Off, LayerSelection::All),
+        };
+        let overrides = spec
+            .layers
+            .iter()
+            .filter_map(|l| l.weight.clone().map(|w| (l.name.clone(), w)))
+            .collect();
+        LayeredWeight {
+            default,
+            selection,
+            overrides,
+        }
+    }
+
+    /// The model that applies at `site` (`Off` when none).
+    pub fn model_for(&self, site: &LayerSite) -> &WeightFault {
+        match self.overrides.get(site.name) {
+            Some(w) => w,
+            None if self.selection.selects(site) => &self.default,
+            None => &WeightFault::Off,
+        }
+    }
+}
+
+impl WeightInjector for LayeredWeight {
+    fn corrupt(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
+        self.model_for(site).apply(site, codes, rng);
+    }
+}

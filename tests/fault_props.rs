@@ -1,0 +1,179 @@
+//! Property tests of the fault models: every model keeps codes valid for
+//! any width and rate, zero rates change nothing, bit operations are exact,
+//! files round-trip, and no input text or flag makes parsing panic.
+
+use ftnas::fault::twos::{flip_bit, force_bit, from_word, to_word};
+use ftnas::fault::{
+    AdSaf, BitFlip, FaultModel, FaultSpec, FeatureFault, FeatureSection, HitSign, LayerOverride,
+    LayerSelection, Mibb, OutputHit, PerBit, Sa1Sign, StuckAt, WeightFault, WeightSection,
+};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+fn in_range(codes: &[i32], bits: u8) -> bool {
+    let lo = -(1i64 << (bits - 1));
+    let hi = (1i64 << (bits - 1)) - 1;
+    codes.iter().all(|&c| (lo..=hi).contains(&(c as i64)))
+}
+
+/// Codes of a `bits`-bit format.
+fn codes_strategy() -> impl Strategy<Value = (u8, Vec<i32>)> {
+    (2u8..=16).prop_flat_map(|bits| {
+        let lo = -(1i32 << (bits - 1));
+        let hi = (1i32 << (bits - 1)) - 1;
+        (Just(bits), prop::collection::vec(lo..=hi, 0..300))
+    })
+}
+
+fn prob() -> impl Strategy<Value = f64> {
+    prop_oneof![Just(0.0), Just(1.0), 0.0..=1.0f64, 0.0..1e-2f64]
+}
+
+fn apply_all(bits: u8, codes: &[i32], p: f64, q: f64, seed: u64) -> Vec<Vec<i32>> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut out = Vec::new();
+    let mut c = codes.to_vec();
+    Mibb { p }.apply(9, bits, &mut c, &mut rng);
+    out.push(c);
+    let mut c = codes.to_vec();
+    BitFlip { p }.apply(bits, &mut c, &mut rng);
+    out.push(c);
+    let mut c = codes.to_vec();
+    OutputHit {
+        p_out: p,
+        bit_weights: vec![1.0 / bits as f64; bits as usize],
+        sign: if q < 0.5 {
+            HitSign::Random
+        } else {
+            HitSign::Flip
+        },
+        multiplicity: vec![0.5, 0.5],
+    }
+    .apply(bits, &mut c, &mut rng);
+    out.push(c);
+    let mut c = codes.to_vec();
+    StuckAt {
+        p0: PerBit::Uniform(p * (1.0 - q)),
+        p1: PerBit::Uniform(p * q),
+    }
+    .apply(bits, &mut c, &mut rng);
+    out.push(c);
+    let mut c = codes.to_vec();
+    AdSaf {
+        p,
+        sa1_fraction: q,
+        sa1_sign: Sa1Sign::Random,
+    }
+    .apply(bits, &mut c, &mut rng);
+    out.push(c);
+    out
+}
+
+proptest! {
+    #[test]
+    fn models_keep_codes_valid((bits, codes) in codes_strategy(), p in prob(), q in 0.0..=1.0f64, seed in any::<u64>()) {
+        for out in apply_all(bits, &codes, p, q, seed) {
+            prop_assert_eq!(out.len(), codes.len());
+            prop_assert!(in_range(&out, bits));
+        }
+    }
+
+    #[test]
+    fn zero_rate_changes_nothing((bits, codes) in codes_strategy(), q in 0.0..=1.0f64, seed in any::<u64>()) {
+        for out in apply_all(bits, &codes, 0.0, q, seed) {
+            prop_assert_eq!(&out, &codes);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_faults((bits, codes) in codes_strategy(), p in prob(), q in 0.0..=1.0f64, seed in any::<u64>()) {
+        prop_assert_eq!(apply_all(bits, &codes, p, q, seed), apply_all(bits, &codes, p, q, seed));
+    }
+
+    #[test]
+    fn adsaf_stays_within_layer_max((bits, codes) in codes_strategy(), p in prob(), q in 0.0..=1.0f64, seed in any::<u64>()) {
+        let m = codes.iter().map(|c| c.abs()).max().unwrap_or(0);
+        let mut c = codes.clone();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        AdSaf { p, sa1_fraction: q, sa1_sign: Sa1Sign::Own }.apply(bits, &mut c, &mut rng);
+        for (&a, &b) in codes.iter().zip(&c) {
+            prop_assert!(b == a || b == 0 || b.abs() == m || b == (1 << (bits - 1)) - 1);
+            prop_assert!(b.abs() <= m);
+        }
+    }
+
+    #[test]
+    fn full_rate_bitflip_is_bitwise_not((bits, codes) in codes_strategy(), seed in any::<u64>()) {
+        let mut c = codes.clone();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        BitFlip { p: 1.0 }.apply(bits, &mut c, &mut rng);
+        for (&a, &b) in codes.iter().zip(&c) {
+            prop_assert_eq!(b, !a);
+        }
+    }
+
+    #[test]
+    fn bit_operations_are_exact(bits in 2u8..=16, raw in any::<i32>(), bit in 0u32..16, v in any::<bool>()) {
+        let bit = bit % bits as u32;
+        let code = from_word(raw as u32 as u64, bits);
+        prop_assert!(in_range(&[code], bits));
+        prop_assert_eq!(from_word(to_word(code, bits), bits), code);
+        prop_assert_eq!(flip_bit(flip_bit(code, bit, bits), bit, bits), code);
+        let forced = force_bit(code, bit, v, bits);
+        prop_assert_eq!((to_word(forced, bits) >> bit) & 1 == 1, v);
+        prop_assert_eq!(force_bit(forced, bit, v, bits), forced);
+        // Only that bit may change.
+        prop_assert_eq!((to_word(forced, bits) ^ to_word(code, bits)) & !(1u64 << bit), 0);
+    }
+
+    #[test]
+    fn parsing_never_panics(text in "\\PC{0,200}") {
+        let _ = FaultModel::parse_str(&text, "fuzz.toml");
+        let _ = FaultModel::parse_feature_flag(&text);
+        let _ = FaultModel::parse_weight_flag(&text);
+    }
+
+    #[test]
+    fn structured_garbage_never_panics(
+        kind in prop::sample::select(vec!["mibb", "bitflip", "output_hit", "none", "stuck_at", "adsaf", "x"]),
+        key in prop::sample::select(vec!["p", "p_out", "bit_weights", "sign", "p0", "p1", "sa1_fraction", "layers", "persistent", "multiplicity"]),
+        value in prop::sample::select(vec!["0.5", "-1", "2", "[0.5, 0.5]", "[]", "\"all\"", "\"own\"", "true", "nan", "inf", "[1, \"a\"]", "{a = 1}"]),
+        section in prop::sample::select(vec!["feature", "weight"]),
+    ) {
+        let text = format!("[{section}]\nkind = \"{kind}\"\n{key} = {value}\n");
+        let _ = FaultModel::parse_str(&text, "fuzz.toml");
+        let text = format!("[[layer]]\nname = \"l\"\n[layer.{section}]\nkind = \"{kind}\"\n{key} = {value}\n");
+        let _ = FaultModel::parse_str(&text, "fuzz.toml");
+    }
+
+    #[test]
+    fn save_format_round_trips(
+        p in prob(), q in 0.0..=1.0f64, bits in 1usize..=16, persistent in any::<bool>(),
+        names in prop::collection::btree_set("[a-z][a-z0-9_.]{0,8}", 0..4),
+    ) {
+        let per_bit: Vec<f64> = (0..bits).map(|i| p * (i as f64 + 1.0) / (bits as f64 + 1.0)).collect();
+        let weights: Vec<f64> = vec![1.0 / bits as f64; bits];
+        let layers: Vec<LayerOverride> = names.iter().enumerate().map(|(i, n)| LayerOverride {
+            name: n.clone(),
+            feature: match i % 3 {
+                0 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Flip, multiplicity: vec![q, 1.0 - q] })),
+                1 => Some(FeatureFault::Off),
+                _ => None,
+            },
+            weight: match i % 2 {
+                0 => Some(WeightFault::StuckAt(StuckAt { p0: PerBit::Bits(per_bit.iter().map(|x| x * (1.0 - q)).collect()), p1: PerBit::Bits(per_bit.iter().map(|x| x * q).collect()) })),
+                _ => Some(WeightFault::AdSaf(AdSaf { p, sa1_fraction: q, sa1_sign: Sa1Sign::Own })),
+            },
+        }).filter(|l| l.feature.is_some() || l.weight.is_some()).collect();
+        let spec = FaultSpec {
+            description: Some(format!("p={p}")),
+            feature: Some(FeatureSection { fault: FeatureFault::BitFlip(BitFlip { p }), layers: LayerSelection::All }),
+            weight: Some(WeightSection { fault: WeightFault::StuckAt(StuckAt { p0: PerBit::Uniform(p * q), p1: PerBit::Uniform(p * (1.0 - q)) }), layers: LayerSelection::Names(vec!["x".into()]), persistent }),
+            layers,
+        };
+        let m = FaultModel::from_spec(spec).unwrap();
+        let back = FaultModel::parse_str(&m.to_toml_string(), "rt.toml").unwrap();
+        prop_assert_eq!(back.spec(), m.spec());
+    }
+}
