@@ -1,0 +1,84 @@
+//! The portable kernel family: plain Rust, no intrinsics, runs everywhere.
+//!
+//! Operands are widened to i32 at packing time so the micro-kernel is a
+//! fixed-size `MR x NR` block of wrapping multiply-adds over contiguous
+//! slices, which LLVM turns into whatever vector instructions the build
+//! target has. It is the reference the arch-specific families are checked
+//! against (besides the naive triple loop of the tests).
+
+use super::driver::{Code, Family};
+
+/// Marker type of the portable family.
+pub(crate) struct Portable;
+
+const MR: usize = 4;
+const NR: usize = 16;
+
+impl<T: Code> Family<T> for Portable {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = 1;
+    const KC: usize = 256;
+    const MC: usize = 64;
+    const NC: usize = 256;
+    type Elem = i32;
+
+    unsafe fn pack_a(a: &[T], lda: usize, rows: usize, k0: usize, k1: usize, out: &mut [i32]) {
+        for (p, group) in (k0..k1).zip(out.chunks_exact_mut(MR)) {
+            for (r, slot) in group.iter_mut().enumerate() {
+                *slot = if r < rows { a[r * lda + p].widen() } else { 0 };
+            }
+        }
+    }
+
+    unsafe fn pack_b(
+        b: &[T],
+        ldb: usize,
+        j0: usize,
+        cols: usize,
+        k0: usize,
+        k1: usize,
+        out: &mut [i32],
+        init: &mut [i32],
+    ) {
+        init.fill(0);
+        for (p, group) in (k0..k1).zip(out.chunks_exact_mut(NR)) {
+            let row = &b[p * ldb + j0..p * ldb + j0 + cols];
+            for (slot, &v) in group.iter_mut().zip(row) {
+                *slot = v.widen();
+            }
+            group[cols..].fill(0);
+        }
+    }
+
+    unsafe fn kernel(
+        groups: usize,
+        a: &[i32],
+        b: &[i32],
+        init: &[i32],
+        c: *mut i32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[0i32; NR]; MR];
+        for row in acc.iter_mut() {
+            row.copy_from_slice(&init[..NR]);
+        }
+        let a = &a[..groups * MR];
+        let b = &b[..groups * NR];
+        for (a_col, b_row) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+            for (acc_row, &av) in acc.iter_mut().zip(a_col) {
+                for (s, &bv) in acc_row.iter_mut().zip(b_row) {
+                    *s = s.wrapping_add(av.wrapping_mul(bv));
+                }
+            }
+        }
+        for (r, acc_row) in acc.iter().enumerate() {
+            // SAFETY: the caller guarantees MR rows of NR values at stride ldc.
+            let c_row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), NR) };
+            for (cv, &s) in c_row.iter_mut().zip(acc_row) {
+                *cv = if accumulate { cv.wrapping_add(s) } else { s };
+            }
+        }
+    }
+}
