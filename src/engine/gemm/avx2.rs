@@ -71,7 +71,7 @@ impl<T: Avx2Code> Family<T> for Avx2 {
             for r in 0..MR {
                 let at = |q: usize| {
                     if r < rows && q < k1 {
-                        a[r * lda + q].widen() as i16
+                        a[r * lda + q].to_i16()
                     } else {
                         0
                     }
@@ -103,7 +103,7 @@ impl<T: Avx2Code> Family<T> for Avx2 {
             for j in 0..NR {
                 let at = |q: usize| {
                     if j < cols && q < k1 {
-                        b[q * ldb + j0 + j].widen() as i16
+                        b[q * ldb + j0 + j].to_i16()
                     } else {
                         0
                     }

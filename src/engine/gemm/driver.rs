@@ -14,21 +14,78 @@ use rayon::prelude::*;
 
 /// Integer codes a GEMM operand can hold (i8 or i16).
 pub(crate) trait Code: Copy + Send + Sync + 'static {
-    fn widen(self) -> i32;
+    /// The code as i16 (lossless for every implementor).
+    fn to_i16(self) -> i16;
 }
 
 impl Code for i8 {
     #[inline(always)]
-    fn widen(self) -> i32 {
-        self as i32
+    fn to_i16(self) -> i16 {
+        self as i16
     }
 }
 
 impl Code for i16 {
     #[inline(always)]
-    fn widen(self) -> i32 {
-        self as i32
+    fn to_i16(self) -> i16 {
+        self
     }
+}
+
+/// Element types of packed panels: plain integers, valid for every bit
+/// pattern, so they can live in a reused byte workspace.
+///
+/// # Safety
+/// Implementors must be integer types without padding, of alignment <= 64.
+pub(crate) unsafe trait PackedElem: Copy + Send + Sync + 'static {}
+// SAFETY: plain integers.
+unsafe impl PackedElem for u8 {}
+// SAFETY: plain integers.
+unsafe impl PackedElem for i16 {}
+
+/// One cache line; the workspace is made of these so packed panels start
+/// 64-byte aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+thread_local! {
+    /// Packing workspace reused across calls on this thread: a fresh
+    /// allocation of a 1 MB packed B per call costs page faults and zeroing
+    /// worth a sizeable fraction of a 0.5 ms GEMM.
+    static WORKSPACE: std::cell::Cell<Vec<Line>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with two zero-initialised-once, 64-byte-aligned slices of
+/// `a_len` and `b_len` elements. The contents are stale data from earlier
+/// calls: every packer overwrites the whole panel it owns.
+fn with_workspace<E: PackedElem, R>(
+    a_len: usize,
+    b_len: usize,
+    f: impl FnOnce(&mut [E], &mut [E]) -> R,
+) -> R {
+    let line_elems = 64 / std::mem::size_of::<E>();
+    let a_lines = a_len.div_ceil(line_elems);
+    let b_lines = b_len.div_ceil(line_elems);
+    // `take` leaves an empty Vec behind, so a nested call on this thread
+    // (rayon work stealing) allocates its own buffer instead of aliasing.
+    let mut lines = WORKSPACE.with(|w| w.take());
+    if lines.len() < a_lines + b_lines {
+        lines = vec![Line([0; 64]); a_lines + b_lines];
+    }
+    let (a_part, b_part) = lines.split_at_mut(a_lines);
+    // SAFETY: `Line` is 64 initialised bytes, aligned to 64; `E` is a plain
+    // integer (PackedElem) of alignment <= 64, valid for any bit pattern,
+    // and the lengths stay within the lines reserved for each part.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(a_part.as_mut_ptr().cast::<E>(), a_len),
+            std::slice::from_raw_parts_mut(b_part.as_mut_ptr().cast::<E>(), b_len),
+        )
+    };
+    let result = f(a, b);
+    WORKSPACE.with(|w| w.set(lines));
+    result
 }
 
 /// One kernel family for operand type `T`.
@@ -52,7 +109,7 @@ pub(crate) trait Family<T: Code>: Sync {
     /// Columns of C per parallel task (multiple of `NR`).
     const NC: usize;
     /// Element type of the packed panels.
-    type Elem: Copy + Default + Send + Sync;
+    type Elem: PackedElem;
 
     /// Packs rows `0..rows` (`rows <= MR`, rest padded) of `a` (row stride
     /// `lda`), k range `k0..k1`, into `out` (`MR * round_up(k1-k0, KG)`).
@@ -151,8 +208,35 @@ pub(crate) unsafe fn run<T: Code, F: Family<T>>(
     // Balanced k blocks: k = 576 gives one block, not 512 + 64.
     let k_blocks = k.div_ceil(F::KC);
     let kc_step = round_up(k.div_ceil(k_blocks), F::KG);
-    let mut a_pack = vec![F::Elem::default(); m_panels * F::MR * kc_step];
-    let mut b_pack = vec![F::Elem::default(); n_panels * F::NR * kc_step];
+    with_workspace::<F::Elem, _>(
+        m_panels * F::MR * kc_step,
+        n_panels * F::NR * kc_step,
+        |a_pack, b_pack| {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { run_blocks::<T, F>(parallel, m, n, k, kc_step, a, b, c, a_pack, b_pack) }
+        },
+    );
+}
+
+/// The k-block loop of [`run`], on packing buffers sized for `kc_step`.
+///
+/// # Safety
+/// As [`run`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_blocks<T: Code, F: Family<T>>(
+    parallel: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    kc_step: usize,
+    a: &[T],
+    b: &[T],
+    c: &mut [i32],
+    a_pack: &mut [F::Elem],
+    b_pack: &mut [F::Elem],
+) {
+    let m_panels = m.div_ceil(F::MR);
+    let n_panels = n.div_ceil(F::NR);
     let mut init = vec![0i32; n_panels * F::NR];
     let c_ptr = TilePtr(c.as_mut_ptr());
     let row_tiles = m.div_ceil(F::MC);
@@ -177,15 +261,22 @@ pub(crate) unsafe fn run<T: Code, F: Family<T>>(
             unsafe { F::pack_b(b, n, j0, F::NR.min(n - j0), k0, k1, out, init) };
         };
         if parallel {
-            a_packs
-                .par_chunks_mut(a_len)
-                .enumerate()
-                .for_each(pack_a_panel);
-            b_packs
-                .par_chunks_mut(b_len)
-                .zip(init.par_chunks_mut(F::NR))
-                .enumerate()
-                .for_each(pack_b_panel);
+            // One fork/join for both operands.
+            rayon::join(
+                || {
+                    a_packs
+                        .par_chunks_mut(a_len)
+                        .enumerate()
+                        .for_each(pack_a_panel)
+                },
+                || {
+                    b_packs
+                        .par_chunks_mut(b_len)
+                        .zip(init.par_chunks_mut(F::NR))
+                        .enumerate()
+                        .for_each(pack_b_panel)
+                },
+            );
         } else {
             a_packs.chunks_mut(a_len).enumerate().for_each(pack_a_panel);
             b_packs
