@@ -49,6 +49,9 @@ unsafe impl PackedElem for i16 {}
 #[repr(C, align(64))]
 struct Line([u8; 64]);
 
+/// Largest workspace (bytes) a thread keeps between calls.
+const MAX_KEPT_WORKSPACE: usize = 16 << 20;
+
 thread_local! {
     /// Packing workspace reused across calls on this thread: a fresh
     /// allocation of a 1 MB packed B per call costs page faults and zeroing
@@ -84,7 +87,10 @@ fn with_workspace<E: PackedElem, R>(
         )
     };
     let result = f(a, b);
-    WORKSPACE.with(|w| w.set(lines));
+    // Keep typical conv-layer buffers; give back rare huge ones.
+    if lines.len() * std::mem::size_of::<Line>() <= MAX_KEPT_WORKSPACE {
+        WORKSPACE.with(|w| w.set(lines));
+    }
     result
 }
 
