@@ -65,21 +65,25 @@ impl<T: Avx2Code> Family<T> for Avx2 {
     type Elem = i16;
 
     unsafe fn pack_a(a: &[T], lda: usize, rows: usize, k0: usize, k1: usize, out: &mut [i16]) {
-        // A is O(m*k) work per call against O(m*n*k) multiplies: scalar is fine.
-        for (g, group) in out.chunks_exact_mut(A_GROUP).enumerate() {
-            let p = k0 + 2 * g;
-            for r in 0..MR {
-                let at = |q: usize| {
-                    if r < rows && q < k1 {
-                        a[r * lda + q].to_i16()
-                    } else {
-                        0
-                    }
-                };
-                group[2 * r] = at(p);
-                group[2 * r + 1] = at(p + 1);
+        // A is O(m*k) work per call against O(m*n*k) multiplies: scalar,
+        // row by row (contiguous reads), is enough.
+        let len = k1 - k0;
+        for r in 0..MR {
+            let row: &[T] = if r < rows {
+                &a[r * lda + k0..r * lda + k1]
+            } else {
+                &[]
+            };
+            for (q, &v) in row.iter().enumerate() {
+                out[(q / 2) * A_GROUP + 2 * r + q % 2] = v.to_i16();
+            }
+            // Zero the padding (rows past `rows`, odd k tail): the
+            // workspace holds stale data.
+            for q in row.len()..out.len() / A_GROUP * 2 {
+                out[(q / 2) * A_GROUP + 2 * r + q % 2] = 0;
             }
         }
+        debug_assert!(len.div_ceil(2) * A_GROUP == out.len());
     }
 
     unsafe fn pack_b(

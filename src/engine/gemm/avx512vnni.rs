@@ -40,17 +40,20 @@ pub(crate) fn is_available() -> bool {
 
 /// Packs an A panel as `a + 128` bytes (see module docs).
 fn pack_a(a: &[i8], lda: usize, rows: usize, k0: usize, k1: usize, out: &mut [u8]) {
-    for (g, group) in out.chunks_exact_mut(A_GROUP).enumerate() {
-        let p = k0 + 4 * g;
-        for r in 0..MR {
-            for q in 0..4 {
-                let v = if r < rows && p + q < k1 {
-                    a[r * lda + p + q]
-                } else {
-                    0
-                };
-                group[4 * r + q] = (v as u8) ^ 0x80;
-            }
+    let slots = out.len() / A_GROUP * 4;
+    for r in 0..MR {
+        let row: &[i8] = if r < rows {
+            &a[r * lda + k0..r * lda + k1]
+        } else {
+            &[]
+        };
+        for (q, &v) in row.iter().enumerate() {
+            out[(q / 4) * A_GROUP + 4 * r + q % 4] = (v as u8) ^ 0x80;
+        }
+        // Padding is a zero code (0x80 after the shift); it meets zero B
+        // padding, so it adds nothing. The workspace holds stale data.
+        for q in row.len()..slots {
+            out[(q / 4) * A_GROUP + 4 * r + q % 4] = 0x80;
         }
     }
 }
