@@ -353,8 +353,7 @@ unsafe fn compute_tile<T: Code, F: Family<T>>(
                 unsafe { F::kernel(groups, a_panel, b_panel, panel_init, c_tile, n, accumulate) };
             } else {
                 // Ragged edge: run the full tile on scratch, copy the valid
-                // part. Padded rows/columns compute garbage-free zeros
-                // products that are simply dropped.
+                // part; results of padded rows and columns are dropped.
                 if accumulate {
                     for r in 0..valid_rows {
                         for j in 0..valid_cols {
