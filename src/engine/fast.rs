@@ -1,0 +1,338 @@
+//! The fast engine: conv/linear as im2col + integer GEMM
+//! ([`gemm_i8`] when `act_bits <= 8` and `weight_bits <= 8`, else
+//! [`gemm_i16`]), depthwise convs as a direct loop, images in parallel with
+//! rayon, per-thread buffers reused across images (no allocation per image
+//! once a thread's workspace is sized).
+//!
+//! Why it is bit-identical to the reference engine:
+//! - GEMM sums wrap in i32. In `Wrap` mode the accumulator keeps the low
+//!   `psum_bits <= 32` bits, and wrapping is compatible with addition, so
+//!   `wrap(sum_i32 + bias, psum_bits)` equals the in-order wrapped sum.
+//! - In `Saturate` mode the in-order result equals the plain sum (then one
+//!   clamp after the bias) as long as no partial sum can leave the range.
+//!   Per image and output channel we check `max|a| * sum|w| <= max_code`;
+//!   channels that fail the check are recomputed with the in-order
+//!   saturating loop of the reference ([`int_ops::mac_output_in_order`]).
+
+use rayon::prelude::*;
+
+use crate::fixed::{max_code, requantize, saturate, wrap, Datapath, Overflow};
+use crate::quant::{int_ops, MacLayer, QModel, QOp};
+
+use super::gemm::{gemm_i16, gemm_i8};
+use super::{exec_non_mac, finish_mac_output, image_count, Engine, EngineError, FeatureFaults};
+
+/// The im2col + GEMM engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FastEngine;
+
+/// Weight codes narrowed for the GEMM kernel chosen by the datapath.
+enum NarrowWeights {
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+}
+
+/// A MAC layer prepared once per run: narrowed weights and, per output
+/// channel, `sum|w|` for the saturation bound.
+struct PreparedMac {
+    weights: NarrowWeights,
+    abs_sum: Vec<i64>,
+}
+
+/// Per-thread buffers: one output buffer per node, the im2col matrix.
+struct Workspace {
+    bufs: Vec<Vec<i32>>,
+    col8: Vec<i8>,
+    col16: Vec<i16>,
+}
+
+impl Workspace {
+    fn new(model: &QModel) -> Workspace {
+        Workspace {
+            bufs: model
+                .nodes
+                .iter()
+                .map(|n| vec![0i32; n.shape.numel()])
+                .collect(),
+            col8: Vec::new(),
+            col16: Vec::new(),
+        }
+    }
+}
+
+impl Engine for FastEngine {
+    fn name(&self) -> &'static str {
+        "fast"
+    }
+
+    fn run(
+        &self,
+        model: &QModel,
+        images: &[f32],
+        first_index: u64,
+        faults: Option<FeatureFaults<'_>>,
+    ) -> Result<Vec<Vec<i32>>, EngineError> {
+        image_count(model, images)?;
+        let prepared = prepare(model);
+        let n = model.input_shape().numel();
+        Ok(images
+            .par_chunks(n)
+            .enumerate()
+            .map_init(
+                || Workspace::new(model),
+                |ws, (i, img)| {
+                    run_image(model, &prepared, ws, img, first_index + i as u64, faults);
+                    ws.bufs[model.nodes.len() - 1].clone()
+                },
+            )
+            .collect())
+    }
+}
+
+fn narrow_i8(model: &QModel) -> bool {
+    model.datapath.act_bits <= 8 && model.datapath.weight_bits <= 8
+}
+
+fn prepare(model: &QModel) -> Vec<Option<PreparedMac>> {
+    let use_i8 = narrow_i8(model);
+    model
+        .nodes
+        .iter()
+        .map(|node| match &node.op {
+            QOp::Mac(l) => {
+                let per_out = l.macs_per_output();
+                let abs_sum = l
+                    .weights
+                    .chunks(per_out)
+                    .map(|w| w.iter().map(|&x| (x as i64).abs()).sum())
+                    .collect();
+                let weights = if use_i8 {
+                    NarrowWeights::I8(l.weights.iter().map(|&x| x as i8).collect())
+                } else {
+                    NarrowWeights::I16(l.weights.iter().map(|&x| x as i16).collect())
+                };
+                Some(PreparedMac { weights, abs_sum })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn run_image(
+    model: &QModel,
+    prepared: &[Option<PreparedMac>],
+    ws: &mut Workspace,
+    image: &[f32],
+    image_index: u64,
+    faults: Option<FeatureFaults<'_>>,
+) {
+    let Workspace { bufs, col8, col16 } = ws;
+    for (q, node) in model.nodes.iter().enumerate() {
+        let (prev, rest) = bufs.split_at_mut(q);
+        let out = rest[0].as_mut_slice();
+        match &node.op {
+            QOp::Input => model.quantize_input(image, out),
+            QOp::Mac(layer) => {
+                let input = prev[node.inputs[0]].as_slice();
+                let prep = prepared[q].as_ref().expect("every MAC layer is prepared");
+                mac_layer_fast(layer, prep, input, &model.datapath, out, col8, col16);
+                finish_mac_output(layer, out, image_index, faults);
+            }
+            _ => exec_non_mac(model, q, prev, out),
+        }
+    }
+}
+
+/// Conversion from a code (already in range) to the GEMM operand type.
+trait Narrow: Copy + Default {
+    fn narrow(v: i32) -> Self;
+}
+impl Narrow for i8 {
+    #[inline]
+    fn narrow(v: i32) -> i8 {
+        v as i8
+    }
+}
+impl Narrow for i16 {
+    #[inline]
+    fn narrow(v: i32) -> i16 {
+        v as i16
+    }
+}
+
+/// im2col of group `grp`: `col[k x npix]` with rows `(ci, ky, kx)` and
+/// columns the output pixels; padded taps are 0.
+fn im2col<T: Narrow>(layer: &MacLayer, input: &[i32], grp: usize, col: &mut Vec<T>) {
+    let s = layer.in_shape;
+    let o = layer.out_shape;
+    let (kh, kw) = layer.kernel;
+    let cin_g = layer.cin_per_group();
+    let npix = o.h * o.w;
+    col.clear();
+    col.resize(cin_g * kh * kw * npix, T::default());
+    let mut row = 0;
+    for ci in 0..cin_g {
+        let plane = &input[(grp * cin_g + ci) * s.h * s.w..][..s.h * s.w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let dst = &mut col[row * npix..(row + 1) * npix];
+                row += 1;
+                let dx = (kx * layer.dilation.1) as isize - layer.padding.1 as isize;
+                for oy in 0..o.h {
+                    let iy = (oy * layer.stride.0 + ky * layer.dilation.0) as isize
+                        - layer.padding.0 as isize;
+                    if iy < 0 || iy >= s.h as isize {
+                        continue; // stays 0
+                    }
+                    let src = &plane[iy as usize * s.w..(iy as usize + 1) * s.w];
+                    let drow = &mut dst[oy * o.w..(oy + 1) * o.w];
+                    if layer.stride.1 == 1 {
+                        // valid ox: 0 <= ox + dx < s.w
+                        let lo = (-dx).clamp(0, o.w as isize) as usize;
+                        let hi = (s.w as isize - dx).clamp(0, o.w as isize) as usize;
+                        for ox in lo..hi.max(lo) {
+                            drow[ox] = T::narrow(src[(ox as isize + dx) as usize]);
+                        }
+                    } else {
+                        for (ox, d) in drow.iter_mut().enumerate() {
+                            let ix = (ox * layer.stride.1) as isize + dx;
+                            if ix >= 0 && ix < s.w as isize {
+                                *d = T::narrow(src[ix as usize]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Raw i32 (wrapping) sums of every output into `out`.
+fn raw_sums(
+    layer: &MacLayer,
+    prep: &PreparedMac,
+    input: &[i32],
+    out: &mut [i32],
+    col8: &mut Vec<i8>,
+    col16: &mut Vec<i16>,
+) {
+    let o = layer.out_shape;
+    let npix = o.h * o.w;
+    let cin_g = layer.cin_per_group();
+    let cout_g = layer.cout_per_group();
+    let k = layer.macs_per_output();
+    if cin_g == 1 && cout_g == 1 {
+        // depthwise: a direct loop beats GEMMs with m = 1
+        let s = layer.in_shape;
+        let (kh, kw) = layer.kernel;
+        for c in 0..o.c {
+            let w = &layer.weights[c * k..(c + 1) * k];
+            let plane = &input[c * s.h * s.w..(c + 1) * s.h * s.w];
+            for oy in 0..o.h {
+                for ox in 0..o.w {
+                    let mut acc = 0i32;
+                    for ky in 0..kh {
+                        let iy = (oy * layer.stride.0 + ky * layer.dilation.0) as isize
+                            - layer.padding.0 as isize;
+                        if iy < 0 || iy >= s.h as isize {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize
+                                - layer.padding.1 as isize;
+                            if ix < 0 || ix >= s.w as isize {
+                                continue;
+                            }
+                            acc = acc.wrapping_add(
+                                plane[iy as usize * s.w + ix as usize] * w[ky * kw + kx],
+                            );
+                        }
+                    }
+                    out[(c * o.h + oy) * o.w + ox] = acc;
+                }
+            }
+        }
+        return;
+    }
+    for grp in 0..layer.groups {
+        let c_out = &mut out[grp * cout_g * npix..(grp + 1) * cout_g * npix];
+        match &prep.weights {
+            NarrowWeights::I8(w) => {
+                im2col(layer, input, grp, col8);
+                gemm_i8(
+                    cout_g,
+                    npix,
+                    k,
+                    &w[grp * cout_g * k..(grp + 1) * cout_g * k],
+                    col8,
+                    c_out,
+                );
+            }
+            NarrowWeights::I16(w) => {
+                im2col(layer, input, grp, col16);
+                gemm_i16(
+                    cout_g,
+                    npix,
+                    k,
+                    &w[grp * cout_g * k..(grp + 1) * cout_g * k],
+                    col16,
+                    c_out,
+                );
+            }
+        }
+    }
+}
+
+/// Requantized pre-activation codes of one conv/linear layer for one image.
+fn mac_layer_fast(
+    layer: &MacLayer,
+    prep: &PreparedMac,
+    input: &[i32],
+    dp: &Datapath,
+    out: &mut [i32],
+    col8: &mut Vec<i8>,
+    col16: &mut Vec<i16>,
+) {
+    raw_sums(layer, prep, input, out, col8, col16);
+    let o = layer.out_shape;
+    let npix = o.h * o.w;
+    let (bits, f_out) = (layer.out_format.bits, layer.out_format.frac);
+    let amax = match dp.overflow {
+        Overflow::Saturate => input.iter().map(|&x| (x as i64).abs()).max().unwrap_or(0),
+        Overflow::Wrap => 0,
+    };
+    let limit = max_code(dp.psum_bits);
+    for oc in 0..o.c {
+        let bias = layer.bias[oc] as i64;
+        let row = &mut out[oc * npix..(oc + 1) * npix];
+        match dp.overflow {
+            Overflow::Wrap => {
+                for v in row.iter_mut() {
+                    let acc = wrap(*v as i64 + bias, dp.psum_bits);
+                    *v = requantize(acc, layer.acc_frac, f_out, bits) as i32;
+                }
+            }
+            Overflow::Saturate if amax * prep.abs_sum[oc] <= limit => {
+                for v in row.iter_mut() {
+                    let acc = saturate(*v as i64 + bias, dp.psum_bits);
+                    *v = requantize(acc, layer.acc_frac, f_out, bits) as i32;
+                }
+            }
+            Overflow::Saturate => {
+                // a partial sum could saturate: redo this channel in order
+                for (p, v) in row.iter_mut().enumerate() {
+                    let acc = int_ops::mac_output_in_order(
+                        layer,
+                        &layer.weights,
+                        input,
+                        dp,
+                        oc,
+                        p / o.w,
+                        p % o.w,
+                    );
+                    *v = requantize(acc, layer.acc_frac, f_out, bits) as i32;
+                }
+            }
+        }
+    }
+}
