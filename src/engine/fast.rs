@@ -16,8 +16,8 @@
 
 use rayon::prelude::*;
 
-use crate::fixed::{max_code, requantize, saturate, wrap, Datapath, Overflow};
-use crate::quant::{int_ops, MacLayer, QModel, QOp};
+use crate::fixed::{max_code, min_code, round_shift, saturate, wrap, Datapath, Overflow};
+use crate::quant::{int_ops, Activation, MacLayer, QModel, QOp};
 
 use super::gemm::{gemm_i16, gemm_i8};
 use super::{exec_non_mac, finish_mac_output, image_count, Engine, EngineError, FeatureFaults};
@@ -33,7 +33,7 @@ enum NarrowWeights {
 }
 
 /// A MAC layer prepared once per run: narrowed weights and, per output
-/// channel, `sum|w|` for the saturation bound.
+/// channel, `sum|w|` for the saturation bound (saturating datapaths only).
 struct PreparedMac {
     weights: NarrowWeights,
     abs_sum: Vec<i64>,
@@ -75,9 +75,13 @@ impl Engine for FastEngine {
         image_count(model, images)?;
         let prepared = prepare(model);
         let n = model.input_shape().numel();
+        // few enough jobs that each thread sizes its workspace only a few times
+        let count = images.len() / n;
+        let min_len = count.div_ceil(4 * rayon::current_num_threads()).max(1);
         Ok(images
             .par_chunks(n)
             .enumerate()
+            .with_min_len(min_len)
             .map_init(
                 || Workspace::new(model),
                 |ws, (i, img)| {
@@ -100,12 +104,15 @@ fn prepare(model: &QModel) -> Vec<Option<PreparedMac>> {
         .iter()
         .map(|node| match &node.op {
             QOp::Mac(l) => {
-                let per_out = l.macs_per_output();
-                let abs_sum = l
-                    .weights
-                    .chunks(per_out)
-                    .map(|w| w.iter().map(|&x| (x as i64).abs()).sum())
-                    .collect();
+                // only the saturating accumulator needs the bound
+                let abs_sum = match model.datapath.overflow {
+                    Overflow::Saturate => l
+                        .weights
+                        .chunks(l.macs_per_output())
+                        .map(|w| w.iter().map(|&x| (x as i64).abs()).sum())
+                        .collect(),
+                    Overflow::Wrap => Vec::new(),
+                };
                 let weights = if use_i8 {
                     NarrowWeights::I8(l.weights.iter().map(|&x| x as i8).collect())
                 } else {
@@ -135,8 +142,12 @@ fn run_image(
             QOp::Mac(layer) => {
                 let input = prev[node.inputs[0]].as_slice();
                 let prep = prepared[q].as_ref().expect("every MAC layer is prepared");
-                mac_layer_fast(layer, prep, input, &model.datapath, out, col8, col16);
-                finish_mac_output(layer, out, image_index, faults);
+                // without a hook, the activation merges into requantization
+                let fused = faults.is_none();
+                mac_layer_fast(layer, prep, input, &model.datapath, out, col8, col16, fused);
+                if !fused {
+                    finish_mac_output(layer, out, image_index, faults);
+                }
             }
             _ => exec_non_mac(model, q, prev, out),
         }
@@ -160,49 +171,105 @@ impl Narrow for i16 {
     }
 }
 
-/// im2col of group `grp`: `col[k x npix]` with rows `(ci, ky, kx)` and
-/// columns the output pixels; padded taps are 0.
-fn im2col<T: Narrow>(layer: &MacLayer, input: &[i32], grp: usize, col: &mut Vec<T>) {
+/// im2col of group `grp` into `col[..k * npix]` (rows `(ci, ky, kx)`,
+/// columns the output pixels; padded taps are 0). Every element is written,
+/// so the buffer is reused across layers without clearing.
+fn im2col<T: Narrow>(layer: &MacLayer, input: &[i32], grp: usize, col: &mut Vec<T>) -> usize {
     let s = layer.in_shape;
     let o = layer.out_shape;
     let (kh, kw) = layer.kernel;
     let cin_g = layer.cin_per_group();
     let npix = o.h * o.w;
-    col.clear();
-    col.resize(cin_g * kh * kw * npix, T::default());
-    let mut row = 0;
+    let len = cin_g * kh * kw * npix;
+    if col.len() < len {
+        col.resize(len, T::default());
+    }
+    let zero = T::default();
+    let mut rows = col[..len].chunks_exact_mut(npix);
     for ci in 0..cin_g {
         let plane = &input[(grp * cin_g + ci) * s.h * s.w..][..s.h * s.w];
         for ky in 0..kh {
             for kx in 0..kw {
-                let dst = &mut col[row * npix..(row + 1) * npix];
-                row += 1;
+                let dst = rows.next().expect("k rows");
                 let dx = (kx * layer.dilation.1) as isize - layer.padding.1 as isize;
-                for oy in 0..o.h {
+                if layer.stride == (1, 1) && o.w == s.w {
+                    same_width_row(layer, plane, ky, dx, dst);
+                    continue;
+                }
+                // valid ox for stride 1: 0 <= ox + dx < s.w, a contiguous run
+                let lo = (-dx).clamp(0, o.w as isize) as usize;
+                let hi = ((s.w as isize - dx).clamp(0, o.w as isize) as usize).max(lo);
+                for (oy, drow) in dst.chunks_exact_mut(o.w).enumerate() {
                     let iy = (oy * layer.stride.0 + ky * layer.dilation.0) as isize
                         - layer.padding.0 as isize;
                     if iy < 0 || iy >= s.h as isize {
-                        continue; // stays 0
+                        drow.fill(zero);
+                        continue;
                     }
                     let src = &plane[iy as usize * s.w..(iy as usize + 1) * s.w];
-                    let drow = &mut dst[oy * o.w..(oy + 1) * o.w];
                     if layer.stride.1 == 1 {
-                        // valid ox: 0 <= ox + dx < s.w
-                        let lo = (-dx).clamp(0, o.w as isize) as usize;
-                        let hi = (s.w as isize - dx).clamp(0, o.w as isize) as usize;
-                        for ox in lo..hi.max(lo) {
-                            drow[ox] = T::narrow(src[(ox as isize + dx) as usize]);
+                        drow[..lo].fill(zero);
+                        if hi > lo {
+                            let from = (lo as isize + dx) as usize;
+                            let run = src[from..from + (hi - lo)].iter();
+                            for (d, &v) in drow[lo..hi].iter_mut().zip(run) {
+                                *d = T::narrow(v);
+                            }
                         }
+                        drow[hi..].fill(zero);
                     } else {
                         for (ox, d) in drow.iter_mut().enumerate() {
                             let ix = (ox * layer.stride.1) as isize + dx;
-                            if ix >= 0 && ix < s.w as isize {
-                                *d = T::narrow(src[ix as usize]);
-                            }
+                            *d = if ix >= 0 && ix < s.w as isize {
+                                T::narrow(src[ix as usize])
+                            } else {
+                                zero
+                            };
                         }
                     }
                 }
             }
+        }
+    }
+    len
+}
+
+/// One im2col row of a stride-1 conv whose output has the input's width:
+/// the valid output rows are one contiguous shifted copy of the input plane
+/// (long runs vectorize), after which the columns that fell off the left or
+/// right edge (and picked up a neighbouring row's pixels) are zeroed.
+fn same_width_row<T: Narrow>(layer: &MacLayer, plane: &[i32], ky: usize, dx: isize, dst: &mut [T]) {
+    let s = layer.in_shape;
+    let o = layer.out_shape;
+    let zero = T::default();
+    let dy = (ky * layer.dilation.0) as isize - layer.padding.0 as isize;
+    // valid oy: 0 <= oy + dy < s.h
+    let oy_lo = (-dy).clamp(0, o.h as isize) as usize;
+    let oy_hi = ((s.h as isize - dy).clamp(0, o.h as isize) as usize).max(oy_lo);
+    dst[..oy_lo * o.w].fill(zero);
+    dst[oy_hi * o.w..].fill(zero);
+    if oy_hi == oy_lo {
+        return;
+    }
+    // dst[j] <- plane[start + j] for the block of valid rows, where in range
+    let block = &mut dst[oy_lo * o.w..oy_hi * o.w];
+    let start = (oy_lo as isize + dy) * s.w as isize + dx;
+    let j_lo = (-start).clamp(0, block.len() as isize) as usize;
+    let j_hi = (plane.len() as isize - start).clamp(j_lo as isize, block.len() as isize) as usize;
+    let from = (start + j_lo as isize) as usize;
+    for (d, &v) in block[j_lo..j_hi]
+        .iter_mut()
+        .zip(&plane[from..from + (j_hi - j_lo)])
+    {
+        *d = T::narrow(v);
+    }
+    // columns with ox + dx outside [0, s.w) are padding
+    let lo = (-dx).clamp(0, o.w as isize) as usize;
+    let hi = ((s.w as isize - dx).clamp(0, o.w as isize) as usize).max(lo);
+    if lo > 0 || hi < o.w {
+        for row in block.chunks_exact_mut(o.w) {
+            row[..lo].fill(zero);
+            row[hi..].fill(zero);
         }
     }
 }
@@ -283,7 +350,46 @@ fn raw_sums(
     }
 }
 
-/// Requantized pre-activation codes of one conv/linear layer for one image.
+/// `requantize(acc, f_in, f_out, bits)` with the shift hoisted out of the
+/// loop, optionally followed by the layer's activation (both are clamps, so
+/// they merge into one clamp of the saturated code).
+#[derive(Clone, Copy)]
+struct Requant {
+    shift: i32,
+    lo: i64,
+    hi: i64,
+}
+
+impl Requant {
+    fn new(layer: &MacLayer, with_activation: bool) -> Requant {
+        let f = layer.out_format;
+        let (mut lo, mut hi) = (min_code(f.bits), max_code(f.bits));
+        if with_activation {
+            match layer.activation {
+                Activation::None => {}
+                Activation::Relu => lo = 0,
+                Activation::Relu6 => {
+                    lo = 0;
+                    hi = int_ops::six_code(f) as i64;
+                }
+            }
+        }
+        Requant {
+            shift: layer.acc_frac - f.frac,
+            lo,
+            hi,
+        }
+    }
+    #[inline(always)]
+    fn apply(&self, acc: i64) -> i32 {
+        round_shift(acc, self.shift).clamp(self.lo, self.hi) as i32
+    }
+}
+
+/// Requantized output codes of one conv/linear layer for one image:
+/// pre-activation codes, or post-activation when `with_activation` (used
+/// when no feature-fault hook sits between the two).
+#[allow(clippy::too_many_arguments)]
 fn mac_layer_fast(
     layer: &MacLayer,
     prep: &PreparedMac,
@@ -292,30 +398,40 @@ fn mac_layer_fast(
     out: &mut [i32],
     col8: &mut Vec<i8>,
     col16: &mut Vec<i16>,
+    with_activation: bool,
 ) {
     raw_sums(layer, prep, input, out, col8, col16);
     let o = layer.out_shape;
     let npix = o.h * o.w;
-    let (bits, f_out) = (layer.out_format.bits, layer.out_format.frac);
+    let rq = Requant::new(layer, with_activation);
     let amax = match dp.overflow {
         Overflow::Saturate => input.iter().map(|&x| (x as i64).abs()).max().unwrap_or(0),
         Overflow::Wrap => 0,
     };
     let limit = max_code(dp.psum_bits);
+    let psum = dp.psum_bits;
     for oc in 0..o.c {
         let bias = layer.bias[oc] as i64;
         let row = &mut out[oc * npix..(oc + 1) * npix];
         match dp.overflow {
             Overflow::Wrap => {
-                for v in row.iter_mut() {
-                    let acc = wrap(*v as i64 + bias, dp.psum_bits);
-                    *v = requantize(acc, layer.acc_frac, f_out, bits) as i32;
+                // positive shifts dominate; give the compiler a constant-free loop
+                if rq.shift > 0 {
+                    let s = rq.shift.min(62) as u32;
+                    let half = 1i64 << (s - 1);
+                    for v in row.iter_mut() {
+                        let acc = wrap(*v as i64 + bias, psum);
+                        *v = ((acc + half) >> s).clamp(rq.lo, rq.hi) as i32;
+                    }
+                } else {
+                    for v in row.iter_mut() {
+                        *v = rq.apply(wrap(*v as i64 + bias, psum));
+                    }
                 }
             }
             Overflow::Saturate if amax * prep.abs_sum[oc] <= limit => {
                 for v in row.iter_mut() {
-                    let acc = saturate(*v as i64 + bias, dp.psum_bits);
-                    *v = requantize(acc, layer.acc_frac, f_out, bits) as i32;
+                    *v = rq.apply(saturate(*v as i64 + bias, psum));
                 }
             }
             Overflow::Saturate => {
@@ -330,7 +446,7 @@ fn mac_layer_fast(
                         p / o.w,
                         p % o.w,
                     );
-                    *v = requantize(acc, layer.acc_frac, f_out, bits) as i32;
+                    *v = rq.apply(acc);
                 }
             }
         }
