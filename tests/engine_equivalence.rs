@@ -25,7 +25,7 @@ fn assert_all_engines_agree(q: &QModel, imgs: &[f32], faults: Option<FeatureFaul
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 300, max_global_rejects: 100_000, ..ProptestConfig::default() })]
 
     #[test]
     fn random_graphs_bit_identical(

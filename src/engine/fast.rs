@@ -256,20 +256,23 @@ fn same_width_row<T: Narrow>(layer: &MacLayer, plane: &[i32], ky: usize, dx: isi
     let start = (oy_lo as isize + dy) * s.w as isize + dx;
     let j_lo = (-start).clamp(0, block.len() as isize) as usize;
     let j_hi = (plane.len() as isize - start).clamp(j_lo as isize, block.len() as isize) as usize;
-    let from = (start + j_lo as isize) as usize;
-    for (d, &v) in block[j_lo..j_hi]
-        .iter_mut()
-        .zip(&plane[from..from + (j_hi - j_lo)])
-    {
-        *d = T::narrow(v);
+    if j_hi > j_lo {
+        let from = (start + j_lo as isize) as usize;
+        let run = plane[from..from + (j_hi - j_lo)].iter();
+        for (d, &v) in block[j_lo..j_hi].iter_mut().zip(run) {
+            *d = T::narrow(v);
+        }
+    } else {
+        block.fill(zero); // no tap of these rows lands inside the plane
     }
     // columns with ox + dx outside [0, s.w) are padding
     let lo = (-dx).clamp(0, o.w as isize) as usize;
     let hi = ((s.w as isize - dx).clamp(0, o.w as isize) as usize).max(lo);
-    if lo > 0 || hi < o.w {
-        for row in block.chunks_exact_mut(o.w) {
-            row[..lo].fill(zero);
-            row[hi..].fill(zero);
+    // (column by column with strided stores: per-row fills of one or two
+    // elements would each become a memset call)
+    for col in (0..lo).chain(hi..o.w) {
+        for d in block[col..].iter_mut().step_by(o.w) {
+            *d = zero;
         }
     }
 }

@@ -3,7 +3,7 @@
 //! the ops they cover, so there is one definition of each op's arithmetic.
 //! All tensors are one image, CHW, codes as `i32`.
 
-use crate::fixed::{requantize, round_shift, saturate, Datapath, Format};
+use crate::fixed::{max_code, min_code, requantize, round_shift, saturate, Datapath, Format};
 use crate::model::Shape;
 
 use super::{ChannelAffine, MacLayer, PoolGeom};
@@ -123,12 +123,44 @@ pub fn global_avg_pool(input: &[i32], s: Shape, out: &mut [i32]) {
 
 /// Element-wise add: rescale every input to `out_format`, sum, saturate.
 pub fn add(inputs: &[(&[i32], Format)], out_format: Format, out: &mut [i32]) {
+    if let [(a, fa), (b, fb)] = inputs {
+        // the common two-input case (residual connections): one branch-free loop
+        let ra = Rescale::new(fa.frac - out_format.frac);
+        let rb = Rescale::new(fb.frac - out_format.frac);
+        let (lo, hi) = (min_code(out_format.bits), max_code(out_format.bits));
+        for ((o, &x), &y) in out.iter_mut().zip(a.iter()).zip(b.iter()) {
+            *o = (ra.apply(x) + rb.apply(y)).clamp(lo, hi) as i32;
+        }
+        return;
+    }
     for (i, o) in out.iter_mut().enumerate() {
         let s: i64 = inputs
             .iter()
             .map(|(x, f)| round_shift(x[i] as i64, f.frac - out_format.frac))
             .sum();
         *o = saturate(s, out_format.bits) as i32;
+    }
+}
+
+/// `round_shift(x, shift)` with the sign test hoisted: `((x << l) + half) >> r`
+/// where exactly one of `l`, `r` is non-zero (or both zero).
+#[derive(Clone, Copy)]
+struct Rescale {
+    l: u32,
+    r: u32,
+    half: i64,
+}
+
+impl Rescale {
+    fn new(shift: i32) -> Rescale {
+        let l = (-shift).clamp(0, 62) as u32;
+        let r = shift.clamp(0, 62) as u32;
+        let half = if r > 0 { 1i64 << (r - 1) } else { 0 };
+        Rescale { l, r, half }
+    }
+    #[inline(always)]
+    fn apply(&self, x: i32) -> i64 {
+        (((x as i64) << self.l) + self.half) >> self.r
     }
 }
 
@@ -170,6 +202,16 @@ mod tests {
     }
 
     #[test]
+    fn rescale_is_round_shift() {
+        for shift in -70..70 {
+            let r = Rescale::new(shift);
+            for x in [-32768, -129, -3, -1, 0, 1, 2, 3, 5, 127, 32767] {
+                assert_eq!(r.apply(x), round_shift(x as i64, shift), "{x} >> {shift}");
+            }
+        }
+    }
+
+    #[test]
     fn six_in_formats() {
         assert_eq!(six_code(Format { bits: 8, frac: 4 }), 96);
         assert_eq!(six_code(Format { bits: 8, frac: 5 }), 127);
@@ -188,6 +230,10 @@ mod tests {
         add(&[(&a, fa), (&b, fb)], fo, &mut out);
         // 10 @2 -> 5 @1; 1 @0 -> 2 @1 => 7.  -3 @2 -> round(-1.5) = -1; 100 -> 200 => 199 -> 127.
         assert_eq!(out, [7, 127]);
+        // three inputs take the general path
+        let c = [-4, -4];
+        add(&[(&a, fa), (&b, fb), (&c, fb)], fo, &mut out);
+        assert_eq!(out, [-1, 127]);
     }
 
     #[test]
