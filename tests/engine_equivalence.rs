@@ -18,9 +18,21 @@ fn engines() -> Vec<Box<dyn Engine>> {
 
 fn assert_all_engines_agree(q: &QModel, imgs: &[f32], faults: Option<FeatureFaults<'_>>) {
     let want = ReferenceEngine.run(q, imgs, 7, faults).unwrap();
+    // one thread: the fast engine puts all images into one GEMM group
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     for e in engines() {
         let got = e.run(q, imgs, 7, faults).unwrap();
         assert_eq!(got, want, "engine {} differs from the reference", e.name());
+        let got = single.install(|| e.run(q, imgs, 7, faults).unwrap());
+        assert_eq!(
+            got,
+            want,
+            "engine {} (1 thread) differs from the reference",
+            e.name()
+        );
     }
 }
 
@@ -40,7 +52,7 @@ proptest! {
         let dp = datapath(act, weight, psum, saturate);
         let calib = images(g.input_shape(), 3, seed ^ 2);
         let q = quant::quantize(&g, &w, dp, &calib).unwrap();
-        let imgs = images(g.input_shape(), 2, seed ^ 3);
+        let imgs = images(g.input_shape(), 5, seed ^ 3);
         assert_all_engines_agree(&q, &imgs, None);
         let flips = RandomBitFlips { p: 0.05 };
         let faults = FeatureFaults { injector: &flips, seed, trial: 3 };
@@ -95,7 +107,7 @@ proptest! {
         let dp = datapath(act, weight, psum, saturate);
         let calib = images(g.input_shape(), 2, seed ^ 5);
         let q = quant::quantize(&g, &wts, dp, &calib).unwrap();
-        let imgs = images(g.input_shape(), 2, seed ^ 6);
+        let imgs = images(g.input_shape(), 3, seed ^ 6);
         assert_all_engines_agree(&q, &imgs, None);
     }
 }

@@ -39,26 +39,36 @@ struct PreparedMac {
     abs_sum: Vec<i64>,
 }
 
-/// Per-thread buffers: one output buffer per node, the im2col matrix.
+/// Per-thread buffers: per image slot of a group, one output buffer per
+/// node; the im2col matrix and the GEMM output of the whole group.
 struct Workspace {
-    bufs: Vec<Vec<i32>>,
+    bufs: Vec<Vec<Vec<i32>>>,
     col8: Vec<i8>,
     col16: Vec<i16>,
+    gemm_out: Vec<i32>,
 }
 
 impl Workspace {
-    fn new(model: &QModel) -> Workspace {
-        Workspace {
-            bufs: model
+    fn new(model: &QModel, slots: usize) -> Workspace {
+        let per_image = || -> Vec<Vec<i32>> {
+            model
                 .nodes
                 .iter()
                 .map(|n| vec![0i32; n.shape.numel()])
-                .collect(),
+                .collect()
+        };
+        Workspace {
+            bufs: (0..slots).map(|_| per_image()).collect(),
             col8: Vec::new(),
             col16: Vec::new(),
+            gemm_out: Vec::new(),
         }
     }
 }
+
+/// Images per GEMM: enough to amortize packing the weights, few enough to
+/// keep the im2col matrix in cache and every thread busy.
+const MAX_GROUP: usize = 8;
 
 impl Engine for FastEngine {
     fn name(&self) -> &'static str {
@@ -75,21 +85,24 @@ impl Engine for FastEngine {
         image_count(model, images)?;
         let prepared = prepare(model);
         let n = model.input_shape().numel();
-        // few enough jobs that each thread sizes its workspace only a few times
         let count = images.len() / n;
-        let min_len = count.div_ceil(4 * rayon::current_num_threads()).max(1);
-        Ok(images
-            .par_chunks(n)
+        let threads = rayon::current_num_threads();
+        let group = count.div_ceil(threads).clamp(1, MAX_GROUP);
+        // few enough jobs that each thread sizes its workspace only a few times
+        let min_len = count.div_ceil(group).div_ceil(4 * threads).max(1);
+        let groups: Vec<Vec<Vec<i32>>> = images
+            .par_chunks(group * n)
             .enumerate()
             .with_min_len(min_len)
             .map_init(
-                || Workspace::new(model),
-                |ws, (i, img)| {
-                    run_image(model, &prepared, ws, img, first_index + i as u64, faults);
-                    ws.bufs[model.nodes.len() - 1].clone()
+                || Workspace::new(model, group),
+                |ws, (g, imgs)| {
+                    let first = first_index + (g * group) as u64;
+                    run_group(model, &prepared, ws, imgs, first, faults)
                 },
             )
-            .collect())
+            .collect();
+        Ok(groups.into_iter().flatten().collect())
     }
 }
 
@@ -125,33 +138,61 @@ fn prepare(model: &QModel) -> Vec<Option<PreparedMac>> {
         .collect()
 }
 
-fn run_image(
+/// Run a group of images (one per workspace slot) through the network,
+/// layer by layer; returns their logits.
+fn run_group(
     model: &QModel,
     prepared: &[Option<PreparedMac>],
     ws: &mut Workspace,
-    image: &[f32],
-    image_index: u64,
+    images: &[f32],
+    first_index: u64,
     faults: Option<FeatureFaults<'_>>,
-) {
-    let Workspace { bufs, col8, col16 } = ws;
+) -> Vec<Vec<i32>> {
+    let n = model.input_shape().numel();
+    let count = images.len() / n;
+    let Workspace {
+        bufs,
+        col8,
+        col16,
+        gemm_out,
+    } = ws;
+    let bufs = &mut bufs[..count];
     for (q, node) in model.nodes.iter().enumerate() {
-        let (prev, rest) = bufs.split_at_mut(q);
-        let out = rest[0].as_mut_slice();
         match &node.op {
-            QOp::Input => model.quantize_input(image, out),
-            QOp::Mac(layer) => {
-                let input = prev[node.inputs[0]].as_slice();
-                let prep = prepared[q].as_ref().expect("every MAC layer is prepared");
-                // without a hook, the activation merges into requantization
-                let fused = faults.is_none();
-                mac_layer_fast(layer, prep, input, &model.datapath, out, col8, col16, fused);
-                if !fused {
-                    finish_mac_output(layer, out, image_index, faults);
+            QOp::Input => {
+                for (b, nodes) in bufs.iter_mut().enumerate() {
+                    model.quantize_input(&images[b * n..(b + 1) * n], &mut nodes[q]);
                 }
             }
-            _ => exec_non_mac(model, q, prev, out),
+            QOp::Mac(layer) => {
+                let prep = prepared[q].as_ref().expect("every MAC layer is prepared");
+                let mut io: Vec<(&[i32], &mut [i32])> = bufs
+                    .iter_mut()
+                    .map(|nodes| {
+                        let (prev, rest) = nodes.split_at_mut(q);
+                        (prev[node.inputs[0]].as_slice(), rest[0].as_mut_slice())
+                    })
+                    .collect();
+                raw_sums(layer, prep, &mut io, col8, col16, gemm_out);
+                // without a hook, the activation merges into requantization
+                let fused = faults.is_none();
+                for (b, (input, out)) in io.into_iter().enumerate() {
+                    requantize_layer(layer, prep, input, &model.datapath, out, fused);
+                    if !fused {
+                        finish_mac_output(layer, out, first_index + b as u64, faults);
+                    }
+                }
+            }
+            _ => {
+                for nodes in bufs.iter_mut() {
+                    let (prev, rest) = nodes.split_at_mut(q);
+                    exec_non_mac(model, q, prev, &mut rest[0]);
+                }
+            }
         }
     }
+    let last = model.nodes.len() - 1;
+    bufs.iter().map(|nodes| nodes[last].clone()).collect()
 }
 
 /// Conversion from a code (already in range) to the GEMM operand type.
@@ -171,21 +212,30 @@ impl Narrow for i16 {
     }
 }
 
-/// im2col of group `grp` into `col[..k * npix]` (rows `(ci, ky, kx)`,
-/// columns the output pixels; padded taps are 0). Every element is written,
-/// so the buffer is reused across layers without clearing.
-fn im2col<T: Narrow>(layer: &MacLayer, input: &[i32], grp: usize, col: &mut Vec<T>) -> usize {
+/// im2col of group `grp` of one image into `col[..k * slots * npix]`: rows
+/// `(ci, ky, kx)`, columns `slot * npix + pixel` (the images of a group side
+/// by side); padded taps are 0. Every element of the image's columns is
+/// written, so the buffer is reused across layers without clearing.
+fn im2col<T: Narrow>(
+    layer: &MacLayer,
+    input: &[i32],
+    grp: usize,
+    (slot, slots): (usize, usize),
+    col: &mut Vec<T>,
+) -> usize {
     let s = layer.in_shape;
     let o = layer.out_shape;
     let (kh, kw) = layer.kernel;
     let cin_g = layer.cin_per_group();
     let npix = o.h * o.w;
-    let len = cin_g * kh * kw * npix;
+    let len = cin_g * kh * kw * slots * npix;
     if col.len() < len {
         col.resize(len, T::default());
     }
     let zero = T::default();
-    let mut rows = col[..len].chunks_exact_mut(npix);
+    let mut rows = col[..len]
+        .chunks_exact_mut(slots * npix)
+        .map(|r| &mut r[slot * npix..(slot + 1) * npix]);
     for ci in 0..cin_g {
         let plane = &input[(grp * cin_g + ci) * s.h * s.w..][..s.h * s.w];
         for ky in 0..kh {
@@ -277,14 +327,15 @@ fn same_width_row<T: Narrow>(layer: &MacLayer, plane: &[i32], ky: usize, dx: isi
     }
 }
 
-/// Raw i32 (wrapping) sums of every output into `out`.
+/// Raw i32 (wrapping) sums of every output of every image of a group:
+/// `io[b] = (input codes, output buffer)` of image `b`.
 fn raw_sums(
     layer: &MacLayer,
     prep: &PreparedMac,
-    input: &[i32],
-    out: &mut [i32],
+    io: &mut [(&[i32], &mut [i32])],
     col8: &mut Vec<i8>,
     col16: &mut Vec<i16>,
+    gemm_out: &mut Vec<i32>,
 ) {
     let o = layer.out_shape;
     let npix = o.h * o.w;
@@ -293,61 +344,73 @@ fn raw_sums(
     let k = layer.macs_per_output();
     if cin_g == 1 && cout_g == 1 {
         // depthwise: a direct loop beats GEMMs with m = 1
-        let s = layer.in_shape;
-        let (kh, kw) = layer.kernel;
-        for c in 0..o.c {
-            let w = &layer.weights[c * k..(c + 1) * k];
-            let plane = &input[c * s.h * s.w..(c + 1) * s.h * s.w];
-            for oy in 0..o.h {
-                for ox in 0..o.w {
-                    let mut acc = 0i32;
-                    for ky in 0..kh {
-                        let iy = (oy * layer.stride.0 + ky * layer.dilation.0) as isize
-                            - layer.padding.0 as isize;
-                        if iy < 0 || iy >= s.h as isize {
-                            continue;
-                        }
-                        for kx in 0..kw {
-                            let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize
-                                - layer.padding.1 as isize;
-                            if ix < 0 || ix >= s.w as isize {
-                                continue;
-                            }
-                            acc = acc.wrapping_add(
-                                plane[iy as usize * s.w + ix as usize] * w[ky * kw + kx],
-                            );
-                        }
-                    }
-                    out[(c * o.h + oy) * o.w + ox] = acc;
-                }
-            }
+        for (input, out) in io.iter_mut() {
+            depthwise_sums(layer, input, out);
         }
         return;
     }
+    let slots = io.len();
+    let n = slots * npix;
+    if gemm_out.len() < cout_g * n {
+        gemm_out.resize(cout_g * n, 0);
+    }
+    let c = &mut gemm_out[..cout_g * n];
     for grp in 0..layer.groups {
-        let c_out = &mut out[grp * cout_g * npix..(grp + 1) * cout_g * npix];
+        let w_range = grp * cout_g * k..(grp + 1) * cout_g * k;
         match &prep.weights {
             NarrowWeights::I8(w) => {
-                im2col(layer, input, grp, col8);
-                gemm_i8(
-                    cout_g,
-                    npix,
-                    k,
-                    &w[grp * cout_g * k..(grp + 1) * cout_g * k],
-                    col8,
-                    c_out,
-                );
+                let mut len = 0;
+                for (b, (input, _)) in io.iter().enumerate() {
+                    len = im2col(layer, input, grp, (b, slots), col8);
+                }
+                gemm_i8(cout_g, n, k, &w[w_range], &col8[..len], c);
             }
             NarrowWeights::I16(w) => {
-                im2col(layer, input, grp, col16);
-                gemm_i16(
-                    cout_g,
-                    npix,
-                    k,
-                    &w[grp * cout_g * k..(grp + 1) * cout_g * k],
-                    col16,
-                    c_out,
-                );
+                let mut len = 0;
+                for (b, (input, _)) in io.iter().enumerate() {
+                    len = im2col(layer, input, grp, (b, slots), col16);
+                }
+                gemm_i16(cout_g, n, k, &w[w_range], &col16[..len], c);
+            }
+        }
+        for (b, (_, out)) in io.iter_mut().enumerate() {
+            for oc in 0..cout_g {
+                let dst = &mut out[(grp * cout_g + oc) * npix..][..npix];
+                dst.copy_from_slice(&c[oc * n + b * npix..][..npix]);
+            }
+        }
+    }
+}
+
+/// Raw sums of a depthwise conv (one input and one output channel per group).
+fn depthwise_sums(layer: &MacLayer, input: &[i32], out: &mut [i32]) {
+    let o = layer.out_shape;
+    let k = layer.macs_per_output();
+    let s = layer.in_shape;
+    let (kh, kw) = layer.kernel;
+    for c in 0..o.c {
+        let w = &layer.weights[c * k..(c + 1) * k];
+        let plane = &input[c * s.h * s.w..(c + 1) * s.h * s.w];
+        for oy in 0..o.h {
+            for ox in 0..o.w {
+                let mut acc = 0i32;
+                for ky in 0..kh {
+                    let iy = (oy * layer.stride.0 + ky * layer.dilation.0) as isize
+                        - layer.padding.0 as isize;
+                    if iy < 0 || iy >= s.h as isize {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize
+                            - layer.padding.1 as isize;
+                        if ix < 0 || ix >= s.w as isize {
+                            continue;
+                        }
+                        acc = acc
+                            .wrapping_add(plane[iy as usize * s.w + ix as usize] * w[ky * kw + kx]);
+                    }
+                }
+                out[(c * o.h + oy) * o.w + ox] = acc;
             }
         }
     }
@@ -389,21 +452,18 @@ impl Requant {
     }
 }
 
-/// Requantized output codes of one conv/linear layer for one image:
-/// pre-activation codes, or post-activation when `with_activation` (used
-/// when no feature-fault hook sits between the two).
-#[allow(clippy::too_many_arguments)]
-fn mac_layer_fast(
+/// Requantize the raw sums in `out` of one image in place: pre-activation
+/// codes, or post-activation when `with_activation` (used when no
+/// feature-fault hook sits between the two). Channels whose saturating
+/// accumulator could have clipped a partial sum are recomputed in order.
+fn requantize_layer(
     layer: &MacLayer,
     prep: &PreparedMac,
     input: &[i32],
     dp: &Datapath,
     out: &mut [i32],
-    col8: &mut Vec<i8>,
-    col16: &mut Vec<i16>,
     with_activation: bool,
 ) {
-    raw_sums(layer, prep, input, out, col8, col16);
     let o = layer.out_shape;
     let npix = o.h * o.w;
     let rq = Requant::new(layer, with_activation);
