@@ -246,7 +246,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         labels,
     );
     let mut fault_acc = Vec::new();
-    if let Some((_, fm)) = &faults {
+    if let Some((spec, fm)) = &faults {
+        if fm.weight().is_some() && !fm.weight_persistent() {
+            eprintln!(
+                "note: {spec} resamples weight faults every forward (training form); \
+                 infer samples them once per trial, as one chip"
+            );
+        }
         for trial in 0..trials {
             // One trial = one chip: weight faults sampled once per trial.
             let chip = match fm.weight() {
