@@ -45,6 +45,9 @@ struct Workspace {
     bufs: Vec<Vec<Vec<i32>>>,
     col8: Vec<i8>,
     col16: Vec<i16>,
+    /// One image's input codes narrowed once per layer (im2col then copies).
+    in8: Vec<i8>,
+    in16: Vec<i16>,
     gemm_out: Vec<i32>,
 }
 
@@ -61,6 +64,8 @@ impl Workspace {
             bufs: (0..slots).map(|_| per_image()).collect(),
             col8: Vec::new(),
             col16: Vec::new(),
+            in8: Vec::new(),
+            in16: Vec::new(),
             gemm_out: Vec::new(),
         }
     }
@@ -156,6 +161,8 @@ fn run_group(
         bufs,
         col8,
         col16,
+        in8,
+        in16,
         gemm_out,
     } = ws;
     let bufs = &mut bufs[..count];
@@ -175,7 +182,7 @@ fn run_group(
                         (prev[node.inputs[0]].as_slice(), rest[0].as_mut_slice())
                     })
                     .collect();
-                raw_sums(layer, prep, &mut io, col8, col16, gemm_out);
+                raw_sums(layer, prep, &mut io, (col8, in8), (col16, in16), gemm_out);
                 // without a hook, the activation merges into requantization
                 let fused = faults.is_none();
                 for (b, (input, out)) in io.into_iter().enumerate() {
@@ -220,7 +227,7 @@ impl Narrow for i16 {
 /// written, so the buffer is reused across layers without clearing.
 fn im2col<T: Narrow>(
     layer: &MacLayer,
-    input: &[i32],
+    input: &[T],
     grp: usize,
     (slot, slots): (usize, usize),
     col: &mut Vec<T>,
@@ -265,7 +272,7 @@ fn im2col<T: Narrow>(
                             let from = (lo as isize + dx) as usize;
                             let run = src[from..from + (hi - lo)].iter();
                             for (d, &v) in drow[lo..hi].iter_mut().zip(run) {
-                                *d = T::narrow(v);
+                                *d = v;
                             }
                         }
                         drow[hi..].fill(zero);
@@ -273,7 +280,7 @@ fn im2col<T: Narrow>(
                         for (ox, d) in drow.iter_mut().enumerate() {
                             let ix = (ox * layer.stride.1) as isize + dx;
                             *d = if ix >= 0 && ix < s.w as isize {
-                                T::narrow(src[ix as usize])
+                                src[ix as usize]
                             } else {
                                 zero
                             };
@@ -290,7 +297,7 @@ fn im2col<T: Narrow>(
 /// the valid output rows are one contiguous shifted copy of the input plane
 /// (long runs vectorize), after which the columns that fell off the left or
 /// right edge (and picked up a neighbouring row's pixels) are zeroed.
-fn same_width_row<T: Narrow>(layer: &MacLayer, plane: &[i32], ky: usize, dx: isize, dst: &mut [T]) {
+fn same_width_row<T: Narrow>(layer: &MacLayer, plane: &[T], ky: usize, dx: isize, dst: &mut [T]) {
     let s = layer.in_shape;
     let o = layer.out_shape;
     let zero = T::default();
@@ -312,7 +319,7 @@ fn same_width_row<T: Narrow>(layer: &MacLayer, plane: &[i32], ky: usize, dx: isi
         let from = (start + j_lo as isize) as usize;
         let run = plane[from..from + (j_hi - j_lo)].iter();
         for (d, &v) in block[j_lo..j_hi].iter_mut().zip(run) {
-            *d = T::narrow(v);
+            *d = v;
         }
     } else {
         block.fill(zero); // no tap of these rows lands inside the plane
@@ -335,8 +342,8 @@ fn raw_sums(
     layer: &MacLayer,
     prep: &PreparedMac,
     io: &mut [(&[i32], &mut [i32])],
-    col8: &mut Vec<i8>,
-    col16: &mut Vec<i16>,
+    (col8, in8): (&mut Vec<i8>, &mut Vec<i8>),
+    (col16, in16): (&mut Vec<i16>, &mut Vec<i16>),
     gemm_out: &mut Vec<i32>,
 ) {
     let o = layer.out_shape;
@@ -363,14 +370,14 @@ fn raw_sums(
             NarrowWeights::I8(w) => {
                 let mut len = 0;
                 for (b, (input, _)) in io.iter().enumerate() {
-                    len = im2col(layer, input, grp, (b, slots), col8);
+                    len = im2col(layer, narrowed(input, in8), grp, (b, slots), col8);
                 }
                 gemm_i8(cout_g, n, k, &w[w_range], &col8[..len], c);
             }
             NarrowWeights::I16(w) => {
                 let mut len = 0;
                 for (b, (input, _)) in io.iter().enumerate() {
-                    len = im2col(layer, input, grp, (b, slots), col16);
+                    len = im2col(layer, narrowed(input, in16), grp, (b, slots), col16);
                 }
                 gemm_i16(cout_g, n, k, &w[w_range], &col16[..len], c);
             }
@@ -382,6 +389,13 @@ fn raw_sums(
             }
         }
     }
+}
+
+/// `input` converted to the GEMM operand type, in the reused buffer `buf`.
+fn narrowed<'a, T: Narrow>(input: &[i32], buf: &'a mut Vec<T>) -> &'a [T] {
+    buf.clear();
+    buf.extend(input.iter().map(|&v| T::narrow(v)));
+    buf
 }
 
 /// Raw sums of a depthwise conv (one input and one output channel per group).
