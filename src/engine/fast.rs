@@ -1,8 +1,11 @@
 //! The fast engine: conv/linear as im2col + integer GEMM
 //! ([`gemm_i8`] when `act_bits <= 8` and `weight_bits <= 8`, else
-//! [`gemm_i16`]), depthwise convs as a direct loop, images in parallel with
-//! rayon, per-thread buffers reused across images (no allocation per image
-//! once a thread's workspace is sized).
+//! [`gemm_i16`]), depthwise convs as a direct loop. Images are processed in
+//! groups of up to [`MAX_GROUP`] per GEMM (their im2col columns side by side,
+//! so the weights are packed once per group), groups in parallel with rayon,
+//! per-thread buffers reused across groups (no allocation per image once a
+//! thread's workspace is sized). Grouping cannot change results: every
+//! output column depends only on its own image.
 //!
 //! Why it is bit-identical to the reference engine:
 //! - GEMM sums wrap in i32. In `Wrap` mode the accumulator keeps the low
