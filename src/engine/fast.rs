@@ -1,7 +1,7 @@
 //! The fast engine: conv/linear as im2col + integer GEMM
 //! ([`gemm_i8`] when `act_bits <= 8` and `weight_bits <= 8`, else
 //! [`gemm_i16`]), depthwise convs as a direct loop. Images are processed in
-//! groups of up to [`MAX_GROUP`] per GEMM (their im2col columns side by side,
+//! groups of up to `MAX_GROUP` (4) per GEMM (their im2col columns side by side,
 //! so the weights are packed once per group), groups in parallel with rayon,
 //! per-thread buffers reused across groups (no allocation per image once a
 //! thread's workspace is sized). Grouping cannot change results: every
