@@ -1,3 +1,145 @@
-//! Fixed-point inference engines (owned by the engine work).
+//! Fixed-point inference engines: they execute a [`QModel`] on images with
+//! the integer semantics of [`crate::quant`], optionally under feature faults.
+//!
+//! One trait ([`Engine`]), several implementations, one test battery over all
+//! of them (as tract does): [`reference::ReferenceEngine`] (scalar, obviously
+//! correct, the oracle) and [`fast::FastEngine`] (im2col + integer GEMM,
+//! parallel over images). Both must give bit-identical codes for every op,
+//! shape and datapath; `tests/engine_equivalence.rs` holds them to it.
+//!
+//! Fault hook points (identical in every engine, see [`finish_mac_output`]):
+//! per image and per conv/linear layer, the requantized pre-activation codes
+//! (CHW) go through `FeatureInjector::inject` with the stream
+//! `fault::stream(seed, trial, image_index, node)`, are saturated to
+//! `act_bits`, then the fused activation clamps them. Weight faults are
+//! applied to the model ([`QModel::with_weight_faults`]) before an engine
+//! runs it, so every engine sees the same corrupted weights. Random streams
+//! depend only on (seed, trial, image index, layer): results do not depend on
+//! batching or thread count.
 
+pub mod fast;
 pub mod gemm;
+pub mod reference;
+
+use crate::fault::FeatureInjector;
+use crate::fixed::{saturate, Datapath, Format};
+use crate::quant::{int_ops, MacLayer, QModel, QOp};
+
+pub use fast::FastEngine;
+pub use reference::ReferenceEngine;
+
+/// Feature faults for one run: the injector and the (seed, trial) of its
+/// random streams.
+#[derive(Clone, Copy)]
+pub struct FeatureFaults<'a> {
+    pub injector: &'a dyn FeatureInjector,
+    pub seed: u64,
+    pub trial: u64,
+}
+
+/// Errors from running an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("images: {got} values is not a whole number of {shape} images")]
+    ImageSize { got: usize, shape: String },
+}
+
+/// A fixed-point inference engine.
+pub trait Engine: Send + Sync {
+    /// Short name (`reference`, `fast`).
+    fn name(&self) -> &'static str;
+
+    /// Logit codes (format [`QModel::output_format`]) of each image.
+    /// `images` holds N images of `model.input_shape()` as f32, row-major;
+    /// image `i` has dataset index `first_index + i` (used for its fault
+    /// streams).
+    fn run(
+        &self,
+        model: &QModel,
+        images: &[f32],
+        first_index: u64,
+        faults: Option<FeatureFaults<'_>>,
+    ) -> Result<Vec<Vec<i32>>, EngineError>;
+}
+
+/// The engine called `name` (`fast` or `reference`).
+pub fn by_name(name: &str) -> Option<Box<dyn Engine>> {
+    match name {
+        "fast" => Some(Box::new(FastEngine)),
+        "reference" => Some(Box::new(ReferenceEngine)),
+        _ => None,
+    }
+}
+
+/// Check that `images` is a whole number of model input images; returns N.
+pub(crate) fn image_count(model: &QModel, images: &[f32]) -> Result<usize, EngineError> {
+    let n = model.input_shape().numel();
+    if images.len() % n != 0 {
+        return Err(EngineError::ImageSize {
+            got: images.len(),
+            shape: model.input_shape().to_string(),
+        });
+    }
+    Ok(images.len() / n)
+}
+
+/// The hook point, shared by every engine: `codes` are the requantized
+/// pre-activation outputs of `layer` for one image. Injects feature faults,
+/// saturates to `act_bits`, applies the fused activation.
+pub fn finish_mac_output(
+    layer: &MacLayer,
+    codes: &mut [i32],
+    image_index: u64,
+    faults: Option<FeatureFaults<'_>>,
+) {
+    if let Some(f) = faults {
+        let mut rng = crate::fault::stream(f.seed, f.trial, image_index, layer.node as u64);
+        f.injector.inject(&layer.feature_site(), codes, &mut rng);
+    }
+    let fmt = layer.out_format;
+    for c in codes.iter_mut() {
+        *c = layer
+            .activation
+            .apply(saturate(*c as i64, fmt.bits) as i32, fmt);
+    }
+}
+
+/// Execute a non-MAC node `q` (every op except `Input` and `Mac`), given the
+/// outputs of all earlier nodes.
+pub(crate) fn exec_non_mac(model: &QModel, q: usize, prev: &[Vec<i32>], out: &mut [i32]) {
+    let node = &model.nodes[q];
+    let input = |k: usize| prev[node.inputs[k]].as_slice();
+    let in_shape = |k: usize| model.nodes[node.inputs[k]].shape;
+    let with_formats = || -> Vec<(&[i32], Format)> {
+        node.inputs
+            .iter()
+            .map(|&i| (prev[i].as_slice(), model.nodes[i].format))
+            .collect()
+    };
+    let dp: &Datapath = &model.datapath;
+    match &node.op {
+        QOp::Input | QOp::Mac(_) => unreachable!("exec_non_mac called on {}", node.name),
+        QOp::Affine(a) => int_ops::affine(a, input(0), node.shape, dp, node.format, out),
+        QOp::Relu => {
+            for (o, &x) in out.iter_mut().zip(input(0)) {
+                *o = x.max(0);
+            }
+        }
+        QOp::Relu6 => {
+            let six = int_ops::six_code(node.format);
+            for (o, &x) in out.iter_mut().zip(input(0)) {
+                *o = x.clamp(0, six);
+            }
+        }
+        QOp::MaxPool(g) => int_ops::pool(input(0), in_shape(0), node.shape, g, true, out),
+        QOp::AvgPool(g) => int_ops::pool(input(0), in_shape(0), node.shape, g, false, out),
+        QOp::GlobalAvgPool => int_ops::global_avg_pool(input(0), in_shape(0), out),
+        QOp::Add => int_ops::add(&with_formats(), node.format, out),
+        QOp::Concat => int_ops::concat(&with_formats(), node.format, out),
+        QOp::Flatten => out.copy_from_slice(input(0)),
+        QOp::Crop { top, left } => {
+            int_ops::crop(input(0), in_shape(0), node.shape, *top, *left, out)
+        }
+        QOp::Zero => out.fill(0),
+    }
+}

@@ -27,6 +27,7 @@ pub enum ModelError {
 }
 
 pub mod file;
+pub mod float;
 pub mod weights;
 
 pub use file::load_model;
