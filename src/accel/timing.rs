@@ -109,6 +109,44 @@ pub struct ComputeTiming {
 /// read-buffer hit latency); writes are recorded in the cycle they happen.
 pub const READ_HIT_LATENCY: u64 = 1;
 
+/// Largest fold count for which the per-fold means are summed fold by fold
+/// (SCALE-Sim's float summation order, so reports agree to the last digit);
+/// beyond it the exact closed form is used.
+const MAX_SUMMED_FOLDS: usize = 1 << 20;
+
+/// Mean over folds of the mapping efficiency and of the compute utilization
+/// (fractions). Folds run column fold outer, row fold inner; only the last
+/// row fold and the last column fold are partly used.
+#[allow(clippy::too_many_arguments)]
+fn fold_means(
+    sr: usize,
+    sc: usize,
+    rows: usize,
+    cols: usize,
+    row_folds: usize,
+    col_folds: usize,
+    t: u64,
+    den: u64,
+) -> (f64, f64) {
+    let pes = (rows * cols) as u64;
+    let folds = row_folds * col_folds;
+    if folds > MAX_SUMMED_FOLDS {
+        let mapping = (sr * sc) as f64 / (folds as f64 * pes as f64);
+        return (mapping, mapping * t as f64 / den as f64);
+    }
+    let (mut map_sum, mut util_sum) = (0.0f64, 0.0f64);
+    for fc in 0..col_folds {
+        let c_used = (sc - fc * cols).min(cols) as u64;
+        for fr in 0..row_folds {
+            let r_used = (sr - fr * rows).min(rows) as u64;
+            let used = r_used * c_used;
+            map_sum += used as f64 / pes as f64;
+            util_sum += (used * t) as f64 / (pes * den) as f64;
+        }
+    }
+    (map_sum / folds as f64, util_sum / folds as f64)
+}
+
 /// Folds, cycles and SRAM counts of a GEMM on a `rows x cols` array.
 pub fn compute(g: &Gemm, rows: usize, cols: usize, df: Dataflow) -> ComputeTiming {
     let (sr, sc, t) = g.mapping(df);
@@ -130,9 +168,8 @@ pub fn compute(g: &Gemm, rows: usize, cols: usize, df: Dataflow) -> ComputeTimin
         Dataflow::Os => cpf,
         Dataflow::Ws | Dataflow::Is => 2 * r + 2 * c + tt - 3,
     };
-    let used = (sr * sc) as f64; // sum over folds of rows_used*cols_used
-    let mapping_eff = used / (folds as f64 * (rows * cols) as f64);
-    let compute_util = mapping_eff * tt as f64 / util_den as f64;
+    let (mapping_eff, compute_util) =
+        fold_means(sr, sc, rows, cols, row_folds, col_folds, tt, util_den);
     let (sr64, sc64) = (sr as u64, sc as u64);
     let (rf, cf) = (row_folds as u64, col_folds as u64);
     let (ifmap, filter, ofmap) = match df {
@@ -300,7 +337,7 @@ pub fn time_layer(
     // Back-to-back repeats: each starts one cycle after the previous ends.
     let total = n * one_total + (n - 1);
     let macs = gemm.macs() * n;
-    let pes = (arr.rows * arr.cols) as f64;
+    let pes = (arr.rows * arr.cols) as u64;
     // SRAM start/stop: the stalls shift the later rows of the trace; the
     // model places them all before the last demand row (exact for CALC, an
     // upper bound on the stop cycle in USER mode).
@@ -314,7 +351,8 @@ pub fn time_layer(
         compute_cycles: n * ct.compute_cycles + (n - 1),
         stall_cycles: n * mem.stall_cycles,
         total_cycles: total,
-        overall_util_pct: 100.0 * macs as f64 / (total as f64 * pes),
+        // One rounding, as SCALE-Sim: (MACs*100) / (total*PEs).
+        overall_util_pct: (macs as u128 * 100) as f64 / (total as u128 * pes as u128) as f64,
         mapping_eff_pct: ct.mapping_eff_pct,
         compute_util_pct: ct.compute_util_pct,
         sram_ifmap_reads: n * ct.sram_ifmap_reads,
