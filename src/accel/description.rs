@@ -152,6 +152,29 @@ pub struct Accelerator {
     pub dram: Dram,
 }
 
+/// ` (key `table.key`)` for the `key = value` on 1-based `line` of `text`,
+/// or ` (table [t])` for a table header; empty when neither.
+fn key_at(text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(this) = lines.get(line - 1).map(|l| l.trim()) else {
+        return String::new();
+    };
+    if this.starts_with('[') {
+        return format!(" (table {this})");
+    }
+    let Some((key, _)) = this.split_once('=') else {
+        return String::new();
+    };
+    let table = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| format!("{}.", l.trim_matches(|c| c == '[' || c == ']').trim()))
+        .unwrap_or_default();
+    format!(" (key `{table}{}`)", key.trim())
+}
+
 /// Largest array side / organisation dimension accepted (beyond this the
 /// value is almost certainly a typo).
 pub const MAX_DIM: usize = 4096;
@@ -187,9 +210,21 @@ impl Accelerator {
 
     /// Parse and validate description text; `path` is used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Accelerator, DescriptionError> {
-        let acc: Accelerator = toml::from_str(text).map_err(|e| DescriptionError::Parse {
-            path: path.to_path_buf(),
-            msg: e.to_string().trim_end().replace('\n', " | "),
+        let acc: Accelerator = toml::from_str(text).map_err(|e| {
+            // "line L, column C: message" (toml's own rendering spans lines).
+            let at = e
+                .span()
+                .map(|sp| {
+                    let before = &text[..sp.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {col}{}: ", key_at(text, line))
+                })
+                .unwrap_or_default();
+            DescriptionError::Parse {
+                path: path.to_path_buf(),
+                msg: format!("{at}{}", e.message().trim_end()),
+            }
         })?;
         acc.validate(path)?;
         Ok(acc)
