@@ -1,6 +1,7 @@
 //! Timing of a whole network on an accelerator: lowers the graph, times each
 //! layer with the systolic or bit-serial model, and sums the totals.
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::description::{Accelerator, Kind};
@@ -149,7 +150,7 @@ pub fn time_graph(
     }
     let dp = acc.datapath;
     let mut mac_i = 0;
-    let mut layers = Vec::with_capacity(lowered.len());
+    let mut jobs = Vec::with_capacity(lowered.len());
     for l in &lowered {
         let (pa, pw) = if l.is_mac {
             let p = precisions.map(|p| p[mac_i]);
@@ -158,8 +159,14 @@ pub fn time_graph(
         } else {
             (dp.act_bits, dp.weight_bits)
         };
-        layers.push(time_lowered(acc, l, pa, pw)?);
+        jobs.push((l, pa, pw));
     }
+    // Layers are independent; the memory model dominates, so spread them
+    // over the cores (collect keeps node order).
+    let layers = jobs
+        .par_iter()
+        .map(|&(l, pa, pw)| time_lowered(acc, l, pa, pw))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(NetworkTiming::new(
         &acc.name,
         &graph.name,
@@ -195,9 +202,9 @@ pub fn time_topology(
     layers: &[ScaleSimLayer],
 ) -> Result<NetworkTiming, TimingError> {
     let timed = layers
-        .iter()
+        .par_iter()
         .map(|l| {
-            time_layer(l, "scalesim", 1, arr, clock_mhz)
+            time_layer(l, "conv", 1, arr, clock_mhz)
                 .ok_or_else(|| TimingError::Unmappable(l.name.clone()))
         })
         .collect::<Result<Vec<_>, _>>()?;

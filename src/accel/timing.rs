@@ -246,7 +246,7 @@ pub fn compute(g: &Gemm, rows: usize, cols: usize, df: Dataflow) -> ComputeTimin
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerTiming {
     pub name: String,
-    /// Layer kind (`conv`, `dwconv`, `linear`, `maxpool`, `scalesim`, ...).
+    /// Layer kind (`conv`, `dwconv`, `linear`, `maxpool`, `avgpool`, `gap`; SCALE-Sim topology rows are `conv`).
     pub kind: String,
     /// Times the GEMM is run back to back (groups of a grouped conv).
     pub repeats: usize,

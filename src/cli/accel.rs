@@ -28,8 +28,11 @@ pub fn summary(acc: &Accelerator) -> String {
     match (acc.kind, &acc.systolic, &acc.bitserial) {
         (Kind::Systolic, Some(sy), _) => {
             s += &format!(
-                "  systolic {}x{} {:?} dataflow, {} PEs\n",
-                sy.rows, sy.cols, sy.dataflow, d.mac_units
+                "  systolic {}x{} {} dataflow, {} PEs\n",
+                sy.rows,
+                sy.cols,
+                format!("{:?}", sy.dataflow).to_uppercase(),
+                d.mac_units
             )
         }
         (Kind::BitSerial, _, Some(b)) => {
