@@ -32,7 +32,13 @@ fn resnet50(c: &mut Criterion) {
     g.measurement_time(std::time::Duration::from_secs(2));
     for (label, df, iface) in [
         ("os_calc", Dataflow::Os, Interface::Calc),
-        ("ws_user10", Dataflow::Ws, Interface::User { words_per_cycle: 10 }),
+        (
+            "ws_user10",
+            Dataflow::Ws,
+            Interface::User {
+                words_per_cycle: 10,
+            },
+        ),
     ] {
         let arr = array(df, iface);
         g.bench_function(label, |b| {

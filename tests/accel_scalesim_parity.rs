@@ -10,8 +10,8 @@
 //! (`timing::time_layer` with the memory model).
 
 use ftnas::accel::memory::Interface;
-use ftnas::accel::scalesim_report::{compute_report, detailed_access_report};
 use ftnas::accel::network::NetworkTiming;
+use ftnas::accel::scalesim_report::{compute_report, detailed_access_report};
 use ftnas::accel::timing::{time_layer, ArrayConfig, LayerTiming};
 use ftnas::accel::{Dataflow, ScaleSimLayer};
 
@@ -170,7 +170,12 @@ fn every_row_compute_side_and_calc_rows_total() {
             r.overall.to_string(),
         );
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Stall cycles and overall utilization of the USER (finite bandwidth)
@@ -192,10 +197,16 @@ fn usera_rows_with_memory_model() {
             continue;
         }
         if t.stall_cycles != r.stall {
-            failures.push(format!("{} stall: got {}, want {}", r.case, t.stall_cycles, r.stall));
+            failures.push(format!(
+                "{} stall: got {}, want {}",
+                r.case, t.stall_cycles, r.stall
+            ));
         }
         if t.total_cycles != r.total {
-            failures.push(format!("{} total: got {}, want {}", r.case, t.total_cycles, r.total));
+            failures.push(format!(
+                "{} total: got {}, want {}",
+                r.case, t.total_cycles, r.total
+            ));
         }
         if !close(t.overall_util_pct, r.overall) {
             failures.push(format!(
@@ -204,7 +215,12 @@ fn usera_rows_with_memory_model() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The report writers print SCALE-Sim's columns in its format, and the
@@ -238,7 +254,11 @@ fn compute_report_digits_match_scalesim() {
     let r = &rows()[0];
     let t = NetworkTiming::new("a", "m", 1000.0, 64, vec![timed(r)]);
     let detail = detailed_access_report(&t);
-    assert!(detail.starts_with("LayerID, SRAM IFMAP Start Cycle, SRAM IFMAP Stop Cycle, SRAM IFMAP Reads,"));
+    assert!(detail
+        .starts_with("LayerID, SRAM IFMAP Start Cycle, SRAM IFMAP Stop Cycle, SRAM IFMAP Reads,"));
     let fields: Vec<&str> = detail.lines().nth(1).unwrap().split(", ").collect();
-    assert_eq!((fields[3], fields[6], fields[9]), ("55296", "55296", "20480"));
+    assert_eq!(
+        (fields[3], fields[6], fields[9]),
+        ("55296", "55296", "20480")
+    );
 }

@@ -373,7 +373,7 @@ mod tests {
             "{e}"
         );
         let e = ScaleSimConfig::parse(
-            "[architecture_presets]\nArrayHeight: 8\nArrayWidth: x\n",
+            "[architecture_presets]\nDataflow: os\nArrayHeight: 8\nArrayWidth: x\n",
             Path::new("c.cfg"),
         )
         .unwrap_err()
