@@ -9,6 +9,7 @@ pub mod lower;
 pub mod memory;
 pub mod network;
 pub mod output;
+pub mod precisions;
 pub mod scalesim;
 pub mod scalesim_report;
 pub mod timing;

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 
 use crate::accel::network::{array_config, time_topology, NetworkTiming};
 use crate::accel::output::{csv, json, table, write_atomic};
+use crate::accel::precisions::load_precisions;
 use crate::accel::scalesim::load_topology;
 use crate::accel::scalesim_report::{run_job, write_reports};
 use crate::accel::{time_graph, Accelerator};
@@ -24,6 +25,10 @@ pub struct Args {
     /// Input shape CxHxW of the model (e.g. 1x28x28, 3x32x32).
     #[arg(long, default_value = "3x32x32")]
     pub input: String,
+    /// Per-layer precisions for bit-serial designs: CSV rows
+    /// `layer,act_bits,weight_bits` for every conv/linear layer of --model.
+    #[arg(long)]
+    pub precisions: Option<PathBuf>,
     /// SCALE-Sim configuration file (.cfg): run a SCALE-Sim job.
     #[arg(long = "scalesim-cfg")]
     pub scalesim_cfg: Option<PathBuf>,
@@ -84,10 +89,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (Some(model), None) => {
                 let shape = parse_shape(&args.input)?;
                 let graph = load_model(model, shape)?;
-                time_graph(&acc, &graph, None)
+                let precisions = match &args.precisions {
+                    Some(p) => Some(load_precisions(p, &graph)?),
+                    None => None,
+                };
+                time_graph(&acc, &graph, precisions.as_deref())
                     .with_context(|| format!("timing {} on {}", model.display(), acc.name))?
             }
             (None, Some(topo)) => {
+                if args.precisions.is_some() {
+                    bail!(
+                        "--precisions applies to --model (bit-serial designs), not to topologies"
+                    );
+                }
                 let arr = array_config(&acc).with_context(|| {
                     format!(
                         "{}: SCALE-Sim topologies need a systolic accelerator",
