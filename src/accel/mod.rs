@@ -3,7 +3,19 @@
 //! analytical compute timing per dataflow, the SRAM/DRAM memory model and
 //! SCALE-Sim v2 compatibility (cfg/topology in, reports out).
 
+pub mod bitserial;
+pub mod description;
+pub mod lower;
 pub mod memory;
+pub mod network;
+pub mod output;
+pub mod precisions;
+pub mod scalesim;
+pub mod scalesim_report;
+pub mod timing;
+
+pub use description::{Accelerator, DescriptionError};
+pub use network::{time_graph, NetworkTiming};
 
 use serde::{Deserialize, Serialize};
 
