@@ -1,0 +1,379 @@
+//! SCALE-Sim's operand address matrices and the order in which the systolic
+//! array demands them (per fold, per cycle, per PE row/column, with the
+//! skew), and the order in which the read buffers prefetch them.
+//!
+//! Addresses follow SCALE-Sim's `operand_matrix`: ifmap words at offset 0 in
+//! HWC order, filter words at 10,000,000 (filter-major, RSC inside), ofmap
+//! words at 20,000,000 (pixel-major, filter inside); a convolution window
+//! that runs past the (already padded) ifmap edge holds address -1 (the
+//! `ceil((H-R+s)/s)` ofmap-size quirk creates such windows).
+
+use crate::accel::Dataflow;
+
+use super::MemoryInput;
+
+/// Base address of the filter operand (SCALE-Sim default offsets).
+pub(crate) const FILTER_OFFSET: i64 = 10_000_000;
+/// Base address of the ofmap operand.
+pub(crate) const OFMAP_OFFSET: i64 = 20_000_000;
+
+/// Marker for "no request in this slot".
+pub(crate) const NONE: i64 = -1;
+
+/// The layer as GEMM operands plus the fold geometry for one dataflow.
+#[derive(Debug, Clone)]
+pub(crate) struct Operands {
+    pub dataflow: Dataflow,
+    pub rows: usize,
+    pub cols: usize,
+    ifmap_h: usize,
+    ifmap_w: usize,
+    filter_w: usize,
+    channels: usize,
+    stride: usize,
+    ofmap_w: usize,
+    /// Ofmap pixels per filter (Eh*Ew).
+    pub pixels: usize,
+    /// Convolution window size (R*S*C).
+    pub window: usize,
+    pub filters: usize,
+    /// GEMM dims as the dataflow maps them: Sr along array rows, Sc along
+    /// array columns, T along time.
+    pub sr: usize,
+    pub sc: usize,
+    pub t: usize,
+    pub row_folds: usize,
+    pub col_folds: usize,
+    /// Cycles per fold (rows of the per-fold demand matrix).
+    pub cycles_per_fold: usize,
+}
+
+/// SCALE-Sim's ofmap size: `ceil((H - R + s) / s)`, which is one more than
+/// the usual `floor((H - R) / s) + 1` when `(H - R) % s != 0`.
+fn ofmap_dim(ifmap: usize, filter: usize, stride: usize) -> usize {
+    (ifmap - filter + stride).div_ceil(stride)
+}
+
+impl Operands {
+    pub fn new(input: &MemoryInput) -> Operands {
+        let l = &input.layer;
+        let stride = l.stride.max(1);
+        let ofmap_h = ofmap_dim(l.ifmap_h, l.filter_h, stride);
+        let ofmap_w = ofmap_dim(l.ifmap_w, l.filter_w, stride);
+        let pixels = ofmap_h * ofmap_w;
+        let window = l.filter_h * l.filter_w * l.channels;
+        let filters = l.num_filters;
+        let (sr, sc, t) = match input.dataflow {
+            Dataflow::Os => (pixels, filters, window),
+            Dataflow::Ws => (window, filters, pixels),
+            Dataflow::Is => (window, pixels, filters),
+        };
+        let (rows, cols) = (input.rows, input.cols);
+        let cycles_per_fold = match input.dataflow {
+            Dataflow::Os => t + rows + cols - 2,
+            Dataflow::Ws | Dataflow::Is => 2 * rows + cols + t - 2,
+        };
+        Operands {
+            dataflow: input.dataflow,
+            rows,
+            cols,
+            ifmap_h: l.ifmap_h,
+            ifmap_w: l.ifmap_w,
+            filter_w: l.filter_w,
+            channels: l.channels,
+            stride,
+            ofmap_w,
+            pixels,
+            window,
+            filters,
+            sr,
+            sc,
+            t,
+            row_folds: sr.div_ceil(rows),
+            col_folds: sc.div_ceil(cols),
+            cycles_per_fold,
+        }
+    }
+
+    /// Number of folds (row folds x column folds).
+    pub fn folds(&self) -> usize {
+        self.row_folds * self.col_folds
+    }
+
+    /// Address of ifmap word `k` of the window of ofmap pixel `p`.
+    pub fn ifmap_addr(&self, p: usize, k: usize) -> i64 {
+        let (oy, ox) = (p / self.ofmap_w, p % self.ofmap_w);
+        let (iy, ix) = (oy * self.stride, ox * self.stride);
+        let row_words = self.filter_w * self.channels;
+        let (wy, rest) = (k / row_words, k % row_words);
+        let (wx, ch) = (rest / self.channels, rest % self.channels);
+        if iy + wy >= self.ifmap_h || ix + wx >= self.ifmap_w {
+            return NONE;
+        }
+        (((iy + wy) * self.ifmap_w + ix + wx) * self.channels + ch) as i64
+    }
+
+    /// Address of filter word `k` of filter `m`.
+    pub fn filter_addr(&self, k: usize, m: usize) -> i64 {
+        FILTER_OFFSET + (m * self.window + k) as i64
+    }
+
+    /// Number of ifmap words addressable (the padded HWC tensor).
+    pub fn ifmap_words(&self) -> usize {
+        self.ifmap_h * self.ifmap_w * self.channels
+    }
+
+    /// Number of filter words.
+    pub fn filter_words(&self) -> usize {
+        self.window * self.filters
+    }
+
+    /// Ifmap request of PE slot `slot` at cycle `tau` of fold (fr, fc).
+    /// Slots are array rows for OS/WS and array columns for IS.
+    pub fn ifmap_demand(&self, fr: usize, fc: usize, tau: usize, slot: usize) -> i64 {
+        let (r, c) = (self.rows, self.cols);
+        match self.dataflow {
+            Dataflow::Os => {
+                // Row `slot` streams window words of pixel fr*R+slot, skewed.
+                let row = fr * r + slot;
+                match tau.checked_sub(slot) {
+                    Some(t) if t < self.t && row < self.sr => self.ifmap_addr(row, t),
+                    _ => NONE,
+                }
+            }
+            Dataflow::Ws => {
+                // After R cycles of weight load, row `slot` streams window
+                // word fr*R+slot of every pixel, skewed.
+                let k = fr * r + slot;
+                match tau.checked_sub(slot + r) {
+                    Some(p) if p < self.t && k < self.sr => self.ifmap_addr(p, k),
+                    _ => NONE,
+                }
+            }
+            Dataflow::Is => {
+                // Stationary load, bottom row first: cycle tau < R fills row
+                // R-1-tau of column `slot` with pixel fc*C+slot's word.
+                let p = fc * c + slot;
+                if tau >= r {
+                    return NONE;
+                }
+                let k = fr * r + r - 1 - tau;
+                if k < self.sr && p < self.sc {
+                    self.ifmap_addr(p, k)
+                } else {
+                    NONE
+                }
+            }
+        }
+    }
+
+    /// Filter request of PE slot `slot` (array columns for OS/WS, array
+    /// rows for IS) at cycle `tau` of fold (fr, fc).
+    pub fn filter_demand(&self, fr: usize, fc: usize, tau: usize, slot: usize) -> i64 {
+        let (r, c) = (self.rows, self.cols);
+        match self.dataflow {
+            Dataflow::Os => {
+                let m = fc * c + slot;
+                match tau.checked_sub(slot) {
+                    Some(t) if t < self.t && m < self.sc => self.filter_addr(t, m),
+                    _ => NONE,
+                }
+            }
+            Dataflow::Ws => {
+                // Stationary load, bottom row first, no skew.
+                if tau >= r {
+                    return NONE;
+                }
+                let k = fr * r + r - 1 - tau;
+                let m = fc * c + slot;
+                if k < self.sr && m < self.sc {
+                    self.filter_addr(k, m)
+                } else {
+                    NONE
+                }
+            }
+            Dataflow::Is => {
+                let k = fr * r + slot;
+                match tau.checked_sub(slot + r) {
+                    Some(m) if m < self.t && k < self.sr => self.filter_addr(k, m),
+                    _ => NONE,
+                }
+            }
+        }
+    }
+
+    /// Whether PE column `slot` writes an ofmap word at cycle `tau` of fold
+    /// (fr, fc). The write buffer only counts words, so no address is needed.
+    pub fn ofmap_demand(&self, fr: usize, fc: usize, tau: usize, slot: usize) -> bool {
+        let (r, c) = (self.rows, self.cols);
+        let col = fc * c + slot;
+        match self.dataflow {
+            Dataflow::Os => {
+                // T-1 idle cycles, then R drain rows (bottom row first), skewed.
+                let Some(k) = tau.checked_sub(slot + self.t - 1) else {
+                    return false;
+                };
+                k < r && fr * r + (r - 1 - k) < self.sr && col < self.sc
+            }
+            Dataflow::Ws | Dataflow::Is => {
+                // 2R-1 idle cycles, then T rows, skewed.
+                let Some(k) = tau.checked_sub(slot + 2 * r - 1) else {
+                    return false;
+                };
+                k < self.t && col < self.sc
+            }
+        }
+    }
+
+    /// Width of the ifmap and filter demand lines.
+    pub fn ifmap_slots(&self) -> usize {
+        match self.dataflow {
+            Dataflow::Os | Dataflow::Ws => self.rows,
+            Dataflow::Is => self.cols,
+        }
+    }
+
+    pub fn filter_slots(&self) -> usize {
+        match self.dataflow {
+            Dataflow::Os | Dataflow::Ws => self.cols,
+            Dataflow::Is => self.rows,
+        }
+    }
+
+    /// The ifmap prefetch matrix (rows x cols, before unrolling) and whether
+    /// SCALE-Sim unrolls it along anti-diagonals.
+    fn ifmap_prefetch_shape(&self) -> (usize, usize, bool) {
+        match self.dataflow {
+            Dataflow::Os | Dataflow::Ws => (self.row_folds * self.t, self.rows, true),
+            Dataflow::Is => (self.col_folds * self.sr, self.cols, false),
+        }
+    }
+
+    fn filter_prefetch_shape(&self) -> (usize, usize, bool) {
+        match self.dataflow {
+            Dataflow::Os => (self.col_folds * self.t, self.cols, true),
+            Dataflow::Ws => (self.col_folds * self.sr, self.cols, false),
+            Dataflow::Is => (self.row_folds * self.t, self.rows, true),
+        }
+    }
+
+    fn ifmap_prefetch_elem(&self, i: usize, j: usize) -> i64 {
+        match self.dataflow {
+            Dataflow::Os => {
+                // Row-fold blocks of the transposed ifmap: T x R.
+                let (fr, t) = (i / self.t, i % self.t);
+                let p = fr * self.rows + j;
+                if p < self.sr {
+                    self.ifmap_addr(p, t)
+                } else {
+                    NONE
+                }
+            }
+            Dataflow::Ws => {
+                let (fr, p) = (i / self.t, i % self.t);
+                let k = fr * self.rows + j;
+                if k < self.sr {
+                    self.ifmap_addr(p, k)
+                } else {
+                    NONE
+                }
+            }
+            Dataflow::Is => {
+                let (fc, k) = (i / self.sr, i % self.sr);
+                let p = fc * self.cols + j;
+                if p < self.sc {
+                    self.ifmap_addr(p, k)
+                } else {
+                    NONE
+                }
+            }
+        }
+    }
+
+    fn filter_prefetch_elem(&self, i: usize, j: usize) -> i64 {
+        match self.dataflow {
+            Dataflow::Os => {
+                let (fc, t) = (i / self.t, i % self.t);
+                let m = fc * self.cols + j;
+                if m < self.sc {
+                    self.filter_addr(t, m)
+                } else {
+                    NONE
+                }
+            }
+            Dataflow::Ws => {
+                let (fc, k) = (i / self.sr, i % self.sr);
+                let m = fc * self.cols + j;
+                if m < self.sc {
+                    self.filter_addr(k, m)
+                } else {
+                    NONE
+                }
+            }
+            Dataflow::Is => {
+                let (fr, m) = (i / self.t, i % self.t);
+                let k = fr * self.rows + j;
+                if k < self.sr {
+                    self.filter_addr(k, m)
+                } else {
+                    NONE
+                }
+            }
+        }
+    }
+
+    /// Visit the ifmap prefetch order (SCALE-Sim's fetch matrix flattened,
+    /// -1 included). Returns the number of elements visited.
+    pub fn visit_ifmap_prefetch(&self, visit: impl FnMut(i64)) -> usize {
+        let (m, n, diag) = self.ifmap_prefetch_shape();
+        visit_matrix(m, n, diag, |i, j| self.ifmap_prefetch_elem(i, j), visit)
+    }
+
+    pub fn visit_filter_prefetch(&self, visit: impl FnMut(i64)) -> usize {
+        let (m, n, diag) = self.filter_prefetch_shape();
+        visit_matrix(m, n, diag, |i, j| self.filter_prefetch_elem(i, j), visit)
+    }
+}
+
+/// Walk an m x n matrix row-major, or along anti-diagonals (bottom-left to
+/// top-right inside each diagonal) as SCALE-Sim's prefetch unrolling does.
+fn visit_matrix(
+    m: usize,
+    n: usize,
+    diag: bool,
+    elem: impl Fn(usize, usize) -> i64,
+    mut visit: impl FnMut(i64),
+) -> usize {
+    if m == 0 || n == 0 {
+        return 0;
+    }
+    if diag {
+        for d in 0..(m + n - 1) {
+            let hi = d.min(m - 1);
+            let lo = d.saturating_sub(n - 1);
+            for i in (lo..=hi).rev() {
+                visit(elem(i, d - i));
+            }
+        }
+    } else {
+        for i in 0..m {
+            for j in 0..n {
+                visit(elem(i, j));
+            }
+        }
+    }
+    m * n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagonal_walk_order() {
+        let mut seen = Vec::new();
+        visit_matrix(3, 2, true, |i, j| (i * 10 + j) as i64, |a| seen.push(a));
+        // Diagonals: (0,0); (1,0),(0,1); (2,0),(1,1); (2,1)
+        assert_eq!(seen, vec![0, 10, 1, 20, 11, 21]);
+    }
+}
