@@ -4,12 +4,14 @@
 mod operands;
 mod read_calc;
 mod read_user;
+#[cfg(test)]
+mod reference;
 mod write_buffer;
 
 use super::{Dataflow, ScaleSimLayer};
-use operands::{Operands, FILTER_OFFSET};
+use operands::{Operand, Operands, FILTER_OFFSET};
 use read_calc::CalcReadBuffer;
-use read_user::{ReadGeometry, SetMap, UserReadBuffer};
+use read_user::{ReadGeometry, UserReadBuffer};
 use write_buffer::WriteBuffer;
 
 /// How the DRAM interface bandwidth is set (SCALE-Sim's InterfaceBandwidth).
@@ -52,129 +54,366 @@ pub struct MemoryReport {
     pub dram_ofmap_stop: u64,
 }
 
-enum ReadSide {
-    Calc(CalcReadBuffer),
-    User(UserReadBuffer),
-}
-
 /// Run the memory model for one layer.
 pub fn simulate(input: &MemoryInput) -> MemoryReport {
+    if !input_is_simulable(input) {
+        return MemoryReport::default();
+    }
     let ops = Operands::new(input);
-    let (mut ifmap, mut filter, ofmap_bw) = match input.interface {
-        Interface::Calc => (
-            ReadSide::Calc(CalcReadBuffer::new(
-                0,
-                ops.ifmap_words(),
-                input.ifmap_sram_words,
-                10,
-            )),
-            ReadSide::Calc(CalcReadBuffer::new(
-                FILTER_OFFSET,
-                ops.filter_words(),
-                input.filter_sram_words,
-                10,
-            )),
-            input.cols,
-        ),
-        Interface::User { words_per_cycle } => {
-            let igeo = ReadGeometry::new(input.ifmap_sram_words, words_per_cycle);
-            let fgeo = ReadGeometry::new(input.filter_sram_words, words_per_cycle);
-            let imap = SetMap::build(0, ops.ifmap_words(), igeo.set_size, |v| {
-                ops.visit_ifmap_prefetch(v)
-            });
-            let fmap = SetMap::build(FILTER_OFFSET, ops.filter_words(), fgeo.set_size, |v| {
-                ops.visit_filter_prefetch(v)
-            });
-            (
-                ReadSide::User(UserReadBuffer::new(imap, igeo, 0)),
-                ReadSide::User(UserReadBuffer::new(fmap, fgeo, 0)),
-                words_per_cycle,
-            )
-        }
-    };
-    let mut ofmap = WriteBuffer::new(input.ofmap_sram_words, ofmap_bw);
+    match input.interface {
+        Interface::Calc => simulate_calc(input, &ops),
+        Interface::User { words_per_cycle } => simulate_user(input, &ops, words_per_cycle),
+    }
+}
+
+/// Layers and arrays SCALE-Sim could run at all: non-empty array and
+/// operands, filter no larger than the (padded) ifmap, non-zero SRAMs and
+/// an ofmap SRAM of at least two words.
+fn input_is_simulable(input: &MemoryInput) -> bool {
+    let l = &input.layer;
+    input.rows > 0
+        && input.cols > 0
+        && l.stride > 0
+        && l.channels > 0
+        && l.num_filters > 0
+        && l.filter_h > 0
+        && l.filter_w > 0
+        && l.filter_h <= l.ifmap_h
+        && l.filter_w <= l.ifmap_w
+        && input.ifmap_sram_words > 0
+        && input.filter_sram_words > 0
+        // One ofmap word leaves no drain half (SCALE-Sim fails on it).
+        && input.ofmap_sram_words > 1
+}
+
+fn to_cycle(c: i64) -> u64 {
+    c.max(0) as u64
+}
+
+/// USER mode: runs of lines that hit in both read windows and write no
+/// more than the ofmap buffer's quiet room are skipped in one step; the
+/// remaining lines are serviced word by word.
+fn simulate_user(input: &MemoryInput, ops: &Operands, bw: usize) -> MemoryReport {
+    let mut ifmap = UserReadBuffer::new(
+        ops,
+        Operand::Ifmap,
+        ReadGeometry::new(input.ifmap_sram_words, bw),
+    );
+    let mut filter = UserReadBuffer::new(
+        ops,
+        Operand::Filter,
+        ReadGeometry::new(input.filter_sram_words, bw),
+    );
+    let mut ofmap = WriteBuffer::new(input.ofmap_sram_words, bw);
+    let cpf = ops.cycles_per_fold;
     let mut stall: i64 = 0;
     let mut line: i64 = 0;
     let mut last_out = 0i64;
-    let islots = ops.ifmap_slots();
-    let fslots = ops.filter_slots();
+    for fc in 0..ops.col_folds {
+        for fr in 0..ops.row_folds {
+            let mut tau = 0;
+            while tau < cpf {
+                let ifmap_quiet = ifmap.quiet_lines(ops, fr, fc, tau);
+                let filter_quiet = filter.quiet_lines(ops, fr, fc, tau);
+                let reads_quiet = ifmap_quiet.min(filter_quiet);
+                let quiet = if reads_quiet == 0 {
+                    0
+                } else {
+                    let (during, after, drain_end) = ofmap.quiet_room();
+                    let before_drain_end = (drain_end - (line + stall)).max(0) as usize;
+                    let room = WriteRoom { during, after, before_drain_end };
+                    quiet_write_lines(ops, fr, fc, tau, reads_quiet, room)
+                };
+                if quiet > 0 {
+                    let words = ops.ofmap_words_before(fr, fc, tau + quiet)
+                        - ops.ofmap_words_before(fr, fc, tau);
+                    ofmap.store_quiet(words);
+                    line += quiet as i64;
+                    tau += quiet;
+                    last_out = line - 1 + stall;
+                    continue;
+                }
+                let cycle = line + stall;
+                // A line that certainly hits changes nothing in that buffer.
+                let i_stall = if ifmap_quiet > 0 {
+                    0
+                } else {
+                    ifmap.service_line(ops, fr, fc, tau, cycle)
+                };
+                let f_stall = if filter_quiet > 0 {
+                    0
+                } else {
+                    filter.service_line(ops, fr, fc, tau, cycle)
+                };
+                let words =
+                    ops.ofmap_words_before(fr, fc, tau + 1) - ops.ofmap_words_before(fr, fc, tau);
+                let out = ofmap.service_line(cycle, words);
+                last_out = out;
+                stall += i_stall.max(f_stall).max(out - cycle).max(0);
+                line += 1;
+                tau += 1;
+            }
+        }
+    }
+    ofmap.finish(last_out);
+    MemoryReport {
+        stall_cycles: to_cycle(stall),
+        dram_ifmap_reads: ifmap.dram_words,
+        dram_filter_reads: filter.dram_words,
+        dram_ofmap_writes: ofmap.dram_words,
+        dram_ifmap_start: to_cycle(ifmap.first_dram_cycle),
+        dram_ifmap_stop: to_cycle(ifmap.last_prefetch_cycle),
+        dram_filter_start: to_cycle(filter.first_dram_cycle),
+        dram_filter_stop: to_cycle(filter.last_prefetch_cycle),
+        dram_ofmap_start: to_cycle(ofmap.first_dram_cycle.unwrap_or(0)),
+        dram_ofmap_stop: to_cycle(ofmap.last_dram_cycle),
+    }
+}
+
+/// Quiet room of the write buffer for the lines about to come.
+struct WriteRoom {
+    /// Words the lines arriving before the running drain ends may write.
+    during: i64,
+    /// Words all lines together may write once the drain has ended.
+    after: i64,
+    /// Lines that arrive before the running drain ends.
+    before_drain_end: usize,
+}
+
+/// Largest number of lines (at most `limit`) from `tau` whose ofmap words
+/// trigger nothing in the write buffer.
+fn quiet_write_lines(
+    ops: &Operands,
+    fr: usize,
+    fc: usize,
+    tau: usize,
+    limit: usize,
+    room: WriteRoom,
+) -> usize {
+    let base = ops.ofmap_words_before(fr, fc, tau);
+    let words = |q: usize| (ops.ofmap_words_before(fr, fc, tau + q) - base) as i64;
+    let fits = |q: usize| {
+        let early = q.min(room.before_drain_end);
+        words(early) <= room.during.max(0)
+            && (q <= room.before_drain_end
+                || words(q) == words(early)
+                || words(q) <= room.after.max(0))
+    };
+    if fits(limit) {
+        return limit;
+    }
+    let (mut ok, mut bad) = (0, limit);
+    while bad - ok > 1 {
+        let mid = ok + (bad - ok) / 2;
+        if fits(mid) {
+            ok = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    ok
+}
+
+/// CALC mode: the read buffers never stall but see every demanded word (the
+/// DRAM count depends on the exact order); the write buffer runs as in USER
+/// mode with a bandwidth of one array width.
+fn simulate_calc(input: &MemoryInput, ops: &Operands) -> MemoryReport {
+    let mut ifmap = CalcReadBuffer::new(0, ops.ifmap_words(), input.ifmap_sram_words, CALC_READ_BW);
+    let mut filter = CalcReadBuffer::new(
+        FILTER_OFFSET,
+        ops.filter_words(),
+        input.filter_sram_words,
+        CALC_READ_BW,
+    );
+    let mut ofmap = WriteBuffer::new(input.ofmap_sram_words, input.cols);
+    let (islots, fslots) = (ops.ifmap_slots(), ops.filter_slots());
+    let mut stall: i64 = 0;
+    let mut line: i64 = 0;
+    let mut last_out = 0i64;
     for fc in 0..ops.col_folds {
         for fr in 0..ops.row_folds {
             for tau in 0..ops.cycles_per_fold {
                 let cycle = line + stall;
-                let i_stall = service(
-                    &mut ifmap,
-                    cycle,
-                    (0..islots).map(|s| ops.ifmap_demand(fr, fc, tau, s)),
-                );
-                let f_stall = service(
-                    &mut filter,
-                    cycle,
-                    (0..fslots).map(|s| ops.filter_demand(fr, fc, tau, s)),
-                );
-                let words = (0..ops.cols)
-                    .filter(|&s| ops.ofmap_demand(fr, fc, tau, s))
-                    .count();
+                feed_calc(&mut ifmap, cycle, (0..islots).map(|s| ops.ifmap_demand(fr, fc, tau, s)));
+                feed_calc(&mut filter, cycle, (0..fslots).map(|s| ops.filter_demand(fr, fc, tau, s)));
+                let words =
+                    ops.ofmap_words_before(fr, fc, tau + 1) - ops.ofmap_words_before(fr, fc, tau);
                 let out = ofmap.service_line(cycle, words);
                 last_out = out;
-                let o_stall = out - cycle;
-                stall += i_stall.max(f_stall).max(o_stall).max(0);
+                stall += (out - cycle).max(0);
                 line += 1;
             }
         }
     }
     ofmap.finish(last_out);
-    let mut report = MemoryReport {
-        stall_cycles: stall as u64,
-        ..MemoryReport::default()
-    };
-    let (a, b, c) = finish(ifmap);
-    report.dram_ifmap_reads = a;
-    report.dram_ifmap_start = b;
-    report.dram_ifmap_stop = c;
-    let (a, b, c) = finish(filter);
-    report.dram_filter_reads = a;
-    report.dram_filter_start = b;
-    report.dram_filter_stop = c;
-    report.dram_ofmap_writes = ofmap.dram_words;
-    report.dram_ofmap_start = ofmap.first_dram_cycle.unwrap_or(0).max(0) as u64;
-    report.dram_ofmap_stop = ofmap.last_dram_cycle.max(0) as u64;
-    report
+    ifmap.finish();
+    filter.finish();
+    MemoryReport {
+        stall_cycles: to_cycle(stall),
+        dram_ifmap_reads: ifmap.dram_words,
+        dram_filter_reads: filter.dram_words,
+        dram_ofmap_writes: ofmap.dram_words,
+        dram_ifmap_start: to_cycle(ifmap.first_dram_cycle.unwrap_or(0)),
+        dram_ifmap_stop: to_cycle(ifmap.last_dram_cycle),
+        dram_filter_start: to_cycle(filter.first_dram_cycle.unwrap_or(0)),
+        dram_filter_stop: to_cycle(filter.last_dram_cycle),
+        dram_ofmap_start: to_cycle(ofmap.first_dram_cycle.unwrap_or(0)),
+        dram_ofmap_stop: to_cycle(ofmap.last_dram_cycle),
+    }
 }
 
-fn service(side: &mut ReadSide, cycle: i64, addrs: impl Iterator<Item = i64>) -> i64 {
-    match side {
-        ReadSide::User(b) => b.service_line(cycle, addrs),
-        ReadSide::Calc(b) => {
-            let mut any = false;
-            for a in addrs {
-                if a >= 0 {
-                    if !any {
-                        b.note_line(cycle, true);
-                        any = true;
-                    }
-                    b.demand(cycle, a);
-                }
+/// SCALE-Sim's fixed DRAM read bandwidth guess in CALC mode (words/cycle).
+const CALC_READ_BW: usize = 10;
+
+fn feed_calc(buf: &mut CalcReadBuffer, cycle: i64, addrs: impl Iterator<Item = i64>) {
+    let mut first = true;
+    for a in addrs {
+        if a >= 0 {
+            if first {
+                buf.note_line(cycle, true);
+                first = false;
             }
-            0
+            buf.demand(cycle, a);
         }
     }
 }
 
-fn finish(side: ReadSide) -> (u64, u64, u64) {
-    match side {
-        ReadSide::User(b) => (
-            b.dram_words,
-            b.first_dram_cycle.max(0) as u64,
-            b.last_prefetch_cycle.max(0) as u64,
-        ),
-        ReadSide::Calc(mut b) => {
-            b.finish();
-            (
-                b.dram_words,
-                b.first_dram_cycle.unwrap_or(0).max(0) as u64,
-                b.last_dram_cycle.max(0) as u64,
-            )
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn layer(h: usize, w: usize, fh: usize, fw: usize, c: usize, m: usize, s: usize) -> ScaleSimLayer {
+        ScaleSimLayer {
+            name: "t".into(),
+            ifmap_h: h,
+            ifmap_w: w,
+            filter_h: fh,
+            filter_w: fw,
+            channels: c,
+            num_filters: m,
+            stride: s,
         }
+    }
+
+    fn input(dataflow: Dataflow, rows: usize, cols: usize, l: ScaleSimLayer, sram: [usize; 3], interface: Interface) -> MemoryInput {
+        MemoryInput {
+            dataflow,
+            rows,
+            cols,
+            layer: l,
+            ifmap_sram_words: sram[0],
+            filter_sram_words: sram[1],
+            ofmap_sram_words: sram[2],
+            interface,
+        }
+    }
+
+    fn dataflow() -> impl Strategy<Value = Dataflow> {
+        prop_oneof![Just(Dataflow::Os), Just(Dataflow::Ws), Just(Dataflow::Is)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// The run-length model gives exactly what the element-by-element
+        /// replay of SCALE-Sim gives, on small random layers and SRAMs small
+        /// enough to make windows slide, wrap and stall.
+        #[test]
+        fn run_length_model_equals_element_replay(
+            df in dataflow(),
+            rows in 1usize..7,
+            cols in 1usize..7,
+            fh in 1usize..4,
+            fw in 1usize..4,
+            extra_h in 0usize..5,
+            extra_w in 0usize..5,
+            c in 1usize..5,
+            m in 1usize..9,
+            s in 1usize..3,
+            isram in 1usize..600,
+            fsram in 1usize..600,
+            osram in 2usize..300,
+            bw in 1usize..12,
+            user in any::<bool>(),
+        ) {
+            let l = layer(fh + extra_h, fw + extra_w, fh, fw, c, m, s);
+            let interface = if user { Interface::User { words_per_cycle: bw } } else { Interface::Calc };
+            let inp = input(df, rows, cols, l, [isram, fsram, osram], interface);
+            prop_assert_eq!(simulate(&inp), reference::simulate_trace(&inp));
+        }
+    }
+
+    #[test]
+    fn everything_fits_means_one_initial_fetch_and_no_stall() {
+        // 4x4 ifmap x 2 channels = 32 words, 8 filter words: a 1000-word SRAM
+        // holds all, so USER mode reads each operand once, in whole lines of
+        // 10 words: ceil(active 500 / 10) = 50 lines capped at the fetch
+        // matrix (OS ifmap prefetch: 9 pixels x 2 words = 18 cells padded to
+        // 4 rows -> 3 blocks x 2 x 4 = 24 cells = 3 lines).
+        let inp = input(
+            Dataflow::Os,
+            4,
+            4,
+            layer(4, 4, 1, 1, 2, 4, 1),
+            [1000, 1000, 1000],
+            Interface::User { words_per_cycle: 10 },
+        );
+        let r = simulate(&inp);
+        assert_eq!(r.stall_cycles, 0);
+        // 16 pixels -> 4 row folds x T=2 x R=4 = 32 cells -> 4 lines of 10.
+        assert_eq!(r.dram_ifmap_reads, 40);
+        // Filter: 1 col fold x T=2 x C=4 = 8 cells -> 1 line of 10.
+        assert_eq!(r.dram_filter_reads, 10);
+        // 64 ofmap words leave in lines of 10: 6 full lines and one of 4,
+        // never draining before the end (64 < active half 500).
+        assert_eq!(r.dram_ofmap_writes, 64);
+    }
+
+    #[test]
+    fn calc_mode_counts_distinct_words_when_sram_is_large() {
+        // With sets of floor(100000/100) = 1000 words, nothing is evicted:
+        // DRAM reads are the distinct words touched.
+        let l = layer(6, 6, 3, 3, 2, 5, 1);
+        let inp = input(Dataflow::Ws, 4, 4, l, [100_000, 100_000, 100_000], Interface::Calc);
+        let r = simulate(&inp);
+        assert_eq!(r.stall_cycles, 0);
+        assert_eq!(r.dram_ifmap_reads, 6 * 6 * 2);
+        assert_eq!(r.dram_filter_reads, 3 * 3 * 2 * 5);
+        // WS rewrites the ofmap once per row fold: ceil(18/4) = 5 folds x
+        // 16 pixels x 5 filters, drained in lines of 4 (array width).
+        assert_eq!(r.dram_ofmap_writes, 5 * 16 * 5);
+    }
+
+    #[test]
+    fn tiny_user_sram_stalls_on_every_refill() {
+        // FC layer, 1 pixel x 64 channels x 8 filters on a 2x2 OS array. The
+        // filter SRAM holds 16 words (sets of 1 word, 8 active + 8
+        // prefetch), the bandwidth is 1 word/cycle: every 8 words the window
+        // slides and the line waits for 8 request lines + 1 cycle latency.
+        let l = layer(1, 1, 1, 1, 64, 8, 1);
+        let inp = input(Dataflow::Os, 2, 2, l, [4096, 16, 4096], Interface::User { words_per_cycle: 1 });
+        let r = simulate(&inp);
+        assert!(r.stall_cycles > 0);
+        // Initial fetch 8 lines + 8 words per refill; 512 filter words in
+        // sets of 1 -> ring of 513 sets; every word is fetched at least once.
+        assert!(r.dram_filter_reads >= 512);
+        assert_eq!((r.dram_filter_reads - 8) % 8, 0);
+        assert_eq!(r, reference::simulate_trace(&inp));
+    }
+
+    #[test]
+    fn degenerate_inputs_give_an_empty_report() {
+        let mut inp = input(
+            Dataflow::Os,
+            4,
+            4,
+            layer(2, 2, 3, 3, 1, 1, 1),
+            [100, 100, 100],
+            Interface::Calc,
+        );
+        assert_eq!(simulate(&inp), MemoryReport::default());
+        inp.layer = layer(4, 4, 3, 3, 1, 1, 1);
+        inp.rows = 0;
+        assert_eq!(simulate(&inp), MemoryReport::default());
     }
 }

@@ -335,6 +335,228 @@ impl Operands {
     }
 }
 
+/// The two operands the read buffers hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operand {
+    Ifmap,
+    Filter,
+}
+
+/// How an operand's prefetch matrix is built and how a fold's demand maps
+/// onto its cells. The matrix stacks one block per fold index along rows;
+/// `used` columns of a block hold data, the rest are -1 padding.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PrefetchGeometry {
+    /// Matrix rows and columns.
+    pub m: usize,
+    pub n: usize,
+    /// Unrolled along anti-diagonals (else row-major).
+    pub diag: bool,
+    /// Rows per block.
+    pub block_rows: usize,
+    /// Number of blocks.
+    pub blocks: usize,
+    /// Data columns of the last block.
+    pub last_used: usize,
+    /// Demand delay: cell row offset g = tau - lead (diagonal kinds).
+    pub lead: usize,
+    /// Block index comes from the row fold (else the column fold).
+    pub block_from_row_fold: bool,
+}
+
+/// Number of pairs (x, y), 0 <= x < xs, 0 <= y < ys, with x + y <= limit.
+pub(crate) fn count_pairs(xs: i64, ys: i64, limit: i64) -> i64 {
+    fn tri(m: i64) -> i64 {
+        if m < 0 {
+            0
+        } else {
+            (m + 1) * (m + 2) / 2
+        }
+    }
+    if xs <= 0 || ys <= 0 {
+        return 0;
+    }
+    tri(limit) - tri(limit - xs) - tri(limit - ys) + tri(limit - xs - ys)
+}
+
+impl Operands {
+    pub fn geometry(&self, op: Operand) -> PrefetchGeometry {
+        let (r, c) = (self.rows, self.cols);
+        let row_block = |block_rows: usize, lead: usize| PrefetchGeometry {
+            m: self.row_folds * block_rows,
+            n: r,
+            diag: true,
+            block_rows,
+            blocks: self.row_folds,
+            last_used: self.sr - (self.row_folds - 1) * r,
+            lead,
+            block_from_row_fold: true,
+        };
+        let col_block = |block_rows: usize, diag: bool| PrefetchGeometry {
+            m: self.col_folds * block_rows,
+            n: c,
+            diag,
+            block_rows,
+            blocks: self.col_folds,
+            last_used: self.sc - (self.col_folds - 1) * c,
+            lead: 0,
+            block_from_row_fold: false,
+        };
+        match (self.dataflow, op) {
+            (Dataflow::Os, Operand::Ifmap) => row_block(self.t, 0),
+            (Dataflow::Os, Operand::Filter) => col_block(self.t, true),
+            (Dataflow::Ws, Operand::Ifmap) => row_block(self.t, r),
+            (Dataflow::Ws, Operand::Filter) => col_block(self.sr, false),
+            (Dataflow::Is, Operand::Ifmap) => col_block(self.sr, false),
+            (Dataflow::Is, Operand::Filter) => row_block(self.t, r),
+        }
+    }
+
+    /// Used columns of block `b`.
+    pub fn block_used(&self, g: &PrefetchGeometry, b: usize) -> usize {
+        if b + 1 == g.blocks {
+            g.last_used
+        } else {
+            g.n
+        }
+    }
+
+    /// Cell of the prefetch matrix holding the word demanded by `slot` at
+    /// cycle `tau` of fold (fr, fc), if that slot demands anything.
+    pub fn demand_cell(
+        &self,
+        g: &PrefetchGeometry,
+        fr: usize,
+        fc: usize,
+        tau: usize,
+        slot: usize,
+    ) -> Option<(usize, usize)> {
+        let b = if g.block_from_row_fold { fr } else { fc };
+        if slot >= self.block_used(g, b) {
+            return None;
+        }
+        if g.diag {
+            let t = tau.checked_sub(g.lead + slot)?;
+            (t < g.block_rows).then_some((b * g.block_rows + t, slot))
+        } else {
+            if tau >= self.rows {
+                return None;
+            }
+            let k = fr * self.rows + self.rows - 1 - tau;
+            (k < self.sr).then_some((b * g.block_rows + k, slot))
+        }
+    }
+
+    /// Cell holding word `k` of ifmap pixel `p` in the ifmap prefetch matrix.
+    fn ifmap_cell(&self, p: usize, k: usize) -> (usize, usize) {
+        match self.dataflow {
+            Dataflow::Os => ((p / self.rows) * self.t + k, p % self.rows),
+            Dataflow::Ws => ((k / self.rows) * self.t + p, k % self.rows),
+            Dataflow::Is => ((p / self.cols) * self.sr + k, p % self.cols),
+        }
+    }
+
+    /// Cell holding filter word `k` of filter `m`.
+    fn filter_cell(&self, k: usize, m: usize) -> (usize, usize) {
+        match self.dataflow {
+            Dataflow::Os => ((m / self.cols) * self.t + k, m % self.cols),
+            Dataflow::Ws => ((m / self.cols) * self.sr + k, m % self.cols),
+            Dataflow::Is => ((k / self.rows) * self.t + m, k % self.rows),
+        }
+    }
+
+    /// Visit every cell of the prefetch matrix holding address `addr`
+    /// (an ifmap word sits in every window that covers it), with the kernel
+    /// position (ky, kx) it has there ((0, 0) for filter words).
+    pub fn cells_of(&self, op: Operand, addr: i64, mut visit: impl FnMut(usize, usize, (usize, usize))) {
+        match op {
+            Operand::Filter => {
+                let a = (addr - FILTER_OFFSET) as usize;
+                let (i, j) = self.filter_cell(a % self.window, a / self.window);
+                visit(i, j, (0, 0));
+            }
+            Operand::Ifmap => {
+                let filter_h = self.window / (self.filter_w * self.channels);
+                for ky in 0..filter_h {
+                    for kx in 0..self.filter_w {
+                        if let Some((i, j)) = self.ifmap_copy_cell(addr, (ky, kx)) {
+                            visit(i, j, (ky, kx));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cell holding ifmap word `addr` at kernel position (ky, kx), if a
+    /// window sees it there.
+    pub fn ifmap_copy_cell(&self, addr: i64, (ky, kx): (usize, usize)) -> Option<(usize, usize)> {
+        let a = addr as usize;
+        let ch = a % self.channels;
+        let x = (a / self.channels) % self.ifmap_w;
+        let y = a / (self.channels * self.ifmap_w);
+        let ofmap_h = self.pixels / self.ofmap_w;
+        let dy = y.checked_sub(ky)?;
+        let dx = x.checked_sub(kx)?;
+        if dy % self.stride != 0 || dx % self.stride != 0 {
+            return None;
+        }
+        let (oy, ox) = (dy / self.stride, dx / self.stride);
+        if oy >= ofmap_h || ox >= self.ofmap_w {
+            return None;
+        }
+        let p = oy * self.ofmap_w + ox;
+        let k = (ky * self.filter_w + kx) * self.channels + ch;
+        Some(self.ifmap_cell(p, k))
+    }
+
+    /// Visit every cell of the prefetch matrix that holds -1: the padding
+    /// columns of the last block and, for the ifmap, the words of windows
+    /// that run past the ifmap edge.
+    pub fn invalid_cells(&self, op: Operand, mut visit: impl FnMut(usize, usize)) {
+        let g = self.geometry(op);
+        let first = (g.blocks - 1) * g.block_rows;
+        for i in first..first + g.block_rows {
+            for j in g.last_used..g.n {
+                visit(i, j);
+            }
+        }
+        if op == Operand::Filter {
+            return;
+        }
+        let filter_h = self.window / (self.filter_w * self.channels);
+        for p in 0..self.pixels {
+            let (oy, ox) = (p / self.ofmap_w, p % self.ofmap_w);
+            let edge = oy * self.stride + filter_h > self.ifmap_h
+                || ox * self.stride + self.filter_w > self.ifmap_w;
+            if !edge {
+                continue;
+            }
+            for k in 0..self.window {
+                if self.ifmap_addr(p, k) == NONE {
+                    let (i, j) = self.ifmap_cell(p, k);
+                    visit(i, j);
+                }
+            }
+        }
+    }
+
+    /// Ofmap words written in lines `[0, tau)` of fold (fr, fc).
+    pub fn ofmap_words_before(&self, fr: usize, fc: usize, tau: usize) -> u64 {
+        let (r, c) = (self.rows as i64, self.cols as i64);
+        let cu = (self.sc as i64 - fc as i64 * c).min(c);
+        let tau = tau as i64;
+        let n = match self.dataflow {
+            Dataflow::Os => {
+                let ru = (self.sr as i64 - fr as i64 * r).min(r);
+                count_pairs(cu, ru, tau - 1 - (r - ru) - (self.t as i64 - 1))
+            }
+            Dataflow::Ws | Dataflow::Is => count_pairs(cu, self.t as i64, tau - 1 - (2 * r - 1)),
+        };
+        n as u64
+    }
+}
+
 /// Walk an m x n matrix row-major, or along anti-diagonals (bottom-left to
 /// top-right inside each diagonal) as SCALE-Sim's prefetch unrolling does.
 fn visit_matrix(

@@ -2,78 +2,22 @@
 //! double-buffered SRAM whose contents are "sets" of the operand's prefetch
 //! order, refilled from DRAM in request lines of `words_per_cycle` words.
 //!
-//! The prefetch order (the unrolled fetch matrix) is cut into sets of
-//! `ceil(sram_words / 100)` valid words. Of the set ring, `nal` sets form
-//! the active window (ceil(active_words / set)) and `npl` the prefetch
-//! window. A demanded word hits when any set holding it lies in the active
-//! window. On a miss the window slides forward by `npl` sets (wrapping
-//! around the ring) and a new prefetch is issued; it takes
+//! The prefetch order (the fetch matrix, unrolled) is cut into sets of
+//! `ceil(sram_words / 100)` valid words. Of the ring of sets, `nal` sets
+//! form the active window (`ceil(active_words / set)`) and `npl` the
+//! prefetch window. A demanded word hits when any set holding it lies in the
+//! active window. On a miss the window slides forward by `npl` sets (wrapping
+//! around the ring) and a refill is issued; it takes
 //! `ceil(prefetch_words / bw)` request lines plus one cycle of port latency
 //! after the previous one, and the demanding line is held until it lands —
 //! that wait is the stall. Every prefetch is billed as whole request lines.
+//!
+//! No word-to-set table is built: the set of a cell of the prefetch matrix is
+//! its position in the unrolled order minus the -1 cells before it, divided
+//! by the set size, and the -1 cells (padding columns, ifmap words of windows
+//! past the edge) are few and kept sorted.
 
-/// Where each word of an operand lives in the set ring.
-#[derive(Debug, Clone)]
-pub(crate) struct SetMap {
-    base: i64,
-    /// CSR: sets holding word `a` are `sets[start[a]..start[a+1]]`, ascending.
-    start: Vec<u32>,
-    sets: Vec<u32>,
-    /// Number of sets in the ring (SCALE-Sim always appends the last,
-    /// possibly empty, set).
-    pub ring: usize,
-    /// Elements of the fetch matrix, -1 included.
-    pub fetch_elems: usize,
-}
-
-impl SetMap {
-    /// Build from a prefetch-order walker over words in `[base, base+words)`.
-    pub fn build(
-        base: i64,
-        words: usize,
-        set_size: usize,
-        walk: impl Fn(&mut dyn FnMut(i64)) -> usize,
-    ) -> SetMap {
-        let mut count = vec![0u32; words + 1];
-        let mut valid = 0usize;
-        let fetch_elems = walk(&mut |a| {
-            if a >= 0 {
-                count[(a - base) as usize + 1] += 1;
-                valid += 1;
-            }
-        });
-        for i in 1..count.len() {
-            count[i] += count[i - 1];
-        }
-        let start = count;
-        let mut fill = start.clone();
-        let mut sets = vec![0u32; valid];
-        let mut index = 0usize;
-        walk(&mut |a| {
-            if a >= 0 {
-                let slot = &mut fill[(a - base) as usize];
-                sets[*slot as usize] = (index / set_size) as u32;
-                *slot += 1;
-                index += 1;
-            }
-        });
-        SetMap {
-            base,
-            start,
-            sets,
-            ring: valid / set_size + 1,
-            fetch_elems,
-        }
-    }
-
-    fn sets_of(&self, addr: i64) -> &[u32] {
-        let a = (addr - self.base) as usize;
-        if a + 1 >= self.start.len() {
-            return &[];
-        }
-        &self.sets[self.start[a] as usize..self.start[a + 1] as usize]
-    }
-}
+use super::operands::{Operand, Operands, PrefetchGeometry};
 
 /// SRAM geometry and interface of one read buffer.
 #[derive(Debug, Clone, Copy)]
@@ -96,14 +40,72 @@ impl ReadGeometry {
     }
 }
 
+/// Positions and sets of the cells of one operand's prefetch matrix.
+#[derive(Debug, Clone)]
+pub(crate) struct SetLayout {
+    pub geo: PrefetchGeometry,
+    /// Positions of -1 cells in the unrolled order, ascending.
+    invalid: Vec<u64>,
+    set_size: u64,
+    /// Number of sets (SCALE-Sim always appends a last, possibly empty, set).
+    pub ring: u64,
+}
+
+impl SetLayout {
+    pub fn new(ops: &Operands, op: Operand, set_size: usize) -> SetLayout {
+        let geo = ops.geometry(op);
+        let mut layout = SetLayout {
+            geo,
+            invalid: Vec::new(),
+            set_size: set_size as u64,
+            ring: 1,
+        };
+        let mut invalid = Vec::new();
+        ops.invalid_cells(op, |i, j| invalid.push(layout.position(i, j)));
+        invalid.sort_unstable();
+        invalid.dedup();
+        let valid = (geo.m * geo.n) as u64 - invalid.len() as u64;
+        layout.invalid = invalid;
+        layout.ring = valid / layout.set_size + 1;
+        layout
+    }
+
+    /// Position of cell (i, j) in the unrolled prefetch order.
+    pub fn position(&self, i: usize, j: usize) -> u64 {
+        let (m, n) = (self.geo.m as i64, self.geo.n as i64);
+        let (i, j) = (i as i64, j as i64);
+        if !self.geo.diag {
+            return (i * n + j) as u64;
+        }
+        let d = i + j;
+        let before = super::operands::count_pairs(m, n, d - 1);
+        (before + (d.min(m - 1) - i)) as u64
+    }
+
+    /// Set of the valid word at `pos` (for a -1 cell: the set the next
+    /// valid word goes to).
+    pub fn set_at(&self, pos: u64) -> u64 {
+        let invalid_before = self.invalid.partition_point(|&x| x < pos) as u64;
+        (pos - invalid_before) / self.set_size
+    }
+
+    pub fn fetch_elems(&self) -> usize {
+        self.geo.m * self.geo.n
+    }
+}
+
+/// Read-port latency of SCALE-Sim's DRAM model, in cycles.
+const READ_PORT_LATENCY: i64 = 1;
+
 /// State of a USER-mode read buffer while demands are serviced.
 #[derive(Debug, Clone)]
 pub(crate) struct UserReadBuffer {
-    map: SetMap,
+    pub op: Operand,
+    pub layout: SetLayout,
     /// First set of the active window.
-    window_start: usize,
-    window_sets: usize,
-    prefetch_sets: usize,
+    window_start: u64,
+    window_sets: u64,
+    prefetch_sets: u64,
     /// Request lines per refill prefetch.
     prefetch_lines: i64,
     /// Cycle at which the latest prefetch's data is available.
@@ -112,85 +114,225 @@ pub(crate) struct UserReadBuffer {
     pub dram_words: u64,
     /// Cycle of the first DRAM response.
     pub first_dram_cycle: i64,
-    pub refills: u64,
     bw: u64,
+    /// Kernel position (ky, kx) of the ifmap copy that last hit.
+    copy_hint: Option<(usize, usize)>,
 }
-
-/// Read-port latency of SCALE-Sim's DRAM model, in cycles.
-const READ_PORT_LATENCY: i64 = 1;
 
 impl UserReadBuffer {
     /// Set up the buffer and issue the initial (active-window) prefetch so
-    /// that it completes just before cycle `start_cycle`.
-    pub fn new(map: SetMap, geo: ReadGeometry, start_cycle: i64) -> UserReadBuffer {
-        let max_window = geo.active_words.div_ceil(geo.set_size);
-        let max_prefetch = geo.prefetch_words.div_ceil(geo.set_size);
-        let window_sets = map.ring.min(max_window);
-        let prefetch_sets = (map.ring - window_sets).min(max_prefetch);
-        let fetch_lines = map.fetch_elems.div_ceil(geo.bw);
+    /// that it completes just before cycle 0.
+    pub fn new(ops: &Operands, op: Operand, geo: ReadGeometry) -> UserReadBuffer {
+        let layout = SetLayout::new(ops, op, geo.set_size);
+        let max_window = geo.active_words.div_ceil(geo.set_size) as u64;
+        let max_prefetch = geo.prefetch_words.div_ceil(geo.set_size) as u64;
+        let window_sets = layout.ring.min(max_window);
+        let prefetch_sets = (layout.ring - window_sets).min(max_prefetch);
+        let fetch_lines = layout.fetch_elems().div_ceil(geo.bw);
         let initial_lines = geo.active_words.div_ceil(geo.bw).min(fetch_lines);
         UserReadBuffer {
-            map,
+            op,
+            layout,
             window_start: 0,
             window_sets,
             prefetch_sets,
             prefetch_lines: geo.prefetch_words.div_ceil(geo.bw) as i64,
-            // The initial lines are issued so that the last lands at start-1.
-            last_prefetch_cycle: start_cycle - 1,
+            last_prefetch_cycle: -1,
             dram_words: (initial_lines * geo.bw) as u64,
-            first_dram_cycle: start_cycle - initial_lines as i64,
-            refills: 0,
+            first_dram_cycle: -(initial_lines as i64),
             bw: geo.bw as u64,
+            copy_hint: None,
         }
     }
 
-    /// Whether `addr` is in the active window.
-    pub fn hit(&self, addr: i64) -> bool {
-        let sets = self.map.sets_of(addr);
-        if sets.is_empty() || self.window_sets >= self.map.ring {
-            // Words outside the prefetch order cannot be waited for (SCALE-Sim
-            // would loop forever); a window spanning the ring holds all.
+    fn holds_everything(&self) -> bool {
+        self.window_sets >= self.layout.ring
+    }
+
+    /// Whether the sets `lo..=hi` (in ring order from `lo`) all lie in the
+    /// active window.
+    fn window_holds(&self, lo: u64, hi: u64) -> bool {
+        if self.holds_everything() {
             return true;
         }
-        let start = self.window_start;
-        let end = start + self.window_sets;
-        let i = sets.partition_point(|&s| (s as usize) < start);
-        if i < sets.len() && (sets[i] as usize) < end {
-            return true;
+        let ring = self.layout.ring;
+        let offset = (lo + ring - self.window_start) % ring;
+        offset + (hi - lo) < self.window_sets
+    }
+
+    /// Refills needed before a word held in set `s` is in the window. The
+    /// window slides by `npl <= nal` sets per refill, so the first window
+    /// holding `s` is reached without passing it.
+    fn refills_until(&self, s: u64) -> Option<u64> {
+        let ring = self.layout.ring;
+        let offset = (s + ring - self.window_start) % ring;
+        if offset < self.window_sets {
+            return Some(0);
         }
-        end > self.map.ring && (sets[0] as usize) < end - self.map.ring
+        if self.prefetch_sets == 0 {
+            return None;
+        }
+        Some((offset - self.window_sets + 1).div_ceil(self.prefetch_sets))
     }
 
-    /// Slide the window by one prefetch and issue the refill.
-    pub fn refill(&mut self) {
-        self.window_start = (self.window_start + self.prefetch_sets) % self.map.ring;
-        self.last_prefetch_cycle += self.prefetch_lines + READ_PORT_LATENCY;
-        self.dram_words += self.prefetch_lines as u64 * self.bw;
-        self.refills += 1;
-    }
-
-    /// Whether a refill can ever change the window (SCALE-Sim would spin
-    /// forever on a miss otherwise).
-    pub fn can_refill(&self) -> bool {
-        self.prefetch_sets > 0
-    }
-
-    /// Service one demand line arriving at `cycle`: returns the stall the
-    /// line suffers (cycles beyond the 1-cycle hit latency).
-    pub fn service_line(&mut self, cycle: i64, addrs: impl Iterator<Item = i64>) -> i64 {
-        let mut offset = 1i64;
-        for a in addrs {
-            if a < 0 {
-                continue;
-            }
-            while !self.hit(a) && self.can_refill() {
-                self.refill();
-                let wait = self.last_prefetch_cycle - (cycle + offset);
-                if wait > 0 {
-                    offset += wait;
+    /// Refills needed before `addr`, demanded from cell (i, j), is in the
+    /// active window: its own cell's set first, then the copy that hit last
+    /// time (same kernel shift), then every cell holding it.
+    fn refills_for(&mut self, ops: &Operands, addr: i64, cell: (usize, usize)) -> u64 {
+        if self.holds_everything() {
+            return 0;
+        }
+        let own = self.layout.set_at(self.layout.position(cell.0, cell.1));
+        if self.window_holds(own, own) {
+            return 0;
+        }
+        if let Some(shift) = self.copy_hint {
+            if let Some((i, j)) = ops.ifmap_copy_cell(addr, shift) {
+                let s = self.layout.set_at(self.layout.position(i, j));
+                if self.window_holds(s, s) {
+                    return 0;
                 }
             }
         }
+        let mut best: Option<(u64, (usize, usize))> = None;
+        ops.cells_of(self.op, addr, |i, j, shift| {
+            if matches!(best, Some((0, _))) {
+                return;
+            }
+            let s = self.layout.set_at(self.layout.position(i, j));
+            if let Some(k) = self.refills_until(s) {
+                if best.is_none_or(|(b, _)| k < b) {
+                    best = Some((k, shift));
+                }
+            }
+        });
+        match best {
+            Some((k, shift)) => {
+                if self.op == Operand::Ifmap {
+                    self.copy_hint = Some(shift);
+                }
+                k
+            }
+            // A word the window can never reach is treated as a hit
+            // (SCALE-Sim would spin forever).
+            None => 0,
+        }
+    }
+
+    /// Slide the window by `k` prefetches and issue the refills.
+    fn refill(&mut self, k: u64) {
+        let ring = self.layout.ring;
+        self.window_start = (self.window_start + (k % ring) * self.prefetch_sets) % ring;
+        self.last_prefetch_cycle += k as i64 * (self.prefetch_lines + READ_PORT_LATENCY);
+        self.dram_words += k * self.prefetch_lines as u64 * self.bw;
+    }
+
+    /// Service demand line `tau` of fold (fr, fc) arriving at `cycle`,
+    /// word by word; returns the stall beyond the 1-cycle hit latency.
+    pub fn service_line(&mut self, ops: &Operands, fr: usize, fc: usize, tau: usize, cycle: i64) -> i64 {
+        let mut offset = 1i64;
+        let geo = self.layout.geo;
+        let slots = match self.op {
+            Operand::Ifmap => ops.ifmap_slots(),
+            Operand::Filter => ops.filter_slots(),
+        };
+        for slot in 0..slots {
+            let Some(cell) = ops.demand_cell(&geo, fr, fc, tau, slot) else {
+                continue;
+            };
+            let addr = match self.op {
+                Operand::Ifmap => ops.ifmap_demand(fr, fc, tau, slot),
+                Operand::Filter => ops.filter_demand(fr, fc, tau, slot),
+            };
+            if addr < 0 {
+                continue;
+            }
+            let k = self.refills_for(ops, addr, cell);
+            if k > 0 {
+                // Each refill holds the line until it lands; the waits of
+                // successive refills telescope to the last landing.
+                self.refill(k);
+                offset = offset.max(self.last_prefetch_cycle - cycle);
+            }
+        }
         offset - 1
+    }
+
+    /// Number of lines from `tau` on in fold (fr, fc) that certainly hit in
+    /// the current window (0 when line `tau` may miss). Checks the own sets
+    /// of the demanded cells, which are contiguous in the prefetch order.
+    pub fn quiet_lines(&self, ops: &Operands, fr: usize, fc: usize, tau: usize) -> usize {
+        let cpf = ops.cycles_per_fold;
+        if self.holds_everything() {
+            return cpf - tau;
+        }
+        let geo = &self.layout.geo;
+        let b = if geo.block_from_row_fold { fr } else { fc };
+        let used = ops.block_used(geo, b);
+        if used == 0 {
+            return cpf - tau;
+        }
+        let lay = &self.layout;
+        if geo.diag {
+            // Line t demands slots s with 0 <= t - lead - s < block_rows.
+            let first = geo.lead;
+            let last = geo.lead + geo.block_rows + used - 2;
+            if tau < first {
+                return first - tau;
+            }
+            if tau > last {
+                return cpf - tau;
+            }
+            let span = |t: usize| {
+                let g = t - geo.lead;
+                let s_lo = (g + 1).saturating_sub(geo.block_rows);
+                let s_hi = g.min(used - 1);
+                let base = b * geo.block_rows + g;
+                (lay.position(base - s_lo, s_lo), lay.position(base - s_hi, s_hi))
+            };
+            let (p_lo, p_hi) = span(tau);
+            let s_lo = lay.set_at(p_lo);
+            if !self.window_holds(s_lo, lay.set_at(p_hi)) {
+                return 0;
+            }
+            // Sets grow with the line: find the last line still held.
+            let (mut ok, mut bad) = (tau, last + 1);
+            while bad - ok > 1 {
+                let mid = ok + (bad - ok) / 2;
+                if self.window_holds(s_lo, lay.set_at(span(mid).1)) {
+                    ok = mid;
+                } else {
+                    bad = mid;
+                }
+            }
+            if ok == last {
+                cpf - tau
+            } else {
+                ok - tau + 1
+            }
+        } else {
+            // Stationary load: line t < R demands one row of the block.
+            let r = ops.rows;
+            if tau >= r {
+                return cpf - tau;
+            }
+            let base = fr * r;
+            let k_hi = base + r - 1 - tau;
+            if base >= ops.sr {
+                return cpf - tau;
+            }
+            let k_hi = k_hi.min(ops.sr - 1);
+            let row0 = b * geo.block_rows;
+            let lo = lay.set_at(lay.position(row0 + base, 0));
+            let hi = lay.set_at(lay.position(row0 + k_hi, used - 1));
+            if self.window_holds(lo, hi) {
+                return cpf - tau;
+            }
+            if base + r - 1 - tau >= ops.sr {
+                return 1;
+            }
+            let lo = lay.set_at(lay.position(row0 + k_hi, 0));
+            usize::from(self.window_holds(lo, hi))
+        }
     }
 }
