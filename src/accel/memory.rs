@@ -1,5 +1,88 @@
-//! SRAM/DRAM memory model (owned by the memory-model work; see its doc).
-//! INTERFACE FIXED BY THE SKELETON: `MemoryInput`, `Interface`, `simulate`.
+//! SRAM/DRAM memory model of the systolic-array timing: stall cycles and
+//! DRAM traffic of SCALE-Sim v2's double-buffered scratchpad
+//! (scalesim-project/scale-sim-v2 @ 22f88b17, `memory/` with
+//! `compute/systolic_compute_{os,ws,is}.py` for the demand pattern),
+//! reproduced number for number but computed over runs of cycles instead of
+//! element traces. The compute side (folds, cycles per fold, utilisation,
+//! SRAM counts) lives elsewhere in `accel` and adds `stall_cycles` from here:
+//! total = folds * cycles_per_fold - 1 + stall_cycles.
+//!
+//! # What the array demands
+//! The layer is a GEMM (`operands`): OS maps (pixels, filters, window) to
+//! (rows, columns, time), WS (window, filters, pixels), IS (window, pixels,
+//! filters). Folds run column fold outer, row fold inner; each fold is
+//! `T+R+C-2` (OS) or `2R+C+T-2` (WS/IS) demand lines (cycles). Every line
+//! asks the ifmap and filter SRAMs for one word per PE row/column slot
+//! (-1 where idle) with SCALE-Sim's skew, and writes some ofmap words. Words
+//! use SCALE-Sim's addresses (ifmap HWC at 0, filters at 10,000,000).
+//!
+//! # Read SRAMs (ifmap, filter)
+//! Each is double buffered: half active, half prefetching. What a buffer
+//! holds follows the operand's *prefetch order* — the per-fold operand blocks
+//! stacked and unrolled along anti-diagonals (row-major for the stationary
+//! operand of WS/IS) — cut into sets.
+//!
+//! * USER mode (`read_user`): sets of `ceil(words/100)` valid words. The
+//!   active window is `ceil(active/set)` sets of the ring of sets. Before
+//!   cycle 0 the first `ceil(active/bw)` request lines are fetched. A
+//!   demanded word *hits* when any set that holds it (an ifmap word sits in
+//!   every window covering it) is in the active window. On a *miss* the
+//!   window slides by `ceil(prefetch/set)` sets, wrapping around the ring, and
+//!   a refill of `ceil(prefetch/bw)` request lines is issued; refills are
+//!   serialised, each landing `lines + 1` cycles after the previous one.
+//!   The line waits until the last refill it needed has landed: a *stall* of
+//!   `landing - cycle - 1` cycles (the 1-cycle hit latency is free), added to
+//!   every later cycle. DRAM reads are whole request lines: initial lines +
+//!   refills x lines, x bw, -1 padding included. A window that moves back to
+//!   words it evicted (the ifmap re-streamed for the next column fold,
+//!   the first lines of a fold behind a window that just jumped) refills
+//!   around the whole ring, which is why counts can far exceed the operand.
+//! * CALC mode (`read_calc`): never stalls. Missing words are appended to
+//!   sets of `floor(words/100)` words; the buffer keeps the last 50 closed
+//!   sets and the open one, so a word is re-read once it left those. DRAM
+//!   reads = words appended; with a large SRAM = distinct words touched.
+//!
+//! # Ofmap SRAM (`write_buffer`)
+//! Words are packed into lines of `bw` words (USER: the user bandwidth;
+//! CALC: the array width). When, outside a running drain, the free space
+//! falls below the active half, the pending lines, a partly filled last one
+//! included, drain at one line per cycle, at most `ceil(drain_half/bw)`
+//! lines per drain; a writing line only stalls when the buffer is completely
+//! full while a drain still runs. The rest drains after the last cycle.
+//! Drains bill whole lines except the padding of their last line, so partly
+//! filled lines in the middle of a drain count as full (DRAM writes can
+//! exceed the ofmap size).
+//!
+//! # Stalls
+//! A line's stall is the largest of the ifmap, filter and ofmap waits.
+//!
+//! # How it is fast
+//! No trace is built. A set's index is computed from a cell's position in
+//! the prefetch order minus the few -1 cells before it. The lines a fold
+//! demands map to contiguous runs of positions, so runs of lines whose own
+//! sets sit inside both windows, and that write fewer ofmap words than the
+//! buffer's quiet room, are skipped in one step (binary search on
+//! closed-form positions and ofmap word counts). Only lines at window edges
+//! are serviced word by word, a whole chain of refills at once. CALC mode
+//! still feeds every demanded word to the read buffers (the set contents
+//! depend on the exact order) but batches the ofmap writes.
+//! `reference.rs` (tests only) replays SCALE-Sim word by word and a property
+//! test checks both agree.
+//!
+//! # Known differences from SCALE-Sim
+//! * Reproduced from the read buffer at 22f88b17 (single counting of stall
+//!   cycles) and the stored write buffer / scratchpad versions whose drains
+//!   do not hold the writing line (those files were not stored at
+//!   22f88b17 itself); the vector rows confirm this combination exactly.
+//! * DRAM start/stop cycles are computed from the same prefetch/drain
+//!   arithmetic but clamped at 0 (SCALE-Sim reports the initial prefetch at
+//!   negative cycles); they are not covered by the reference vectors.
+//! * Where SCALE-Sim would loop forever (a read SRAM so small that its
+//!   window never moves) the word counts as a hit; where it crashes (an
+//!   ofmap SRAM of one word, a filter larger than the ifmap, empty
+//!   dimensions) `simulate` returns an empty report.
+//! * Ramulator-driven DRAM latencies and multi-bank SRAM layouts of later
+//!   SCALE-Sim versions are not modelled (latency 1 read, 0 write, 1 bank).
 
 mod operands;
 mod read_calc;
@@ -121,7 +204,11 @@ fn simulate_user(input: &MemoryInput, ops: &Operands, bw: usize) -> MemoryReport
                 } else {
                     let (during, after, drain_end) = ofmap.quiet_room();
                     let before_drain_end = (drain_end - (line + stall)).max(0) as usize;
-                    let room = WriteRoom { during, after, before_drain_end };
+                    let room = WriteRoom {
+                        during,
+                        after,
+                        before_drain_end,
+                    };
                     quiet_write_lines(ops, fr, fc, tau, reads_quiet, room)
                 };
                 if quiet > 0 {
@@ -234,8 +321,16 @@ fn simulate_calc(input: &MemoryInput, ops: &Operands) -> MemoryReport {
         for fr in 0..ops.row_folds {
             for tau in 0..ops.cycles_per_fold {
                 let cycle = line + stall;
-                feed_calc(&mut ifmap, cycle, (0..islots).map(|s| ops.ifmap_demand(fr, fc, tau, s)));
-                feed_calc(&mut filter, cycle, (0..fslots).map(|s| ops.filter_demand(fr, fc, tau, s)));
+                feed_calc(
+                    &mut ifmap,
+                    cycle,
+                    (0..islots).map(|s| ops.ifmap_demand(fr, fc, tau, s)),
+                );
+                feed_calc(
+                    &mut filter,
+                    cycle,
+                    (0..fslots).map(|s| ops.filter_demand(fr, fc, tau, s)),
+                );
                 let words =
                     ops.ofmap_words_before(fr, fc, tau + 1) - ops.ofmap_words_before(fr, fc, tau);
                 let out = ofmap.service_line(cycle, words);
@@ -283,7 +378,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn layer(h: usize, w: usize, fh: usize, fw: usize, c: usize, m: usize, s: usize) -> ScaleSimLayer {
+    fn layer(
+        h: usize,
+        w: usize,
+        fh: usize,
+        fw: usize,
+        c: usize,
+        m: usize,
+        s: usize,
+    ) -> ScaleSimLayer {
         ScaleSimLayer {
             name: "t".into(),
             ifmap_h: h,
@@ -296,7 +399,14 @@ mod tests {
         }
     }
 
-    fn input(dataflow: Dataflow, rows: usize, cols: usize, l: ScaleSimLayer, sram: [usize; 3], interface: Interface) -> MemoryInput {
+    fn input(
+        dataflow: Dataflow,
+        rows: usize,
+        cols: usize,
+        l: ScaleSimLayer,
+        sram: [usize; 3],
+        interface: Interface,
+    ) -> MemoryInput {
         MemoryInput {
             dataflow,
             rows,
@@ -356,7 +466,9 @@ mod tests {
             4,
             layer(4, 4, 1, 1, 2, 4, 1),
             [1000, 1000, 1000],
-            Interface::User { words_per_cycle: 10 },
+            Interface::User {
+                words_per_cycle: 10,
+            },
         );
         let r = simulate(&inp);
         assert_eq!(r.stall_cycles, 0);
@@ -374,7 +486,14 @@ mod tests {
         // With sets of floor(100000/100) = 1000 words, nothing is evicted:
         // DRAM reads are the distinct words touched.
         let l = layer(6, 6, 3, 3, 2, 5, 1);
-        let inp = input(Dataflow::Ws, 4, 4, l, [100_000, 100_000, 100_000], Interface::Calc);
+        let inp = input(
+            Dataflow::Ws,
+            4,
+            4,
+            l,
+            [100_000, 100_000, 100_000],
+            Interface::Calc,
+        );
         let r = simulate(&inp);
         assert_eq!(r.stall_cycles, 0);
         assert_eq!(r.dram_ifmap_reads, 6 * 6 * 2);
@@ -391,7 +510,14 @@ mod tests {
         // prefetch), the bandwidth is 1 word/cycle: every 8 words the window
         // slides and the line waits for 8 request lines + 1 cycle latency.
         let l = layer(1, 1, 1, 1, 64, 8, 1);
-        let inp = input(Dataflow::Os, 2, 2, l, [4096, 16, 4096], Interface::User { words_per_cycle: 1 });
+        let inp = input(
+            Dataflow::Os,
+            2,
+            2,
+            l,
+            [4096, 16, 4096],
+            Interface::User { words_per_cycle: 1 },
+        );
         let r = simulate(&inp);
         assert!(r.stall_cycles > 0);
         // Initial fetch 8 lines + 8 words per refill; 512 filter words in

@@ -14,8 +14,6 @@ use super::MemoryInput;
 
 /// Base address of the filter operand (SCALE-Sim default offsets).
 pub(crate) const FILTER_OFFSET: i64 = 10_000_000;
-/// Base address of the ofmap operand.
-pub(crate) const OFMAP_OFFSET: i64 = 20_000_000;
 
 /// Marker for "no request in this slot".
 pub(crate) const NONE: i64 = -1;
@@ -93,11 +91,6 @@ impl Operands {
             col_folds: sc.div_ceil(cols),
             cycles_per_fold,
         }
-    }
-
-    /// Number of folds (row folds x column folds).
-    pub fn folds(&self) -> usize {
-        self.row_folds * self.col_folds
     }
 
     /// Address of ifmap word `k` of the window of ofmap pixel `p`.
@@ -202,6 +195,7 @@ impl Operands {
         }
     }
 
+    #[cfg(test)]
     /// Whether PE column `slot` writes an ofmap word at cycle `tau` of fold
     /// (fr, fc). The write buffer only counts words, so no address is needed.
     pub fn ofmap_demand(&self, fr: usize, fc: usize, tau: usize, slot: usize) -> bool {
@@ -240,6 +234,7 @@ impl Operands {
         }
     }
 
+    #[cfg(test)]
     /// The ifmap prefetch matrix (rows x cols, before unrolling) and whether
     /// SCALE-Sim unrolls it along anti-diagonals.
     fn ifmap_prefetch_shape(&self) -> (usize, usize, bool) {
@@ -249,6 +244,7 @@ impl Operands {
         }
     }
 
+    #[cfg(test)]
     fn filter_prefetch_shape(&self) -> (usize, usize, bool) {
         match self.dataflow {
             Dataflow::Os => (self.col_folds * self.t, self.cols, true),
@@ -257,6 +253,7 @@ impl Operands {
         }
     }
 
+    #[cfg(test)]
     fn ifmap_prefetch_elem(&self, i: usize, j: usize) -> i64 {
         match self.dataflow {
             Dataflow::Os => {
@@ -290,6 +287,7 @@ impl Operands {
         }
     }
 
+    #[cfg(test)]
     fn filter_prefetch_elem(&self, i: usize, j: usize) -> i64 {
         match self.dataflow {
             Dataflow::Os => {
@@ -322,6 +320,7 @@ impl Operands {
         }
     }
 
+    #[cfg(test)]
     /// Visit the ifmap prefetch order (SCALE-Sim's fetch matrix flattened,
     /// -1 included). Returns the number of elements visited.
     pub fn visit_ifmap_prefetch(&self, visit: impl FnMut(i64)) -> usize {
@@ -329,6 +328,7 @@ impl Operands {
         visit_matrix(m, n, diag, |i, j| self.ifmap_prefetch_elem(i, j), visit)
     }
 
+    #[cfg(test)]
     pub fn visit_filter_prefetch(&self, visit: impl FnMut(i64)) -> usize {
         let (m, n, diag) = self.filter_prefetch_shape();
         visit_matrix(m, n, diag, |i, j| self.filter_prefetch_elem(i, j), visit)
@@ -468,7 +468,12 @@ impl Operands {
     /// Visit every cell of the prefetch matrix holding address `addr`
     /// (an ifmap word sits in every window that covers it), with the kernel
     /// position (ky, kx) it has there ((0, 0) for filter words).
-    pub fn cells_of(&self, op: Operand, addr: i64, mut visit: impl FnMut(usize, usize, (usize, usize))) {
+    pub fn cells_of(
+        &self,
+        op: Operand,
+        addr: i64,
+        mut visit: impl FnMut(usize, usize, (usize, usize)),
+    ) {
         match op {
             Operand::Filter => {
                 let a = (addr - FILTER_OFFSET) as usize;
@@ -557,6 +562,7 @@ impl Operands {
     }
 }
 
+#[cfg(test)]
 /// Walk an m x n matrix row-major, or along anti-diagonals (bottom-left to
 /// top-right inside each diagonal) as SCALE-Sim's prefetch unrolling does.
 fn visit_matrix(

@@ -229,7 +229,14 @@ impl UserReadBuffer {
 
     /// Service demand line `tau` of fold (fr, fc) arriving at `cycle`,
     /// word by word; returns the stall beyond the 1-cycle hit latency.
-    pub fn service_line(&mut self, ops: &Operands, fr: usize, fc: usize, tau: usize, cycle: i64) -> i64 {
+    pub fn service_line(
+        &mut self,
+        ops: &Operands,
+        fr: usize,
+        fc: usize,
+        tau: usize,
+        cycle: i64,
+    ) -> i64 {
         let mut offset = 1i64;
         let geo = self.layout.geo;
         let slots = match self.op {
@@ -288,7 +295,10 @@ impl UserReadBuffer {
                 let s_lo = (g + 1).saturating_sub(geo.block_rows);
                 let s_hi = g.min(used - 1);
                 let base = b * geo.block_rows + g;
-                (lay.position(base - s_lo, s_lo), lay.position(base - s_hi, s_hi))
+                (
+                    lay.position(base - s_lo, s_lo),
+                    lay.position(base - s_hi, s_hi),
+                )
             };
             let (p_lo, p_hi) = span(tau);
             let s_lo = lay.set_at(p_lo);

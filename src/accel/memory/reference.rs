@@ -197,7 +197,6 @@ impl UserReadBuffer {
 
 #[derive(Debug, Clone)]
 struct TraceWriteBuffer {
-    total: i64,
     active: i64,
     drain_words: i64,
     bw: i64,
@@ -218,7 +217,6 @@ impl TraceWriteBuffer {
         let total = sram_words as i64;
         let active = (sram_words.div_ceil(2)) as i64;
         TraceWriteBuffer {
-            total,
             active,
             drain_words: total - active,
             bw: bw.max(1) as i64,
@@ -297,7 +295,6 @@ impl TraceWriteBuffer {
             cycle = self.drain_end_cycle + 1;
         }
     }
-
 }
 
 enum ReadSide {
