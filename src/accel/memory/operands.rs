@@ -364,6 +364,17 @@ pub(crate) struct PrefetchGeometry {
     pub block_from_row_fold: bool,
 }
 
+/// Ifmap words of one demand line as affine functions of the slot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IfmapLine {
+    pub p0: i64,
+    pub dp: i64,
+    pub k0: i64,
+    pub dk: i64,
+    pub s_lo: usize,
+    pub s_hi: usize,
+}
+
 /// Number of pairs (x, y), 0 <= x < xs, 0 <= y < ys, with x + y <= limit.
 pub(crate) fn count_pairs(xs: i64, ys: i64, limit: i64) -> i64 {
     fn tri(m: i64) -> i64 {
@@ -513,6 +524,136 @@ impl Operands {
         let p = oy * self.ofmap_w + ox;
         let k = (ky * self.filter_w + kx) * self.channels + ch;
         Some(self.ifmap_cell(p, k))
+    }
+
+    /// The ifmap words demanded by line `tau` of fold (fr, fc) as affine
+    /// functions of the slot: pixel `p0 + dp*s`, window word `k0 + dk*s`,
+    /// for slots `s_lo..=s_hi` (`None`: the line demands no ifmap word).
+    pub fn ifmap_line(&self, fr: usize, fc: usize, tau: usize) -> Option<IfmapLine> {
+        let g = self.geometry(Operand::Ifmap);
+        let b = if g.block_from_row_fold { fr } else { fc };
+        let used = self.block_used(&g, b);
+        if used == 0 {
+            return None;
+        }
+        let r = self.rows;
+        match self.dataflow {
+            Dataflow::Os | Dataflow::Ws => {
+                let g_t = tau.checked_sub(g.lead)?;
+                let s_lo = (g_t + 1).saturating_sub(g.block_rows);
+                let s_hi = g_t.min(used - 1);
+                if s_lo > s_hi {
+                    return None;
+                }
+                let (g_t, base) = (g_t as i64, (fr * r) as i64);
+                Some(if self.dataflow == Dataflow::Os {
+                    IfmapLine {
+                        p0: base,
+                        dp: 1,
+                        k0: g_t,
+                        dk: -1,
+                        s_lo,
+                        s_hi,
+                    }
+                } else {
+                    IfmapLine {
+                        p0: g_t,
+                        dp: -1,
+                        k0: base,
+                        dk: 1,
+                        s_lo,
+                        s_hi,
+                    }
+                })
+            }
+            Dataflow::Is => {
+                if tau >= r {
+                    return None;
+                }
+                let k = fr * r + r - 1 - tau;
+                (k < self.sr).then_some(IfmapLine {
+                    p0: (fc * self.cols) as i64,
+                    dp: 1,
+                    k0: k as i64,
+                    dk: 0,
+                    s_lo: 0,
+                    s_hi: used - 1,
+                })
+            }
+        }
+    }
+
+    /// Visit, block by block, the cells holding the copies of the words of
+    /// `line` at kernel position `hint` = (ky, kx): `visit(first, last)`
+    /// gets the cells of the first and last slot of each run of slots whose
+    /// copies share a prefetch block (such a run is contiguous in the
+    /// prefetch order). Returns false when some word has no such copy or
+    /// the words do not share one kernel position (then nothing is known).
+    pub fn visit_line_copies(
+        &self,
+        line: &IfmapLine,
+        hint: (usize, usize),
+        mut visit: impl FnMut((usize, usize), (usize, usize)) -> bool,
+    ) -> bool {
+        let c = self.channels as i64;
+        let (fw, stride) = (self.filter_w as i64, self.stride as i64);
+        let k_at = |s: usize| line.k0 + line.dk * s as i64;
+        let p_at = |s: usize| line.p0 + line.dp * s as i64;
+        let (ka, kb) = (k_at(line.s_lo), k_at(line.s_hi));
+        let (kmin, kmax) = (ka.min(kb), ka.max(kb));
+        if kmin < 0 || kmin / c != kmax / c {
+            return false;
+        }
+        let (ky0, kx0) = ((kmin / c) / fw, (kmin / c) % fw);
+        let (dy, dx) = (hint.0 as i64 - ky0, hint.1 as i64 - kx0);
+        if dy % stride != 0 || dx % stride != 0 {
+            return false;
+        }
+        let (a, b) = (dy / stride, dx / stride);
+        let ew = self.ofmap_w as i64;
+        let eh = (self.pixels / self.ofmap_w) as i64;
+        let (pa, pb) = (p_at(line.s_lo), p_at(line.s_hi));
+        let (pmin, pmax) = (pa.min(pb), pa.max(pb));
+        if pmin < 0 || pmax >= self.pixels as i64 {
+            return false;
+        }
+        let (oy_lo, oy_hi) = (pmin / ew, pmax / ew);
+        let (ox_lo, ox_hi) = if oy_lo == oy_hi {
+            (pmin % ew, pmax % ew)
+        } else {
+            (0, ew - 1)
+        };
+        if oy_lo - a < 0 || oy_hi - a >= eh || ox_lo - b < 0 || ox_hi - b >= ew {
+            return false;
+        }
+        let (shift_p, shift_k) = (a * ew + b, (dy * fw + dx) * c);
+        let copy = |s: usize| {
+            let (p, k) = ((p_at(s) - shift_p) as usize, (k_at(s) + shift_k) as usize);
+            (p, k)
+        };
+        // The index that picks the prefetch block, and the block size.
+        let (block_size, by_pixel) = match self.dataflow {
+            Dataflow::Os => (self.rows, true),
+            Dataflow::Ws => (self.rows, false),
+            Dataflow::Is => (self.cols, true),
+        };
+        let mut s = line.s_lo;
+        while s <= line.s_hi {
+            let (p, k) = copy(s);
+            let (v, dv) = if by_pixel { (p, line.dp) } else { (k, line.dk) };
+            let run = match dv {
+                1 => block_size - 1 - v % block_size,
+                -1 => v % block_size,
+                _ => line.s_hi - s,
+            };
+            let end = (s + run).min(line.s_hi);
+            let (pe, ke) = copy(end);
+            if !visit(self.ifmap_cell(p, k), self.ifmap_cell(pe, ke)) {
+                return false;
+            }
+            s = end + 1;
+        }
+        true
     }
 
     /// Visit every cell of the prefetch matrix that holds -1: the padding

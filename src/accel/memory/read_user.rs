@@ -85,6 +85,11 @@ impl SetLayout {
     /// Set of the valid word at `pos` (for a -1 cell: the set the next
     /// valid word goes to).
     pub fn set_at(&self, pos: u64) -> u64 {
+        // Padding columns sit at the end of the order: most positions have
+        // no -1 cell before them.
+        if self.invalid.first().is_none_or(|&f| pos <= f) {
+            return pos / self.set_size;
+        }
         let invalid_before = self.invalid.partition_point(|&x| x < pos) as u64;
         (pos - invalid_before) / self.set_size
     }
@@ -265,6 +270,36 @@ impl UserReadBuffer {
         offset - 1
     }
 
+    /// Whether every ifmap word of line `tau` hits through its copy at the
+    /// kernel position that hit last (see `Operands::visit_line_copies`).
+    fn line_hits_via_copy(&self, ops: &Operands, fr: usize, fc: usize, tau: usize) -> bool {
+        let Some(hint) = self.copy_hint else {
+            return false;
+        };
+        let Some(line) = ops.ifmap_line(fr, fc, tau) else {
+            return true;
+        };
+        let lay = &self.layout;
+        ops.visit_line_copies(&line, hint, |a, b| {
+            let (pa, pb) = (lay.position(a.0, a.1), lay.position(b.0, b.1));
+            self.window_holds(lay.set_at(pa.min(pb)), lay.set_at(pa.max(pb)))
+        })
+    }
+
+    /// Lines from `tau` on whose ifmap words all hit through their copies.
+    fn copy_quiet_lines(&self, ops: &Operands, fr: usize, fc: usize, tau: usize) -> usize {
+        if self.op != Operand::Ifmap {
+            return 0;
+        }
+        // Bounded scan: the caller asks again for the lines after.
+        let end = ops.cycles_per_fold.min(tau + 256);
+        let mut t = tau;
+        while t < end && self.line_hits_via_copy(ops, fr, fc, t) {
+            t += 1;
+        }
+        t - tau
+    }
+
     /// Number of lines from `tau` on in fold (fr, fc) that certainly hit in
     /// the current window (0 when line `tau` may miss). Checks the own sets
     /// of the demanded cells, which are contiguous in the prefetch order.
@@ -303,7 +338,7 @@ impl UserReadBuffer {
             let (p_lo, p_hi) = span(tau);
             let s_lo = lay.set_at(p_lo);
             if !self.window_holds(s_lo, lay.set_at(p_hi)) {
-                return 0;
+                return self.copy_quiet_lines(ops, fr, fc, tau);
             }
             // Sets grow with the line: find the last line still held.
             let (mut ok, mut bad) = (tau, last + 1);
@@ -342,7 +377,11 @@ impl UserReadBuffer {
                 return 1;
             }
             let lo = lay.set_at(lay.position(row0 + k_hi, 0));
-            usize::from(self.window_holds(lo, hi))
+            if self.window_holds(lo, hi) {
+                1
+            } else {
+                self.copy_quiet_lines(ops, fr, fc, tau)
+            }
         }
     }
 }
