@@ -583,75 +583,108 @@ impl Operands {
         }
     }
 
-    /// Visit, block by block, the cells holding the copies of the words of
-    /// `line` at kernel position `hint` = (ky, kx): `visit(first, last)`
-    /// gets the cells of the first and last slot of each run of slots whose
-    /// copies share a prefetch block (such a run is contiguous in the
-    /// prefetch order). Returns false when some word has no such copy or
-    /// the words do not share one kernel position (then nothing is known).
+    /// Kernel position (ky, kx) of window word `k`.
+    pub fn kernel_of(&self, k: i64) -> (usize, usize) {
+        let kk = k as usize / self.channels;
+        (kk / self.filter_w, kk % self.filter_w)
+    }
+
+    /// Ofmap-pixel shift taking a word seen at kernel position `own` to the
+    /// window that sees it at `copy` (positions of the same word differ by a
+    /// multiple of the stride).
+    pub fn kernel_shift(&self, own: (usize, usize), copy: (usize, usize)) -> (i64, i64) {
+        let s = self.stride as i64;
+        (
+            (copy.0 as i64 - own.0 as i64) / s,
+            (copy.1 as i64 - own.1 as i64) / s,
+        )
+    }
+
+    /// Kernel position of the copy `shift` windows away, if inside the kernel.
+    pub fn shifted_kernel(&self, own: (usize, usize), shift: (i64, i64)) -> Option<(usize, usize)> {
+        let s = self.stride as i64;
+        let fh = (self.window / (self.filter_w * self.channels)) as i64;
+        let ky = own.0 as i64 + shift.0 * s;
+        let kx = own.1 as i64 + shift.1 * s;
+        (ky >= 0 && ky < fh && kx >= 0 && kx < self.filter_w as i64)
+            .then_some((ky as usize, kx as usize))
+    }
+
+    /// Visit, run by run, the cells holding the copies of the words of
+    /// `line` in the windows `shift` = (rows, cols) ofmap pixels up/left:
+    /// `visit(first, last)` gets the cells of the first and last slot of
+    /// each run of slots that share a kernel position and whose copies share
+    /// a prefetch block (such a run is contiguous in the prefetch order).
+    /// Returns false when some word has no such copy or `visit` said no.
     pub fn visit_line_copies(
         &self,
         line: &IfmapLine,
-        hint: (usize, usize),
+        shift: (i64, i64),
         mut visit: impl FnMut((usize, usize), (usize, usize)) -> bool,
     ) -> bool {
         let c = self.channels as i64;
         let (fw, stride) = (self.filter_w as i64, self.stride as i64);
-        let k_at = |s: usize| line.k0 + line.dk * s as i64;
-        let p_at = |s: usize| line.p0 + line.dp * s as i64;
-        let (ka, kb) = (k_at(line.s_lo), k_at(line.s_hi));
-        let (kmin, kmax) = (ka.min(kb), ka.max(kb));
-        if kmin < 0 || kmin / c != kmax / c {
-            return false;
-        }
-        let (ky0, kx0) = ((kmin / c) / fw, (kmin / c) % fw);
-        let (dy, dx) = (hint.0 as i64 - ky0, hint.1 as i64 - kx0);
-        if dy % stride != 0 || dx % stride != 0 {
-            return false;
-        }
-        let (a, b) = (dy / stride, dx / stride);
+        let fh = self.window as i64 / (fw * c);
         let ew = self.ofmap_w as i64;
         let eh = (self.pixels / self.ofmap_w) as i64;
-        let (pa, pb) = (p_at(line.s_lo), p_at(line.s_hi));
-        let (pmin, pmax) = (pa.min(pb), pa.max(pb));
-        if pmin < 0 || pmax >= self.pixels as i64 {
-            return false;
-        }
-        let (oy_lo, oy_hi) = (pmin / ew, pmax / ew);
-        let (ox_lo, ox_hi) = if oy_lo == oy_hi {
-            (pmin % ew, pmax % ew)
-        } else {
-            (0, ew - 1)
-        };
-        if oy_lo - a < 0 || oy_hi - a >= eh || ox_lo - b < 0 || ox_hi - b >= ew {
-            return false;
-        }
-        let (shift_p, shift_k) = (a * ew + b, (dy * fw + dx) * c);
-        let copy = |s: usize| {
-            let (p, k) = ((p_at(s) - shift_p) as usize, (k_at(s) + shift_k) as usize);
-            (p, k)
-        };
+        let (a, b) = shift;
+        let (shift_p, shift_k) = (a * ew + b, (a * fw + b) * stride * c);
+        let k_at = |s: usize| line.k0 + line.dk * s as i64;
+        let p_at = |s: usize| line.p0 + line.dp * s as i64;
         // The index that picks the prefetch block, and the block size.
         let (block_size, by_pixel) = match self.dataflow {
-            Dataflow::Os => (self.rows, true),
-            Dataflow::Ws => (self.rows, false),
-            Dataflow::Is => (self.cols, true),
+            Dataflow::Os => (self.rows as i64, true),
+            Dataflow::Ws => (self.rows as i64, false),
+            Dataflow::Is => (self.cols as i64, true),
         };
         let mut s = line.s_lo;
         while s <= line.s_hi {
-            let (p, k) = copy(s);
-            let (v, dv) = if by_pixel { (p, line.dp) } else { (k, line.dk) };
-            let run = match dv {
-                1 => block_size - 1 - v % block_size,
-                -1 => v % block_size,
+            // Run of slots sharing the kernel position of slot s.
+            let k = k_at(s);
+            let group_run = match line.dk {
+                1 => (c - 1 - k % c) as usize,
+                -1 => (k % c) as usize,
                 _ => line.s_hi - s,
             };
-            let end = (s + run).min(line.s_hi);
-            let (pe, ke) = copy(end);
-            if !visit(self.ifmap_cell(p, k), self.ifmap_cell(pe, ke)) {
+            let run_end = (s + group_run).min(line.s_hi);
+            let kk = k / c;
+            let (ky, kx) = (kk / fw + a * stride, kk % fw + b * stride);
+            if ky < 0 || ky >= fh || kx < 0 || kx >= fw {
                 return false;
             }
-            s = end + 1;
+            let (pa, pb) = (p_at(s), p_at(run_end));
+            let (pmin, pmax) = (pa.min(pb), pa.max(pb));
+            let (oy_lo, oy_hi) = (pmin / ew, pmax / ew);
+            let (ox_lo, ox_hi) = if oy_lo == oy_hi {
+                (pmin % ew, pmax % ew)
+            } else {
+                (0, ew - 1)
+            };
+            if oy_lo - a < 0 || oy_hi - a >= eh || ox_lo - b < 0 || ox_hi - b >= ew {
+                return false;
+            }
+            let copy = |t: usize| ((p_at(t) - shift_p) as usize, (k_at(t) + shift_k) as usize);
+            let mut t = s;
+            while t <= run_end {
+                let (p, k) = copy(t);
+                let (v, dv) = if by_pixel {
+                    (p as i64, line.dp)
+                } else {
+                    (k as i64, line.dk)
+                };
+                let run = match dv {
+                    1 => (block_size - 1 - v % block_size) as usize,
+                    -1 => (v % block_size) as usize,
+                    _ => run_end - t,
+                };
+                let end = (t + run).min(run_end);
+                let (pe, ke) = copy(end);
+                if !visit(self.ifmap_cell(p, k), self.ifmap_cell(pe, ke)) {
+                    return false;
+                }
+                t = end + 1;
+            }
+            s = run_end + 1;
         }
         true
     }

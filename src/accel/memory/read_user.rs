@@ -121,7 +121,9 @@ pub(crate) struct UserReadBuffer {
     pub first_dram_cycle: i64,
     bw: u64,
     /// Kernel position (ky, kx) of the ifmap copy that last hit.
-    copy_hint: Option<(usize, usize)>,
+    /// Ofmap-pixel shift (rows, cols) from a demanded ifmap word's window
+    /// to the window whose copy of it hit last.
+    copy_hint: Option<(i64, i64)>,
 }
 
 impl UserReadBuffer {
@@ -183,7 +185,13 @@ impl UserReadBuffer {
     /// Refills needed before `addr`, demanded from cell (i, j), is in the
     /// active window: its own cell's set first, then the copy that hit last
     /// time (same kernel shift), then every cell holding it.
-    fn refills_for(&mut self, ops: &Operands, addr: i64, cell: (usize, usize)) -> u64 {
+    fn refills_for(
+        &mut self,
+        ops: &Operands,
+        addr: i64,
+        cell: (usize, usize),
+        own_kernel: Option<(usize, usize)>,
+    ) -> u64 {
         if self.holds_everything() {
             return 0;
         }
@@ -191,8 +199,11 @@ impl UserReadBuffer {
         if self.window_holds(own, own) {
             return 0;
         }
-        if let Some(shift) = self.copy_hint {
-            if let Some((i, j)) = ops.ifmap_copy_cell(addr, shift) {
+        let hinted = own_kernel
+            .zip(self.copy_hint)
+            .and_then(|(own, hint)| ops.shifted_kernel(own, hint));
+        if let Some(kernel) = hinted {
+            if let Some((i, j)) = ops.ifmap_copy_cell(addr, kernel) {
                 let s = self.layout.set_at(self.layout.position(i, j));
                 if self.window_holds(s, s) {
                     return 0;
@@ -212,9 +223,9 @@ impl UserReadBuffer {
             }
         });
         match best {
-            Some((k, shift)) => {
-                if self.op == Operand::Ifmap {
-                    self.copy_hint = Some(shift);
+            Some((k, kernel)) => {
+                if let Some(own) = own_kernel {
+                    self.copy_hint = Some(ops.kernel_shift(own, kernel));
                 }
                 k
             }
@@ -248,10 +259,15 @@ impl UserReadBuffer {
             Operand::Ifmap => ops.ifmap_slots(),
             Operand::Filter => ops.filter_slots(),
         };
+        let line = match self.op {
+            Operand::Ifmap => ops.ifmap_line(fr, fc, tau),
+            Operand::Filter => None,
+        };
         for slot in 0..slots {
             let Some(cell) = ops.demand_cell(&geo, fr, fc, tau, slot) else {
                 continue;
             };
+            let own_kernel = line.map(|l| ops.kernel_of(l.k0 + l.dk * slot as i64));
             let addr = match self.op {
                 Operand::Ifmap => ops.ifmap_demand(fr, fc, tau, slot),
                 Operand::Filter => ops.filter_demand(fr, fc, tau, slot),
@@ -259,7 +275,7 @@ impl UserReadBuffer {
             if addr < 0 {
                 continue;
             }
-            let k = self.refills_for(ops, addr, cell);
+            let k = self.refills_for(ops, addr, cell, own_kernel);
             if k > 0 {
                 // Each refill holds the line until it lands; the waits of
                 // successive refills telescope to the last landing.
