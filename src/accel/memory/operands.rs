@@ -689,17 +689,17 @@ impl Operands {
         true
     }
 
-    /// Visit every cell of the prefetch matrix that holds -1: the padding
-    /// columns of the last block and, for the ifmap, the words of windows
-    /// that run past the ifmap edge.
-    pub fn invalid_cells(&self, op: Operand, mut visit: impl FnMut(usize, usize)) {
+    /// The padding rectangle: rows `r0..r1`, columns `c0..n` of the last
+    /// block.
+    pub fn padding_rect(&self, op: Operand) -> (usize, usize, usize) {
         let g = self.geometry(op);
         let first = (g.blocks - 1) * g.block_rows;
-        for i in first..first + g.block_rows {
-            for j in g.last_used..g.n {
-                visit(i, j);
-            }
-        }
+        (first, first + g.block_rows, g.last_used)
+    }
+
+    /// Visit the -1 cells of the ifmap prefetch matrix that hold words of
+    /// windows running past the ifmap edge (the padding rectangle aside).
+    pub fn edge_cells(&self, op: Operand, mut visit: impl FnMut(usize, usize)) {
         if op == Operand::Filter {
             return;
         }

@@ -60,9 +60,41 @@ impl SetLayout {
             set_size: set_size as u64,
             ring: 1,
         };
-        let mut invalid = Vec::new();
-        ops.invalid_cells(op, |i, j| invalid.push(layout.position(i, j)));
-        invalid.sort_unstable();
+        // -1 cells: the padding rectangle, walked in prefetch order, merged
+        // with the (few) cells of windows past the ifmap edge.
+        let mut edge = Vec::new();
+        ops.edge_cells(op, |i, j| edge.push(layout.position(i, j)));
+        edge.sort_unstable();
+        let (r0, r1, c0) = ops.padding_rect(op);
+        let mut rect = Vec::with_capacity((r1 - r0) * (geo.n - c0));
+        if c0 < geo.n {
+            if geo.diag {
+                for d in (r0 + c0)..(r1 + geo.n - 1) {
+                    let hi = d.min(r1 - 1).min(d - c0);
+                    let lo = d.saturating_sub(geo.n - 1).max(r0);
+                    for i in (lo..=hi).rev() {
+                        rect.push(layout.position(i, d - i));
+                    }
+                }
+            } else {
+                for i in r0..r1 {
+                    for j in c0..geo.n {
+                        rect.push(layout.position(i, j));
+                    }
+                }
+            }
+        }
+        let mut invalid = Vec::with_capacity(rect.len() + edge.len());
+        let (mut x, mut y) = (0, 0);
+        while x < rect.len() || y < edge.len() {
+            if y == edge.len() || (x < rect.len() && rect[x] <= edge[y]) {
+                invalid.push(rect[x]);
+                x += 1;
+            } else {
+                invalid.push(edge[y]);
+                y += 1;
+            }
+        }
         invalid.dedup();
         let valid = (geo.m * geo.n) as u64 - invalid.len() as u64;
         layout.invalid = invalid;
