@@ -615,13 +615,16 @@ impl Operands {
     /// `visit(first, last)` gets the cells of the first and last slot of
     /// each run of slots that share a kernel position and whose copies share
     /// a prefetch block (such a run is contiguous in the prefetch order).
-    /// Returns false when some word has no such copy or `visit` said no.
+    /// `visit` also gets the slot range of the run; returning false stops
+    /// the walk. Returns false when stopped or when some run has no copy in
+    /// those windows (such runs are skipped).
     pub fn visit_line_copies(
         &self,
         line: &IfmapLine,
         shift: (i64, i64),
-        mut visit: impl FnMut((usize, usize), (usize, usize)) -> bool,
+        mut visit: impl FnMut((usize, usize), (usize, usize), (usize, usize)) -> bool,
     ) -> bool {
+        let mut all = true;
         let c = self.channels as i64;
         let (fw, stride) = (self.filter_w as i64, self.stride as i64);
         let fh = self.window as i64 / (fw * c);
@@ -650,7 +653,9 @@ impl Operands {
             let kk = k / c;
             let (ky, kx) = (kk / fw + a * stride, kk % fw + b * stride);
             if ky < 0 || ky >= fh || kx < 0 || kx >= fw {
-                return false;
+                all = false;
+                s = run_end + 1;
+                continue;
             }
             let (pa, pb) = (p_at(s), p_at(run_end));
             let (pmin, pmax) = (pa.min(pb), pa.max(pb));
@@ -661,7 +666,9 @@ impl Operands {
                 (0, ew - 1)
             };
             if oy_lo - a < 0 || oy_hi - a >= eh || ox_lo - b < 0 || ox_hi - b >= ew {
-                return false;
+                all = false;
+                s = run_end + 1;
+                continue;
             }
             let copy = |t: usize| ((p_at(t) - shift_p) as usize, (k_at(t) + shift_k) as usize);
             let mut t = s;
@@ -679,14 +686,14 @@ impl Operands {
                 };
                 let end = (t + run).min(run_end);
                 let (pe, ke) = copy(end);
-                if !visit(self.ifmap_cell(p, k), self.ifmap_cell(pe, ke)) {
+                if !visit((t, end), self.ifmap_cell(p, k), self.ifmap_cell(pe, ke)) {
                     return false;
                 }
                 t = end + 1;
             }
             s = run_end + 1;
         }
-        true
+        all
     }
 
     /// The padding rectangle: rows `r0..r1`, columns `c0..n` of the last

@@ -156,6 +156,8 @@ pub(crate) struct UserReadBuffer {
     /// Ofmap-pixel shift (rows, cols) from a demanded ifmap word's window
     /// to the window whose copy of it hit last.
     copy_hint: Option<(i64, i64)>,
+    /// Scratch: slots of the current line known to hit.
+    known_hits: Vec<bool>,
 }
 
 impl UserReadBuffer {
@@ -181,6 +183,7 @@ impl UserReadBuffer {
             first_dram_cycle: -(initial_lines as i64),
             bw: geo.bw as u64,
             copy_hint: None,
+            known_hits: Vec::new(),
         }
     }
 
@@ -295,7 +298,28 @@ impl UserReadBuffer {
             Operand::Ifmap => ops.ifmap_line(fr, fc, tau),
             Operand::Filter => None,
         };
+        // Slots whose copies in the hinted windows are held: hits for as
+        // long as the window has not moved in this line.
+        let mut known = std::mem::take(&mut self.known_hits);
+        known.clear();
+        known.resize(slots, false);
+        if let (Some(l), Some(hint)) = (line, self.copy_hint) {
+            if !self.holds_everything() {
+                let lay = &self.layout;
+                ops.visit_line_copies(&l, hint, |(lo, hi), a, b| {
+                    let (pa, pb) = (lay.position(a.0, a.1), lay.position(b.0, b.1));
+                    if self.window_holds(lay.set_at(pa.min(pb)), lay.set_at(pa.max(pb))) {
+                        known[lo..=hi].iter_mut().for_each(|k| *k = true);
+                    }
+                    true
+                });
+            }
+        }
+        let mut window_moved = false;
         for slot in 0..slots {
+            if !window_moved && known[slot] {
+                continue;
+            }
             let Some(cell) = ops.demand_cell(&geo, fr, fc, tau, slot) else {
                 continue;
             };
@@ -311,10 +335,12 @@ impl UserReadBuffer {
             if k > 0 {
                 // Each refill holds the line until it lands; the waits of
                 // successive refills telescope to the last landing.
+                window_moved = true;
                 self.refill(k);
                 offset = offset.max(self.last_prefetch_cycle - cycle);
             }
         }
+        self.known_hits = known;
         offset - 1
     }
 
@@ -328,7 +354,7 @@ impl UserReadBuffer {
             return true;
         };
         let lay = &self.layout;
-        ops.visit_line_copies(&line, hint, |a, b| {
+        ops.visit_line_copies(&line, hint, |_, a, b| {
             let (pa, pb) = (lay.position(a.0, a.1), lay.position(b.0, b.1));
             self.window_holds(lay.set_at(pa.min(pb)), lay.set_at(pa.max(pb)))
         })
