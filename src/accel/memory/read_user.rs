@@ -316,8 +316,8 @@ impl UserReadBuffer {
             }
         }
         let mut window_moved = false;
-        for slot in 0..slots {
-            if !window_moved && known[slot] {
+        for (slot, &known_hit) in known.iter().enumerate() {
+            if !window_moved && known_hit {
                 continue;
             }
             let Some(cell) = ops.demand_cell(&geo, fr, fc, tau, slot) else {
