@@ -116,6 +116,28 @@ impl Operands {
         self.ifmap_h * self.ifmap_w * self.channels
     }
 
+    /// Number of distinct ifmap words some window covers.
+    pub fn distinct_ifmap_words(&self) -> usize {
+        let ofmap_h = self.pixels / self.ofmap_w;
+        let filter_h = self.window / (self.filter_w * self.channels);
+        let covered = |extent: usize, outputs: usize, filter: usize| {
+            let mut count = 0;
+            let mut next = 0; // first position not yet counted
+            for o in 0..outputs {
+                let lo = (o * self.stride).max(next);
+                let hi = (o * self.stride + filter).min(extent);
+                if hi > lo {
+                    count += hi - lo;
+                    next = hi;
+                }
+            }
+            count
+        };
+        covered(self.ifmap_h, ofmap_h, filter_h)
+            * covered(self.ifmap_w, self.ofmap_w, self.filter_w)
+            * self.channels
+    }
+
     /// Number of filter words.
     pub fn filter_words(&self) -> usize {
         self.window * self.filters

@@ -114,6 +114,24 @@ impl CalcReadBuffer {
         self.last_prefetch_end = cycle;
     }
 
+    /// If `distinct` demanded words can never close 50 sets, no word is ever
+    /// evicted: every distinct word is read exactly once and the window never
+    /// slides. Then set the end state directly and return true.
+    pub fn settle_if_never_evicts(&mut self, distinct: usize) -> bool {
+        let distinct = distinct as i64;
+        if self.set_size > 0 && distinct >= SETS_PER_HALF * self.set_size {
+            return false;
+        }
+        self.dram_words = distinct as u64;
+        if self.set_size > 0 {
+            self.current_set = distinct / self.set_size;
+            self.elems_in_set = distinct % self.set_size;
+        } else {
+            self.elems_in_set = distinct;
+        }
+        true
+    }
+
     /// Fetch whatever is still pending at the end of the layer.
     pub fn finish(&mut self) {
         let mut last_set = self.current_set;
