@@ -800,6 +800,128 @@ fn visit_matrix(
 mod tests {
     use super::*;
 
+    use crate::accel::memory::{Interface, MemoryInput};
+    use crate::accel::ScaleSimLayer;
+    use proptest::prelude::*;
+
+    #[allow(clippy::too_many_arguments)]
+    fn ops(
+        df: Dataflow,
+        rows: usize,
+        cols: usize,
+        hw: (usize, usize),
+        f: (usize, usize),
+        c: usize,
+        m: usize,
+        s: usize,
+    ) -> Operands {
+        Operands::new(&MemoryInput {
+            dataflow: df,
+            rows,
+            cols,
+            layer: ScaleSimLayer {
+                name: "t".into(),
+                ifmap_h: hw.0,
+                ifmap_w: hw.1,
+                filter_h: f.0,
+                filter_w: f.1,
+                channels: c,
+                num_filters: m,
+                stride: s,
+            },
+            ifmap_sram_words: 100,
+            filter_sram_words: 100,
+            ofmap_sram_words: 100,
+            interface: Interface::Calc,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn count_pairs_matches_enumeration(xs in 0i64..9, ys in 0i64..9, limit in -3i64..20) {
+            let mut n = 0;
+            for x in 0..xs {
+                for y in 0..ys {
+                    if x + y <= limit {
+                        n += 1;
+                    }
+                }
+            }
+            prop_assert_eq!(count_pairs(xs, ys, limit), n);
+        }
+
+        #[test]
+        fn distinct_ifmap_words_matches_enumeration(
+            h in 1usize..9, w in 1usize..9, fh in 1usize..4, fw in 1usize..4, c in 1usize..3, s in 1usize..4,
+        ) {
+            prop_assume!(fh <= h && fw <= w);
+            let o = ops(Dataflow::Os, 2, 2, (h, w), (fh, fw), c, 1, s);
+            let mut seen = std::collections::HashSet::new();
+            for p in 0..o.pixels {
+                for k in 0..o.window {
+                    let a = o.ifmap_addr(p, k);
+                    if a >= 0 {
+                        seen.insert(a);
+                    }
+                }
+            }
+            prop_assert_eq!(o.distinct_ifmap_words(), seen.len());
+        }
+
+        /// Every demanded word sits in the cell `demand_cell` names, and the
+        /// copies `cells_of` lists all hold the same word.
+        #[test]
+        fn demand_cells_and_copies_hold_the_demanded_word(
+            df in prop_oneof![Just(Dataflow::Os), Just(Dataflow::Ws), Just(Dataflow::Is)],
+            rows in 1usize..5, cols in 1usize..5, extra in 0usize..3, f in 1usize..4, c in 1usize..3,
+            m in 1usize..6, s in 1usize..3,
+        ) {
+            let o = ops(df, rows, cols, (f + extra, f + extra + 1), (f, f), c, m, s);
+            for op in [Operand::Ifmap, Operand::Filter] {
+                let g = o.geometry(op);
+                let mut cells = std::collections::HashMap::new();
+                for i in 0..g.m {
+                    for j in 0..g.n {
+                        let v = match op {
+                            Operand::Ifmap => o.ifmap_prefetch_elem(i, j),
+                            Operand::Filter => o.filter_prefetch_elem(i, j),
+                        };
+                        cells.insert((i, j), v);
+                    }
+                }
+                for fc in 0..o.col_folds {
+                    for fr in 0..o.row_folds {
+                        for tau in 0..o.cycles_per_fold {
+                            let slots = match op {
+                                Operand::Ifmap => o.ifmap_slots(),
+                                Operand::Filter => o.filter_slots(),
+                            };
+                            for slot in 0..slots {
+                                let a = match op {
+                                    Operand::Ifmap => o.ifmap_demand(fr, fc, tau, slot),
+                                    Operand::Filter => o.filter_demand(fr, fc, tau, slot),
+                                };
+                                match o.demand_cell(&g, fr, fc, tau, slot) {
+                                    Some(cell) => prop_assert_eq!(cells[&cell], a),
+                                    None => prop_assert_eq!(a, NONE),
+                                }
+                                if a >= 0 {
+                                    let mut copies = 0;
+                                    o.cells_of(op, a, |i, j, _| {
+                                        assert_eq!(cells[&(i, j)], a);
+                                        copies += 1;
+                                    });
+                                    let held = cells.values().filter(|&&v| v == a).count();
+                                    prop_assert_eq!(copies, held);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn diagonal_walk_order() {
         let mut seen = Vec::new();

@@ -459,3 +459,56 @@ impl UserReadBuffer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accel::memory::{Interface, MemoryInput};
+    use crate::accel::{Dataflow, ScaleSimLayer};
+
+    #[test]
+    fn positions_follow_the_unrolled_order() {
+        for df in [Dataflow::Os, Dataflow::Ws, Dataflow::Is] {
+            let ops = Operands::new(&MemoryInput {
+                dataflow: df,
+                rows: 3,
+                cols: 4,
+                layer: ScaleSimLayer {
+                    name: "t".into(),
+                    ifmap_h: 5,
+                    ifmap_w: 6,
+                    filter_h: 2,
+                    filter_w: 3,
+                    channels: 2,
+                    num_filters: 5,
+                    stride: 2,
+                },
+                ifmap_sram_words: 300,
+                filter_sram_words: 300,
+                ofmap_sram_words: 300,
+                interface: Interface::User { words_per_cycle: 3 },
+            });
+            for op in [Operand::Ifmap, Operand::Filter] {
+                let lay = SetLayout::new(&ops, op, 3);
+                let g = lay.geo;
+                let mut order = Vec::new();
+                if g.diag {
+                    for d in 0..(g.m + g.n - 1) {
+                        for i in (d.saturating_sub(g.n - 1)..=d.min(g.m - 1)).rev() {
+                            order.push((i, d - i));
+                        }
+                    }
+                } else {
+                    for i in 0..g.m {
+                        for j in 0..g.n {
+                            order.push((i, j));
+                        }
+                    }
+                }
+                for (pos, &(i, j)) in order.iter().enumerate() {
+                    assert_eq!(lay.position(i, j), pos as u64, "{df:?} {op:?} ({i},{j})");
+                }
+            }
+        }
+    }
+}
