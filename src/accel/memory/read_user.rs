@@ -158,6 +158,10 @@ pub(crate) struct UserReadBuffer {
     copy_hint: Option<(i64, i64)>,
     /// Scratch: slots of the current line known to hit.
     known_hits: Vec<bool>,
+    /// Last quiet run found: (fr, fc, window start, end line), valid from
+    /// line `quiet_from`.
+    quiet_cache: Option<(usize, usize, u64, usize)>,
+    quiet_from: usize,
 }
 
 impl UserReadBuffer {
@@ -184,6 +188,8 @@ impl UserReadBuffer {
             bw: geo.bw as u64,
             copy_hint: None,
             known_hits: Vec::new(),
+            quiet_cache: None,
+            quiet_from: 0,
         }
     }
 
@@ -377,7 +383,27 @@ impl UserReadBuffer {
     /// Number of lines from `tau` on in fold (fr, fc) that certainly hit in
     /// the current window (0 when line `tau` may miss). Checks the own sets
     /// of the demanded cells, which are contiguous in the prefetch order.
-    pub fn quiet_lines(&self, ops: &Operands, fr: usize, fc: usize, tau: usize) -> usize {
+    pub fn quiet_lines(&mut self, ops: &Operands, fr: usize, fc: usize, tau: usize) -> usize {
+        // A quiet run stays quiet until the window moves: reuse it.
+        if let Some((cfr, cfc, start, end)) = self.quiet_cache {
+            if cfr == fr
+                && cfc == fc
+                && start == self.window_start
+                && tau < end
+                && tau >= self.quiet_from
+            {
+                return end - tau;
+            }
+        }
+        let n = self.quiet_lines_uncached(ops, fr, fc, tau);
+        if n > 0 {
+            self.quiet_cache = Some((fr, fc, self.window_start, tau + n));
+            self.quiet_from = tau;
+        }
+        n
+    }
+
+    fn quiet_lines_uncached(&self, ops: &Operands, fr: usize, fc: usize, tau: usize) -> usize {
         let cpf = ops.cycles_per_fold;
         if self.holds_everything() {
             return cpf - tau;
