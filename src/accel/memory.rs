@@ -77,7 +77,7 @@
 //! and property tests check both agree.
 //!
 //! Measured (`cargo bench --bench memory`): all 54 ResNet-50 layers on a
-//! 32x32 array, USER 10 words/cycle, 64 kB SRAMs: OS 77 ms, WS 28 ms, IS
+//! 32x32 array, USER 10 words/cycle, 64 kB SRAMs: OS 75 ms, WS 22 ms, IS
 //! 18 ms. Small SRAMs (8-32 kB) refill every few thousand words and cost up
 //! to about twice that; CALC mode with SRAMs too small to hold a layer feeds
 //! every word and takes about 2 s for the network (with SCALE-Sim's default
