@@ -92,9 +92,10 @@
 //!   arithmetic but clamped at 0 (SCALE-Sim reports the initial prefetch at
 //!   negative cycles); they are not covered by the reference vectors.
 //! * Where SCALE-Sim would loop forever (a read SRAM so small that its
-//!   window never moves) the word counts as a hit; where it crashes (an
-//!   ofmap SRAM of one word, a filter larger than the ifmap, empty
-//!   dimensions) `simulate` returns an empty report.
+//!   window never moves) the word counts as a hit; for inputs it cannot run
+//!   (an ofmap SRAM of one word, which leaves no drain half; a filter
+//!   larger than the ifmap; empty dimensions) `simulate` returns an empty
+//!   report.
 //! * Ramulator-driven DRAM latencies and multi-bank SRAM layouts of later
 //!   SCALE-Sim versions are not modelled (latency 1 read, 0 write, 1 bank).
 
