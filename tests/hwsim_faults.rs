@@ -29,11 +29,8 @@ struct Case {
 impl Case {
     fn new(
         df: Dataflow,
-        rows: usize,
-        cols: usize,
-        e: usize,
-        k: usize,
-        m: usize,
+        (rows, cols): (usize, usize),
+        (e, k, m): (usize, usize, usize),
         dp: Datapath,
         seed: u64,
     ) -> Case {
@@ -196,8 +193,8 @@ fn expected_flip(
                 FaultSite::ActReg
             };
             let r = rows as i64;
-            if kr < case.k && fc * cols + col < mp.sc {
-                if site == stationary {
+            if kr < case.k && fc * cols + col < mp.sc && site == stationary {
+                {
                     // Which stream indices see the corrupted stationary value.
                     let first_t = if lc < r {
                         if ri < lc {
@@ -338,7 +335,7 @@ fn case() -> impl Strategy<Value = Case> {
         any::<u64>(),
     )
         .prop_map(|(df, rows, cols, e, k, m, dp, seed)| {
-            Case::new(df, rows, cols, e, k, m, dp, seed)
+            Case::new(df, (rows, cols), (e, k, m), dp, seed)
         })
 }
 
@@ -440,7 +437,7 @@ fn int8_wrap() -> Datapath {
 
 /// Codes without zeros so that every corrupted term shows in the output.
 fn nonzero_case(df: Dataflow, rows: usize, cols: usize, e: usize, k: usize, m: usize) -> Case {
-    let mut c = Case::new(df, rows, cols, e, k, m, int8_wrap(), 11);
+    let mut c = Case::new(df, (rows, cols), (e, k, m), int8_wrap(), 11);
     for v in c.a.iter_mut().chain(c.w.iter_mut()) {
         if *v == 0 {
             *v = 3;

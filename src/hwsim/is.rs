@@ -1,7 +1,8 @@
 //! Input-stationary roles: SCALE-Sim maps IS as `(Sr, Sc, T) = (K, E, M)`.
 //!
-//! PE `(r, c)` of fold `(fr, fc)` keeps the activation `A[e][k]` (`k = fr*rows
-//! + r`, `e = fc*cols + c`) in its `act_reg` for the whole fold; the weights
+//! PE `(r, c)` of fold `(fr, fc)` keeps the activation `A[e][k]`
+//! (`k = fr*rows + r`, `e = fc*cols + c`) in its `act_reg` for the whole
+//! fold; the weights
 //! `W[k][m]` stream along PE row `r` through the `weight_reg`s, one filter
 //! `m` per cycle; column `c` sums output `(e, m)`. A stuck-at in an
 //! `act_reg` corrupts activation `(fc*cols + c, fr*rows + r)` in every fold,

@@ -3,8 +3,9 @@
 //! edge and moves right, partial sums flow down the columns.
 //!
 //! In SCALE-Sim's terms the stationary operand matrix is `Sr x Sc` (PE row
-//! `r` <- reduction index `kr = fr*rows + r`, PE column `c` <- `sc = fc*cols
-//! + c`) and the streamed operand is `T x Sr`. A fold has two phases:
+//! `r` <- reduction index `kr = fr*rows + r`, PE column `c` <- operand
+//! column `sc = fc*cols + c`) and the streamed operand is `T x Sr`. A fold
+//! has two phases:
 //!
 //! - **Preload**, `rows` cycles: in cycle `p` the column buses carry row `p`
 //!   of the stationary tile, which PE row `p` latches at the end of the cycle.
