@@ -39,12 +39,12 @@
 //!   row (left edge) or per column (top edge) and advance one PE per cycle,
 //!   so the operands of one multiply-accumulate meet in PE `(i, j)` exactly
 //!   `i + j` cycles after they would meet in PE `(0, 0)`.
-//! - **OS** ([`os`]): in local cycle `c`, PE `(i, j)` holds `A[e][k]` and
+//! - **OS** (`os.rs`): in local cycle `c`, PE `(i, j)` holds `A[e][k]` and
 //!   `W[k][m]` with `k = c - i - j`; its `psum_reg` holds the sum of the
 //!   products `0..k`. A fold takes `K + rows + cols - 2` cycles (the last
 //!   product is formed by PE `(rows-1, cols-1)` in cycle `K+rows+cols-3`);
 //!   the `psum_reg`s are then copied to the ofmap buffer.
-//! - **WS / IS** ([`stationary`], [`ws`], [`is`]): `rows` preload cycles
+//! - **WS / IS** (`stationary.rs`, `ws.rs`, `is.rs`): `rows` preload cycles
 //!   (PE row `p` latches its stationary operands from the column buses at the
 //!   end of cycle `p`), then `T + rows + cols - 2` stream cycles in which the
 //!   streamed operand of output `t` is in PE `(r, c)` in stream cycle
@@ -64,10 +64,12 @@
 //! `folds * cycles_per_fold` cycles, numbered `0..` over the whole GEMM
 //! ([`Mapping::cycles`], counted again by the stepping loops in
 //! [`RunStats::stepped_cycles`]). SCALE-Sim's "Total Cycles" is
-//! `folds * cycles_per_fold - 1` because it reports the timestamp of the
-//! last ofmap write (the 0-based index of the last cycle), not a count:
+//! `folds * cycles_per_fold - 1` because it is a timestamp, not a count:
+//! SCALE-Sim v2's memory system walks the demand matrices one row per cycle
+//! (row `i` is cycle `i`, plus stalls) and reports the service cycle of the
+//! last ofmap demand row, the 0-based index of the last cycle. So
 //! [`Mapping::scalesim_total_cycles`] is the index of the last cycle this
-//! model steps. Fault cycles use the same numbering.
+//! model steps, and `stepped_cycles == scalesim_total_cycles + 1` exactly. Fault cycles use the same numbering.
 //!
 //! # Fault sites
 //!
