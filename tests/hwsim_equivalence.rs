@@ -222,3 +222,35 @@ fn bad_inputs_are_errors() {
         Err(HwSimError::EmptyGemm { .. })
     ));
 }
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let dp = Datapath {
+        act_bits: 8,
+        weight_bits: 8,
+        psum_bits: 20,
+        overflow: Overflow::Saturate,
+    };
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    let (e, k, m) = (50, 70, 30);
+    let a = codes(e * k, 8, &mut rng);
+    let w = codes(k * m, 8, &mut rng);
+    let gemm = Gemm {
+        a: &a,
+        w: &w,
+        e,
+        k,
+        m,
+    };
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for df in [Dataflow::Os, Dataflow::Ws, Dataflow::Is] {
+        let array = SystolicArray::new(8, 8, df).unwrap();
+        let serial = one.install(|| array.run(&gemm, &dp, &[]).unwrap());
+        let parallel = array.run(&gemm, &dp, &[]).unwrap();
+        assert_eq!(serial, parallel, "{df:?}");
+        assert_eq!(parallel.out, reference_gemm(&gemm, &dp));
+    }
+}

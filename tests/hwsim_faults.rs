@@ -345,7 +345,7 @@ fn scaled(x: f64, n: u64) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn operand_and_multiplier_flips_corrupt_the_terms_they_reach(
