@@ -12,6 +12,7 @@ pub mod data;
 pub mod engine;
 pub mod fault;
 pub mod fixed;
+pub mod hwsim;
 pub mod model;
 pub mod quant;
 pub mod report;
