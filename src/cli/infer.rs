@@ -98,37 +98,7 @@ pub enum OverflowChoice {
 /// at merge replace the body with
 /// `crate::model::safetensors_io::load_weights(path, graph)`.
 fn read_weights(path: &Path, graph: &Graph) -> Result<Weights, ModelError> {
-    let err = |msg: String| model::weights::weights_error(path, msg);
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| err(format!("not a safetensors file: {e}")))?;
-    let mut weights = Weights::default();
-    for (name, shape) in graph.all_params() {
-        let view = st.tensor(&name).map_err(|_| {
-            err(format!(
-                "missing tensor `{name}` (expected shape {shape:?})"
-            ))
-        })?;
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(err(format!(
-                "tensor `{name}` has dtype {:?}, expected F32",
-                view.dtype()
-            )));
-        }
-        if view.shape() != shape.as_slice() {
-            return Err(err(format!(
-                "tensor `{name}` has shape {:?}, expected {shape:?}",
-                view.shape()
-            )));
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        weights.insert(name, model::Tensor::new(shape, data));
-    }
-    Ok(weights)
+    model::load_weights(path, graph)
 }
 
 /// Fraction of images whose argmax logit is the label.
