@@ -16,7 +16,7 @@ fn model(name: &str) -> PathBuf {
 #[test]
 fn show_prints_layers_and_totals() {
     let out = ftnas()
-        .args(["model", "show"])
+        .args(["model", "show", "--input", "3x32x32"])
         .arg(model("resnet20.toml"))
         .output()
         .unwrap();
@@ -109,7 +109,7 @@ fn init_writes_weights_that_show_accepts() {
     let out = ftnas()
         .args(["model", "show"])
         .arg(model("vgg-small.toml"))
-        .args(["--weights"])
+        .args(["--input", "3x32x32", "--weights"])
         .arg(&w)
         .output()
         .unwrap();

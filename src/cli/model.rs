@@ -35,7 +35,7 @@ pub struct ShowArgs {
     /// Model file (TOML).
     pub model: PathBuf,
     /// Input shape CxHxW (the data set's: 1x28x28 or 3x32x32).
-    #[arg(long, default_value = "3x32x32", value_parser = parse_shape)]
+    #[arg(long, default_value = "1x28x28", value_parser = parse_shape)]
     pub input: Shape,
     /// Also write the table as JSON to this file.
     #[arg(long)]
@@ -50,7 +50,7 @@ pub struct InitArgs {
     /// Model file (TOML).
     pub model: PathBuf,
     /// Input shape CxHxW.
-    #[arg(long, default_value = "3x32x32", value_parser = parse_shape)]
+    #[arg(long, default_value = "1x28x28", value_parser = parse_shape)]
     pub input: Shape,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]

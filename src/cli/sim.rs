@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Input shape CxHxW of the model (e.g. 1x28x28, 3x32x32).
-    #[arg(long, default_value = "3x32x32")]
+    #[arg(long, default_value = "1x28x28")]
     pub input: String,
     /// Per-layer precisions for bit-serial designs: CSV rows
     /// `layer,act_bits,weight_bits` for every conv/linear layer of --model.

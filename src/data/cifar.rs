@@ -24,7 +24,7 @@ pub fn parse_cifar10(
     if bytes.is_empty() {
         return Err(DataError::file(path, "empty CIFAR-10 batch file"));
     }
-    if bytes.len() % CIFAR10_RECORD_BYTES != 0 {
+    if !bytes.len().is_multiple_of(CIFAR10_RECORD_BYTES) {
         return Err(DataError::file(
             path,
             format!(

@@ -74,7 +74,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Engine>> {
 /// Check that `images` is a whole number of model input images; returns N.
 pub(crate) fn image_count(model: &QModel, images: &[f32]) -> Result<usize, EngineError> {
     let n = model.input_shape().numel();
-    if images.len() % n != 0 {
+    if !images.len().is_multiple_of(n) {
         return Err(EngineError::ImageSize {
             got: images.len(),
             shape: model.input_shape().to_string(),

@@ -456,12 +456,12 @@ fn factorized_reduce(
     c_out: usize,
 ) -> Result<NodeId, ModelError> {
     let s = b.shape(x);
-    if c_out % 2 != 0 {
+    if !c_out.is_multiple_of(2) {
         return Err(ModelError::Graph(format!(
             "`{p}`: factorized reduce needs an even channel count, got {c_out}"
         )));
     }
-    if s.h % 2 != 0 || s.w % 2 != 0 || s.h < 2 || s.w < 2 {
+    if !s.h.is_multiple_of(2) || !s.w.is_multiple_of(2) || s.h < 2 || s.w < 2 {
         return Err(ModelError::Graph(format!(
             "`{p}`: factorized reduce needs an even height and width, got {s} \
              (the input is too small or not a multiple of 4 for this many reduce cells)"

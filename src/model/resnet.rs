@@ -25,7 +25,7 @@ pub const STAGE_CHANNELS: [usize; 3] = [16, 32, 64];
 
 /// Blocks per stage for a CIFAR ResNet of `depth` layers (6n+2).
 pub fn blocks_per_stage(depth: usize) -> Result<usize, ModelError> {
-    if depth < 8 || (depth - 2) % 6 != 0 {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) {
         return Err(ModelError::Graph(format!(
             "ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth}"
         )));

@@ -25,7 +25,7 @@ pub enum QuantError {
 pub fn calibrate(graph: &Graph, weights: &Weights, images: &[f32]) -> Result<Vec<f32>, QuantError> {
     weights.check_against(graph).map_err(ModelError::Graph)?;
     let n = graph.input_shape().numel();
-    if images.is_empty() || images.len() % n != 0 {
+    if images.is_empty() || !images.len().is_multiple_of(n) {
         return Err(QuantError::Calibration(format!(
             "need a non-empty set of {} images, got {} values",
             graph.input_shape(),

@@ -41,7 +41,7 @@ fn random_conv(rng: &mut Xoshiro256PlusPlus, cin: usize) -> Op {
     let k = (rng.random_range(1..=3), rng.random_range(1..=3));
     let groups = if rng.random_bool(0.3) {
         cin
-    } else if cin % 2 == 0 && rng.random_bool(0.3) {
+    } else if cin.is_multiple_of(2) && rng.random_bool(0.3) {
         2
     } else {
         1
