@@ -171,10 +171,15 @@ fn save_then_load_round_trips_exactly() {
 }
 
 #[test]
-fn save_to_missing_folder_is_an_error_naming_the_path() {
+fn save_creates_missing_folders_and_errors_name_the_path() {
+    // Like every result file, a saved model gets its folders created.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no/such/dir/m.toml");
-    let e = FaultModel::none().save(&path).unwrap_err().to_string();
+    FaultModel::none().save(&path).unwrap();
+    assert!(FaultModel::load(&path).is_ok());
+    // A path whose parent is a file cannot be written; the error names it.
+    let blocked = path.join("m.toml");
+    let e = FaultModel::none().save(&blocked).unwrap_err().to_string();
     assert!(e.contains("m.toml"), "{e}");
 }
 

@@ -2,34 +2,7 @@
 //! crash never leaves a half-written result), the per-layer stdout table,
 //! and ftnas' own CSV and JSON forms of a [`NetworkTiming`].
 
-use std::io::Write;
-use std::path::Path;
-
 use super::network::NetworkTiming;
-
-/// Write `bytes` to `path` atomically: a temp file in the same directory,
-/// flushed and synced, then renamed over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
 
 /// Python's `repr` of a float (what SCALE-Sim prints): shortest round-trip
 /// digits, `.0` on integral values, exponent form below 1e-4 and from 1e16.
@@ -198,15 +171,5 @@ mod tests {
         assert_eq!(py_float(2.5e-7), "2.5e-07");
         assert_eq!(py_float(1.5e16), "1.5e+16");
         assert_eq!(py_float(0.00012), "0.00012");
-    }
-
-    #[test]
-    fn atomic_write_replaces_the_file() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.csv");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::network::{time_topology, NetworkTiming, TimingError};
-use super::output::{py_float, write_atomic};
+use super::output::py_float;
 use super::scalesim::{load_topology, ScaleSimConfig, ScaleSimError};
 
 /// Errors of a SCALE-Sim job.
@@ -23,6 +23,8 @@ pub enum JobError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
 }
 
 /// `COMPUTE_REPORT.csv` text.
@@ -98,8 +100,7 @@ pub fn write_reports(t: &NetworkTiming, dir: &Path) -> Result<(), JobError> {
         ("BANDWIDTH_REPORT.csv", bandwidth_report(t)),
         ("DETAILED_ACCESS_REPORT.csv", detailed_access_report(t)),
     ] {
-        let path = dir.join(name);
-        write_atomic(&path, text.as_bytes()).map_err(|source| JobError::Write { path, source })?;
+        crate::report::write_atomic(&dir.join(name), text.as_bytes())?;
     }
     Ok(())
 }

@@ -138,23 +138,6 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
     (mean, var.sqrt(), min)
 }
 
-/// Write `text` to `path` via a temporary file in the same directory + rename.
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().context("--json: not a file path")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let datapath = Datapath {
         act_bits: args.act_bits,
@@ -283,7 +266,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     if let Some(out) = &args.json {
-        write_atomic(out, &serde_json::to_string_pretty(&json)?)?;
+        crate::report::write_atomic(out, serde_json::to_string_pretty(&json)?.as_bytes())?;
     }
     Ok(())
 }
@@ -378,13 +361,8 @@ mod tests {
     }
 
     #[test]
-    fn stats_and_atomic_json() {
+    fn stats_of_trials() {
         let (m, s, min) = stats(&[0.5, 0.7]);
         assert!((m - 0.6).abs() < 1e-12 && (s - 0.1).abs() < 1e-12 && min == 0.5);
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("r.json");
-        write_atomic(&p, "{}").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

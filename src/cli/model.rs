@@ -8,11 +8,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::model::atomic_write::write_atomically;
 use crate::model::safetensors_io::{load_weights_with_extras, save_weights};
 use crate::model::{load_model, Graph, Op, Shape, Weights};
 
@@ -214,8 +212,7 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&summary)?;
-        write_atomically(path, text.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        crate::report::write_atomic(path, text.as_bytes())?;
     }
     Ok(())
 }

@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use crate::accel::network::{array_config, time_topology, NetworkTiming};
-use crate::accel::output::{csv, json, table, write_atomic};
+use crate::accel::output::{csv, json, table};
 use crate::accel::precisions::load_precisions;
 use crate::accel::scalesim::load_topology;
 use crate::accel::scalesim_report::{run_job, write_reports};
 use crate::accel::{time_graph, Accelerator};
 use crate::model::{load_model, Shape};
+use crate::report::write_atomic;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -356,26 +356,8 @@ impl FaultModel {
     /// Write the model as TOML, atomically (temp file in the same folder,
     /// then rename), so a reader never sees a half-written model.
     pub fn save(&self, path: &Path) -> Result<(), FaultError> {
-        let io = |source| FaultError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .ok_or_else(|| FaultError::Invalid(format!("{}: not a file path", path.display())))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        std::fs::write(&tmp, self.to_toml_string()).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
-        })
+        crate::report::write_atomic(path, self.to_toml_string().as_bytes())
+            .map_err(|e| FaultError::Invalid(e.to_string()))
     }
 
     /// The feature-fault part, if any.

@@ -138,11 +138,10 @@ pub fn read_model(path: &Path) -> Result<ModelSpec, ModelError> {
 
 /// Write a model file atomically (temp file + rename).
 pub fn save_model(path: &Path, spec: &ModelSpec) -> Result<(), ModelError> {
-    let err = |e: std::io::Error| ModelError::File {
-        path: path.to_path_buf(),
-        msg: format!("cannot write model file: {e}"),
-    };
-    super::atomic_write::write_atomically(path, spec.to_toml().as_bytes()).map_err(err)
+    Ok(crate::report::write_atomic(
+        path,
+        spec.to_toml().as_bytes(),
+    )?)
 }
 
 /// Parse model file text. The error message says where (line, key) and

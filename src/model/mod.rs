@@ -24,6 +24,9 @@ pub enum ModelError {
     /// Weights are missing, of the wrong shape or malformed.
     #[error("{path}: {msg}")]
     Weights { path: PathBuf, msg: String },
+    /// A result file could not be written.
+    #[error(transparent)]
+    Write(#[from] crate::report::ReportError),
 }
 
 pub mod file;
@@ -32,7 +35,6 @@ pub mod weights;
 
 pub use file::load_model;
 pub use weights::{Tensor, Weights};
-pub mod atomic_write;
 pub mod blocks;
 pub mod genotype;
 pub mod mobilenetv2;

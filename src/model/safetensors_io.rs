@@ -15,7 +15,6 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use super::atomic_write::write_atomically;
 use super::weights::weights_error;
 use super::{Graph, ModelError, Tensor, Weights};
 
@@ -111,6 +110,5 @@ pub fn save_weights(path: &Path, weights: &Weights) -> Result<(), ModelError> {
     let metadata = HashMap::from([("producer".to_string(), "ftnas".to_string())]);
     let encoded = safetensors::serialize(views, Some(metadata))
         .map_err(|e| weights_error(path, format!("cannot encode tensors: {e}")))?;
-    write_atomically(path, &encoded)
-        .map_err(|e| weights_error(path, format!("cannot write weights file: {e}")))
+    Ok(crate::report::write_atomic(path, &encoded)?)
 }
