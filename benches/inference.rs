@@ -22,7 +22,9 @@ fn images(shape: Shape, n: usize) -> Vec<f32> {
         Ok(d) if d.shape == shape && d.len() >= n => d.images[..n * shape.numel()].to_vec(),
         _ => {
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(n as u64);
-            (0..n * shape.numel()).map(|_| rng.random::<f32>()).collect()
+            (0..n * shape.numel())
+                .map(|_| rng.random::<f32>())
+                .collect()
         }
     }
 }
