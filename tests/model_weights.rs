@@ -159,13 +159,14 @@ fn corrupt_and_missing_files_are_errors_naming_the_file() {
 }
 
 #[test]
-fn saving_into_a_missing_directory_is_an_error() {
+fn saving_where_a_file_blocks_the_directory_is_an_error() {
     let g = small_graph();
-    let e = save_weights(
-        Path::new("/nonexistent/dir/w.safetensors"),
-        &Weights::random(&g, 0),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("/nonexistent/dir/w.safetensors"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"x").unwrap();
+    let path = blocker.join("w.safetensors");
+    let e = save_weights(&path, &Weights::random(&g, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("blocker"), "{e}");
 }
