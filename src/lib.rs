@@ -9,6 +9,7 @@
 pub mod accel;
 pub mod cli;
 pub mod data;
+pub mod derive;
 pub mod engine;
 pub mod fault;
 pub mod fixed;
