@@ -8,3 +8,4 @@
 //! the per-layer parameters built from it.
 
 pub mod exposure;
+pub mod layer;
