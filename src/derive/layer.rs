@@ -168,31 +168,59 @@ pub struct LayerDerivation {
     pub sites: Vec<SiteDerivation>,
 }
 
+/// A MAC layer as derivation sees it: its GEMM per group, how its
+/// accumulator is requantized, and the magnitudes of its operands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmLayer {
+    pub name: String,
+    pub e: usize,
+    pub k: usize,
+    pub m: usize,
+    pub groups: usize,
+    /// Requantization right shift `acc_frac - out_frac`.
+    pub shift: i32,
+    pub out_bits: u8,
+    pub weights: Magnitudes,
+    /// The layer's input codes as the GEMM sees them (padding zeros included).
+    pub inputs: Magnitudes,
+}
+
+impl GemmLayer {
+    /// The GEMM view of a quantized layer with input magnitudes `inputs`.
+    pub fn of(layer: &MacLayer, inputs: Magnitudes) -> GemmLayer {
+        GemmLayer {
+            name: layer.name.clone(),
+            e: layer.out_shape.h * layer.out_shape.w,
+            k: layer.macs_per_output(),
+            m: layer.cout_per_group(),
+            groups: layer.groups,
+            shift: layer.acc_frac - layer.out_format.frac,
+            out_bits: layer.out_format.bits,
+            weights: Magnitudes::from_codes(layer.weights.iter().copied()),
+            inputs,
+        }
+    }
+}
+
 /// Derive `layer`'s output-hit parameters on `array` with datapath widths
-/// `act_bits`/`weight_bits`/`psum_bits`, raw rates `rates`, and the
-/// magnitudes of the layer's input codes as the GEMM sees them (`inputs`,
-/// padding zeros included).
+/// `(act_bits, weight_bits, psum_bits)` and raw rates `rates`.
 pub fn derive_layer(
     array: &SystolicArray,
     widths: (u8, u8, u8),
-    layer: &MacLayer,
+    layer: &GemmLayer,
     rates: &SiteRates,
-    inputs: &Magnitudes,
 ) -> LayerDerivation {
     let (act_bits, weight_bits, psum_bits) = widths;
-    let e = layer.out_shape.h * layer.out_shape.w;
-    let k = layer.macs_per_output();
-    let m = layer.cout_per_group();
+    let (e, k, m) = (layer.e, layer.k, layer.m);
     let mp = array.mapping(e, k, m);
-    let shift = layer.acc_frac - layer.out_format.frac;
-    let out_bits = layer.out_format.bits;
-    let weights = Magnitudes::from_codes(layer.weights.iter().copied());
+    let (shift, out_bits) = (layer.shift, layer.out_bits);
+    let (weights, inputs) = (&layer.weights, &layer.inputs);
     let mut mu = vec![0.0f64; e * m];
     let mut bit_mass = vec![0.0f64; out_bits as usize];
     let mut sites = Vec::new();
     for site in FaultSite::ALL {
         let (width, mags) = match site {
-            FaultSite::ActReg => (u32::from(act_bits), &weights),
+            FaultSite::ActReg => (u32::from(act_bits), weights),
             FaultSite::WeightReg => (u32::from(weight_bits), inputs),
             FaultSite::PsumReg => (u32::from(psum_bits), &Magnitudes::unit()),
             FaultSite::MultOut => (u32::from(act_bits) + u32::from(weight_bits), &Magnitudes::unit()),
