@@ -45,11 +45,28 @@ fn derived_hit_rates_match_hardware_injection() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
     // Post-ReLU-like activations (a third zeros) and symmetric weights.
     let a: Vec<i32> = (0..e * k)
-        .map(|_| if rng.random::<f64>() < 0.33 { 0 } else { rng.random_range(1..100) })
+        .map(|_| {
+            if rng.random::<f64>() < 0.33 {
+                0
+            } else {
+                rng.random_range(1..100)
+            }
+        })
         .collect();
     let w: Vec<i32> = (0..k * m).map(|_| rng.random_range(-60..61)).collect();
-    let g = Gemm { a: &a, w: &w, e, k, m };
-    let dp = Datapath { act_bits: 8, weight_bits: 8, psum_bits: 24, overflow: Overflow::Wrap };
+    let g = Gemm {
+        a: &a,
+        w: &w,
+        e,
+        k,
+        m,
+    };
+    let dp = Datapath {
+        act_bits: 8,
+        weight_bits: 8,
+        psum_bits: 24,
+        overflow: Overflow::Wrap,
+    };
     let layer = GemmLayer {
         name: "t".into(),
         e,
@@ -101,7 +118,8 @@ fn derived_hit_rates_match_hardware_injection() {
             }
             let measured = hits as f64 / (trials * e * m) as f64;
             let mean = per_trial.iter().sum::<f64>() / trials as f64;
-            let var = per_trial.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (trials - 1) as f64;
+            let var =
+                per_trial.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (trials - 1) as f64;
             let sigma = (var / trials as f64).sqrt();
             let tol = 4.0 * sigma + 0.1 * d.p_out;
             assert!(

@@ -223,7 +223,10 @@ pub fn derive_layer(
             FaultSite::ActReg => (u32::from(act_bits), weights),
             FaultSite::WeightReg => (u32::from(weight_bits), inputs),
             FaultSite::PsumReg => (u32::from(psum_bits), &Magnitudes::unit()),
-            FaultSite::MultOut => (u32::from(act_bits) + u32::from(weight_bits), &Magnitudes::unit()),
+            FaultSite::MultOut => (
+                u32::from(act_bits) + u32::from(weight_bits),
+                &Magnitudes::unit(),
+            ),
         };
         let ex = site_exposure(&mp, e, k, m, site);
         let lambda = rates.of(site);

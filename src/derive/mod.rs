@@ -9,3 +9,4 @@
 
 pub mod exposure;
 pub mod layer;
+pub mod network;
