@@ -16,3 +16,4 @@ pub mod hwsim;
 pub mod model;
 pub mod quant;
 pub mod report;
+pub mod train;
