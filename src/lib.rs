@@ -17,3 +17,4 @@ pub mod hwsim;
 pub mod model;
 pub mod quant;
 pub mod report;
+pub mod train;

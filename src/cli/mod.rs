@@ -7,6 +7,7 @@ pub mod accel;
 pub mod infer;
 pub mod model;
 pub mod sim;
+pub mod train;
 
 /// ftnas: accelerator timing, fault injection and fault-tolerant NAS.
 #[derive(Debug, Parser)]
@@ -26,6 +27,8 @@ pub enum Command {
     Sim(sim::Args),
     /// Check accelerator descriptions.
     Accel(accel::Args),
+    /// Quantization-aware and fault-tolerant training.
+    Train(train::Args),
 }
 
 /// Run one parsed command line.
@@ -35,5 +38,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(a) => model::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Accel(a) => accel::run(a),
+        Command::Train(a) => train::run(a),
     }
 }
