@@ -10,6 +10,7 @@ pub mod accel;
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod eval;
 pub mod fault;
 pub mod fixed;
 pub mod hwsim;

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod accel;
+pub mod eval;
 pub mod infer;
 pub mod model;
 pub mod sim;
@@ -26,6 +27,8 @@ pub enum Command {
     Sim(sim::Args),
     /// Check accelerator descriptions.
     Accel(accel::Args),
+    /// Accuracy vs fault rate for one or several models (table, CSV, JSON, SVG).
+    Eval(eval::Args),
 }
 
 /// Run one parsed command line.
@@ -35,5 +38,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(a) => model::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Accel(a) => accel::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
