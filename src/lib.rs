@@ -11,6 +11,7 @@ pub mod cli;
 pub mod data;
 pub mod derive;
 pub mod engine;
+pub mod eval;
 pub mod fault;
 pub mod fixed;
 pub mod hwsim;

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod accel;
+pub mod eval;
 pub mod infer;
 pub mod model;
 pub mod sim;
@@ -29,6 +30,8 @@ pub enum Command {
     Accel(accel::Args),
     /// Quantization-aware and fault-tolerant training.
     Train(train::Args),
+    /// Accuracy vs fault rate for one or several models (table, CSV, JSON, SVG).
+    Eval(eval::Args),
 }
 
 /// Run one parsed command line.
@@ -39,5 +42,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(a) => sim::run(a),
         Command::Accel(a) => accel::run(a),
         Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
