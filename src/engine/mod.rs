@@ -17,6 +17,8 @@
 //! depend only on (seed, trial, image index, layer): results do not depend on
 //! batching or thread count.
 
+pub mod depthwise;
+mod elementwise;
 pub mod fast;
 pub mod gemm;
 pub mod reference;

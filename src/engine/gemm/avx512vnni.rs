@@ -229,7 +229,7 @@ mod tests {
     //! x86_64 machine: the same packers feed a scalar emulation of
     //! `vpdpbusd` through the shared driver.
     use super::*;
-    use crate::engine::gemm::driver::run;
+    use crate::engine::gemm::driver::{run, AOperand::Raw};
 
     struct EmulatedVnni;
 
@@ -326,7 +326,7 @@ mod tests {
         for parallel in [false, true] {
             let mut c = vec![0x5555_5555i32; m * n];
             // SAFETY: the emulated family needs only SSE2 (baseline).
-            unsafe { run::<i8, EmulatedVnni>(parallel, m, n, k, &a, &b, &mut c) };
+            unsafe { run::<i8, EmulatedVnni>(parallel, m, n, k, Raw(&a), &b, &mut c) };
             assert_eq!(
                 c,
                 naive(m, n, k, &a, &b),
@@ -359,7 +359,7 @@ mod tests {
         let b = vec![-128i8; k * n];
         let mut c = vec![0; m * n];
         // SAFETY: the emulated family needs only SSE2 (baseline).
-        unsafe { run::<i8, EmulatedVnni>(false, m, n, k, &a, &b, &mut c) };
+        unsafe { run::<i8, EmulatedVnni>(false, m, n, k, Raw(&a), &b, &mut c) };
         assert!(c.iter().all(|&v| v == 16384 * 13));
     }
 }
