@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod accel;
+pub mod derive;
 pub mod eval;
 pub mod infer;
 pub mod model;
@@ -28,6 +29,8 @@ pub enum Command {
     Sim(sim::Args),
     /// Check accelerator descriptions.
     Accel(accel::Args),
+    /// Derive per-layer algorithmic fault models from hardware fault rates.
+    Derive(derive::Args),
     /// Quantization-aware and fault-tolerant training.
     Train(train::Args),
     /// Accuracy vs fault rate for one or several models (table, CSV, JSON, SVG).
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(a) => model::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Accel(a) => accel::run(a),
+        Command::Derive(a) => derive::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
     }

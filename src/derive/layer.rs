@@ -299,3 +299,54 @@ mod tests {
         assert!((v - 0.5).abs() < 1e-12, "zero operands mask half the flips");
     }
 }
+
+#[cfg(test)]
+mod special_cases {
+    use super::*;
+    use crate::accel::Dataflow;
+
+    fn layer(e: usize, k: usize, m: usize, shift: i32) -> GemmLayer {
+        GemmLayer {
+            name: "l".into(),
+            e,
+            k,
+            m,
+            groups: 1,
+            shift,
+            out_bits: 8,
+            weights: Magnitudes::from_codes([5, -9, 17]),
+            inputs: Magnitudes::from_codes([0, 3, 40]),
+        }
+    }
+
+    /// Multiplier faults on an OS array are MiBB: every output has the same
+    /// exposure `K`, and `p_out = 1 - exp(-lambda K W v)`.
+    #[test]
+    fn mult_out_on_os_is_mibb() {
+        let arr = SystolicArray::new(8, 8, Dataflow::Os).unwrap();
+        let l = layer(50, 72, 20, 6);
+        let lambda = 1e-6;
+        let rates = SiteRates {
+            mult_out: lambda,
+            ..SiteRates::default()
+        };
+        let d = derive_layer(&arr, (8, 8, 32), &l, &rates);
+        assert_eq!(d.p_min, d.p_max, "uniform exposure");
+        let (v, _) = visible_bits(16, &Magnitudes::unit(), 6, 8);
+        let want = -(-lambda * 72.0 * 16.0 * v).exp_m1();
+        assert!((d.p_out - want).abs() < 1e-15, "{} vs {want}", d.p_out);
+    }
+
+    /// Stationary-operand flips in WS expose later outputs of a fold more.
+    #[test]
+    fn ws_stationary_exposure_is_not_uniform() {
+        let arr = SystolicArray::new(8, 8, Dataflow::Ws).unwrap();
+        let l = layer(50, 72, 20, 6);
+        let rates = SiteRates {
+            weight_reg: 1e-6,
+            ..SiteRates::default()
+        };
+        let d = derive_layer(&arr, (8, 8, 32), &l, &rates);
+        assert!(d.p_max > 2.0 * d.p_min, "{} {}", d.p_min, d.p_max);
+    }
+}
