@@ -183,7 +183,7 @@ mod tests {
         }
         let l = conv(1, 1);
         let mut m = Magnitudes::default();
-        add_im2col_magnitudes(&l, &vec![5; 32], &mut m);
+        add_im2col_magnitudes(&l, &[5; 32], &mut m);
         assert_eq!(m.counts[5] + m.counts[0], 2 * 16 * 9);
         // Each of the 16 outputs sees 9 taps; interior pixels of a 4x4 map
         // see all 9, edges 6, corners 4: 4*9 + 8*6 + 4*4 = 100 valid.
