@@ -9,4 +9,5 @@
 
 pub mod exposure;
 pub mod layer;
+pub mod measure;
 pub mod network;
