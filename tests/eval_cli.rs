@@ -145,21 +145,8 @@ fn weight_fault_sweep_of_two_models_writes_table_csv_json_svg() {
     let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 1 + 2 * 3);
     assert_eq!(
-        rows[0],
-        [
-            "model",
-            "weights",
-            "network",
-            "rate",
-            "chips",
-            "clean",
-            "mean",
-            "std",
-            "ci95_low",
-            "ci95_high",
-            "min",
-            "max"
-        ]
+        rows[0].join(","),
+        "model,weights,network,rate,chips,clean,mean,std,ci95_low,ci95_high,min,max"
     );
     assert!(rows.iter().all(|r| r.len() == 12));
     assert_eq!((rows[4][0], rows[4][3]), ("random", "0.001"));
