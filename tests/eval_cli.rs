@@ -145,21 +145,8 @@ fn weight_fault_sweep_of_two_models_writes_table_csv_json_svg() {
     let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 1 + 2 * 3);
     assert_eq!(
-        rows[0],
-        [
-            "model",
-            "weights",
-            "network",
-            "rate",
-            "chips",
-            "clean",
-            "mean",
-            "std",
-            "ci95_low",
-            "ci95_high",
-            "min",
-            "max"
-        ]
+        rows[0].join(","),
+        "model,weights,network,rate,chips,clean,mean,std,ci95_low,ci95_high,min,max"
     );
     assert!(rows.iter().all(|r| r.len() == 12));
     assert_eq!((rows[4][0], rows[4][3]), ("random", "0.001"));
@@ -291,159 +278,77 @@ fn bad_flags_and_files_are_clear_errors() {
     std::fs::write(&model, "family = \"vgg\"\nchannels = [[2]]\n").unwrap();
     let weights = dir.path().join("tiny.safetensors");
     init_weights(&model, "1x28x28", 1, &weights);
-    let base = |extra: &[&str]| -> Vec<String> {
-        let mut a = vec![
-            "eval",
-            "--model",
-            s(&model),
-            "--images",
-            "8",
-            "--calib",
-            "8",
-        ];
-        a.extend_from_slice(extra);
-        a.into_iter().map(String::from).collect()
-    };
-    let w = s(&weights);
-
-    // No weights at all: an error, never random weights.
-    failed_naming(
-        &run(base(&["--feature-fault", "mibb:1e-4", "--rates", "1e-3"])),
-        &["--weights"],
-    );
-    // Two models, one weights file.
-    let two = base(&[
-        "--model",
-        s(&model),
-        "--weights",
-        w,
-        "--feature-fault",
-        "mibb:1e-4",
-        "--rates",
-        "1e-3",
-    ]);
-    failed_naming(&run(two), &["--model", "--weights", "2", "1"]);
-    // No fault model, no rates, bad rates.
-    failed_naming(
-        &run(base(&["--weights", w, "--rates", "1e-3"])),
-        &["--feature-fault"],
-    );
-    failed_naming(
-        &run(base(&["--weights", w, "--feature-fault", "mibb:1e-4"])),
-        &["--rates"],
-    );
-    failed_naming(
-        &run(base(&[
-            "--weights",
-            w,
-            "--feature-fault",
-            "mibb:1e-4",
-            "--rates",
-            "1e-3,x",
-        ])),
-        &["--rates", "x"],
-    );
-    failed_naming(
-        &run(base(&[
-            "--weights",
-            w,
-            "--weight-fault",
-            "sa:1e-3",
-            "--rates",
-            "1e-3,2",
-        ])),
-        &["--rates", "above 1"],
-    );
-    failed_naming(
-        &run(base(&[
-            "--weights",
-            w,
-            "--weight-fault",
-            "sa:1e-3",
-            "--rates",
-            "1e-3,1e-3",
-        ])),
-        &["twice"],
-    );
-    failed_naming(
-        &run(base(&[
-            "--weights",
-            w,
-            "--weight-fault",
-            "sa:1e-3",
-            "--rates",
-            "-1e-3",
-        ])),
-        &["-0.001", ">= 0"],
-    );
-    failed_naming(
-        &run(base(&[
-            "--weights",
-            w,
-            "--weight-fault",
-            "sa:1e-3",
-            "--rates",
-            "1e-3",
-            "--chips",
-            "0",
-        ])),
-        &["chip"],
-    );
-    failed_naming(
-        &run(base(&[
-            "--weights",
-            w,
-            "--feature-fault",
-            "mibb:x",
-            "--rates",
-            "1e-3",
-        ])),
-        &["mibb:x"],
-    );
-    // Missing and broken files are named.
-    let missing = dir.path().join("nope.safetensors");
-    failed_naming(
-        &run(base(&[
-            "--weights",
-            s(&missing),
-            "--feature-fault",
-            "mibb:1e-4",
-            "--rates",
-            "1e-3",
-        ])),
-        &["nope.safetensors"],
-    );
-    let fm = dir.path().join("typo.toml");
+    let typo = dir.path().join("typo.toml");
     std::fs::write(
-        &fm,
+        &typo,
         "[feature]\nkind = \"mibb\"\np = 1e-4\nlayers = [\"stage9.0.conv\"]\n",
     )
     .unwrap();
-    failed_naming(
-        &run(base(&[
-            "--weights",
-            w,
-            "--fault-model",
-            s(&fm),
-            "--rates",
-            "1e-3",
-        ])),
-        &["typo.toml", "stage9.0.conv"],
-    );
     let bad_model = dir.path().join("bad.toml");
     std::fs::write(&bad_model, "family = \"vgg\"\nchanels = [[4]]\n").unwrap();
-    let out = run([
-        "eval",
-        "--model",
-        s(&bad_model),
-        "--weights",
-        w,
-        "--feature-fault",
-        "mibb:1e-4",
-        "--rates",
-        "1e-3",
-        "--images",
-        "8",
-    ]);
-    failed_naming(&out, &["bad.toml", "chanels"]);
+    let missing = dir.path().join("nope.safetensors");
+    let (sa, mibb) = ("--weight-fault sa:1e-3", "--feature-fault mibb:1e-4");
+    // (arguments after `eval --images 8 --calib 8`, what the message names);
+    // M, W, MISSING, TYPO and BAD stand for the files above.
+    let cases: Vec<(String, &[&str])> = vec![
+        // No weights at all: an error, never random weights.
+        (format!("--model M {mibb} --rates 1e-3"), &["--weights"]),
+        (
+            format!("--model M --model M --weights W {mibb} --rates 1e-3"),
+            &["--model is given 2", "--weights 1"],
+        ),
+        (
+            "--model M --weights W --rates 1e-3".into(),
+            &["--feature-fault"],
+        ),
+        (format!("--model M --weights W {mibb}"), &["--rates"]),
+        (
+            format!("--model M --weights W {mibb} --rates 1e-3,x"),
+            &["--rates", "x"],
+        ),
+        (
+            format!("--model M --weights W {sa} --rates 1e-3,2"),
+            &["--rates", "above 1"],
+        ),
+        (
+            format!("--model M --weights W {sa} --rates 1e-3,1e-3"),
+            &["twice"],
+        ),
+        (
+            format!("--model M --weights W {sa} --rates -1e-3"),
+            &["-0.001", ">= 0"],
+        ),
+        (
+            format!("--model M --weights W {sa} --rates 1e-3 --chips 0"),
+            &["chip"],
+        ),
+        (
+            "--model M --weights W --feature-fault mibb:x --rates 1e-3".into(),
+            &["mibb:x"],
+        ),
+        (
+            format!("--model M --weights MISSING {mibb} --rates 1e-3"),
+            &["nope.safetensors"],
+        ),
+        (
+            "--model M --weights W --fault-model TYPO --rates 1e-3".into(),
+            &["typo.toml", "stage9.0.conv"],
+        ),
+        (
+            format!("--model BAD --weights W {mibb} --rates 1e-3"),
+            &["bad.toml", "chanels"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let mut argv = vec!["eval", "--images", "8", "--calib", "8"];
+        argv.extend(args.split_whitespace().map(|a| match a {
+            "M" => s(&model),
+            "W" => s(&weights),
+            "MISSING" => s(&missing),
+            "TYPO" => s(&typo),
+            "BAD" => s(&bad_model),
+            other => other,
+        }));
+        failed_naming(&run(&argv), needles);
+    }
 }

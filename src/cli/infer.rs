@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::{self, Split};
+use crate::data::{self, Dataset, Split};
 use crate::engine::{self, Engine};
 use crate::eval::{self, Summary};
 use crate::fault::FaultModel;
@@ -28,12 +28,8 @@ pub struct Args {
     /// Trained f32 weights (safetensors).
     #[arg(long)]
     pub weights: PathBuf,
-    /// Dataset directory (IDX or CIFAR-10 binary); default: Fashion-MNIST.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Evaluate on the first N test images (default: all).
-    #[arg(long)]
-    pub images: Option<usize>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// The fault model (at most one of the three ways to give it).
     #[command(flatten)]
     pub faults: Box<FaultArgs>,
@@ -43,9 +39,6 @@ pub struct Args {
     /// Seed of the fault streams.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Number of training images used to calibrate activation formats.
-    #[arg(long, default_value_t = 256)]
-    pub calib: usize,
     /// Write the results as JSON to this file (atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -54,6 +47,30 @@ pub struct Args {
     pub engine: EngineChoice,
     #[command(flatten)]
     pub datapath: DatapathArgs,
+}
+
+/// The dataset flags: where the images are, how many test images to
+/// evaluate and how many training images calibrate activation formats.
+#[derive(Debug, clap::Args)]
+pub struct DataArgs {
+    /// Dataset directory (IDX or CIFAR-10 binary); default: Fashion-MNIST.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Evaluate on the first N test images (default: all).
+    #[arg(long)]
+    pub images: Option<usize>,
+    /// Number of training images used to calibrate activation formats.
+    #[arg(long, default_value_t = 256)]
+    pub calib: usize,
+}
+
+impl DataArgs {
+    /// The (test, train) splits.
+    pub fn load(&self) -> anyhow::Result<(Dataset, Dataset)> {
+        let test = data::load(self.data.as_deref(), Split::Test)?;
+        let train = data::load(self.data.as_deref(), Split::Train)?;
+        Ok((test, train))
+    }
 }
 
 /// How the fault model is given (boxed in [`Args`] to keep it small).
@@ -159,10 +176,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let engine = args.engine.engine();
     let faults = args.faults.load()?;
 
-    let test = data::load(args.data.as_deref(), Split::Test)?;
-    let train = data::load(args.data.as_deref(), Split::Train)?;
-    let q = eval::load_quantized(&args.model, &args.weights, &train, args.calib, datapath)?;
-    let test_set = eval::first_images(&test, args.images)?;
+    let (test, train) = args.data.load()?;
+    let q = eval::load_quantized(
+        &args.model,
+        &args.weights,
+        &train,
+        args.data.calib,
+        datapath,
+    )?;
+    let test_set = eval::first_images(&test, args.data.images)?;
     let n_test = test_set.len();
     if let Some((spec, fm)) = &faults {
         eval::check_fault_model(fm, &q.qmodel).with_context(|| format!("fault model {spec}"))?;
@@ -248,71 +270,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Graph, GraphBuilder, Op, Shape, Weights};
-
-    fn tiny_graph() -> Graph {
-        let mut b = GraphBuilder::new("t", Shape::new(1, 2, 2));
-        let f = b.add("f", Op::Flatten, &[0]).unwrap();
-        b.add(
-            "fc",
-            Op::Linear {
-                out_features: 3,
-                bias: true,
-            },
-            &[f],
-        )
-        .unwrap();
-        b.finish()
-    }
-
-    #[test]
-    fn reads_safetensors_and_names_bad_tensors() {
-        let g = tiny_graph();
-        let w = Weights::random(&g, 3);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.safetensors");
-        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = w
-            .tensors
-            .iter()
-            .map(|(n, t)| {
-                let b = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
-                (n.clone(), b, t.shape.clone())
-            })
-            .collect();
-        let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
-            .iter()
-            .map(|(n, b, s)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                        .unwrap(),
-                )
-            })
-            .collect();
-        safetensors::serialize_to_file(views, None, &path).unwrap();
-        assert_eq!(crate::model::load_weights(&path, &g).unwrap(), w);
-
-        let mut b = GraphBuilder::new("t", Shape::new(1, 2, 2));
-        let f = b.add("f", Op::Flatten, &[0]).unwrap();
-        b.add(
-            "fc",
-            Op::Linear {
-                out_features: 4,
-                bias: true,
-            },
-            &[f],
-        )
-        .unwrap();
-        let e = crate::model::load_weights(&path, &b.finish())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("fc.") && e.contains("expected"), "{e}");
-        std::fs::write(&path, b"junk").unwrap();
-        let e = crate::model::load_weights(&path, &g)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("w.safetensors"), "{e}");
-    }
 
     #[test]
     fn flags_parse_and_fault_sources_conflict() {

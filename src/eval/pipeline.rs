@@ -165,28 +165,28 @@ pub fn chip_accuracy(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::engine::FastEngine;
-    use crate::model::{GraphBuilder, Op, Shape, Weights};
+    use crate::model::{Shape, Weights};
 
-    fn tiny() -> (QModel, Vec<f32>, Vec<u8>) {
-        let mut b = GraphBuilder::new("t", Shape::new(1, 2, 2));
-        let f = b.add("f", Op::Flatten, &[0]).unwrap();
-        b.add(
-            "fc",
-            Op::Linear {
-                out_features: 3,
-                bias: true,
-            },
-            &[f],
-        )
-        .unwrap();
-        let g = b.finish();
-        let w = Weights::random(&g, 5);
-        let images: Vec<f32> = (0..4 * 40).map(|i| ((i * 37) % 11) as f32 / 11.0).collect();
+    /// A conv + linear model on 1x4x4 images with random weights (layers
+    /// `stage1.0.conv` and `classifier`), and a
+    /// labelling of 60 images by its own clean prediction (so clean
+    /// accuracy is 1 and faults can only lower it).
+    pub(crate) fn self_labelled() -> (QModel, Vec<f32>, Vec<u8>) {
+        let g = crate::model::vgg::vgg(&[vec![4]], 10, Shape::new(1, 4, 4)).unwrap();
+        let w = Weights::random(&g, 11);
+        let images: Vec<f32> = (0..16 * 60)
+            .map(|i| ((i * 7919) % 101) as f32 / 101.0)
+            .collect();
         let q = quant::quantize(&g, &w, Datapath::default(), &images).unwrap();
-        let labels = (0..40).map(|i| (i % 3) as u8).collect();
+        let labels = FastEngine
+            .run(&q, &images, 0, None)
+            .unwrap()
+            .iter()
+            .map(|l| quant::argmax(l) as u8)
+            .collect();
         (q, images, labels)
     }
 
@@ -199,19 +199,19 @@ mod tests {
 
     #[test]
     fn chunked_runs_report_every_image_and_match_one_call() {
-        let (q, images, _) = tiny();
+        let (q, images, _) = self_labelled();
         let done = std::sync::atomic::AtomicU64::new(0);
         let add = |k: u64| {
             done.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
         };
         let chunked = run_chunked(&FastEngine, &q, &images, None, &add).unwrap();
-        assert_eq!(done.into_inner(), 40);
+        assert_eq!(done.into_inner(), 60);
         assert_eq!(chunked, FastEngine.run(&q, &images, 0, None).unwrap());
     }
 
     #[test]
     fn a_chip_is_its_seed_and_index() {
-        let (q, images, labels) = tiny();
+        let (q, images, labels) = self_labelled();
         let fm = FaultModel::parse_weight_flag("sa:0.3:all").unwrap();
         let none = |_| {};
         let test = TestSet {
@@ -228,9 +228,9 @@ mod tests {
 
     #[test]
     fn fault_models_naming_unknown_layers_are_rejected() {
-        let (q, _, _) = tiny();
+        let (q, _, _) = self_labelled();
         let fm = FaultModel::parse_str(
-            "[feature]\nkind = \"mibb\"\np = 1e-3\nlayers = [\"fc\"]\n",
+            "[feature]\nkind = \"mibb\"\np = 1e-3\nlayers = [\"classifier\"]\n",
             "ok.toml",
         )
         .unwrap();
@@ -241,6 +241,6 @@ mod tests {
         )
         .unwrap();
         let e = check_fault_model(&fm, &q).unwrap_err().to_string();
-        assert!(e.contains("conv9") && e.contains("fc"), "{e}");
+        assert!(e.contains("conv9") && e.contains("classifier"), "{e}");
     }
 }

@@ -137,8 +137,8 @@ impl EvalReport {
     /// Mean accuracy (%) vs rate per model, with the 95% confidence band.
     pub fn plot(&self) -> Plot {
         let x_label = match self.rate_mode {
-            RateMode::Absolute => format!("fault rate ({})", self.fault),
-            RateMode::Relative => format!("rate factor (x {})", self.fault),
+            RateMode::Absolute => format!("fault rate ({} put at each rate)", self.fault),
+            RateMode::Relative => format!("rate factor (x the rates of {})", self.fault),
         };
         let mut plot = Plot::new(
             format!(

@@ -129,57 +129,9 @@ pub fn sweep(
 mod tests {
     use super::*;
     use crate::engine::FastEngine;
+    use crate::eval::pipeline::tests::self_labelled;
     use crate::eval::rate::RateMode;
     use crate::fault::FaultModel;
-    use crate::fixed::Datapath;
-    use crate::model::{GraphBuilder, Op, Shape, Weights};
-    use crate::quant;
-
-    /// A conv + linear model on 1x4x4 images with random weights, and a
-    /// labelling of 60 images by its own clean prediction (so clean
-    /// accuracy is 1 and faults can only lower it).
-    fn self_labelled() -> (QModel, Vec<f32>, Vec<u8>) {
-        let mut b = GraphBuilder::new("t", Shape::new(1, 4, 4));
-        let c = b
-            .add(
-                "conv",
-                Op::Conv2d {
-                    out_channels: 4,
-                    kernel: (3, 3),
-                    stride: (1, 1),
-                    padding: (1, 1),
-                    dilation: (1, 1),
-                    groups: 1,
-                    bias: true,
-                },
-                &[0],
-            )
-            .unwrap();
-        let r = b.add("relu", Op::Relu, &[c]).unwrap();
-        let f = b.add("f", Op::Flatten, &[r]).unwrap();
-        b.add(
-            "fc",
-            Op::Linear {
-                out_features: 10,
-                bias: true,
-            },
-            &[f],
-        )
-        .unwrap();
-        let g = b.finish();
-        let w = Weights::random(&g, 11);
-        let images: Vec<f32> = (0..16 * 60)
-            .map(|i| ((i * 7919) % 101) as f32 / 101.0)
-            .collect();
-        let q = quant::quantize(&g, &w, Datapath::default(), &images).unwrap();
-        let labels = FastEngine
-            .run(&q, &images, 0, None)
-            .unwrap()
-            .iter()
-            .map(|l| quant::argmax(l) as u8)
-            .collect();
-        (q, images, labels)
-    }
 
     fn run(threads: usize, spec: &str, rates: &[f64]) -> Curve {
         let (q, images, labels) = self_labelled();
