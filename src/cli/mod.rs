@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod accel;
+pub mod hwrun;
 pub mod infer;
 pub mod model;
 pub mod sim;
@@ -26,6 +27,8 @@ pub enum Command {
     Sim(sim::Args),
     /// Check accelerator descriptions.
     Accel(accel::Args),
+    /// Run a model through the cycle-level systolic model, fault-free and under hardware faults.
+    Hwrun(hwrun::Args),
 }
 
 /// Run one parsed command line.
@@ -35,5 +38,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(a) => model::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Accel(a) => accel::run(a),
+        Command::Hwrun(a) => hwrun::run(a),
     }
 }
