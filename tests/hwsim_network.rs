@@ -441,3 +441,51 @@ fn bad_accelerators_are_rejected() {
     let e = HwNetwork::new(&acc, &q).unwrap_err().to_string();
     assert!(e.contains("not a systolic array"), "{e}");
 }
+
+#[test]
+fn sram_flips_after_their_groups_gemm_are_masked() {
+    // small_model's c1 has 2 groups: group 0 reads input channel 0 (codes
+    // 0..25) and filters 0..2 (weights 0..18), group 1 the rest.
+    let (_, q) = small_model();
+    let acc = accelerator(4, 4, Dataflow::Os, Datapath::INT8, 1);
+    let net = HwNetwork::new(&acc, &q).unwrap();
+    let gc = net.layers()[0].gemm.group_cycles;
+    let codes = input_codes(&q, 7);
+    let run = |buffer, address, cycle| {
+        let faults = ImageFaults {
+            permanent: vec![],
+            transient: vec![LayerFault {
+                layer: 0,
+                fault: sram(buffer, address, 6, FaultKind::Flip { cycle }),
+            }],
+        };
+        net.run_codes(&codes, &faults).unwrap().logits
+    };
+    let clean = net
+        .run_codes(&codes, &ImageFaults::default())
+        .unwrap()
+        .logits;
+    let with_input = |i: usize| {
+        let mut c = codes.clone();
+        c[i] = flip_bit(c[i], 6, 8);
+        net.run_codes(&c, &ImageFaults::default()).unwrap().logits
+    };
+    // Group 0's code flipped during group 1: never read again.
+    assert_eq!(run(SramBuffer::Ifmap, 3, gc + 1), clean);
+    assert_eq!(run(SramBuffer::Filter, 3, gc + 1), clean);
+    // Flipped during its own group, or before a later group reads it.
+    assert_eq!(run(SramBuffer::Ifmap, 3, gc - 1), with_input(3));
+    assert_eq!(run(SramBuffer::Ifmap, 30, 0), with_input(30));
+    assert_eq!(run(SramBuffer::Ifmap, 30, gc + 1), with_input(30));
+    let mut chip = q.clone();
+    if let QOp::Mac(l) = &mut chip.nodes[1].op {
+        l.weights[20] = flip_bit(l.weights[20], 6, 8);
+    }
+    let want = HwNetwork::new(&acc, &chip)
+        .unwrap()
+        .run_codes(&codes, &ImageFaults::default())
+        .unwrap()
+        .logits;
+    assert_eq!(run(SramBuffer::Filter, 20, 2), want);
+    assert_ne!(chip, q);
+}

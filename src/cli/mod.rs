@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod accel;
 pub mod derive;
 pub mod eval;
+pub mod hwrun;
 pub mod infer;
 pub mod model;
 pub mod sim;
@@ -35,6 +36,8 @@ pub enum Command {
     Train(train::Args),
     /// Accuracy vs fault rate for one or several models (table, CSV, JSON, SVG).
     Eval(eval::Args),
+    /// Run a model through the cycle-level systolic model, fault-free and under hardware faults.
+    Hwrun(hwrun::Args),
 }
 
 /// Run one parsed command line.
@@ -47,5 +50,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Derive(a) => derive::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Hwrun(a) => hwrun::run(a),
     }
 }

@@ -151,6 +151,32 @@ impl HwLayer {
     }
 }
 
+/// True when an ifmap/filter flip lands after the last read of the code it
+/// hits: the code belongs to a group whose GEMM ended before the flip's
+/// cycle (each group reads only its own input channels and filters).
+fn read_before(
+    hl: &HwLayer,
+    layer: &crate::quant::MacLayer,
+    f: &SramFault,
+    len: usize,
+    words: usize,
+) -> bool {
+    let FaultKind::Flip { cycle } = f.kind else {
+        return false;
+    };
+    let Some(i) = super::sram::resident_index(f.address, cycle, len, words, hl.gemm.cycles) else {
+        return false;
+    };
+    let group = match f.buffer {
+        SramBuffer::Ifmap if layer.is_conv => {
+            i / (layer.in_shape.h * layer.in_shape.w) / layer.cin_per_group()
+        }
+        SramBuffer::Filter => i / layer.macs_per_output() / layer.cout_per_group(),
+        SramBuffer::Ifmap | SramBuffer::Ofmap => return false,
+    };
+    (group as u64) < cycle / hl.gemm.group_cycles
+}
+
 /// Logits and per-layer measurements of one inference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HwImageRun {
@@ -425,6 +451,9 @@ impl HwNetwork {
                     };
                     let corrupt = |b: SramBuffer, codes: &mut [i32]| {
                         for f in sram(b) {
+                            if read_before(hl, layer, &f, codes.len(), self.sram_words(b)) {
+                                continue;
+                            }
                             f.apply(
                                 codes,
                                 self.sram_width(b),

@@ -538,7 +538,7 @@ impl HwFaultSpec {
         self.transient_rates(net)
             .iter()
             .map(|&(s, p)| p * s.bits(net) as f64 * net.cycles() as f64)
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
 
     /// The faults of simulated chip `chip`: stuck-at cells drawn once, the

@@ -32,11 +32,15 @@
 //!   flipped word persists until it is overwritten, and every buffer is
 //!   rewritten with the next layer's data when layer `L+1` starts, so:
 //!   - `sram.ifmap` / `sram.filter`: the flipped code is what layer `L`'s
-//!     GEMMs read. The flip-to-read resolution is the layer: a flip in any
-//!     cycle of the layer is seen by all of the layer's reads of that code
-//!     (reads that in the hardware happen before the flip cycle are taken
-//!     to happen after it; an upper bound on a flip's effect, exact when the
-//!     word is read after the flip, e.g. in a later fold).
+//!     GEMMs read. The flip-to-read resolution is the GEMM (one group of
+//!     the layer): a code is read only by its own group's GEMM (group `gi`
+//!     reads input channels `gi*C/g..` and filters `gi*M/g..`), and a flip
+//!     in a cycle before that GEMM ends is seen by all of its reads of the
+//!     code; a flip after it ends is masked (the code is never read again
+//!     before the next layer overwrites the buffer). Reads within the GEMM
+//!     that in the hardware happen before the flip cycle are taken to happen
+//!     after it: an upper bound on the flip's effect, exact when the code is
+//!     read after the flip (e.g. in a later fold).
 //!   - `sram.ofmap`: the flipped output code is what every later node reads
 //!     (next layers, residual adds, concats); the copy the array wrote is
 //!     lost, so the corruption reaches the network output.
