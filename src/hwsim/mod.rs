@@ -108,6 +108,7 @@
 //! rayon and their results are merged in fold order, and the per-cycle fault
 //! schedule is only consulted in folds that have faults.
 
+pub mod exact;
 pub mod fault;
 pub(crate) mod is;
 pub(crate) mod kernel;
