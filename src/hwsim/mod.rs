@@ -109,6 +109,7 @@
 //! schedule is only consulted in folds that have faults.
 
 pub mod bitserial;
+pub mod exact;
 pub mod fault;
 pub(crate) mod is;
 pub(crate) mod kernel;
