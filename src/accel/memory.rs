@@ -99,6 +99,7 @@
 //! * Ramulator-driven DRAM latencies and multi-bank SRAM layouts of later
 //!   SCALE-Sim versions are not modelled (latency 1 read, 0 write, 1 bank).
 
+mod calc_stream;
 mod operands;
 mod read_calc;
 mod read_user;
@@ -107,7 +108,7 @@ mod reference;
 mod write_buffer;
 
 use super::{Dataflow, ScaleSimLayer};
-use operands::{Operand, Operands, FILTER_OFFSET};
+use operands::{Operand, Operands};
 use read_calc::CalcReadBuffer;
 use read_user::{ReadGeometry, UserReadBuffer};
 use write_buffer::WriteBuffer;
@@ -159,7 +160,7 @@ pub fn simulate(input: &MemoryInput) -> MemoryReport {
     }
     let ops = Operands::new(input);
     match input.interface {
-        Interface::Calc => simulate_calc(input, &ops),
+        Interface::Calc => simulate_calc(input, &ops, MAX_IFMAP_PERIOD_WORDS),
         Interface::User { words_per_cycle } => simulate_user(input, &ops, words_per_cycle),
     }
 }
@@ -316,23 +317,19 @@ fn quiet_write_lines(
     ok
 }
 
-/// CALC mode: the read buffers never stall but see every demanded word (the
-/// DRAM count depends on the exact order); the write buffer runs as in USER
-/// mode with a bandwidth of one array width.
-fn simulate_calc(input: &MemoryInput, ops: &Operands) -> MemoryReport {
-    let mut ifmap = CalcReadBuffer::new(0, ops.ifmap_words(), input.ifmap_sram_words, CALC_READ_BW);
-    let mut filter = CalcReadBuffer::new(
-        FILTER_OFFSET,
-        ops.filter_words(),
-        input.filter_sram_words,
-        CALC_READ_BW,
-    );
+/// CALC mode: the read buffers never stall, so the write buffer alone sets
+/// the cycles (it runs as in USER mode with a bandwidth of one array width,
+/// in quiet runs); the read buffers' misses and slides come from
+/// `calc_stream` and are replayed at the cycles of their lines.
+fn simulate_calc(input: &MemoryInput, ops: &Operands, max_period_words: usize) -> MemoryReport {
+    let mut ifmap = CalcReadBuffer::new(input.ifmap_sram_words, CALC_READ_BW);
+    let mut filter = CalcReadBuffer::new(input.filter_sram_words, CALC_READ_BW);
     // A buffer that never closes 50 sets never evicts: each distinct word
     // is read once, in demand order, and nothing else changes.
-    let ifmap_fed = !ifmap.settle_if_never_evicts(ops.distinct_ifmap_words());
-    let filter_fed = !filter.settle_if_never_evicts(ops.filter_words());
+    let ifmap_evicts = !ifmap.settle_if_never_evicts(ops.distinct_ifmap_words());
+    let filter_evicts = !filter.settle_if_never_evicts(ops.filter_words());
     let mut ofmap = WriteBuffer::new(input.ofmap_sram_words, input.cols);
-    let (islots, fslots) = (ops.ifmap_slots(), ops.filter_slots());
+    let mut stalls = StallSteps::default();
     let cpf = ops.cycles_per_fold;
     let mut stall: i64 = 0;
     let mut line: i64 = 0;
@@ -341,51 +338,48 @@ fn simulate_calc(input: &MemoryInput, ops: &Operands) -> MemoryReport {
         for fr in 0..ops.row_folds {
             let mut tau = 0;
             while tau < cpf {
-                if !ifmap_fed && !filter_fed {
-                    let (during, after, drain_end) = ofmap.quiet_room();
-                    let before_drain_end = (drain_end - (line + stall)).max(0) as usize;
-                    let room = WriteRoom {
-                        during,
-                        after,
-                        before_drain_end,
-                    };
-                    let quiet = quiet_write_lines(ops, fr, fc, tau, cpf - tau, room);
-                    if quiet > 0 {
-                        let words = ops.ofmap_words_before(fr, fc, tau + quiet)
-                            - ops.ofmap_words_before(fr, fc, tau);
-                        ofmap.store_quiet(words);
-                        line += quiet as i64;
-                        tau += quiet;
-                        last_out = line - 1 + stall;
-                        continue;
-                    }
+                let (during, after, drain_end) = ofmap.quiet_room();
+                let before_drain_end = (drain_end - (line + stall)).max(0) as usize;
+                let room = WriteRoom {
+                    during,
+                    after,
+                    before_drain_end,
+                };
+                let quiet = quiet_write_lines(ops, fr, fc, tau, cpf - tau, room);
+                if quiet > 0 {
+                    let words = ops.ofmap_words_before(fr, fc, tau + quiet)
+                        - ops.ofmap_words_before(fr, fc, tau);
+                    ofmap.store_quiet(words);
+                    line += quiet as i64;
+                    tau += quiet;
+                    last_out = line - 1 + stall;
+                    continue;
                 }
                 let cycle = line + stall;
-                if ifmap_fed {
-                    feed_calc(
-                        &mut ifmap,
-                        cycle,
-                        (0..islots).map(|s| ops.ifmap_demand(fr, fc, tau, s)),
-                    );
-                }
-                if filter_fed {
-                    feed_calc(
-                        &mut filter,
-                        cycle,
-                        (0..fslots).map(|s| ops.filter_demand(fr, fc, tau, s)),
-                    );
-                }
                 let words =
                     ops.ofmap_words_before(fr, fc, tau + 1) - ops.ofmap_words_before(fr, fc, tau);
                 let out = ofmap.service_line(cycle, words);
                 last_out = out;
-                stall += (out - cycle).max(0);
+                if out > cycle {
+                    stall += out - cycle;
+                    stalls.add(line as u64 + 1, stall);
+                }
                 line += 1;
                 tau += 1;
             }
         }
     }
     ofmap.finish(last_out);
+    let cycle_of = |line: u64| stalls.cycle(line);
+    if ifmap_evicts {
+        match calc_stream::ifmap_misses(ops, ifmap.epoch_words(), max_period_words) {
+            Some(misses) => misses.replay(&mut ifmap, cycle_of),
+            None => calc_stream::feed_ifmap_word_by_word(ops, &mut ifmap, cycle_of),
+        }
+    }
+    if filter_evicts {
+        calc_stream::filter_misses(ops, filter.epoch_words()).replay(&mut filter, cycle_of);
+    }
     ifmap.finish();
     filter.finish();
     MemoryReport {
@@ -405,16 +399,27 @@ fn simulate_calc(input: &MemoryInput, ops: &Operands) -> MemoryReport {
 /// SCALE-Sim's fixed DRAM read bandwidth guess in CALC mode (words/cycle).
 const CALC_READ_BW: usize = 10;
 
-fn feed_calc(buf: &mut CalcReadBuffer, cycle: i64, addrs: impl Iterator<Item = i64>) {
-    let mut first = true;
-    for a in addrs {
-        if a >= 0 {
-            if first {
-                buf.note_line(cycle, true);
-                first = false;
-            }
-            buf.demand(cycle, a);
-        }
+/// Ifmap periods (pixels x window cells) above this are fed word by word
+/// instead of through a previous-occurrence array (4 bytes per cell).
+const MAX_IFMAP_PERIOD_WORDS: usize = 1 << 28;
+
+/// The stall accumulated before each line, as steps: the cycle of global
+/// demand line `l` is `l` plus the stall of the last step at or before it.
+#[derive(Debug, Default)]
+struct StallSteps {
+    /// (first line, stall from that line on), lines ascending.
+    steps: Vec<(u64, i64)>,
+}
+
+impl StallSteps {
+    fn add(&mut self, from_line: u64, stall: i64) {
+        self.steps.push((from_line, stall));
+    }
+
+    fn cycle(&self, line: u64) -> i64 {
+        let i = self.steps.partition_point(|&(l, _)| l <= line);
+        let stall = if i == 0 { 0 } else { self.steps[i - 1].1 };
+        line as i64 + stall
     }
 }
 
