@@ -469,12 +469,21 @@ mod tests {
         }
     }
 
+    /// Cases per property: `PROPTEST_CASES` when set (`with_cases` would
+    /// otherwise ignore it), else `default`.
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
     fn dataflow() -> impl Strategy<Value = Dataflow> {
         prop_oneof![Just(Dataflow::Os), Just(Dataflow::Ws), Just(Dataflow::Is)]
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
+        #![proptest_config(ProptestConfig::with_cases(cases(300)))]
         /// The run-length model gives exactly what the element-by-element
         /// replay of SCALE-Sim gives, on small random layers and SRAMs small
         /// enough to make windows slide, wrap and stall.
@@ -500,6 +509,58 @@ mod tests {
             let interface = if user { Interface::User { words_per_cycle: bw } } else { Interface::Calc };
             let inp = input(df, rows, cols, l, [isram, fsram, osram], interface);
             prop_assert_eq!(simulate(&inp), reference::simulate_trace(&inp));
+        }
+    }
+
+    /// SRAM words whose CALC epoch (50 sets of floor(words/100)) holds about
+    /// `percent`% of `distinct` words.
+    fn sram_for_epoch(distinct: usize, percent: usize) -> usize {
+        100 * (distinct * percent).div_ceil(100 * 50).max(1)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(300)))]
+        /// CALC mode's epoch counting (`calc_stream`) gives exactly what
+        /// feeding every word through SCALE-Sim's buffer gives: operands that
+        /// do not fit (epochs of 2-99% of the distinct words, so windows
+        /// slide, several times per fold for small epochs), partial fits (one
+        /// operand fits, the other does not), ofmap SRAMs small enough to
+        /// stall (slides land at shifted cycles), and the word-by-word
+        /// fallback for ifmap periods over the size limit.
+        #[test]
+        fn calc_epochs_equal_word_by_word_feeding(
+            df in dataflow(),
+            rows in 1usize..7,
+            cols in 1usize..7,
+            fh in 1usize..4,
+            fw in 1usize..4,
+            extra_h in 0usize..6,
+            extra_w in 0usize..6,
+            c in 1usize..5,
+            m in 1usize..10,
+            s in 1usize..3,
+            ifmap_pct in prop_oneof![2usize..100, 100usize..200],
+            filter_pct in prop_oneof![2usize..100, 100usize..200],
+            osram in 2usize..400,
+            word_by_word in any::<bool>(),
+        ) {
+            let l = layer(fh + extra_h, fw + extra_w, fh, fw, c, m, s);
+            let probe = input(df, rows, cols, l.clone(), [100, 100, 100], Interface::Calc);
+            let ops = Operands::new(&probe);
+            let (id, fd) = (ops.distinct_ifmap_words(), ops.filter_words());
+            let sram = [sram_for_epoch(id, ifmap_pct), sram_for_epoch(fd, filter_pct), osram];
+            let inp = input(df, rows, cols, l, sram, Interface::Calc);
+            let limit = if word_by_word { 0 } else { MAX_IFMAP_PERIOD_WORDS };
+            let fast = simulate_calc(&inp, &Operands::new(&inp), limit);
+            prop_assert_eq!(&fast, &reference::simulate_trace(&inp));
+            // Every distinct word misses once, so an epoch smaller than the
+            // operand must end at least once: the slides are exercised.
+            let epoch = (50 * (sram[0] / 100)) as u64;
+            if (id as u64) >= epoch && !word_by_word {
+                let misses = calc_stream::ifmap_misses(&ops, epoch, limit).unwrap();
+                prop_assert!(!misses.slide_lines.is_empty());
+                prop_assert_eq!(misses.total, fast.dram_ifmap_reads);
+            }
         }
     }
 
