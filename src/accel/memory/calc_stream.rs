@@ -233,6 +233,7 @@ pub(crate) fn filter_misses(ops: &Operands, quota: u64) -> CalcMisses {
 
 /// One period of the ifmap stream with each position's previous
 /// occurrence (see the module doc).
+#[derive(Default)]
 struct IfmapPeriod {
     /// Position of the previous demand of the same word: within the period,
     /// or (first occurrence) its last one in the period minus the period
@@ -240,18 +241,40 @@ struct IfmapPeriod {
     prev: Vec<i32>,
     /// First position of each line of the period (and the length last).
     line_start: Vec<u32>,
+    /// Scratch: last position of each ifmap word in the period.
+    last: Vec<u32>,
     reps: usize,
 }
 
 /// Positions per chunk of the branch-free miss count.
 const CHUNK: usize = 4096;
 
+/// "Not demanded yet" in the last-occurrence table.
+const NEVER: u32 = u32::MAX;
+
+thread_local! {
+    /// The last period's buffers, reused so that a network's layers do not
+    /// each fault in fresh pages (tens of MB per network).
+    static SCRATCH: std::cell::Cell<IfmapPeriod> = const {
+        std::cell::Cell::new(IfmapPeriod {
+            prev: Vec::new(),
+            line_start: Vec::new(),
+            last: Vec::new(),
+            reps: 0,
+        })
+    };
+}
+
 impl IfmapPeriod {
     /// Walk one period; `None` when it has more than `max_words` cells.
     fn build(ops: &Operands, max_words: usize) -> Option<IfmapPeriod> {
         // Every (pixel, window word) cell is demanded once per period.
         let cells = ops.pixels.checked_mul(ops.window)?;
-        if cells > max_words || cells >= (i32::MAX / 2) as usize {
+        // Positions and (negated) addresses are held in i32.
+        if cells > max_words
+            || cells >= (i32::MAX / 2) as usize
+            || ops.ifmap_words() >= (i32::MAX / 2) as usize
+        {
             return None;
         }
         let (rf, cf) = (ops.row_folds, ops.col_folds);
@@ -265,14 +288,21 @@ impl IfmapPeriod {
             ),
         };
         let addressing = ops.ifmap_addressing();
-        const NEVER: u32 = u32::MAX;
-        let mut last = vec![NEVER; ops.ifmap_words()];
-        let mut prev: Vec<i32> = Vec::with_capacity(cells);
-        let mut firsts: Vec<(u32, u32)> = Vec::new();
-        let mut line_start = Vec::with_capacity(folds.len() * ops.cycles_per_fold + 1);
+        let mut period = SCRATCH.with(|s| s.take());
+        period.prev.clear();
+        period.prev.reserve(cells);
+        period.line_start.clear();
+        period
+            .line_start
+            .reserve(folds.len() * ops.cycles_per_fold + 1);
+        // Last position of each word so far; NEVER when not demanded.
+        let last = &mut period.last;
+        last.clear();
+        last.resize(ops.ifmap_words(), NEVER);
+        let prev = &mut period.prev;
         for &(fr, fc) in &folds {
             for tau in 0..ops.cycles_per_fold {
-                line_start.push(prev.len() as u32);
+                period.line_start.push(prev.len() as u32);
                 let Some(line) = ops.ifmap_line(fr, fc, tau) else {
                     continue;
                 };
@@ -282,28 +312,24 @@ impl IfmapPeriod {
                     let Some(a) = addressing.addr(p, k) else {
                         continue;
                     };
-                    let j = prev.len() as u32;
-                    match last[a] {
-                        NEVER => {
-                            firsts.push((j, a as u32));
-                            prev.push(0);
-                        }
-                        q => prev.push(q as i32),
-                    }
-                    last[a] = j;
+                    let q = last[a];
+                    // Branch-free: a first occurrence holds -1 - address
+                    // until its last occurrence is known.
+                    prev.push(if q == NEVER { -1 - a as i32 } else { q as i32 });
+                    last[a] = prev.len() as u32 - 1;
                 }
             }
         }
-        line_start.push(prev.len() as u32);
+        period.line_start.push(prev.len() as u32);
+        // A word's first occurrence repeats its last one of the previous
+        // period.
         let len = prev.len() as i64;
-        for (j, a) in firsts {
-            prev[j as usize] = (last[a as usize] as i64 - len) as i32;
+        for v in prev.iter_mut().filter(|v| **v < 0) {
+            let a = (-1 - *v) as usize;
+            *v = (last[a] as i64 - len) as i32;
         }
-        Some(IfmapPeriod {
-            prev,
-            line_start,
-            reps,
-        })
+        period.reps = reps;
+        Some(period)
     }
 
     /// Global line of the word at stream position `x`.
@@ -371,7 +397,10 @@ pub(crate) fn ifmap_misses(
     quota: u64,
     max_period_words: usize,
 ) -> Option<CalcMisses> {
-    IfmapPeriod::build(ops, max_period_words).map(|p| p.misses(quota))
+    let period = IfmapPeriod::build(ops, max_period_words)?;
+    let misses = period.misses(quota);
+    SCRATCH.with(|s| s.set(period));
+    Some(misses)
 }
 
 /// SCALE-Sim's way: every demanded ifmap word through the word table, at
