@@ -160,6 +160,31 @@ pub(crate) fn add2(
     add2_body(a, b, rescale, range, out);
 }
 
+#[inline(always)]
+fn clamp_body(codes: &mut [i32], lo: i32, hi: i32) {
+    for c in codes.iter_mut() {
+        *c = (*c).clamp(lo, hi);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn clamp_avx2(codes: &mut [i32], lo: i32, hi: i32) {
+    clamp_body(codes, lo, hi);
+}
+
+/// `codes[j] = clamp(codes[j], lo, hi)`; requires `lo <= hi`.
+pub(crate) fn clamp_codes(codes: &mut [i32], lo: i32, hi: i32) {
+    assert!(lo <= hi, "empty clamp range {lo}..={hi}");
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: AVX2 availability checked by `use_avx2`.
+        unsafe { clamp_avx2(codes, lo, hi) };
+        return;
+    }
+    clamp_body(codes, lo, hi);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,11 @@
 //! The fast engine: conv/linear as im2col + integer GEMM
-//! ([`gemm_i8`] when `act_bits <= 8` and `weight_bits <= 8`, else
-//! [`gemm_i16`]), depthwise convs as a direct loop. Images are processed in
-//! groups of up to `MAX_GROUP` (4) per GEMM (their im2col columns side by side,
-//! so the weights are packed once per group), groups in parallel with rayon,
+//! (i8 operands when `act_bits <= 8` and `weight_bits <= 8`, else i16;
+//! weights packed once per run into the kernel's layout, [`PackedA`]),
+//! depthwise convs with the plane kernels of [`super::depthwise`], raw sums
+//! requantized straight into the output with the i32 loops of
+//! [`super::elementwise`]. Images are processed in groups of up to
+//! `MAX_GROUP` (2) per GEMM (their im2col columns side by side), groups in
+//! parallel with rayon,
 //! per-thread buffers reused across groups (no allocation per image once a
 //! thread's workspace is sized). Grouping cannot change results: every
 //! output column depends only on its own image.
@@ -89,11 +92,12 @@ impl Workspace {
     }
 }
 
-/// Images per GEMM: enough to amortize packing the weights, few enough to
-/// keep the im2col matrix in cache and every thread busy. Measured on
-/// ResNet-20 1x28x28 int8 with the AVX2 GEMM, 2 threads: 1 -> 1340 img/s,
-/// 4 -> 1510, 8 -> 1440, 16 -> 1240.
-const MAX_GROUP: usize = 4;
+/// Images per GEMM: enough columns to fill the micro-kernel tiles of the
+/// small late layers (7x7 maps), few enough to keep the im2col matrix and
+/// packed B in L2. Measured on ResNet-20 1x28x28 int8 with pre-packed
+/// weights and the VNNI GEMM, 2 threads, in images per CPU-second: 1 ->
+/// 2190, 2 -> 2370, 4 -> 2180.
+const MAX_GROUP: usize = 2;
 
 impl Engine for FastEngine {
     fn name(&self) -> &'static str {
@@ -112,7 +116,11 @@ impl Engine for FastEngine {
         let n = model.input_shape().numel();
         let count = images.len() / n;
         let threads = rayon::current_num_threads();
-        let group = count.div_ceil(threads).clamp(1, MAX_GROUP);
+        let max_group: usize = std::env::var("TMP_GROUP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(MAX_GROUP);
+        let group = count.div_ceil(threads).clamp(1, max_group);
         // few enough jobs that each thread sizes its workspace only a few times
         let min_len = count.div_ceil(group).div_ceil(4 * threads).max(1);
         let groups: Vec<Vec<Vec<i32>>> = images
