@@ -155,7 +155,7 @@ pub fn calibrate(
     let model = net.model();
     let shape = rate_shape(base);
     let per = model.input_shape().numel();
-    let engine = FastEngine::default();
+    let engine = FastEngine;
     let clean_logits = engine
         .run(model, test.images, 0, None)
         .map_err(|e| HwNetError::Fault {
