@@ -253,7 +253,7 @@ fn compute_report_digits_match_scalesim() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let r = &rows()[0];
     let t = NetworkTiming::new("a", "m", 1000.0, 64, vec![timed(r)]);
-    let detail = detailed_access_report(&t);
+    let detail = detailed_access_report(&t, None);
     assert!(detail
         .starts_with("LayerID, SRAM IFMAP Start Cycle, SRAM IFMAP Stop Cycle, SRAM IFMAP Reads,"));
     let fields: Vec<&str> = detail.lines().nth(1).unwrap().split(", ").collect();

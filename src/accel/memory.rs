@@ -38,9 +38,11 @@
 //!   the first lines of a fold behind a window that just jumped) refills
 //!   around the whole ring, which is why counts can far exceed the operand.
 //! * CALC mode (`read_calc`): never stalls. Missing words are appended to
-//!   sets of `floor(words/100)` words; the buffer keeps the last 50 closed
-//!   sets and the open one, so a word is re-read once it left those. DRAM
-//!   reads = words appended; with a large SRAM = distinct words touched.
+//!   sets of `floor(words/100)` words; when 50 sets have closed the window
+//!   jumps to the open set, evicting all of them at once. So the buffer
+//!   works in epochs of `50 * floor(words/100)` misses, and a word hits iff
+//!   it was demanded earlier in the same epoch. DRAM reads = words
+//!   appended; with a large SRAM = distinct words touched.
 //!
 //! # Ofmap SRAM (`write_buffer`)
 //! Words are packed into lines of `bw` words (USER: the user bandwidth;
@@ -70,18 +72,30 @@
 //! position, the copies one fixed ofmap-pixel shift away (the shift that hit
 //! last) are all held. Only the remaining lines are serviced word by word,
 //! and a chain of refills is priced at once (closed-form number of window
-//! slides). In CALC mode a read buffer that can never close 50 sets never
-//! evicts, so its count is the number of distinct words (closed form) and
-//! only the write buffer runs, in batches; otherwise every demanded word is
-//! fed in order. `reference.rs` (tests only) replays SCALE-Sim word by word
-//! and property tests check both agree.
+//! slides). In CALC mode the read side never changes the cycles, so only
+//! the write buffer runs, in batches, and records where its stalls shift
+//! the lines. A read buffer that can never close 50 sets never evicts: its
+//! count is the number of distinct words (closed form). Otherwise
+//! `calc_stream` finds its misses and slides from the demand stream's
+//! previous-occurrence positions: the stream is one period repeated (per
+//! column or row fold), filter words are distinct within a period (pure
+//! arithmetic), and the ifmap period is walked once into an array of
+//! previous positions that each repetition counts against the epoch start
+//! with a branch-free scan. The slides' lines are then turned into cycles.
+//! `reference.rs` (tests only) replays SCALE-Sim word by word and property
+//! tests check both agree.
 //!
 //! Measured (`cargo bench --bench memory`): all 54 ResNet-50 layers on a
-//! 32x32 array, USER 10 words/cycle, 64 kB SRAMs: OS 75 ms, WS 22 ms, IS
-//! 18 ms. Small SRAMs (8-32 kB) refill every few thousand words and cost up
-//! to about twice that; CALC mode with SRAMs too small to hold a layer feeds
-//! every word and takes about 2 s for the network (with SCALE-Sim's default
-//! 6 MB/2 MB SRAMs: 5-30 ms).
+//! 32x32 array, 64 kB SRAMs. USER 10 words/cycle: OS 75 ms, WS 22 ms, IS
+//! 18 ms (quiet machine); small SRAMs (8-32 kB) refill every few thousand
+//! words and cost up to about twice that. CALC (most layers have an operand
+//! that does not fit): OS 0.40 s, WS 0.41 s, IS 0.44 s on a 2-core machine
+//! at load 15, where USER took 221/60/55 ms in the same run (word-by-word
+//! feeding before: 2.7/3.3/3.0 s at load 10). In CPU time the whole CLI run
+//! takes 0.12 s (CALC) against 0.04 s (USER, OS). Building the ifmap
+//! period's previous-occurrence array (one table access per cell, about
+//! 22 M cells for the network) is most of it. With SCALE-Sim's default
+//! 6 MB/2 MB SRAMs everything fits: 5-30 ms.
 //!
 //! # Known differences from SCALE-Sim
 //! * Reproduced from the read buffer at 22f88b17 (single counting of stall

@@ -64,7 +64,7 @@ pub fn parse_shape(s: &str) -> anyhow::Result<Shape> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let timing = if let Some(cfg) = &args.scalesim_cfg {
+    let (timing, array) = if let Some(cfg) = &args.scalesim_cfg {
         if args.accel.is_some() || args.model.is_some() {
             bail!("--scalesim-cfg runs a SCALE-Sim job; do not combine it with --accel/--model");
         }
@@ -76,10 +76,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .outdir
             .as_ref()
             .context("--scalesim-cfg needs --outdir D")?;
-        let (t, dir) = run_job(cfg, topo, outdir)?;
+        let (t, array, dir) = run_job(cfg, topo, outdir)?;
         println!("{}", table(&t));
         println!("SCALE-Sim reports written to {}", dir.display());
-        t
+        (t, Some(array))
     } else {
         let accel_path = args
             .accel
@@ -120,7 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (None, None) => bail!("--accel needs --model M.toml or --topology T.csv"),
         };
         println!("{}", table(&t));
-        t
+        (t, array_config(&acc))
     };
     if let Some(dir) = &args.csv {
         std::fs::create_dir_all(dir)
@@ -128,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let path = dir.join("timing.csv");
         write_atomic(&path, csv(&timing).as_bytes())
             .with_context(|| format!("{}: cannot write", path.display()))?;
-        write_reports(&timing, dir)?;
+        write_reports(&timing, array.as_ref(), dir)?;
         println!("CSV written to {}", dir.display());
     }
     if let Some(path) = &args.json {
