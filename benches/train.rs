@@ -49,8 +49,43 @@ fn bench_train(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| t.train_step(&train.images, &train.labels))
         });
+        cpu_throughput(name, &mut t, &train.images, &train.labels);
     }
     group.finish();
+}
+
+/// Process CPU time (user + system) in seconds, from /proc/self/stat
+/// (clock ticks of 1/100 s); None where unavailable.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // fields after the parenthesised command name; utime, stime are 14, 15
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// On a shared machine wall-clock throughput says little; images per CPU
+/// second (x 2 = the 2-core figure if both cores were free and scaling
+/// perfect) is printed beside criterion's numbers.
+fn cpu_throughput(name: &str, t: &mut Trainer, images: &[f32], labels: &[u8]) {
+    const STEPS: usize = 3;
+    let (Some(c0), w0) = (cpu_seconds(), std::time::Instant::now()) else {
+        return;
+    };
+    for _ in 0..STEPS {
+        t.train_step(images, labels);
+    }
+    let (Some(c1), wall) = (cpu_seconds(), w0.elapsed().as_secs_f64()) else {
+        return;
+    };
+    let imgs = (STEPS * labels.len()) as f64;
+    println!(
+        "{name}: {:.1} img/s wall, {:.1} img per CPU-second, {:.2} cores used",
+        imgs / wall,
+        imgs / (c1 - c0),
+        (c1 - c0) / wall
+    );
 }
 
 criterion_group!(benches, bench_train);

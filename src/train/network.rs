@@ -15,7 +15,7 @@
 //!   conv/linear weights and biases exactly as `quant::build` folds them
 //!   (weight codes per tensor, bias codes in the accumulator domain), so the
 //!   forward reproduces the fixed-point engine's codes (see
-//!   `tests/train_qat.rs`). No backward in this mode.
+//!   `tests/train_fashion.rs`, `tests/train_ftt.rs`). No backward in this mode.
 //!
 //! Gradients pass straight through every rounding and fault injection and
 //! are blocked where a clamp (saturation, ReLU, ReLU6) was active.
