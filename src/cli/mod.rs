@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 pub mod accel;
 pub mod infer;
+pub mod inject;
+pub mod merge;
 pub mod model;
 pub mod sim;
 
@@ -26,6 +28,10 @@ pub enum Command {
     Sim(sim::Args),
     /// Check accelerator descriptions.
     Accel(accel::Args),
+    /// Fault-injection campaign: accuracy, SDC rate, vulnerability over many faulty chips.
+    Inject(inject::Args),
+    /// Merge the output directories of a sharded campaign.
+    Merge(merge::Args),
 }
 
 /// Run one parsed command line.
@@ -35,5 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(a) => model::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Accel(a) => accel::run(a),
+        Command::Inject(a) => inject::run(a),
+        Command::Merge(a) => merge::run(a),
     }
 }
