@@ -489,3 +489,50 @@ fn sram_flips_after_their_groups_gemm_are_masked() {
     assert_eq!(run(SramBuffer::Filter, 20, 2), want);
     assert_ne!(chip, q);
 }
+
+/// An executor built on the plain in-order GEMM: plugs into the network
+/// and gives the same logits (fault-free), as any exact executor must.
+struct InOrder;
+
+impl ftnas::hwsim::GemmExecutor for InOrder {
+    fn name(&self) -> &'static str {
+        "in-order"
+    }
+    fn run(
+        &self,
+        array: &ftnas::hwsim::SystolicArray,
+        gemm: &ftnas::hwsim::Gemm,
+        dp: &Datapath,
+        faults: &[HwFault],
+    ) -> Result<ftnas::hwsim::HwRun, ftnas::hwsim::HwSimError> {
+        assert!(faults.is_empty(), "fault-free executor");
+        let mapping = array.mapping(gemm.e, gemm.k, gemm.m);
+        Ok(ftnas::hwsim::HwRun {
+            out: ftnas::hwsim::reference_gemm(gemm, dp),
+            mapping,
+            stats: ftnas::hwsim::RunStats {
+                stepped_cycles: mapping.cycles,
+                pe_cycle_updates: mapping.cycles * (array.rows * array.cols) as u64,
+            },
+        })
+    }
+}
+
+#[test]
+fn executors_plug_in_and_images_run_in_parallel() {
+    let (_, q) = small_model();
+    let acc = accelerator(3, 5, Dataflow::Is, Datapath::INT8, 1);
+    let cycle_level = HwNetwork::new(&acc, &q).unwrap();
+    let in_order = cycle_level
+        .clone()
+        .with_executor(std::sync::Arc::new(InOrder));
+    assert_eq!(in_order.executor().name(), "in-order");
+    let imgs = images(q.input_shape(), 5, 12);
+    let want = ReferenceEngine.run(&q, &imgs, 0, None).unwrap();
+    for net in [&cycle_level, &in_order] {
+        assert_eq!(net.run_images(&imgs, 0, &ChipFaults::none()).unwrap(), want);
+    }
+    assert!(cycle_level
+        .run_images(&imgs[1..], 0, &ChipFaults::none())
+        .is_err());
+}

@@ -403,6 +403,30 @@ impl HwNetwork {
         Ok(self.run_codes(&codes, &faults)?.logits)
     }
 
+    /// Run `images` (whole images of `c*h*w` floats; image `i` has dataset
+    /// index `first_index + i`) on `chip`, images in parallel: the logit
+    /// codes of each. Results do not depend on the thread count.
+    pub fn run_images(
+        &self,
+        images: &[f32],
+        first_index: u64,
+        chip: &ChipFaults,
+    ) -> Result<Vec<Vec<i32>>, HwNetError> {
+        use rayon::prelude::*;
+        let n = self.model.input_shape().numel();
+        if !images.len().is_multiple_of(n) {
+            return Err(HwNetError::InputSize {
+                got: images.len(),
+                expected: n,
+            });
+        }
+        images
+            .par_chunks(n)
+            .enumerate()
+            .map(|(i, img)| self.run_image(img, first_index + i as u64, chip))
+            .collect()
+    }
+
     /// Run one image given as input codes, under `faults`.
     pub fn run_codes(&self, input: &[i32], faults: &ImageFaults) -> Result<HwImageRun, HwNetError> {
         let model = &self.model;
