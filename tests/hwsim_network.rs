@@ -536,3 +536,62 @@ fn executors_plug_in_and_images_run_in_parallel() {
         .run_images(&imgs[1..], 0, &ChipFaults::none())
         .is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A stuck filter-buffer cell equals, in every layer, the weight codes
+    /// at `i % words == address` having that bit stuck: checked against the
+    /// reference engine on the corrupted model, with buffers small enough
+    /// that layers are tiled.
+    #[test]
+    fn stuck_filter_cells_equal_corrupted_weights(
+        seed in any::<u64>(),
+        act in any::<u8>(),
+        weight in any::<u8>(),
+        psum in any::<u8>(),
+        saturate in any::<bool>(),
+        rows in 1usize..=4,
+        cols in 1usize..=4,
+        df in 0u8..3,
+        word_bytes in prop::sample::select(vec![16usize, 64, 128]),
+        address in 0usize..64,
+        bit in 0u8..16,
+        one in any::<bool>(),
+    ) {
+        let g = random_graph(seed);
+        let w = Weights::random(&g, seed ^ 1);
+        let dp = datapath(act, weight, psum, saturate);
+        let q = quant::quantize(&g, &w, dp, &images(g.input_shape(), 2, seed ^ 2)).unwrap();
+        let mut acc = accelerator(rows, cols, dataflow(df), dp, 1);
+        acc.buffers.word_bytes = word_bytes;
+        let net = HwNetwork::new(&acc, &q).unwrap();
+        let words = net.sram_words(SramBuffer::Filter);
+        let (address, bit) = (address % words, bit % dp.weight_bits);
+        let kind = if one { FaultKind::StuckAt1 } else { FaultKind::StuckAt0 };
+        let faults = ImageFaults {
+            permanent: vec![sram(SramBuffer::Filter, address, bit, kind)],
+            transient: vec![],
+        };
+        let mut chip = q.clone();
+        let width = u32::from(dp.weight_bits);
+        for node in &mut chip.nodes {
+            if let QOp::Mac(l) = &mut node.op {
+                for (i, c) in l.weights.iter_mut().enumerate() {
+                    if i % words == address {
+                        let v = if one { *c | (1 << bit) } else { *c & !(1 << bit) };
+                        *c = (v << (32 - width)) >> (32 - width);
+                    }
+                }
+            }
+        }
+        let imgs = images(g.input_shape(), 2, seed ^ 3);
+        let want = ReferenceEngine.run(&chip, &imgs, 0, None).unwrap();
+        let n = q.input_shape().numel();
+        for (i, img) in imgs.chunks(n).enumerate() {
+            let mut codes = vec![0; n];
+            q.quantize_input(img, &mut codes);
+            prop_assert_eq!(&net.run_codes(&codes, &faults).unwrap().logits, &want[i]);
+        }
+    }
+}
