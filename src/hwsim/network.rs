@@ -38,6 +38,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::accel::description::Kind;
 use crate::accel::Accelerator;
 use crate::engine::exec_non_mac;
@@ -78,7 +80,8 @@ pub enum HwNetError {
 }
 
 /// A fault anywhere on the chip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChipFault {
     Pe(HwFault),
     Sram(SramFault),
@@ -103,14 +106,14 @@ impl ChipFault {
 
 /// A fault acting during one layer; a flip's cycle is in that layer's
 /// numbering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LayerFault {
     pub layer: usize,
     pub fault: ChipFault,
 }
 
 /// The faults acting during one image's inference.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageFaults {
     /// Stuck-at faults acting in every layer.
     pub permanent: Vec<ChipFault>,
