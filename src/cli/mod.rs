@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod accel;
+pub mod hwrun;
 pub mod infer;
 pub mod inject;
 pub mod merge;
@@ -32,6 +33,8 @@ pub enum Command {
     Inject(inject::Args),
     /// Merge the output directories of a sharded campaign.
     Merge(merge::Args),
+    /// Run a model through the cycle-level systolic model, fault-free and under hardware faults.
+    Hwrun(hwrun::Args),
 }
 
 /// Run one parsed command line.
@@ -43,5 +46,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Accel(a) => accel::run(a),
         Command::Inject(a) => inject::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Hwrun(a) => hwrun::run(a),
     }
 }

@@ -111,7 +111,11 @@
 pub mod fault;
 pub(crate) mod is;
 pub(crate) mod kernel;
+pub mod layer;
+pub mod network;
 pub(crate) mod os;
+pub mod spec;
+pub mod sram;
 pub(crate) mod stationary;
 pub(crate) mod ws;
 
@@ -119,6 +123,10 @@ use rayon::prelude::*;
 
 pub use crate::accel::Dataflow;
 pub use fault::{FaultKind, FaultSite, HwFault};
+pub use layer::{CycleLevel, GemmExecutor, LayerGemm};
+pub use network::{ChipFault, HwNetError, HwNetwork, ImageFaults, LayerFault};
+pub use spec::{ChipFaults, HwFaultSpec, HwSpecError, Site};
+pub use sram::{SramBuffer, SramFault};
 
 use crate::fixed::{max_code, min_code, Datapath, Overflow};
 use fault::{schedule, FoldFaults};
