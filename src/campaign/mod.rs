@@ -12,6 +12,8 @@
 //! - `engine_chip`: [`EngineChip`], the fixed-point fast engine under an
 //!   algorithmic [`crate::fault::FaultModel`] (weight faults persistent per
 //!   chip, feature faults drawn per image).
+//! - `hw_chip`: [`HwChip`], the cycle-level systolic model
+//!   ([`crate::hwsim::HwNetwork`]) under a hardware fault specification.
 //! - `config`: [`CampaignConfig`], what identifies a campaign (input file
 //!   contents, images, chips, seed, parameters) and its hash.
 //! - `shard`: [`Shard`], `i/n`; chip `c` belongs to shard `c % n`.
@@ -37,6 +39,7 @@
 mod classify;
 mod config;
 mod engine_chip;
+mod hw_chip;
 mod journal;
 mod merge;
 mod results;
@@ -50,6 +53,7 @@ use std::path::PathBuf;
 pub use classify::{classify_chip, CleanRun, ImageOutcome};
 pub use config::{fnv1a64, CampaignConfig, InputFile};
 pub use engine_chip::EngineChip;
+pub use hw_chip::{HwChip, EVERY_LAYER};
 pub use journal::{ChipRecord, Manifest, VulnCounts, VulnRow};
 pub use merge::merge_shards;
 pub use results::{AccuracyStats, CampaignResult, VulnTableRow};

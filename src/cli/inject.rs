@@ -7,7 +7,9 @@
 //! Simulator: the fast fixed-point engine under an algorithmic fault model
 //! (`--fault-model FM.toml` and/or `--feature-fault` / `--weight-fault`
 //! shorthands, merged); the datapath comes from `--accel` when given, else from the
-//! datapath flags. `--shard i/n` runs chips `c % n == i`; `ftnas merge`
+//! datapath flags. With `--faults F.toml` (a hardware fault specification)
+//! each chip instead runs on `--accel`'s systolic array through the
+//! cycle-level model ([`crate::campaign::HwChip`]). `--shard i/n` runs chips `c % n == i`; `ftnas merge`
 //! combines shard directories. Running again with the same `--out` resumes.
 
 use std::path::PathBuf;
@@ -15,11 +17,14 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use crate::accel::Accelerator;
-use crate::campaign::{run_campaign, Campaign, EngineChip, InputFile, RunOptions, Shard};
+use crate::campaign::{
+    run_campaign, Campaign, ChipSimulator, EngineChip, HwChip, InputFile, RunOptions, Shard,
+};
 use crate::cli::infer::OverflowChoice;
 use crate::data::{self, Split};
 use crate::fault::FaultModel;
 use crate::fixed::{Datapath, Overflow};
+use crate::hwsim::{HwFaultSpec, HwNetwork};
 use crate::model;
 use crate::quant;
 
@@ -34,6 +39,10 @@ pub struct Args {
     /// Accelerator description: its datapath (bits, overflow) is used.
     #[arg(long, conflicts_with_all = ["act_bits", "weight_bits", "psum_bits", "overflow"])]
     pub accel: Option<PathBuf>,
+    /// Hardware fault specification (accelerators/faults/*.toml): run every
+    /// chip on --accel's systolic array through the cycle-level model.
+    #[arg(long, requires = "accel", conflicts_with_all = ["fault_model", "feature_fault", "weight_fault"])]
+    pub faults: Option<PathBuf>,
     /// Algorithmic fault model file (TOML); may be combined with the
     /// shorthands when they define different parts.
     #[arg(long)]
@@ -144,12 +153,17 @@ fn image_bytes(pixels: &[f32], labels: &[u8]) -> Vec<u8> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (datapath, accel_file) = datapath(&args)?;
-    let (fault_name, faults) = fault_model(&args)?;
-    if faults.weight().is_some() && !faults.weight_persistent() {
-        eprintln!(
-            "note: {fault_name} resamples weight faults every forward (training form); \
+    let algorithmic = match &args.faults {
+        Some(_) => None,
+        None => Some(fault_model(&args)?),
+    };
+    if let Some((fault_name, faults)) = &algorithmic {
+        if faults.weight().is_some() && !faults.weight_persistent() {
+            eprintln!(
+                "note: {fault_name} resamples weight faults every forward (training form); \
              a campaign samples them once per chip"
-        );
+            );
+        }
     }
 
     let test = data::load(args.data.as_deref(), Split::Test)?;
@@ -169,11 +183,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let calib_images = &train.images[..(n_calib * numel).min(train.images.len())];
     let qmodel = quant::quantize(&graph, &weights, datapath, calib_images)
         .with_context(|| format!("quantizing {}", args.model.display()))?;
-    let mac_names: Vec<&str> = qmodel.mac_layers().map(|l| l.name.as_str()).collect();
-    faults
-        .check_layer_names(&mac_names)
-        .and_then(|()| faults.check_bits(datapath.act_bits, datapath.weight_bits))
-        .with_context(|| format!("fault model {fault_name}"))?;
+    if let Some((fault_name, faults)) = &algorithmic {
+        let mac_names: Vec<&str> = qmodel.mac_layers().map(|l| l.name.as_str()).collect();
+        faults
+            .check_layer_names(&mac_names)
+            .and_then(|()| faults.check_bits(datapath.act_bits, datapath.weight_bits))
+            .with_context(|| format!("fault model {fault_name}"))?;
+    }
 
     if args.images == 0 || args.images > test.len() {
         bail!(
@@ -186,21 +202,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let images = &test.images[..args.images * numel];
     let labels = &test.labels[..args.images];
 
-    let simulator = EngineChip::new(qmodel, faults.clone());
+    let mut inputs = vec![
+        InputFile::read("model", &args.model)?,
+        InputFile::read("weights", &args.weights)?,
+    ];
+    inputs.extend(accel_file);
+    let simulator: Box<dyn ChipSimulator> = match (&algorithmic, &args.faults) {
+        (Some((fault_name, faults)), _) => {
+            inputs.push(InputFile::from_bytes(
+                "fault_model",
+                fault_name,
+                faults.to_toml_string().as_bytes(),
+            ));
+            Box::new(EngineChip::new(qmodel, faults.clone()))
+        }
+        (None, Some(spec_path)) => {
+            let accel_path = args.accel.as_ref().context("--faults needs --accel")?;
+            let accel = Accelerator::load(accel_path)?;
+            let net = HwNetwork::new(&accel, &qmodel).with_context(|| {
+                format!(
+                    "mapping {} onto {}",
+                    args.model.display(),
+                    accel_path.display()
+                )
+            })?;
+            let spec = HwFaultSpec::load(spec_path)?;
+            inputs.push(InputFile::read("faults", spec_path)?);
+            Box::new(HwChip::new(net, spec).with_context(|| format!("{}", spec_path.display()))?)
+        }
+        (None, None) => unreachable!("a fault source is always given"),
+    };
     let mut campaign = Campaign::new(
-        &simulator, images, labels, &test.name, args.chips, args.seed,
+        simulator.as_ref(),
+        images,
+        labels,
+        &test.name,
+        args.chips,
+        args.seed,
     );
     let cfg = &mut campaign.config;
-    cfg.inputs.push(InputFile::read("model", &args.model)?);
-    cfg.inputs.push(InputFile::read("weights", &args.weights)?);
-    if let Some(a) = accel_file {
-        cfg.inputs.push(a);
-    }
-    cfg.inputs.push(InputFile::from_bytes(
-        "fault_model",
-        &fault_name,
-        faults.to_toml_string().as_bytes(),
-    ));
+    cfg.inputs = inputs;
     cfg.inputs.push(InputFile::from_bytes(
         "test_images",
         &test.name,
