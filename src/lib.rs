@@ -7,6 +7,7 @@
 //! output), `cli` (one file per subcommand).
 
 pub mod accel;
+pub mod campaign;
 pub mod cli;
 pub mod data;
 pub mod derive;

@@ -489,3 +489,109 @@ fn sram_flips_after_their_groups_gemm_are_masked() {
     assert_eq!(run(SramBuffer::Filter, 20, 2), want);
     assert_ne!(chip, q);
 }
+
+/// An executor built on the plain in-order GEMM: plugs into the network
+/// and gives the same logits (fault-free), as any exact executor must.
+struct InOrder;
+
+impl ftnas::hwsim::GemmExecutor for InOrder {
+    fn name(&self) -> &'static str {
+        "in-order"
+    }
+    fn run(
+        &self,
+        array: &ftnas::hwsim::SystolicArray,
+        gemm: &ftnas::hwsim::Gemm,
+        dp: &Datapath,
+        faults: &[HwFault],
+    ) -> Result<ftnas::hwsim::HwRun, ftnas::hwsim::HwSimError> {
+        assert!(faults.is_empty(), "fault-free executor");
+        let mapping = array.mapping(gemm.e, gemm.k, gemm.m);
+        Ok(ftnas::hwsim::HwRun {
+            out: ftnas::hwsim::reference_gemm(gemm, dp),
+            mapping,
+            stats: ftnas::hwsim::RunStats {
+                stepped_cycles: mapping.cycles,
+                pe_cycle_updates: mapping.cycles * (array.rows * array.cols) as u64,
+            },
+        })
+    }
+}
+
+#[test]
+fn executors_plug_in_and_images_run_in_parallel() {
+    let (_, q) = small_model();
+    let acc = accelerator(3, 5, Dataflow::Is, Datapath::INT8, 1);
+    let cycle_level = HwNetwork::new(&acc, &q).unwrap();
+    let in_order = cycle_level
+        .clone()
+        .with_executor(std::sync::Arc::new(InOrder));
+    assert_eq!(in_order.executor().name(), "in-order");
+    let imgs = images(q.input_shape(), 5, 12);
+    let want = ReferenceEngine.run(&q, &imgs, 0, None).unwrap();
+    for net in [&cycle_level, &in_order] {
+        assert_eq!(net.run_images(&imgs, 0, &ChipFaults::none()).unwrap(), want);
+    }
+    assert!(cycle_level
+        .run_images(&imgs[1..], 0, &ChipFaults::none())
+        .is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A stuck filter-buffer cell equals, in every layer, the weight codes
+    /// at `i % words == address` having that bit stuck: checked against the
+    /// reference engine on the corrupted model, with buffers small enough
+    /// that layers are tiled.
+    #[test]
+    fn stuck_filter_cells_equal_corrupted_weights(
+        seed in any::<u64>(),
+        act in any::<u8>(),
+        weight in any::<u8>(),
+        psum in any::<u8>(),
+        saturate in any::<bool>(),
+        rows in 1usize..=4,
+        cols in 1usize..=4,
+        df in 0u8..3,
+        word_bytes in prop::sample::select(vec![16usize, 64, 128]),
+        address in 0usize..64,
+        bit in 0u8..16,
+        one in any::<bool>(),
+    ) {
+        let g = random_graph(seed);
+        let w = Weights::random(&g, seed ^ 1);
+        let dp = datapath(act, weight, psum, saturate);
+        let q = quant::quantize(&g, &w, dp, &images(g.input_shape(), 2, seed ^ 2)).unwrap();
+        let mut acc = accelerator(rows, cols, dataflow(df), dp, 1);
+        acc.buffers.word_bytes = word_bytes;
+        let net = HwNetwork::new(&acc, &q).unwrap();
+        let words = net.sram_words(SramBuffer::Filter);
+        let (address, bit) = (address % words, bit % dp.weight_bits);
+        let kind = if one { FaultKind::StuckAt1 } else { FaultKind::StuckAt0 };
+        let faults = ImageFaults {
+            permanent: vec![sram(SramBuffer::Filter, address, bit, kind)],
+            transient: vec![],
+        };
+        let mut chip = q.clone();
+        let width = u32::from(dp.weight_bits);
+        for node in &mut chip.nodes {
+            if let QOp::Mac(l) = &mut node.op {
+                for (i, c) in l.weights.iter_mut().enumerate() {
+                    if i % words == address {
+                        let v = if one { *c | (1 << bit) } else { *c & !(1 << bit) };
+                        *c = (v << (32 - width)) >> (32 - width);
+                    }
+                }
+            }
+        }
+        let imgs = images(g.input_shape(), 2, seed ^ 3);
+        let want = ReferenceEngine.run(&chip, &imgs, 0, None).unwrap();
+        let n = q.input_shape().numel();
+        for (i, img) in imgs.chunks(n).enumerate() {
+            let mut codes = vec![0; n];
+            q.quantize_input(img, &mut codes);
+            prop_assert_eq!(&net.run_codes(&codes, &faults).unwrap().logits, &want[i]);
+        }
+    }
+}

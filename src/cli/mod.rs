@@ -9,6 +9,8 @@ pub mod derive;
 pub mod eval;
 pub mod hwrun;
 pub mod infer;
+pub mod inject;
+pub mod merge;
 pub mod model;
 pub mod sim;
 pub mod train;
@@ -39,6 +41,10 @@ pub enum Command {
     Train(train::Args),
     /// Accuracy vs fault rate for one or several models (table, CSV, JSON, SVG).
     Eval(eval::Args),
+    /// Fault-injection campaign: accuracy, SDC rate, vulnerability over many faulty chips.
+    Inject(inject::Args),
+    /// Merge the output directories of a sharded campaign.
+    Merge(merge::Args),
     /// Run a model through the cycle-level systolic model, fault-free and under hardware faults.
     Hwrun(hwrun::Args),
 }
@@ -54,6 +60,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Calibrate(a) => calibrate::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Inject(a) => inject::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Hwrun(a) => hwrun::run(a),
     }
 }

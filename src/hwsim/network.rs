@@ -38,6 +38,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::accel::description::Kind;
 use crate::accel::Accelerator;
 use crate::engine::exec_non_mac;
@@ -78,7 +80,8 @@ pub enum HwNetError {
 }
 
 /// A fault anywhere on the chip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChipFault {
     Pe(HwFault),
     Sram(SramFault),
@@ -103,14 +106,14 @@ impl ChipFault {
 
 /// A fault acting during one layer; a flip's cycle is in that layer's
 /// numbering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LayerFault {
     pub layer: usize,
     pub fault: ChipFault,
 }
 
 /// The faults acting during one image's inference.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageFaults {
     /// Stuck-at faults acting in every layer.
     pub permanent: Vec<ChipFault>,
@@ -401,6 +404,30 @@ impl HwNetwork {
         self.model.quantize_input(image, &mut codes);
         let faults = chip.for_image(image_index, self);
         Ok(self.run_codes(&codes, &faults)?.logits)
+    }
+
+    /// Run `images` (whole images of `c*h*w` floats; image `i` has dataset
+    /// index `first_index + i`) on `chip`, images in parallel: the logit
+    /// codes of each. Results do not depend on the thread count.
+    pub fn run_images(
+        &self,
+        images: &[f32],
+        first_index: u64,
+        chip: &ChipFaults,
+    ) -> Result<Vec<Vec<i32>>, HwNetError> {
+        use rayon::prelude::*;
+        let n = self.model.input_shape().numel();
+        if !images.len().is_multiple_of(n) {
+            return Err(HwNetError::InputSize {
+                got: images.len(),
+                expected: n,
+            });
+        }
+        images
+            .par_chunks(n)
+            .enumerate()
+            .map(|(i, img)| self.run_image(img, first_index + i as u64, chip))
+            .collect()
     }
 
     /// Run one image given as input codes, under `faults`.

@@ -1,0 +1,249 @@
+//! [`EngineChip`]: a chip simulated by the fixed-point fast engine under an
+//! algorithmic [`FaultModel`].
+//!
+//! Chip `c` of seed `s` is exactly trial `c` of `ftnas infer --seed s`:
+//! weight faults are drawn once per chip ([`QModel::with_weight_faults`]
+//! with trial `c`, whatever the model file's `persistent` says), feature
+//! faults per image at every hook point from `fault::stream(s, c, image,
+//! node)`.
+//!
+//! What counts as a fault: a code the injector changed. Site class
+//! `weight`: each weight code that differs from the fault-free code, for
+//! the whole chip. Site class `feature`: each requantized output code an
+//! injector changed, for its image. Draws that leave a code as it was (a
+//! stuck-at bit equal to the stored bit, `+2^b` on a saturated code) are
+//! invisible through the injector traits and not counted.
+//!
+//! The feature injector is wrapped to see what it changes; the engine does
+//! not tell an injector which image it is working on, but it seeds each
+//! call's rng from the image index, so the wrapper recognises the image by
+//! the first output of that rng (a table built per chip from the same
+//! streams; a collision or unknown stream is an error, never a guess).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use rand::RngCore;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::{CampaignError, ChipOutcome, ChipSimulator, FaultRecord, FaultScope};
+use crate::engine::{Engine, FastEngine, FeatureFaults};
+use crate::fault::{FaultModel, FeatureFault, FeatureInjector, LayerSite};
+use crate::quant::{QModel, QOp};
+
+/// Site class index of feature faults.
+const FEATURE: usize = 0;
+/// Site class index of weight faults.
+const WEIGHT: usize = 1;
+
+/// The fast engine running a quantized model under an algorithmic fault
+/// model, one chip per campaign chip.
+pub struct EngineChip {
+    model: QModel,
+    faults: FaultModel,
+    /// MAC layer names, in node order (the campaign's layers).
+    layer_names: Vec<String>,
+    /// Node id -> index into `layer_names`.
+    layer_of_node: HashMap<usize, usize>,
+}
+
+impl EngineChip {
+    pub fn new(model: QModel, faults: FaultModel) -> EngineChip {
+        let mut layer_names = Vec::new();
+        let mut layer_of_node = HashMap::new();
+        for l in model.mac_layers() {
+            layer_of_node.insert(l.node, layer_names.len());
+            layer_names.push(l.name.clone());
+        }
+        EngineChip {
+            model,
+            faults,
+            layer_names,
+            layer_of_node,
+        }
+    }
+
+    pub fn model(&self) -> &QModel {
+        &self.model
+    }
+
+    fn run(
+        &self,
+        model: &QModel,
+        images: &[f32],
+        faults: Option<FeatureFaults<'_>>,
+        chip: Option<u64>,
+    ) -> Result<Vec<Vec<i32>>, CampaignError> {
+        FastEngine
+            .run(model, images, 0, faults)
+            .map_err(|e| CampaignError::Simulator {
+                chip,
+                message: e.to_string(),
+            })
+    }
+}
+
+/// Feature injector that records which codes the wrapped one changed.
+struct Recorder<'a> {
+    inner: &'a dyn FeatureInjector,
+    /// (node, first output of the call's rng) -> image index.
+    image_of: HashMap<(usize, u64), usize>,
+    /// Nodes with a feature model (every call there must be in `image_of`).
+    modeled: HashSet<usize>,
+    /// (node, image, changed codes).
+    hits: Mutex<Vec<(usize, usize, u64)>>,
+    /// A call whose stream is not in `image_of`.
+    unknown: Mutex<Option<String>>,
+}
+
+impl FeatureInjector for Recorder<'_> {
+    fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
+        let Some(&image) = self.image_of.get(&(site.node, rng.clone().next_u64())) else {
+            // Layers without a feature model are not in the table.
+            if self.modeled.contains(&site.node) {
+                self.note_unknown(format!(
+                    "layer {}: a feature-fault stream that is not one of this chip's images",
+                    site.name
+                ));
+            }
+            self.inner.inject(site, codes, rng);
+            return;
+        };
+        let before = codes.to_vec();
+        self.inner.inject(site, codes, rng);
+        let changed = before
+            .iter()
+            .zip(codes.iter())
+            .filter(|(a, b)| a != b)
+            .count() as u64;
+        if changed > 0 {
+            self.hits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((site.node, image, changed));
+        }
+    }
+}
+
+impl Recorder<'_> {
+    fn note_unknown(&self, message: String) {
+        let mut u = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        u.get_or_insert(message);
+    }
+}
+
+impl ChipSimulator for EngineChip {
+    fn name(&self) -> String {
+        "fast-engine".into()
+    }
+
+    fn site_classes(&self) -> Vec<String> {
+        vec!["feature".into(), "weight".into()]
+    }
+
+    fn layers(&self) -> Vec<String> {
+        self.layer_names.clone()
+    }
+
+    fn clean_logits(&self, images: &[f32]) -> Result<Vec<Vec<i32>>, CampaignError> {
+        self.run(&self.model, images, None, None)
+    }
+
+    fn run_chip(&self, chip: u64, seed: u64, images: &[f32]) -> Result<ChipOutcome, CampaignError> {
+        let mut faults = Vec::new();
+        let faulty_model = match self.faults.weight() {
+            Some(w) => {
+                let m = self.model.with_weight_faults(w, seed, chip);
+                for (clean, faulty) in self.model.nodes.iter().zip(&m.nodes) {
+                    if let (QOp::Mac(a), QOp::Mac(b)) = (&clean.op, &faulty.op) {
+                        let changed = a
+                            .weights
+                            .iter()
+                            .zip(&b.weights)
+                            .filter(|(x, y)| x != y)
+                            .count();
+                        if changed > 0 {
+                            faults.push(FaultRecord {
+                                site: WEIGHT,
+                                layer: self.layer_of_node[&a.node],
+                                scope: FaultScope::Chip,
+                                count: changed as u64,
+                            });
+                        }
+                    }
+                }
+                Some(m)
+            }
+            None => None,
+        };
+        let model = faulty_model.as_ref().unwrap_or(&self.model);
+        let n_images = images.len() / self.model.input_shape().numel().max(1);
+        let logits = match self.faults.feature() {
+            None => self.run(model, images, None, Some(chip))?,
+            Some(inner) => {
+                let mut image_of = HashMap::new();
+                let mut modeled = HashSet::new();
+                for l in self.model.mac_layers() {
+                    if matches!(self.faults.feature_at(&l.feature_site()), FeatureFault::Off) {
+                        continue;
+                    }
+                    modeled.insert(l.node);
+                    for i in 0..n_images {
+                        let key =
+                            crate::fault::stream(seed, chip, i as u64, l.node as u64).next_u64();
+                        if image_of.insert((l.node, key), i).is_some() {
+                            return Err(CampaignError::Simulator {
+                                chip: Some(chip),
+                                message: format!(
+                                    "two images of layer {} share a fault stream fingerprint; \
+                                     their feature faults cannot be told apart",
+                                    l.name
+                                ),
+                            });
+                        }
+                    }
+                }
+                let recorder = Recorder {
+                    inner,
+                    image_of,
+                    modeled,
+                    hits: Mutex::new(Vec::new()),
+                    unknown: Mutex::new(None),
+                };
+                let logits = self.run(
+                    model,
+                    images,
+                    Some(FeatureFaults {
+                        injector: &recorder,
+                        seed,
+                        trial: chip,
+                    }),
+                    Some(chip),
+                )?;
+                if let Some(m) = recorder
+                    .unknown
+                    .into_inner()
+                    .unwrap_or_else(|p| p.into_inner())
+                {
+                    return Err(CampaignError::Simulator {
+                        chip: Some(chip),
+                        message: m,
+                    });
+                }
+                let mut hits = recorder
+                    .hits
+                    .into_inner()
+                    .unwrap_or_else(|p| p.into_inner());
+                hits.sort_unstable();
+                faults.extend(hits.into_iter().map(|(node, image, count)| FaultRecord {
+                    site: FEATURE,
+                    layer: self.layer_of_node[&node],
+                    scope: FaultScope::Image(image),
+                    count,
+                }));
+                logits
+            }
+        };
+        Ok(ChipOutcome { logits, faults })
+    }
+}
