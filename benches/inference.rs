@@ -6,6 +6,13 @@
 //! (throughput does not depend on pixel values).
 //!
 //! Run: `cargo bench --bench inference`.
+//!
+//! On a shared machine wall-clock throughput mostly measures the other
+//! load. `FTNAS_BENCH_CPU=1 cargo bench --bench inference` instead prints,
+//! per case, images per CPU-second of this process (user + system time
+//! from `/proc/self/stat`, so time spent waiting for a core does not
+//! count) and skips criterion. Multiply by the core count for the
+//! throughput of an otherwise idle machine with perfect scaling.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ftnas::data::{self, Split};
@@ -29,7 +36,41 @@ fn images(shape: Shape, n: usize) -> Vec<f32> {
     }
 }
 
+/// User + system CPU seconds of this process so far (Linux), if readable.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // fields after the parenthesised command name; utime, stime are 14, 15
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux configuration Rust targets
+    Some(ticks / 100.0)
+}
+
+/// Runs `f` (one batch of `batch` images) for at least 4 CPU-seconds and
+/// prints images per CPU-second.
+fn cpu_throughput(label: &str, batch: usize, mut f: impl FnMut()) {
+    f(); // warm-up: workspaces sized, pages touched
+    let Some(start) = cpu_seconds() else {
+        println!("{label}: /proc/self/stat not readable");
+        return;
+    };
+    let (mut images, mut spent) = (0usize, 0.0);
+    while spent < 4.0 {
+        f();
+        images += batch;
+        spent = cpu_seconds().unwrap_or(start) - start;
+    }
+    println!(
+        "{label}: {:.0} images per CPU-second ({images} images, {spent:.2} CPU-s)",
+        images as f64 / spent
+    );
+}
+
 fn bench_inference(c: &mut Criterion) {
+    if std::env::var_os("FTNAS_BENCH_CPU").is_some() {
+        return cpu_mode();
+    }
     let shape = Shape::new(1, 28, 28);
     let mibb = FaultModel::parse_feature_flag("mibb:1e-4").unwrap();
     let faults = FeatureFaults {
@@ -62,6 +103,38 @@ fn bench_inference(c: &mut Criterion) {
             });
         }
         group.finish();
+    }
+}
+
+/// The `FTNAS_BENCH_CPU` mode: batch 128, fast engine, every model and
+/// fault setting, CPU time instead of wall time.
+fn cpu_mode() {
+    let shape = Shape::new(1, 28, 28);
+    let mibb = FaultModel::parse_feature_flag("mibb:1e-4").unwrap();
+    let faults = FeatureFaults {
+        injector: mibb.feature().unwrap(),
+        seed: 1,
+        trial: 0,
+    };
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for name in ["resnet20", "mobilenetv2"] {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let path = format!("{}/models/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+        let g = load_model(std::path::Path::new(&path), shape).unwrap();
+        let w = Weights::random(&g, 1);
+        let q = quant::quantize(&g, &w, Datapath::INT8, &images(shape, 16)).unwrap();
+        let imgs = images(shape, 128);
+        cpu_throughput(&format!("{name} fast batch128 clean"), 128, || {
+            FastEngine.run(&q, &imgs, 0, None).unwrap();
+        });
+        cpu_throughput(&format!("{name} fast batch128 mibb1e-4"), 128, || {
+            FastEngine.run(&q, &imgs, 0, Some(faults)).unwrap();
+        });
     }
 }
 

@@ -9,10 +9,13 @@
 pub mod accel;
 pub mod cli;
 pub mod data;
+pub mod derive;
 pub mod engine;
+pub mod eval;
 pub mod fault;
 pub mod fixed;
 pub mod hwsim;
 pub mod model;
 pub mod quant;
 pub mod report;
+pub mod train;

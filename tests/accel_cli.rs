@@ -2,23 +2,24 @@
 //! would: SCALE-Sim jobs write SCALE-Sim's reports, descriptions time
 //! topologies with CSV/JSON output, and bad inputs fail with clear messages.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn ftnas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ftnas"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run ftnas")
-}
+use std::path::Path;
+use std::process::Output;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{failed_naming, root, run, s, succeeded};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// `ftnas sim` on a SCALE-Sim config and topology, reports into `outdir`.
+fn scalesim_job(cfg: &Path, topo: &Path, outdir: &Path) -> Output {
+    run([
+        "sim",
+        "--scalesim-cfg",
+        s(cfg),
+        "--topology",
+        s(topo),
+        "--outdir",
+        s(outdir),
+    ])
 }
 
 #[test]
@@ -33,27 +34,19 @@ fn scalesim_job_writes_scalesim_reports() {
     .unwrap();
     let cfg = root().join("accelerators/scalesim/scale.cfg");
     let out = d.path().join("out");
-    let o = ftnas(&[
-        "sim",
-        "--scalesim-cfg",
-        s(&cfg),
-        "--topology",
-        s(&topo),
-        "--outdir",
-        s(&out),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let run = out.join("scale_32x32_os");
-    let compute = std::fs::read_to_string(run.join("COMPUTE_REPORT.csv")).unwrap();
+    let o = scalesim_job(&cfg, &topo, &out);
+    let stdout = succeeded(&o);
+    let run_dir = out.join("scale_32x32_os");
+    let compute = std::fs::read_to_string(run_dir.join("COMPUTE_REPORT.csv")).unwrap();
     assert_eq!(
         compute,
         "LayerID, Total Cycles, Stall Cycles, Overall Util %, Mapping Efficiency %, Compute Util %,\n\
          0, 2847, 0, 15.173867228661749, 50.0, 15.168539325842694,\n"
     );
-    let detail = std::fs::read_to_string(run.join("DETAILED_ACCESS_REPORT.csv")).unwrap();
+    let detail = std::fs::read_to_string(run_dir.join("DETAILED_ACCESS_REPORT.csv")).unwrap();
     let row: Vec<&str> = detail.lines().nth(1).unwrap().split(", ").collect();
     assert_eq!((row[3], row[6], row[9]), ("27648", "13824", "18432"));
-    let bw = std::fs::read_to_string(run.join("BANDWIDTH_REPORT.csv")).unwrap();
+    let bw = std::fs::read_to_string(run_dir.join("BANDWIDTH_REPORT.csv")).unwrap();
     assert!(bw.starts_with("LayerID, Avg IFMAP SRAM BW, Avg FILTER SRAM BW, Avg OFMAP SRAM BW, Avg IFMAP DRAM BW, Avg FILTER DRAM BW, Avg OFMAP DRAM BW,\n"));
     // 27648 reads over 2847 cycles.
     let first: f64 = bw
@@ -66,7 +59,6 @@ fn scalesim_job_writes_scalesim_reports() {
         .parse()
         .unwrap();
     assert_eq!(first, 27648.0 / 2847.0);
-    let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("r20_conv1") && stdout.contains("TOTAL"),
         "{stdout}"
@@ -79,16 +71,8 @@ fn gemm_topology_runs() {
     let topo = d.path().join("gemm.csv");
     std::fs::write(&topo, "Layer Name, M, N, K,\nmnk, 128, 64, 256,\n").unwrap();
     let cfg = root().join("accelerators/scalesim/google.cfg");
-    let o = ftnas(&[
-        "sim",
-        "--scalesim-cfg",
-        s(&cfg),
-        "--topology",
-        s(&topo),
-        "--outdir",
-        s(d.path()),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = scalesim_job(&cfg, &topo, d.path());
+    succeeded(&o);
     let compute =
         std::fs::read_to_string(d.path().join("google_256x256_ws/COMPUTE_REPORT.csv")).unwrap();
     // WS: Sr = K = 256, Sc = N = 64, T = M = 128 -> one fold of
@@ -101,7 +85,7 @@ fn accel_topology_with_csv_and_json() {
     let d = tempfile::tempdir().unwrap();
     let json = d.path().join("t.json");
     let csvdir = d.path().join("csv");
-    let o = ftnas(&[
+    let o = run([
         "sim",
         "--accel",
         "accelerators/scalesim_32x32.toml",
@@ -112,7 +96,7 @@ fn accel_topology_with_csv_and_json() {
         "--json",
         s(&json),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    succeeded(&o);
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["layers"].as_array().unwrap().len(), 54);
@@ -135,9 +119,8 @@ fn accel_check_all_shipped_and_a_bad_one() {
         }
     }
     let refs: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
-    let o = ftnas(&refs);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let o = run(&refs);
+    let out = succeeded(&o);
     assert!(
         out.contains("tpu-v1: valid") && out.contains("GMAC/s"),
         "{out}"
@@ -153,13 +136,8 @@ fn accel_check_all_shipped_and_a_bad_one() {
         .unwrap()
         .replace("cols = 256", "cols = 0");
     std::fs::write(&bad, text).unwrap();
-    let o = ftnas(&["accel", "check", s(&bad)]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("bad.toml") && err.contains("systolic.cols"),
-        "{err}"
-    );
+    let o = run(["accel", "check", s(&bad)]);
+    failed_naming(&o, &["bad.toml", "systolic.cols"]);
 }
 
 #[test]
@@ -172,57 +150,36 @@ fn bad_invocations_fail_cleanly() {
     )
     .unwrap();
     let topo = root().join("accelerators/topologies/resnet50.csv");
-    let o = ftnas(&[
-        "sim",
-        "--scalesim-cfg",
-        s(&cfg),
-        "--topology",
-        s(&topo),
-        "--outdir",
-        s(d.path()),
-    ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("bad.cfg") && err.contains("IfmapSramSzkB"),
-        "{err}"
-    );
+    let o = scalesim_job(&cfg, &topo, d.path());
+    failed_naming(&o, &["bad.cfg", "IfmapSramSzkB"]);
 
     let bad_topo = d.path().join("t.csv");
     std::fs::write(&bad_topo, "h\nc1, 8, 8, 9, 9, 1, 1, 1,\n").unwrap();
-    let o = ftnas(&[
+    let o = run([
         "sim",
         "--accel",
         "accelerators/edge_16x16_os.toml",
         "--topology",
         s(&bad_topo),
     ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("t.csv:2") && err.contains("larger than the ifmap"),
-        "{err}"
-    );
+    failed_naming(&o, &["t.csv:2", "larger than the ifmap"]);
 
-    let o = ftnas(&[
+    let o = run([
         "sim",
         "--accel",
         "accelerators/stripes.toml",
         "--input",
         "3x32",
     ]);
-    assert!(!o.status.success());
-    let o = ftnas(&["sim"]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--accel"));
+    failed_naming(&o, &[]);
+    failed_naming(&run(["sim"]), &["--accel"]);
     // Bit-serial designs cannot run SCALE-Sim topologies.
-    let o = ftnas(&[
+    let o = run([
         "sim",
         "--accel",
         "accelerators/stripes.toml",
         "--topology",
         s(&topo),
     ]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("systolic"));
+    failed_naming(&o, &["systolic"]);
 }

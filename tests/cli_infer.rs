@@ -1,24 +1,15 @@
 //! `ftnas infer` end to end on real Fashion-MNIST images with seeded random
 //! weights (trained weights arrive with the training work).
 
-use std::process::Command;
+mod common;
 
-fn ftnas() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ftnas"))
-}
+use std::path::{Path, PathBuf};
 
-fn init_weights(dir: &std::path::Path) -> std::path::PathBuf {
+use common::{failed_naming, run, s, succeeded};
+
+fn init_weights(dir: &Path) -> PathBuf {
     let w = dir.join("r20.safetensors");
-    let out = ftnas()
-        .args(["model", "init", "models/resnet20.toml", "--seed", "3", "-o"])
-        .arg(&w)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::init_weights(Path::new("models/resnet20.toml"), "1x28x28", 3, &w);
     w
 }
 
@@ -29,38 +20,27 @@ fn infer_clean_and_faulty_writes_json_and_engines_agree() {
     let mut accs = Vec::new();
     for engine in ["fast", "reference"] {
         let json = dir.path().join(format!("{engine}.json"));
-        let out = ftnas()
-            .args([
-                "infer",
-                "--model",
-                "models/resnet20.toml",
-                "--images",
-                "24",
-                "--calib",
-                "16",
-            ])
-            .args([
-                "--trials",
-                "2",
-                "--feature-fault",
-                "mibb:1e-2",
-                "--seed",
-                "7",
-                "--engine",
-                engine,
-            ])
-            .arg("--weights")
-            .arg(&w)
-            .arg("--json")
-            .arg(&json)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = succeeded(&run([
+            "infer",
+            "--model",
+            "models/resnet20.toml",
+            "--images",
+            "24",
+            "--calib",
+            "16",
+            "--trials",
+            "2",
+            "--feature-fault",
+            "mibb:1e-2",
+            "--seed",
+            "7",
+            "--engine",
+            engine,
+            "--weights",
+            s(&w),
+            "--json",
+            s(&json),
+        ]));
         assert!(stdout.contains("clean accuracy"), "{stdout}");
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         assert_eq!(v["images"], 24);
@@ -79,47 +59,30 @@ fn infer_clean_and_faulty_writes_json_and_engines_agree() {
 fn infer_bad_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let w = init_weights(dir.path());
+    let infer = ["infer", "--model", "models/resnet20.toml"];
     let missing = dir.path().join("nope.safetensors");
-    let out = ftnas()
-        .args([
-            "infer",
-            "--model",
-            "models/resnet20.toml",
-            "--images",
-            "4",
-            "--weights",
-        ])
-        .arg(&missing)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.safetensors"));
-
-    let out = ftnas()
-        .args([
-            "infer",
-            "--model",
-            "models/resnet20.toml",
+    failed_naming(
+        &run(infer
+            .iter()
+            .chain(&["--images", "4", "--weights", s(&missing)])),
+        &["nope.safetensors"],
+    );
+    failed_naming(
+        &run(infer.iter().chain(&[
             "--images",
             "4",
             "--feature-fault",
             "mibb:2",
-        ])
-        .arg("--weights")
-        .arg(&w)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("mibb"), "{err}");
-
-    let out = ftnas()
-        .args(["infer", "--model", "models/resnet20.toml", "--data"])
-        .arg(dir.path().join("empty"))
-        .arg("--weights")
-        .arg(&w)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+            "--weights",
+            s(&w),
+        ])),
+        &["mibb"],
+    );
+    let empty = dir.path().join("empty");
+    failed_naming(
+        &run(infer
+            .iter()
+            .chain(&["--data", s(&empty), "--weights", s(&w)])),
+        &[],
+    );
 }

@@ -1,8 +1,12 @@
-//! The shared GEMM test battery: every kernel available on this CPU, single-
-//! and multi-threaded, against a naive i64 triple loop wrapped to i32.
+//! The shared kernel test battery: every GEMM kernel available on this CPU,
+//! single- and multi-threaded, with A packed per call and pre-packed once
+//! ([`PackedA`]), against a naive i64 triple loop wrapped to i32; and every
+//! depthwise plane kernel against a naive direct convolution.
 
+use ftnas::engine::depthwise::{depthwise_plane_with, DepthwiseScratch, PlaneGeometry};
 use ftnas::engine::gemm::{
-    gemm_i16, gemm_i16_with, gemm_i8, gemm_i8_with, kernels, Kernel, Parallelism,
+    gemm_i16, gemm_i16_with, gemm_i8, gemm_i8_with, gemm_packed_i16, gemm_packed_i8, kernels,
+    Kernel, PackedA, Parallelism,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -39,6 +43,16 @@ fn check_i8(m: usize, n: usize, k: usize, a: &[i8], b: &[i8], expected: &[i32]) 
                 "i8 kernel {kernel} {mode:?} differs from naive for m={m} n={n} k={k}"
             );
         }
+        let packed = PackedA::new_i8(kernel, m, k, a);
+        assert_eq!((packed.kernel(), packed.m(), packed.k()), (kernel, m, k));
+        for mode in MODES {
+            let mut c = vec![0x3C3C_3C3Ci32; m * n];
+            gemm_packed_i8(mode, &packed, n, b, &mut c);
+            assert!(
+                c == expected,
+                "i8 kernel {kernel} {mode:?} with pre-packed A differs for m={m} n={n} k={k}"
+            );
+        }
     }
 }
 
@@ -50,6 +64,59 @@ fn check_i16(m: usize, n: usize, k: usize, a: &[i16], b: &[i16], expected: &[i32
             assert!(
                 c == expected,
                 "i16 kernel {kernel} {mode:?} differs from naive for m={m} n={n} k={k}"
+            );
+        }
+        let packed = PackedA::new_i16(kernel, m, k, a);
+        for mode in MODES {
+            let mut c = vec![0x3C3C_3C3Ci32; m * n];
+            gemm_packed_i16(mode, &packed, n, b, &mut c);
+            assert!(
+                c == expected,
+                "i16 kernel {kernel} {mode:?} with pre-packed A differs for m={m} n={n} k={k}"
+            );
+        }
+    }
+}
+
+/// Naive depthwise plane: direct loop with bounds tests, i64 sums wrapped.
+fn naive_depthwise(g: &PlaneGeometry, input: &[i32], w: &[i32]) -> Vec<i32> {
+    let (kh, kw) = g.kernel;
+    let mut out = vec![0i32; g.out_h * g.out_w];
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            let mut s = 0i64;
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let iy = (oy * g.stride.0 + ky * g.dilation.0) as isize - g.padding.0 as isize;
+                    let ix = (ox * g.stride.1 + kx * g.dilation.1) as isize - g.padding.1 as isize;
+                    if iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w {
+                        // i32 x i32 products of the wide case can overflow
+                        // an i64 sum; only the value mod 2^32 matters
+                        s = s.wrapping_add(
+                            input[iy as usize * g.in_w + ix as usize] as i64
+                                * w[ky * kw + kx] as i64,
+                        );
+                    }
+                }
+            }
+            out[oy * g.out_w + ox] = s as i32;
+        }
+    }
+    out
+}
+
+/// Every depthwise kernel, twice with one scratch (reuse must not leak
+/// stale values), against the naive loop.
+fn check_depthwise(g: &PlaneGeometry, input: &[i32], w: &[i32]) {
+    let want = naive_depthwise(g, input, w);
+    let mut scratch = DepthwiseScratch::default();
+    for kernel in kernels() {
+        for _ in 0..2 {
+            let mut out = vec![0x3C3C_3C3Ci32; want.len()];
+            depthwise_plane_with(kernel, g, input, w, &mut out, &mut scratch);
+            assert!(
+                out == want,
+                "depthwise kernel {kernel} differs from naive for {g:?}"
             );
         }
     }
@@ -108,6 +175,43 @@ proptest! {
         })
     ) {
         check_i16(m, n, k, &a, &b, &naive(m, n, k, &a, &b));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn depthwise_random_geometries_match_naive(
+        (h, w) in (1usize..=20, 1usize..=20),
+        kernel in (1usize..=5, 1usize..=5),
+        stride in (1usize..=3, 1usize..=3),
+        padding in (0usize..=2, 0usize..=2),
+        dilation in (1usize..=2, 1usize..=2),
+        seed in any::<u64>(),
+        wide in any::<bool>(),
+    ) {
+        let Some(g) = PlaneGeometry::new((h, w), kernel, stride, padding, dilation) else {
+            return Ok(());
+        };
+        // 16-bit codes (the widest datapath) or full i32 (wrapping products)
+        let values = |len: usize, salt: u64| -> Vec<i32> {
+            let raw = fill_i16(2 * len, seed ^ salt);
+            raw.chunks(2)
+                .map(|p| if wide { (p[0] as i32) << 16 | (p[1] as u16 as i32) } else { p[0] as i32 })
+                .collect()
+        };
+        check_depthwise(&g, &values(h * w, 1), &values(kernel.0 * kernel.1, 2));
+    }
+}
+
+#[test]
+fn depthwise_mobilenet_shapes_match_naive() {
+    for (h, stride) in [(28, 1), (28, 2), (14, 1), (14, 2), (7, 1), (4, 1), (2, 2)] {
+        let g = PlaneGeometry::new((h, h), (3, 3), (stride, stride), (1, 1), (1, 1)).unwrap();
+        let input: Vec<i32> = fill_i8(h * h, h as u64).iter().map(|&v| v as i32).collect();
+        let w: Vec<i32> = fill_i8(9, 7).iter().map(|&v| v as i32).collect();
+        check_depthwise(&g, &input, &w);
     }
 }
 

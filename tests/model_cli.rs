@@ -1,31 +1,19 @@
 //! `ftnas model show` / `ftnas model init` through the real binary.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn ftnas() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ftnas"))
-}
+use std::path::PathBuf;
+
+use common::{failed_naming, run, s, succeeded};
 
 fn model(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(name)
+    common::repo_file(&format!("models/{name}"))
 }
 
 #[test]
 fn show_prints_layers_and_totals() {
-    let out = ftnas()
-        .args(["model", "show", "--input", "3x32x32"])
-        .arg(model("resnet20.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let m = model("resnet20.toml");
+    let text = succeeded(&run(["model", "show", "--input", "3x32x32", s(&m)]));
     let row = text
         .lines()
         .find(|l| l.starts_with("layer3.0.downsample.0 "))
@@ -50,18 +38,16 @@ fn show_prints_layers_and_totals() {
 fn show_json_for_mnist_input() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("w.json");
-    let out = ftnas()
-        .args(["model", "show"])
-        .arg(model("w-ftt-net.toml"))
-        .args(["--input", "1x28x28", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let m = model("w-ftt-net.toml");
+    succeeded(&run([
+        "model",
+        "show",
+        s(&m),
+        "--input",
+        "1x28x28",
+        "--json",
+        s(&json),
+    ]));
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["model"], "w-ftt-net");
@@ -80,44 +66,30 @@ fn show_json_for_mnist_input() {
 fn init_writes_weights_that_show_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("vgg.safetensors");
-    let out = ftnas()
-        .args(["model", "init"])
-        .arg(model("vgg-small.toml"))
-        .args(["--input", "1x28x28", "--seed", "3", "-o"])
-        .arg(&w)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = ftnas()
-        .args(["model", "show"])
-        .arg(model("vgg-small.toml"))
-        .args(["--input", "1x28x28", "--weights"])
-        .arg(&w)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("all 32 tensors present"));
+    let vgg = model("vgg-small.toml");
+    common::init_weights(&vgg, "1x28x28", 3, &w);
+    let shown = succeeded(&run([
+        "model",
+        "show",
+        s(&vgg),
+        "--input",
+        "1x28x28",
+        "--weights",
+        s(&w),
+    ]));
+    assert!(shown.contains("all 32 tensors present"));
     // the same weights do not fit the 3-channel graph
-    let out = ftnas()
-        .args(["model", "show"])
-        .arg(model("vgg-small.toml"))
-        .args(["--input", "3x32x32", "--weights"])
-        .arg(&w)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("stage1.0.conv.weight") && err.contains("[128, 1, 3, 3]"),
-        "{err}"
+    failed_naming(
+        &run([
+            "model",
+            "show",
+            s(&vgg),
+            "--input",
+            "3x32x32",
+            "--weights",
+            s(&w),
+        ]),
+        &["stage1.0.conv.weight", "[128, 1, 3, 3]"],
     );
 }
 
@@ -126,21 +98,13 @@ fn bad_model_file_and_bad_input_flag_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "family = \"resnet\"\ndepth = 20\nwidth = 2\n").unwrap();
-    let out = ftnas().args(["model", "show"]).arg(&bad).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.toml") && err.contains("line 3") && err.contains("width"),
-        "{err}"
+    failed_naming(
+        &run(["model", "show", s(&bad)]),
+        &["bad.toml", "line 3", "width"],
     );
-    assert!(!err.contains("panicked"), "{err}");
-
-    let out = ftnas()
-        .args(["model", "show"])
-        .arg(model("resnet20.toml"))
-        .args(["--input", "32x32"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("CxHxW"));
+    let m = model("resnet20.toml");
+    failed_naming(
+        &run(["model", "show", s(&m), "--input", "32x32"]),
+        &["CxHxW"],
+    );
 }

@@ -99,6 +99,7 @@
 //! * Ramulator-driven DRAM latencies and multi-bank SRAM layouts of later
 //!   SCALE-Sim versions are not modelled (latency 1 read, 0 write, 1 bank).
 
+mod calc_stream;
 mod operands;
 mod read_calc;
 mod read_user;
@@ -107,7 +108,7 @@ mod reference;
 mod write_buffer;
 
 use super::{Dataflow, ScaleSimLayer};
-use operands::{Operand, Operands, FILTER_OFFSET};
+use operands::{Operand, Operands};
 use read_calc::CalcReadBuffer;
 use read_user::{ReadGeometry, UserReadBuffer};
 use write_buffer::WriteBuffer;
@@ -159,7 +160,7 @@ pub fn simulate(input: &MemoryInput) -> MemoryReport {
     }
     let ops = Operands::new(input);
     match input.interface {
-        Interface::Calc => simulate_calc(input, &ops),
+        Interface::Calc => simulate_calc(input, &ops, MAX_IFMAP_PERIOD_WORDS),
         Interface::User { words_per_cycle } => simulate_user(input, &ops, words_per_cycle),
     }
 }
@@ -316,23 +317,19 @@ fn quiet_write_lines(
     ok
 }
 
-/// CALC mode: the read buffers never stall but see every demanded word (the
-/// DRAM count depends on the exact order); the write buffer runs as in USER
-/// mode with a bandwidth of one array width.
-fn simulate_calc(input: &MemoryInput, ops: &Operands) -> MemoryReport {
-    let mut ifmap = CalcReadBuffer::new(0, ops.ifmap_words(), input.ifmap_sram_words, CALC_READ_BW);
-    let mut filter = CalcReadBuffer::new(
-        FILTER_OFFSET,
-        ops.filter_words(),
-        input.filter_sram_words,
-        CALC_READ_BW,
-    );
+/// CALC mode: the read buffers never stall, so the write buffer alone sets
+/// the cycles (it runs as in USER mode with a bandwidth of one array width,
+/// in quiet runs); the read buffers' misses and slides come from
+/// `calc_stream` and are replayed at the cycles of their lines.
+fn simulate_calc(input: &MemoryInput, ops: &Operands, max_period_words: usize) -> MemoryReport {
+    let mut ifmap = CalcReadBuffer::new(input.ifmap_sram_words, CALC_READ_BW);
+    let mut filter = CalcReadBuffer::new(input.filter_sram_words, CALC_READ_BW);
     // A buffer that never closes 50 sets never evicts: each distinct word
     // is read once, in demand order, and nothing else changes.
-    let ifmap_fed = !ifmap.settle_if_never_evicts(ops.distinct_ifmap_words());
-    let filter_fed = !filter.settle_if_never_evicts(ops.filter_words());
+    let ifmap_evicts = !ifmap.settle_if_never_evicts(ops.distinct_ifmap_words());
+    let filter_evicts = !filter.settle_if_never_evicts(ops.filter_words());
     let mut ofmap = WriteBuffer::new(input.ofmap_sram_words, input.cols);
-    let (islots, fslots) = (ops.ifmap_slots(), ops.filter_slots());
+    let mut stalls = StallSteps::default();
     let cpf = ops.cycles_per_fold;
     let mut stall: i64 = 0;
     let mut line: i64 = 0;
@@ -341,51 +338,48 @@ fn simulate_calc(input: &MemoryInput, ops: &Operands) -> MemoryReport {
         for fr in 0..ops.row_folds {
             let mut tau = 0;
             while tau < cpf {
-                if !ifmap_fed && !filter_fed {
-                    let (during, after, drain_end) = ofmap.quiet_room();
-                    let before_drain_end = (drain_end - (line + stall)).max(0) as usize;
-                    let room = WriteRoom {
-                        during,
-                        after,
-                        before_drain_end,
-                    };
-                    let quiet = quiet_write_lines(ops, fr, fc, tau, cpf - tau, room);
-                    if quiet > 0 {
-                        let words = ops.ofmap_words_before(fr, fc, tau + quiet)
-                            - ops.ofmap_words_before(fr, fc, tau);
-                        ofmap.store_quiet(words);
-                        line += quiet as i64;
-                        tau += quiet;
-                        last_out = line - 1 + stall;
-                        continue;
-                    }
+                let (during, after, drain_end) = ofmap.quiet_room();
+                let before_drain_end = (drain_end - (line + stall)).max(0) as usize;
+                let room = WriteRoom {
+                    during,
+                    after,
+                    before_drain_end,
+                };
+                let quiet = quiet_write_lines(ops, fr, fc, tau, cpf - tau, room);
+                if quiet > 0 {
+                    let words = ops.ofmap_words_before(fr, fc, tau + quiet)
+                        - ops.ofmap_words_before(fr, fc, tau);
+                    ofmap.store_quiet(words);
+                    line += quiet as i64;
+                    tau += quiet;
+                    last_out = line - 1 + stall;
+                    continue;
                 }
                 let cycle = line + stall;
-                if ifmap_fed {
-                    feed_calc(
-                        &mut ifmap,
-                        cycle,
-                        (0..islots).map(|s| ops.ifmap_demand(fr, fc, tau, s)),
-                    );
-                }
-                if filter_fed {
-                    feed_calc(
-                        &mut filter,
-                        cycle,
-                        (0..fslots).map(|s| ops.filter_demand(fr, fc, tau, s)),
-                    );
-                }
                 let words =
                     ops.ofmap_words_before(fr, fc, tau + 1) - ops.ofmap_words_before(fr, fc, tau);
                 let out = ofmap.service_line(cycle, words);
                 last_out = out;
-                stall += (out - cycle).max(0);
+                if out > cycle {
+                    stall += out - cycle;
+                    stalls.add(line as u64 + 1, stall);
+                }
                 line += 1;
                 tau += 1;
             }
         }
     }
     ofmap.finish(last_out);
+    let cycle_of = |line: u64| stalls.cycle(line);
+    if ifmap_evicts {
+        match calc_stream::ifmap_misses(ops, ifmap.epoch_words(), max_period_words) {
+            Some(misses) => misses.replay(&mut ifmap, cycle_of),
+            None => calc_stream::feed_ifmap_word_by_word(ops, &mut ifmap, cycle_of),
+        }
+    }
+    if filter_evicts {
+        calc_stream::filter_misses(ops, filter.epoch_words()).replay(&mut filter, cycle_of);
+    }
     ifmap.finish();
     filter.finish();
     MemoryReport {
@@ -405,16 +399,27 @@ fn simulate_calc(input: &MemoryInput, ops: &Operands) -> MemoryReport {
 /// SCALE-Sim's fixed DRAM read bandwidth guess in CALC mode (words/cycle).
 const CALC_READ_BW: usize = 10;
 
-fn feed_calc(buf: &mut CalcReadBuffer, cycle: i64, addrs: impl Iterator<Item = i64>) {
-    let mut first = true;
-    for a in addrs {
-        if a >= 0 {
-            if first {
-                buf.note_line(cycle, true);
-                first = false;
-            }
-            buf.demand(cycle, a);
-        }
+/// Ifmap periods (pixels x window cells) above this are fed word by word
+/// instead of through a previous-occurrence array (4 bytes per cell).
+const MAX_IFMAP_PERIOD_WORDS: usize = 1 << 28;
+
+/// The stall accumulated before each line, as steps: the cycle of global
+/// demand line `l` is `l` plus the stall of the last step at or before it.
+#[derive(Debug, Default)]
+struct StallSteps {
+    /// (first line, stall from that line on), lines ascending.
+    steps: Vec<(u64, i64)>,
+}
+
+impl StallSteps {
+    fn add(&mut self, from_line: u64, stall: i64) {
+        self.steps.push((from_line, stall));
+    }
+
+    fn cycle(&self, line: u64) -> i64 {
+        let i = self.steps.partition_point(|&(l, _)| l <= line);
+        let stall = if i == 0 { 0 } else { self.steps[i - 1].1 };
+        line as i64 + stall
     }
 }
 
@@ -464,12 +469,21 @@ mod tests {
         }
     }
 
+    /// Cases per property: `PROPTEST_CASES` when set (`with_cases` would
+    /// otherwise ignore it), else `default`.
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
     fn dataflow() -> impl Strategy<Value = Dataflow> {
         prop_oneof![Just(Dataflow::Os), Just(Dataflow::Ws), Just(Dataflow::Is)]
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
+        #![proptest_config(ProptestConfig::with_cases(cases(300)))]
         /// The run-length model gives exactly what the element-by-element
         /// replay of SCALE-Sim gives, on small random layers and SRAMs small
         /// enough to make windows slide, wrap and stall.
@@ -495,6 +509,58 @@ mod tests {
             let interface = if user { Interface::User { words_per_cycle: bw } } else { Interface::Calc };
             let inp = input(df, rows, cols, l, [isram, fsram, osram], interface);
             prop_assert_eq!(simulate(&inp), reference::simulate_trace(&inp));
+        }
+    }
+
+    /// SRAM words whose CALC epoch (50 sets of floor(words/100)) holds about
+    /// `percent`% of `distinct` words.
+    fn sram_for_epoch(distinct: usize, percent: usize) -> usize {
+        100 * (distinct * percent).div_ceil(100 * 50).max(1)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(300)))]
+        /// CALC mode's epoch counting (`calc_stream`) gives exactly what
+        /// feeding every word through SCALE-Sim's buffer gives: operands that
+        /// do not fit (epochs of 2-99% of the distinct words, so windows
+        /// slide, several times per fold for small epochs), partial fits (one
+        /// operand fits, the other does not), ofmap SRAMs small enough to
+        /// stall (slides land at shifted cycles), and the word-by-word
+        /// fallback for ifmap periods over the size limit.
+        #[test]
+        fn calc_epochs_equal_word_by_word_feeding(
+            df in dataflow(),
+            rows in 1usize..7,
+            cols in 1usize..7,
+            fh in 1usize..4,
+            fw in 1usize..4,
+            extra_h in 0usize..6,
+            extra_w in 0usize..6,
+            c in 1usize..5,
+            m in 1usize..10,
+            s in 1usize..3,
+            ifmap_pct in prop_oneof![2usize..100, 100usize..200],
+            filter_pct in prop_oneof![2usize..100, 100usize..200],
+            osram in 2usize..400,
+            word_by_word in any::<bool>(),
+        ) {
+            let l = layer(fh + extra_h, fw + extra_w, fh, fw, c, m, s);
+            let probe = input(df, rows, cols, l.clone(), [100, 100, 100], Interface::Calc);
+            let ops = Operands::new(&probe);
+            let (id, fd) = (ops.distinct_ifmap_words(), ops.filter_words());
+            let sram = [sram_for_epoch(id, ifmap_pct), sram_for_epoch(fd, filter_pct), osram];
+            let inp = input(df, rows, cols, l, sram, Interface::Calc);
+            let limit = if word_by_word { 0 } else { MAX_IFMAP_PERIOD_WORDS };
+            let fast = simulate_calc(&inp, &Operands::new(&inp), limit);
+            prop_assert_eq!(&fast, &reference::simulate_trace(&inp));
+            // Every distinct word misses once, so an epoch smaller than the
+            // operand must end at least once: the slides are exercised.
+            let epoch = (50 * (sram[0] / 100)) as u64;
+            if (id as u64) >= epoch && !word_by_word {
+                let misses = calc_stream::ifmap_misses(&ops, epoch, limit).unwrap();
+                prop_assert!(!misses.slide_lines.is_empty());
+                prop_assert_eq!(misses.total, fast.dram_ifmap_reads);
+            }
         }
     }
 

@@ -4,10 +4,13 @@
 use clap::{Parser, Subcommand};
 
 pub mod accel;
+pub mod derive;
+pub mod eval;
 pub mod hwrun;
 pub mod infer;
 pub mod model;
 pub mod sim;
+pub mod train;
 
 /// ftnas: accelerator timing, fault injection and fault-tolerant NAS.
 #[derive(Debug, Parser)]
@@ -27,6 +30,12 @@ pub enum Command {
     Sim(sim::Args),
     /// Check accelerator descriptions.
     Accel(accel::Args),
+    /// Derive per-layer algorithmic fault models from hardware fault rates.
+    Derive(derive::Args),
+    /// Quantization-aware and fault-tolerant training.
+    Train(train::Args),
+    /// Accuracy vs fault rate for one or several models (table, CSV, JSON, SVG).
+    Eval(eval::Args),
     /// Run a model through the cycle-level systolic model, fault-free and under hardware faults.
     Hwrun(hwrun::Args),
 }
@@ -38,6 +47,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(a) => model::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Accel(a) => accel::run(a),
+        Command::Derive(a) => derive::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Hwrun(a) => hwrun::run(a),
     }
 }

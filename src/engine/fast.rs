@@ -1,8 +1,11 @@
 //! The fast engine: conv/linear as im2col + integer GEMM
-//! ([`gemm_i8`] when `act_bits <= 8` and `weight_bits <= 8`, else
-//! [`gemm_i16`]), depthwise convs as a direct loop. Images are processed in
-//! groups of up to `MAX_GROUP` (4) per GEMM (their im2col columns side by side,
-//! so the weights are packed once per group), groups in parallel with rayon,
+//! (i8 operands when `act_bits <= 8` and `weight_bits <= 8`, else i16;
+//! weights packed once per run into the kernel's layout, [`PackedA`]),
+//! depthwise convs with the plane kernels of [`super::depthwise`], raw sums
+//! requantized straight into the output with the i32 loops of
+//! [`super::elementwise`]. Images are processed in groups of up to
+//! `MAX_GROUP` (2) per GEMM (their im2col columns side by side), groups in
+//! parallel with rayon,
 //! per-thread buffers reused across groups (no allocation per image once a
 //! thread's workspace is sized). Grouping cannot change results: every
 //! output column depends only on its own image.
@@ -19,26 +22,36 @@
 
 use rayon::prelude::*;
 
-use crate::fixed::{max_code, min_code, round_shift, saturate, wrap, Datapath, Overflow};
+use crate::fixed::{max_code, min_code, round_shift, saturate, Datapath, Overflow};
 use crate::quant::{int_ops, Activation, MacLayer, QModel, QOp};
 
-use super::gemm::{gemm_i16, gemm_i8};
+use super::depthwise::{depthwise_plane, DepthwiseScratch, PlaneGeometry};
+use super::elementwise::{add2, wrap_requant, AddRescale, WrapRequant};
+use super::gemm::{default_kernel, gemm_packed_i16, gemm_packed_i8, PackedA, Parallelism};
 use super::{exec_non_mac, finish_mac_output, image_count, Engine, EngineError, FeatureFaults};
 
 /// The im2col + GEMM engine.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FastEngine;
 
-/// Weight codes narrowed for the GEMM kernel chosen by the datapath.
-enum NarrowWeights {
-    I8(Vec<i8>),
-    I16(Vec<i16>),
+/// How a MAC layer's raw sums are computed.
+enum MacPlan {
+    /// im2col + GEMM per group, the weights of each group packed once per
+    /// run for the default kernel (i8 when `act_bits` and `weight_bits` are
+    /// at most 8, else i16).
+    Gemm {
+        packed: Vec<PackedA>,
+        narrow_i8: bool,
+    },
+    /// One input and one output channel per group: the direct plane kernel.
+    Depthwise(PlaneGeometry),
 }
 
-/// A MAC layer prepared once per run: narrowed weights and, per output
-/// channel, `sum|w|` for the saturation bound (saturating datapaths only).
+/// A MAC layer prepared once per run: how to compute its raw sums and, per
+/// output channel, `sum|w|` for the saturation bound (saturating datapaths
+/// only).
 struct PreparedMac {
-    weights: NarrowWeights,
+    plan: MacPlan,
     abs_sum: Vec<i64>,
 }
 
@@ -52,6 +65,9 @@ struct Workspace {
     in8: Vec<i8>,
     in16: Vec<i16>,
     gemm_out: Vec<i32>,
+    depthwise: DepthwiseScratch,
+    /// One channel's raw depthwise sums.
+    depthwise_raw: Vec<i32>,
 }
 
 impl Workspace {
@@ -70,15 +86,18 @@ impl Workspace {
             in8: Vec::new(),
             in16: Vec::new(),
             gemm_out: Vec::new(),
+            depthwise: DepthwiseScratch::default(),
+            depthwise_raw: Vec::new(),
         }
     }
 }
 
-/// Images per GEMM: enough to amortize packing the weights, few enough to
-/// keep the im2col matrix in cache and every thread busy. Measured on
-/// ResNet-20 1x28x28 int8 with the AVX2 GEMM, 2 threads: 1 -> 1340 img/s,
-/// 4 -> 1510, 8 -> 1440, 16 -> 1240.
-const MAX_GROUP: usize = 4;
+/// Images per GEMM: enough columns to fill the micro-kernel tiles of the
+/// small late layers (7x7 maps), few enough to keep the im2col matrix and
+/// packed B in L2. Measured on ResNet-20 1x28x28 int8 with pre-packed
+/// weights and the VNNI GEMM, 2 threads, in images per CPU-second: 1 ->
+/// 2190, 2 -> 2370, 4 -> 2180.
+const MAX_GROUP: usize = 2;
 
 impl Engine for FastEngine {
     fn name(&self) -> &'static str {
@@ -97,7 +116,11 @@ impl Engine for FastEngine {
         let n = model.input_shape().numel();
         let count = images.len() / n;
         let threads = rayon::current_num_threads();
-        let group = count.div_ceil(threads).clamp(1, MAX_GROUP);
+        let max_group: usize = std::env::var("TMP_GROUP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(MAX_GROUP);
+        let group = count.div_ceil(threads).clamp(1, max_group);
         // few enough jobs that each thread sizes its workspace only a few times
         let min_len = count.div_ceil(group).div_ceil(4 * threads).max(1);
         let groups: Vec<Vec<Vec<i32>>> = images
@@ -122,6 +145,7 @@ fn narrow_i8(model: &QModel) -> bool {
 
 fn prepare(model: &QModel) -> Vec<Option<PreparedMac>> {
     let use_i8 = narrow_i8(model);
+    let kernel = default_kernel();
     model
         .nodes
         .iter()
@@ -136,12 +160,42 @@ fn prepare(model: &QModel) -> Vec<Option<PreparedMac>> {
                         .collect(),
                     Overflow::Wrap => Vec::new(),
                 };
-                let weights = if use_i8 {
-                    NarrowWeights::I8(l.weights.iter().map(|&x| x as i8).collect())
-                } else {
-                    NarrowWeights::I16(l.weights.iter().map(|&x| x as i16).collect())
+                let depthwise = (l.cin_per_group() == 1 && l.cout_per_group() == 1)
+                    .then(|| {
+                        PlaneGeometry::new(
+                            (l.in_shape.h, l.in_shape.w),
+                            l.kernel,
+                            l.stride,
+                            l.padding,
+                            l.dilation,
+                        )
+                    })
+                    .flatten()
+                    .filter(|g| (g.out_h, g.out_w) == (l.out_shape.h, l.out_shape.w));
+                let plan = match depthwise {
+                    Some(geom) => MacPlan::Depthwise(geom),
+                    None => {
+                        let (m, k) = (l.cout_per_group(), l.macs_per_output());
+                        let packed = l
+                            .weights
+                            .chunks(m * k)
+                            .map(|w| {
+                                if use_i8 {
+                                    let w: Vec<i8> = w.iter().map(|&x| x as i8).collect();
+                                    PackedA::new_i8(kernel, m, k, &w)
+                                } else {
+                                    let w: Vec<i16> = w.iter().map(|&x| x as i16).collect();
+                                    PackedA::new_i16(kernel, m, k, &w)
+                                }
+                            })
+                            .collect();
+                        MacPlan::Gemm {
+                            packed,
+                            narrow_i8: use_i8,
+                        }
+                    }
                 };
-                Some(PreparedMac { weights, abs_sum })
+                Some(PreparedMac { plan, abs_sum })
             }
             _ => None,
         })
@@ -167,6 +221,8 @@ fn run_group(
         in8,
         in16,
         gemm_out,
+        depthwise,
+        depthwise_raw,
     } = ws;
     let bufs = &mut bufs[..count];
     for (q, node) in model.nodes.iter().enumerate() {
@@ -185,14 +241,37 @@ fn run_group(
                         (prev[node.inputs[0]].as_slice(), rest[0].as_mut_slice())
                     })
                     .collect();
-                raw_sums(layer, prep, &mut io, (col8, in8), (col16, in16), gemm_out);
                 // without a hook, the activation merges into requantization
                 let fused = faults.is_none();
-                for (b, (input, out)) in io.into_iter().enumerate() {
-                    requantize_layer(layer, prep, input, &model.datapath, out, fused);
-                    if !fused {
+                let finish = Finish::new(layer, prep, &model.datapath, fused);
+                match &prep.plan {
+                    MacPlan::Depthwise(geom) => {
+                        for (input, out) in io.iter_mut() {
+                            let scratch = (&mut *depthwise, &mut *depthwise_raw);
+                            depthwise_layer(layer, geom, &finish, input, out, scratch);
+                        }
+                    }
+                    MacPlan::Gemm { packed, narrow_i8 } => {
+                        let bufs8 = (&mut *col8, &mut *in8);
+                        let bufs16 = (&mut *col16, &mut *in16);
+                        let operands = if *narrow_i8 {
+                            GemmBuffers::I8(bufs8.0, bufs8.1)
+                        } else {
+                            GemmBuffers::I16(bufs16.0, bufs16.1)
+                        };
+                        gemm_layer(layer, packed, &finish, &mut io, operands, gemm_out);
+                    }
+                }
+                if !fused {
+                    for (b, (_, out)) in io.into_iter().enumerate() {
                         finish_mac_output(layer, out, first_index + b as u64, faults);
                     }
+                }
+            }
+            QOp::Add if node.inputs.len() == 2 => {
+                for nodes in bufs.iter_mut() {
+                    let (prev, rest) = nodes.split_at_mut(q);
+                    add_node(model, q, prev, &mut rest[0]);
                 }
             }
             _ => {
@@ -339,58 +418,83 @@ fn same_width_row<T: Narrow>(layer: &MacLayer, plane: &[T], ky: usize, dx: isize
     }
 }
 
-/// Raw i32 (wrapping) sums of every output of every image of a group:
+/// The reused im2col buffers of one operand type: the im2col matrix and
+/// one image's narrowed input codes.
+enum GemmBuffers<'a> {
+    I8(&'a mut Vec<i8>, &'a mut Vec<i8>),
+    I16(&'a mut Vec<i16>, &'a mut Vec<i16>),
+}
+
+/// One MAC layer (im2col + GEMM) for every image of a group, requantized
+/// straight from the GEMM output into each image's output buffer:
 /// `io[b] = (input codes, output buffer)` of image `b`.
-fn raw_sums(
+fn gemm_layer(
     layer: &MacLayer,
-    prep: &PreparedMac,
+    packed: &[PackedA],
+    finish: &Finish,
     io: &mut [(&[i32], &mut [i32])],
-    (col8, in8): (&mut Vec<i8>, &mut Vec<i8>),
-    (col16, in16): (&mut Vec<i16>, &mut Vec<i16>),
+    mut buffers: GemmBuffers<'_>,
     gemm_out: &mut Vec<i32>,
 ) {
     let o = layer.out_shape;
     let npix = o.h * o.w;
-    let cin_g = layer.cin_per_group();
     let cout_g = layer.cout_per_group();
-    let k = layer.macs_per_output();
-    if cin_g == 1 && cout_g == 1 {
-        // depthwise: a direct loop beats GEMMs with m = 1
-        for (input, out) in io.iter_mut() {
-            depthwise_sums(layer, input, out);
-        }
-        return;
-    }
     let slots = io.len();
     let n = slots * npix;
     if gemm_out.len() < cout_g * n {
         gemm_out.resize(cout_g * n, 0);
     }
     let c = &mut gemm_out[..cout_g * n];
-    for grp in 0..layer.groups {
-        let w_range = grp * cout_g * k..(grp + 1) * cout_g * k;
-        match &prep.weights {
-            NarrowWeights::I8(w) => {
+    // the engine parallelises over image groups already
+    let par = Parallelism::Auto;
+    for (grp, weights) in packed.iter().enumerate() {
+        match &mut buffers {
+            GemmBuffers::I8(col, narrow) => {
                 let mut len = 0;
                 for (b, (input, _)) in io.iter().enumerate() {
-                    len = im2col(layer, narrowed(input, in8), grp, (b, slots), col8);
+                    len = im2col(layer, narrowed(input, narrow), grp, (b, slots), col);
                 }
-                gemm_i8(cout_g, n, k, &w[w_range], &col8[..len], c);
+                gemm_packed_i8(par, weights, n, &col[..len], c);
             }
-            NarrowWeights::I16(w) => {
+            GemmBuffers::I16(col, narrow) => {
                 let mut len = 0;
                 for (b, (input, _)) in io.iter().enumerate() {
-                    len = im2col(layer, narrowed(input, in16), grp, (b, slots), col16);
+                    len = im2col(layer, narrowed(input, narrow), grp, (b, slots), col);
                 }
-                gemm_i16(cout_g, n, k, &w[w_range], &col16[..len], c);
+                gemm_packed_i16(par, weights, n, &col[..len], c);
             }
         }
-        for (b, (_, out)) in io.iter_mut().enumerate() {
+        for (b, (input, out)) in io.iter_mut().enumerate() {
+            let amax = finish.input_bound(input);
             for oc in 0..cout_g {
-                let dst = &mut out[(grp * cout_g + oc) * npix..][..npix];
-                dst.copy_from_slice(&c[oc * n + b * npix..][..npix]);
+                let ch = grp * cout_g + oc;
+                let dst = &mut out[ch * npix..][..npix];
+                finish.channel(layer, ch, &c[oc * n + b * npix..][..npix], dst, input, amax);
             }
         }
+    }
+}
+
+/// A depthwise layer for one image: per channel, raw sums with the plane
+/// kernel, then requantized into `out`.
+fn depthwise_layer(
+    layer: &MacLayer,
+    geom: &PlaneGeometry,
+    finish: &Finish,
+    input: &[i32],
+    out: &mut [i32],
+    (scratch, raw): (&mut DepthwiseScratch, &mut Vec<i32>),
+) {
+    let (ipix, opix) = (geom.in_h * geom.in_w, geom.out_h * geom.out_w);
+    let k = layer.macs_per_output();
+    let amax = finish.input_bound(input);
+    raw.resize(opix, 0);
+    for ch in 0..layer.out_shape.c {
+        let plane = &input[ch * ipix..(ch + 1) * ipix];
+        let w = &layer.weights[ch * k..(ch + 1) * k];
+        depthwise_plane(geom, plane, w, raw, scratch);
+        let dst = &mut out[ch * opix..(ch + 1) * opix];
+        finish.channel(layer, ch, raw, dst, input, amax);
     }
 }
 
@@ -401,37 +505,23 @@ fn narrowed<'a, T: Narrow>(input: &[i32], buf: &'a mut Vec<T>) -> &'a [T] {
     buf
 }
 
-/// Raw sums of a depthwise conv (one input and one output channel per group).
-fn depthwise_sums(layer: &MacLayer, input: &[i32], out: &mut [i32]) {
-    let o = layer.out_shape;
-    let k = layer.macs_per_output();
-    let s = layer.in_shape;
-    let (kh, kw) = layer.kernel;
-    for c in 0..o.c {
-        let w = &layer.weights[c * k..(c + 1) * k];
-        let plane = &input[c * s.h * s.w..(c + 1) * s.h * s.w];
-        for oy in 0..o.h {
-            for ox in 0..o.w {
-                let mut acc = 0i32;
-                for ky in 0..kh {
-                    let iy = (oy * layer.stride.0 + ky * layer.dilation.0) as isize
-                        - layer.padding.0 as isize;
-                    if iy < 0 || iy >= s.h as isize {
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize
-                            - layer.padding.1 as isize;
-                        if ix < 0 || ix >= s.w as isize {
-                            continue;
-                        }
-                        acc = acc
-                            .wrapping_add(plane[iy as usize * s.w + ix as usize] * w[ky * kw + kx]);
-                    }
-                }
-                out[(c * o.h + oy) * o.w + ox] = acc;
-            }
+/// A two-input residual add in i32 when that is exact (see
+/// [`AddRescale`]), else the shared implementation.
+fn add_node(model: &QModel, q: usize, prev: &[Vec<i32>], out: &mut [i32]) {
+    let node = &model.nodes[q];
+    let f = node.format;
+    let (a, b) = (node.inputs[0], node.inputs[1]);
+    let (fa, fb) = (model.nodes[a].format, model.nodes[b].format);
+    let rescale = (
+        AddRescale::new(fa.frac, f.frac, fa.bits),
+        AddRescale::new(fb.frac, f.frac, fb.bits),
+    );
+    match rescale {
+        (Some(ra), Some(rb)) if f.bits <= 32 => {
+            let range = (min_code(f.bits) as i32, max_code(f.bits) as i32);
+            add2(&prev[a], &prev[b], (ra, rb), range, out);
         }
+        _ => exec_non_mac(model, q, prev, out),
     }
 }
 
@@ -471,59 +561,72 @@ impl Requant {
     }
 }
 
-/// Requantize the raw sums in `out` of one image in place: pre-activation
-/// codes, or post-activation when `with_activation` (used when no
-/// feature-fault hook sits between the two). Channels whose saturating
+/// Turns raw wrapping sums of one layer into output codes: pre-activation
+/// codes, or post-activation when the activation is fused (no
+/// feature-fault hook between the two). Channels whose saturating
 /// accumulator could have clipped a partial sum are recomputed in order.
-fn requantize_layer(
-    layer: &MacLayer,
-    prep: &PreparedMac,
-    input: &[i32],
-    dp: &Datapath,
-    out: &mut [i32],
-    with_activation: bool,
-) {
-    let o = layer.out_shape;
-    let npix = o.h * o.w;
-    let rq = Requant::new(layer, with_activation);
-    let amax = match dp.overflow {
-        Overflow::Saturate => input.iter().map(|&x| (x as i64).abs()).max().unwrap_or(0),
-        Overflow::Wrap => 0,
-    };
-    let limit = max_code(dp.psum_bits);
-    let psum = dp.psum_bits;
-    for oc in 0..o.c {
+struct Finish<'a> {
+    prep: &'a PreparedMac,
+    dp: Datapath,
+    rq: Requant,
+}
+
+impl<'a> Finish<'a> {
+    fn new(layer: &MacLayer, prep: &'a PreparedMac, dp: &Datapath, fused: bool) -> Finish<'a> {
+        Finish {
+            prep,
+            dp: *dp,
+            rq: Requant::new(layer, fused),
+        }
+    }
+
+    /// `max |a|` over an image's layer input (saturating datapaths only).
+    fn input_bound(&self, input: &[i32]) -> i64 {
+        match self.dp.overflow {
+            Overflow::Saturate => input.iter().map(|&x| (x as i64).abs()).max().unwrap_or(0),
+            Overflow::Wrap => 0,
+        }
+    }
+
+    /// Output codes of channel `oc` of one image from its raw sums `raw`;
+    /// `input` is that image's layer input, `amax` its [`Self::input_bound`].
+    fn channel(
+        &self,
+        layer: &MacLayer,
+        oc: usize,
+        raw: &[i32],
+        dst: &mut [i32],
+        input: &[i32],
+        amax: i64,
+    ) {
+        let rq = self.rq;
         let bias = layer.bias[oc] as i64;
-        let row = &mut out[oc * npix..(oc + 1) * npix];
-        match dp.overflow {
+        let psum = self.dp.psum_bits;
+        match self.dp.overflow {
             Overflow::Wrap => {
-                // positive shifts dominate; give the compiler a constant-free loop
-                if rq.shift > 0 {
-                    let s = rq.shift.min(62) as u32;
-                    let half = 1i64 << (s - 1);
-                    for v in row.iter_mut() {
-                        let acc = wrap(*v as i64 + bias, psum);
-                        *v = ((acc + half) >> s).clamp(rq.lo, rq.hi) as i32;
-                    }
-                } else {
-                    for v in row.iter_mut() {
-                        *v = rq.apply(wrap(*v as i64 + bias, psum));
-                    }
-                }
+                let p = WrapRequant {
+                    bias: bias as i32,
+                    psum_bits: psum,
+                    shift: rq.shift,
+                    lo: rq.lo as i32,
+                    hi: rq.hi as i32,
+                };
+                wrap_requant(raw, dst, p);
             }
-            Overflow::Saturate if amax * prep.abs_sum[oc] <= limit => {
-                for v in row.iter_mut() {
-                    *v = rq.apply(saturate(*v as i64 + bias, psum));
+            Overflow::Saturate if amax * self.prep.abs_sum[oc] <= max_code(psum) => {
+                for (v, &r) in dst.iter_mut().zip(raw) {
+                    *v = rq.apply(saturate(r as i64 + bias, psum));
                 }
             }
             Overflow::Saturate => {
                 // a partial sum could saturate: redo this channel in order
-                for (p, v) in row.iter_mut().enumerate() {
+                let o = layer.out_shape;
+                for (p, v) in dst.iter_mut().enumerate() {
                     let acc = int_ops::mac_output_in_order(
                         layer,
                         &layer.weights,
                         input,
-                        dp,
+                        &self.dp,
                         oc,
                         p / o.w,
                         p % o.w,

@@ -17,13 +17,15 @@
 //! depend only on (seed, trial, image index, layer): results do not depend on
 //! batching or thread count.
 
+pub mod depthwise;
+mod elementwise;
 pub mod fast;
 pub mod gemm;
 pub mod reference;
 
 use crate::fault::FeatureInjector;
-use crate::fixed::{saturate, Datapath, Format};
-use crate::quant::{int_ops, MacLayer, QModel, QOp};
+use crate::fixed::{max_code, min_code, saturate, Datapath, Format};
+use crate::quant::{int_ops, Activation, MacLayer, QModel, QOp};
 
 pub use fast::FastEngine;
 pub use reference::ReferenceEngine;
@@ -97,6 +99,19 @@ pub fn finish_mac_output(
         f.injector.inject(&layer.feature_site(), codes, &mut rng);
     }
     let fmt = layer.out_format;
+    // saturate then activation are two clamps: one clamp to the
+    // intersection of the ranges when they overlap
+    let (lo, hi) = (min_code(fmt.bits) as i32, max_code(fmt.bits) as i32);
+    let (act_lo, act_hi) = match layer.activation {
+        Activation::None => (lo, hi),
+        Activation::Relu => (0, hi),
+        Activation::Relu6 => (0, int_ops::six_code(fmt)),
+    };
+    let (lo, hi) = (lo.max(act_lo), hi.min(act_hi));
+    if lo <= hi {
+        elementwise::clamp_codes(codes, lo, hi);
+        return;
+    }
     for c in codes.iter_mut() {
         *c = layer
             .activation

@@ -180,70 +180,45 @@ impl FaultModel {
     /// Parse `--feature-fault` shorthands such as `mibb:1e-4`, `bitflip:1e-5`
     /// (see the module doc).
     pub fn parse_feature_flag(s: &str) -> Result<FaultModel, FaultError> {
-        let flag_err = |message: String| FaultError::Flag {
-            flag: s.to_string(),
-            message,
-        };
-        let mut parts = s.trim().split(':');
-        let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        if kind == "none" {
-            if parts.next().is_some() {
-                return Err(flag_err("`none` takes no parameters".into()));
-            }
+        let Some(flag) = Shorthand::parse(s)? else {
             return Ok(FaultModel::none());
-        }
-        let p = flag_prob(parts.next(), &flag_err)?;
-        let fault = match kind.as_str() {
+        };
+        let p = flag.p;
+        let fault = match flag.kind.as_str() {
             "mibb" => FeatureFault::Mibb(Mibb { p }),
             "bitflip" => FeatureFault::BitFlip(BitFlip { p }),
-            _ => {
-                return Err(flag_err(format!(
+            kind => {
+                return Err(flag.err(format!(
                     "unknown feature fault `{kind}`; expected `mibb:P`, `bitflip:P` or `none`"
                 )))
             }
         };
         let mut layers = LayerSelection::Conv;
-        for opt in parts {
-            match opt.trim() {
-                "conv" => layers = LayerSelection::Conv,
-                "all" => layers = LayerSelection::All,
-                o => {
-                    return Err(flag_err(format!(
-                        "unknown option `{o}`; expected `conv` or `all`"
-                    )))
-                }
-            }
+        for &opt in &flag.options {
+            layers = layer_option(opt).ok_or_else(|| {
+                flag.err(format!("unknown option `{opt}`; expected `conv` or `all`"))
+            })?;
         }
-        FaultModel::from_spec(FaultSpec {
+        flag.model(FaultSpec {
             feature: Some(FeatureSection { fault, layers }),
             ..FaultSpec::default()
         })
-        .map_err(|e| flag_err(e.to_string()))
     }
 
     /// Parse `--weight-fault` shorthands such as `sa:1e-3`, `adsaf:0.08`
     /// (see the module doc).
     pub fn parse_weight_flag(s: &str) -> Result<FaultModel, FaultError> {
-        let flag_err = |message: String| FaultError::Flag {
-            flag: s.to_string(),
-            message,
-        };
-        let mut parts = s.trim().split(':');
-        let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        if kind == "none" {
-            if parts.next().is_some() {
-                return Err(flag_err("`none` takes no parameters".into()));
-            }
+        let Some(flag) = Shorthand::parse(s)? else {
             return Ok(FaultModel::none());
-        }
-        let p = flag_prob(parts.next(), &flag_err)?;
+        };
+        let p = flag.p;
         let stuck = |p0: f64, p1: f64| {
             WeightFault::StuckAt(StuckAt {
                 p0: PerBit::Uniform(p0),
                 p1: PerBit::Uniform(p1),
             })
         };
-        let (fault, mut layers) = match kind.as_str() {
+        let (fault, mut layers) = match flag.kind.as_str() {
             "sa" => (stuck(p / 2.0, p / 2.0), LayerSelection::All),
             "sa0" => (stuck(p, 0.0), LayerSelection::All),
             "sa1" => (stuck(0.0, p), LayerSelection::All),
@@ -255,29 +230,28 @@ impl FaultModel {
                 }),
                 LayerSelection::Conv,
             ),
-            _ => {
-                return Err(flag_err(format!(
+            kind => {
+                return Err(flag.err(format!(
                     "unknown weight fault `{kind}`; expected `sa:P`, `sa0:P`, `sa1:P`, \
                      `adsaf:P` or `none`"
                 )))
             }
         };
         let mut persistent = true;
-        for opt in parts {
-            match opt.trim() {
-                "conv" => layers = LayerSelection::Conv,
-                "all" => layers = LayerSelection::All,
-                "persistent" => persistent = true,
-                "per-forward" => persistent = false,
-                o => {
-                    return Err(flag_err(format!(
-                        "unknown option `{o}`; expected `conv`, `all`, `persistent` or \
+        for &opt in &flag.options {
+            match (layer_option(opt), opt) {
+                (Some(l), _) => layers = l,
+                (None, "persistent") => persistent = true,
+                (None, "per-forward") => persistent = false,
+                _ => {
+                    return Err(flag.err(format!(
+                        "unknown option `{opt}`; expected `conv`, `all`, `persistent` or \
                          `per-forward`"
                     )))
                 }
             }
         }
-        FaultModel::from_spec(FaultSpec {
+        flag.model(FaultSpec {
             weight: Some(WeightSection {
                 fault,
                 layers,
@@ -285,7 +259,6 @@ impl FaultModel {
             }),
             ..FaultSpec::default()
         })
-        .map_err(|e| flag_err(e.to_string()))
     }
 
     /// Read a fault-model TOML file.
@@ -572,23 +545,72 @@ impl FaultModel {
     }
 }
 
-fn flag_prob(
-    tok: Option<&str>,
-    flag_err: &dyn Fn(String) -> FaultError,
-) -> Result<f64, FaultError> {
-    let tok = tok.map(str::trim).unwrap_or("");
-    if tok.is_empty() {
-        return Err(flag_err("missing probability after `:`".into()));
+/// A CLI fault shorthand `KIND:P[:OPTION]...` split into its parts; every
+/// error names the flag as given.
+struct Shorthand<'a> {
+    flag: &'a str,
+    /// Lower-cased kind.
+    kind: String,
+    /// The probability, checked to be in [0, 1].
+    p: f64,
+    /// Trimmed options after the probability.
+    options: Vec<&'a str>,
+}
+
+impl<'a> Shorthand<'a> {
+    /// Split `flag`; `Ok(None)` for `none` (which takes no parameters).
+    fn parse(flag: &'a str) -> Result<Option<Shorthand<'a>>, FaultError> {
+        let err = |message: String| flag_error(flag, message);
+        let mut parts = flag.trim().split(':');
+        let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        if kind == "none" {
+            if parts.next().is_some() {
+                return Err(err("`none` takes no parameters".into()));
+            }
+            return Ok(None);
+        }
+        let tok = parts.next().map(str::trim).unwrap_or("");
+        if tok.is_empty() {
+            return Err(err("missing probability after `:`".into()));
+        }
+        let p: f64 = tok
+            .parse()
+            .map_err(|_| err(format!("`{tok}` is not a number")))?;
+        if !(p.is_finite() && (0.0..=1.0).contains(&p)) {
+            return Err(err(format!("probability must be in [0, 1], found {tok}")));
+        }
+        Ok(Some(Shorthand {
+            flag,
+            kind,
+            p,
+            options: parts.map(str::trim).collect(),
+        }))
     }
-    let p: f64 = tok
-        .parse()
-        .map_err(|_| flag_err(format!("`{tok}` is not a number")))?;
-    if !(p.is_finite() && (0.0..=1.0).contains(&p)) {
-        return Err(flag_err(format!(
-            "probability must be in [0, 1], found {tok}"
-        )));
+
+    fn err(&self, message: String) -> FaultError {
+        flag_error(self.flag, message)
     }
-    Ok(p)
+
+    /// The model of `spec`, a broken rule reported against the flag.
+    fn model(&self, spec: FaultSpec) -> Result<FaultModel, FaultError> {
+        FaultModel::from_spec(spec).map_err(|e| self.err(e.to_string()))
+    }
+}
+
+fn flag_error(flag: &str, message: String) -> FaultError {
+    FaultError::Flag {
+        flag: flag.to_string(),
+        message,
+    }
+}
+
+/// The layer selection a shorthand option names (`conv`, `all`).
+fn layer_option(opt: &str) -> Option<LayerSelection> {
+    match opt {
+        "conv" => Some(LayerSelection::Conv),
+        "all" => Some(LayerSelection::All),
+        _ => None,
+    }
 }
 
 fn fault_summary_feature(f: &FeatureFault) -> String {

@@ -108,6 +108,8 @@
 //! rayon and their results are merged in fold order, and the per-cycle fault
 //! schedule is only consulted in folds that have faults.
 
+pub mod bitserial;
+pub mod exact;
 pub mod fault;
 pub(crate) mod is;
 pub(crate) mod kernel;
@@ -162,6 +164,14 @@ pub enum HwSimError {
     Fault {
         index: usize,
         site: FaultSite,
+        row: usize,
+        col: usize,
+        reason: String,
+    },
+    #[error("bit-serial fault #{index} ({site} at ({row}, {col})): {reason}")]
+    SipFault {
+        index: usize,
+        site: bitserial::SipSite,
         row: usize,
         col: usize,
         reason: String,

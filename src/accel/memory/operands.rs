@@ -765,6 +765,77 @@ impl Operands {
     }
 }
 
+impl Operands {
+    /// Filter words demanded in lines `[0, tau)` of fold (fr, fc) (filter
+    /// words are never -1, so this counts slots that demand something).
+    pub fn filter_words_before(&self, fr: usize, fc: usize, tau: usize) -> u64 {
+        let (r, c) = (self.rows as i64, self.cols as i64);
+        let cu = (self.sc as i64 - fc as i64 * c).min(c);
+        let ru = (self.sr as i64 - fr as i64 * r).min(r);
+        let (tau, t) = (tau as i64, self.t as i64);
+        let n = match self.dataflow {
+            // Slot s demands word tau - s of its filter.
+            Dataflow::Os => count_pairs(cu, t, tau - 1),
+            // Stationary load: line tau < R loads row R-1-tau when used.
+            Dataflow::Ws => cu * (tau - (r - ru)).clamp(0, ru),
+            // Slot s demands filter tau - s - R after R cycles of load.
+            Dataflow::Is => count_pairs(ru, t, tau - 1 - r),
+        };
+        n as u64
+    }
+
+    /// Division-free ifmap addressing (see [`IfmapAddressing`]).
+    pub fn ifmap_addressing(&self) -> IfmapAddressing {
+        let filter_h = self.window / (self.filter_w * self.channels);
+        let c = self.channels;
+        let pixel = (0..self.pixels)
+            .map(|p| {
+                let (iy, ix) = (
+                    (p / self.ofmap_w) * self.stride,
+                    (p % self.ofmap_w) * self.stride,
+                );
+                (iy, ix, (iy * self.ifmap_w + ix) * c)
+            })
+            .collect();
+        let mut word = Vec::with_capacity(self.window);
+        for wy in 0..filter_h {
+            for wx in 0..self.filter_w {
+                for ch in 0..c {
+                    word.push((wy, wx, (wy * self.ifmap_w + wx) * c + ch));
+                }
+            }
+        }
+        IfmapAddressing {
+            pixel,
+            word,
+            ifmap_h: self.ifmap_h,
+            ifmap_w: self.ifmap_w,
+        }
+    }
+}
+
+/// Ifmap address of (pixel, window word) as the sum of a per-pixel and a
+/// per-word part, with the window-past-the-edge test on their coordinates.
+#[derive(Debug, Clone)]
+pub(crate) struct IfmapAddressing {
+    /// (top row, left column, address offset) of each pixel's window.
+    pixel: Vec<(usize, usize, usize)>,
+    /// (row, column, address offset) of each window word in the window.
+    word: Vec<(usize, usize, usize)>,
+    ifmap_h: usize,
+    ifmap_w: usize,
+}
+
+impl IfmapAddressing {
+    /// Address of window word `k` of pixel `p`, `None` past the ifmap edge
+    /// (SCALE-Sim's -1).
+    pub fn addr(&self, p: usize, k: usize) -> Option<usize> {
+        let (iy, ix, pa) = self.pixel[p];
+        let (wy, wx, ka) = self.word[k];
+        (iy + wy < self.ifmap_h && ix + wx < self.ifmap_w).then_some(pa + ka)
+    }
+}
+
 #[cfg(test)]
 /// Walk an m x n matrix row-major, or along anti-diagonals (bottom-left to
 /// top-right inside each diagonal) as SCALE-Sim's prefetch unrolling does.
@@ -915,6 +986,39 @@ mod tests {
                                     prop_assert_eq!(copies, held);
                                 }
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// The closed-form counts equal the demand matrices slot by slot.
+        #[test]
+        fn word_counts_and_addressing_match_the_demands(
+            df in prop_oneof![Just(Dataflow::Os), Just(Dataflow::Ws), Just(Dataflow::Is)],
+            rows in 1usize..5, cols in 1usize..5, extra in 0usize..4, f in 1usize..4, c in 1usize..3,
+            m in 1usize..7, s in 1usize..3,
+        ) {
+            let o = ops(df, rows, cols, (f + extra, f + extra + 2), (f, f), c, m, s);
+            let addressing = o.ifmap_addressing();
+            for p in 0..o.pixels {
+                for k in 0..o.window {
+                    let want = o.ifmap_addr(p, k);
+                    let got = addressing.addr(p, k).map_or(NONE, |a| a as i64);
+                    prop_assert_eq!(got, want);
+                }
+            }
+            for fc in 0..o.col_folds {
+                for fr in 0..o.row_folds {
+                    let mut before = 0u64;
+                    for tau in 0..=o.cycles_per_fold {
+                        prop_assert_eq!(o.filter_words_before(fr, fc, tau), before);
+                        if tau < o.cycles_per_fold {
+                            before += (0..o.filter_slots())
+                                .filter(|&sl| o.filter_demand(fr, fc, tau, sl) >= 0)
+                                .count() as u64;
                         }
                     }
                 }

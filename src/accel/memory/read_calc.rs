@@ -2,11 +2,18 @@
 //! never stalls; it records which words had to come from DRAM.
 //!
 //! Demanded words that miss are appended to a "current set"; a set closes
-//! after `floor(sram_words / 100)` words. The buffer holds the last 50 sets
-//! (the active half) plus the current one; a word hits when the latest set
-//! it was put in is still held. Each time 50 sets have closed, the window
-//! slides by 50 sets and those sets are prefetched. Every word put in a set
+//! after `floor(sram_words / 100)` words. A word hits when the latest set it
+//! was put in is at or after the window start. Each time the 50 sets of the
+//! window have closed, the window slides by 50 sets (to the set about to be
+//! opened) and those sets are prefetched. So the buffer works in *epochs*:
+//! an epoch ends with its `50 * set_size`-th miss, and a word hits exactly
+//! when it was demanded earlier in the same epoch. Every word put in a set
 //! is one DRAM read, so the count is the number of misses.
+//!
+//! [`CalcReadBuffer`] keeps the set and prefetch bookkeeping and takes
+//! misses in bulk (`miss_words`); [`CalcWordTable`] decides hit or miss word
+//! by word, as SCALE-Sim does (used by the reference replay and for streams
+//! too large for `calc_stream`).
 
 /// Sets per half of the SRAM (active fraction 0.5 of 100 sets).
 const SETS_PER_HALF: i64 = 50;
@@ -15,9 +22,6 @@ const READ_PORT_LATENCY: i64 = 1;
 
 #[derive(Debug, Clone)]
 pub(crate) struct CalcReadBuffer {
-    base: i64,
-    /// Latest set each word was put in (-1: never).
-    last_set: Vec<i32>,
     set_size: i64,
     elems_in_set: i64,
     current_set: i64,
@@ -37,10 +41,8 @@ pub(crate) struct CalcReadBuffer {
 }
 
 impl CalcReadBuffer {
-    pub fn new(base: i64, words: usize, sram_words: usize, default_bw: usize) -> CalcReadBuffer {
+    pub fn new(sram_words: usize, default_bw: usize) -> CalcReadBuffer {
         CalcReadBuffer {
-            base,
-            last_set: vec![-1; words],
             set_size: (sram_words / 100) as i64,
             elems_in_set: 0,
             current_set: 0,
@@ -56,6 +58,12 @@ impl CalcReadBuffer {
             first_dram_cycle: None,
             last_dram_cycle: 0,
         }
+    }
+
+    /// Misses per epoch: the window slides on this many appended words
+    /// (0: sets never close, the window never slides).
+    pub fn epoch_words(&self) -> u64 {
+        (SETS_PER_HALF * self.set_size) as u64
     }
 
     /// Record one issued prefetch of `rows` request lines starting at
@@ -77,23 +85,36 @@ impl CalcReadBuffer {
         }
     }
 
-    /// Service one demanded word at `cycle`.
-    pub fn demand(&mut self, cycle: i64, addr: i64) {
-        let slot = &mut self.last_set[(addr - self.base) as usize];
-        if *slot >= 0 && *slot as i64 >= self.window_start {
-            return;
+    /// Append `n` missing words; a slide they cause is issued at `cycle`
+    /// (only the cycle of a slide is ever recorded, so the words before it
+    /// may have arrived earlier).
+    pub fn miss_words(&mut self, mut n: u64, cycle: i64) {
+        while n > 0 {
+            if self.set_size == 0 {
+                // Sets never close: nothing is ever evicted.
+                self.dram_words += n;
+                self.elems_in_set += n as i64;
+                return;
+            }
+            let room = ((self.window_end + 1 - self.current_set) * self.set_size
+                - self.elems_in_set) as u64;
+            if n < room {
+                self.dram_words += n;
+                self.elems_in_set += n as i64;
+                self.current_set += self.elems_in_set / self.set_size;
+                self.elems_in_set %= self.set_size;
+                return;
+            }
+            self.dram_words += room;
+            n -= room;
+            self.current_set = self.window_end + 1;
+            self.elems_in_set = 0;
+            self.slide(cycle);
         }
-        *slot = self.current_set as i32;
-        self.dram_words += 1;
-        self.elems_in_set += 1;
-        if self.elems_in_set != self.set_size {
-            return;
-        }
-        self.elems_in_set = 0;
-        self.current_set += 1;
-        if self.current_set != self.window_end + 1 {
-            return;
-        }
+    }
+
+    /// The 50 sets of the window have closed: slide it and prefetch.
+    fn slide(&mut self, cycle: i64) {
         let half_words = SETS_PER_HALF * self.set_size;
         if !self.active_prefetched {
             let first = self.first_request_cycle.unwrap_or(0);
@@ -147,5 +168,32 @@ impl CalcReadBuffer {
             let rows = self.last_prefetch_end - self.last_prefetch_start + 1;
             self.record_prefetch(self.last_prefetch_start, rows);
         }
+    }
+}
+
+/// SCALE-Sim's word-by-word hit test: the latest set each word was put in.
+#[derive(Debug, Clone)]
+pub(crate) struct CalcWordTable {
+    base: i64,
+    /// Latest set each word was put in (-1: never).
+    last_set: Vec<i32>,
+}
+
+impl CalcWordTable {
+    pub fn new(base: i64, words: usize) -> CalcWordTable {
+        CalcWordTable {
+            base,
+            last_set: vec![-1; words],
+        }
+    }
+
+    /// Service one demanded word at `cycle`.
+    pub fn demand(&mut self, buf: &mut CalcReadBuffer, cycle: i64, addr: i64) {
+        let slot = &mut self.last_set[(addr - self.base) as usize];
+        if *slot >= 0 && *slot as i64 >= buf.window_start {
+            return;
+        }
+        *slot = buf.current_set as i32;
+        buf.miss_words(1, cycle);
     }
 }

@@ -5,7 +5,7 @@
 //! `memory.rs` on many small layers.
 
 use super::operands::{Operands, FILTER_OFFSET};
-use super::read_calc::CalcReadBuffer;
+use super::read_calc::{CalcReadBuffer, CalcWordTable};
 use super::{Interface, MemoryInput, MemoryReport};
 
 const WRITE_PORT_LATENCY: i64 = 0;
@@ -298,7 +298,7 @@ impl TraceWriteBuffer {
 }
 
 enum ReadSide {
-    Calc(CalcReadBuffer),
+    Calc(CalcReadBuffer, CalcWordTable),
     User(UserReadBuffer),
 }
 
@@ -307,18 +307,14 @@ pub(crate) fn simulate_trace(input: &MemoryInput) -> MemoryReport {
     let ops = Operands::new(input);
     let (mut ifmap, mut filter, ofmap_bw) = match input.interface {
         Interface::Calc => (
-            ReadSide::Calc(CalcReadBuffer::new(
-                0,
-                ops.ifmap_words(),
-                input.ifmap_sram_words,
-                10,
-            )),
-            ReadSide::Calc(CalcReadBuffer::new(
-                FILTER_OFFSET,
-                ops.filter_words(),
-                input.filter_sram_words,
-                10,
-            )),
+            ReadSide::Calc(
+                CalcReadBuffer::new(input.ifmap_sram_words, 10),
+                CalcWordTable::new(0, ops.ifmap_words()),
+            ),
+            ReadSide::Calc(
+                CalcReadBuffer::new(input.filter_sram_words, 10),
+                CalcWordTable::new(FILTER_OFFSET, ops.filter_words()),
+            ),
             input.cols,
         ),
         Interface::User { words_per_cycle } => {
@@ -390,7 +386,7 @@ pub(crate) fn simulate_trace(input: &MemoryInput) -> MemoryReport {
 fn service(side: &mut ReadSide, cycle: i64, addrs: impl Iterator<Item = i64>) -> i64 {
     match side {
         ReadSide::User(b) => b.service_line(cycle, addrs),
-        ReadSide::Calc(b) => {
+        ReadSide::Calc(b, table) => {
             let mut any = false;
             for a in addrs {
                 if a >= 0 {
@@ -398,7 +394,7 @@ fn service(side: &mut ReadSide, cycle: i64, addrs: impl Iterator<Item = i64>) ->
                         b.note_line(cycle, true);
                         any = true;
                     }
-                    b.demand(cycle, a);
+                    table.demand(b, cycle, a);
                 }
             }
             0
@@ -413,7 +409,7 @@ fn finish(side: ReadSide) -> (u64, u64, u64) {
             b.first_dram_cycle.max(0) as u64,
             b.last_prefetch_cycle.max(0) as u64,
         ),
-        ReadSide::Calc(mut b) => {
+        ReadSide::Calc(mut b, _) => {
             b.finish();
             (
                 b.dram_words,

@@ -35,6 +35,7 @@ const B_GROUP: usize = 4 * NR;
 pub(crate) fn is_available() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vnni")
 }
 
@@ -126,6 +127,72 @@ fn pack_b(
     }
 }
 
+/// [`pack_b`] for a full 32-column panel on VNNI hardware: the same
+/// interleave, with the column sums taken from the packed quads by
+/// `vpdpbusd` against ones (one instruction per four columns and k-quad)
+/// instead of a second pass over B. The layout is checked against the
+/// portable packer by the test battery on VNNI machines.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+fn pack_b_full(
+    b: &[i8],
+    ldb: usize,
+    j0: usize,
+    k0: usize,
+    k1: usize,
+    out: &mut [u8],
+    init: &mut [i32],
+) {
+    assert!(k1 > k0 && (k1 - 1) * ldb + j0 + NR <= b.len());
+    assert!(out.len().is_multiple_of(B_GROUP) && out.len() / B_GROUP * 4 >= k1 - k0);
+    assert!(init.len() >= NR);
+    let ones = _mm_set1_epi8(1);
+    let mut sums = [_mm_setzero_si128(); NR / 4];
+    let src = b.as_ptr();
+    for (g, group) in out.chunks_exact_mut(B_GROUP).enumerate() {
+        let p = k0 + 4 * g;
+        for half in 0..2 {
+            let col = j0 + 16 * half;
+            let row = |q: usize| {
+                if q < k1 {
+                    // SAFETY: q < k1, so 16 bytes at q*ldb + col are inside
+                    // b (asserted above).
+                    unsafe { _mm_loadu_si128(src.add(q * ldb + col).cast()) }
+                } else {
+                    _mm_setzero_si128()
+                }
+            };
+            let (x0, x1, x2, x3) = (row(p), row(p + 1), row(p + 2), row(p + 3));
+            let t0 = _mm_unpacklo_epi8(x0, x1);
+            let t1 = _mm_unpackhi_epi8(x0, x1);
+            let u0 = _mm_unpacklo_epi8(x2, x3);
+            let u1 = _mm_unpackhi_epi8(x2, x3);
+            let quads = [
+                _mm_unpacklo_epi16(t0, u0),
+                _mm_unpackhi_epi16(t0, u0),
+                _mm_unpacklo_epi16(t1, u1),
+                _mm_unpackhi_epi16(t1, u1),
+            ];
+            for (i, v) in quads.into_iter().enumerate() {
+                // SAFETY: the group holds B_GROUP = 128 bytes; this writes
+                // bytes 64*half + 16*i .. +16.
+                unsafe { _mm_storeu_si128(group.as_mut_ptr().add(64 * half + 16 * i).cast(), v) };
+                let s = &mut sums[4 * half + i];
+                *s = _mm_dpbusd_epi32(*s, ones, v);
+            }
+        }
+    }
+    let minus_128 = _mm_set1_epi32(-128);
+    for (i, s) in sums.into_iter().enumerate() {
+        // SAFETY: init holds NR = 32 values; this writes 4*i .. 4*i + 4.
+        unsafe {
+            _mm_storeu_si128(
+                init.as_mut_ptr().add(4 * i).cast(),
+                _mm_mullo_epi32(s, minus_128),
+            )
+        };
+    }
+}
+
 impl Family<i8> for Avx512Vnni {
     const MR: usize = MR;
     const NR: usize = NR;
@@ -149,6 +216,11 @@ impl Family<i8> for Avx512Vnni {
         out: &mut [u8],
         init: &mut [i32],
     ) {
+        if cols == NR {
+            // SAFETY: the caller checked this family's features.
+            unsafe { pack_b_full(b, ldb, j0, k0, k1, out, init) };
+            return;
+        }
         // SAFETY: SSE2 is baseline on x86_64.
         unsafe { pack_b(b, ldb, j0, cols, k0, k1, out, init) };
     }
@@ -229,7 +301,7 @@ mod tests {
     //! x86_64 machine: the same packers feed a scalar emulation of
     //! `vpdpbusd` through the shared driver.
     use super::*;
-    use crate::engine::gemm::driver::run;
+    use crate::engine::gemm::driver::{run, AOperand::Raw};
 
     struct EmulatedVnni;
 
@@ -326,7 +398,7 @@ mod tests {
         for parallel in [false, true] {
             let mut c = vec![0x5555_5555i32; m * n];
             // SAFETY: the emulated family needs only SSE2 (baseline).
-            unsafe { run::<i8, EmulatedVnni>(parallel, m, n, k, &a, &b, &mut c) };
+            unsafe { run::<i8, EmulatedVnni>(parallel, m, n, k, Raw(&a), &b, &mut c) };
             assert_eq!(
                 c,
                 naive(m, n, k, &a, &b),
@@ -359,7 +431,7 @@ mod tests {
         let b = vec![-128i8; k * n];
         let mut c = vec![0; m * n];
         // SAFETY: the emulated family needs only SSE2 (baseline).
-        unsafe { run::<i8, EmulatedVnni>(false, m, n, k, &a, &b, &mut c) };
+        unsafe { run::<i8, EmulatedVnni>(false, m, n, k, Raw(&a), &b, &mut c) };
         assert!(c.iter().all(|&v| v == 16384 * 13));
     }
 }

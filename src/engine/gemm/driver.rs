@@ -37,7 +37,7 @@ impl Code for i16 {
 ///
 /// # Safety
 /// Implementors must be integer types without padding, of alignment <= 64.
-pub(crate) unsafe trait PackedElem: Copy + Send + Sync + 'static {}
+pub(crate) unsafe trait PackedElem: Copy + Default + Send + Sync + 'static {}
 // SAFETY: plain integers.
 unsafe impl PackedElem for u8 {}
 // SAFETY: plain integers.
@@ -186,8 +186,54 @@ fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
+/// The A operand of [`run`]: row-major codes, or the panels [`pack_a_all`]
+/// made for the same `m` and `k`.
+#[derive(Clone, Copy)]
+pub(crate) enum AOperand<'a, T, E> {
+    Raw(&'a [T]),
+    Packed(&'a [E]),
+}
+
+/// The k block length [`run`] uses for depth `k`: balanced blocks, so
+/// k = 576 gives one block, not 512 + 64.
+fn kc_step<T: Code, F: Family<T>>(k: usize) -> usize {
+    let k_blocks = k.div_ceil(F::KC).max(1);
+    round_up(k.div_ceil(k_blocks), F::KG)
+}
+
+/// Packs all of A (`m x k`, row-major) once: for each k block of [`run`],
+/// every MR-row panel, blocks one after another. Lets a caller that
+/// multiplies the same A by many B (conv weights by images) pack it once.
+///
+/// # Safety
+/// The CPU features family `F` needs must be available.
+pub(crate) unsafe fn pack_a_all<T: Code, F: Family<T>>(
+    m: usize,
+    k: usize,
+    a: &[T],
+) -> Vec<F::Elem> {
+    let m_panels = m.div_ceil(F::MR);
+    let step = kc_step::<T, F>(k);
+    let mut out = Vec::new();
+    let mut k0 = 0;
+    while k0 < k {
+        let k1 = (k0 + step).min(k);
+        let a_len = F::MR * round_up(k1 - k0, F::KG);
+        let start = out.len();
+        out.resize(start + m_panels * a_len, F::Elem::default());
+        for (ip, panel) in out[start..].chunks_mut(a_len).enumerate() {
+            let r0 = ip * F::MR;
+            // SAFETY: features guaranteed by the caller.
+            unsafe { F::pack_a(&a[r0 * k..], k, F::MR.min(m - r0), k0, k1, panel) };
+        }
+        k0 = k1;
+    }
+    out
+}
+
 /// `c = a * b` with family `F`; spreads work over rayon threads if
-/// `parallel`. Shapes must already be checked by the caller.
+/// `parallel`. Shapes must already be checked by the caller (for a packed
+/// A: packed by [`pack_a_all`] with this `m`, `k` and family).
 ///
 /// # Safety
 /// The CPU features family `F` needs must be available.
@@ -196,7 +242,7 @@ pub(crate) unsafe fn run<T: Code, F: Family<T>>(
     m: usize,
     n: usize,
     k: usize,
-    a: &[T],
+    a: AOperand<'_, T, F::Elem>,
     b: &[T],
     c: &mut [i32],
 ) {
@@ -211,17 +257,15 @@ pub(crate) unsafe fn run<T: Code, F: Family<T>>(
     }
     let m_panels = m.div_ceil(F::MR);
     let n_panels = n.div_ceil(F::NR);
-    // Balanced k blocks: k = 576 gives one block, not 512 + 64.
-    let k_blocks = k.div_ceil(F::KC);
-    let kc_step = round_up(k.div_ceil(k_blocks), F::KG);
-    with_workspace::<F::Elem, _>(
-        m_panels * F::MR * kc_step,
-        n_panels * F::NR * kc_step,
-        |a_pack, b_pack| {
-            // SAFETY: forwarded from this function's contract.
-            unsafe { run_blocks::<T, F>(parallel, m, n, k, kc_step, a, b, c, a_pack, b_pack) }
-        },
-    );
+    let step = kc_step::<T, F>(k);
+    let a_scratch = match a {
+        AOperand::Raw(_) => m_panels * F::MR * step,
+        AOperand::Packed(_) => 0,
+    };
+    with_workspace::<F::Elem, _>(a_scratch, n_panels * F::NR * step, |a_pack, b_pack| {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { run_blocks::<T, F>(parallel, m, n, k, step, a, b, c, a_pack, b_pack) }
+    });
 }
 
 /// The k-block loop of [`run`], on packing buffers sized for `kc_step`.
@@ -235,7 +279,7 @@ unsafe fn run_blocks<T: Code, F: Family<T>>(
     n: usize,
     k: usize,
     kc_step: usize,
-    a: &[T],
+    a: AOperand<'_, T, F::Elem>,
     b: &[T],
     c: &mut [i32],
     a_pack: &mut [F::Elem],
@@ -249,17 +293,22 @@ unsafe fn run_blocks<T: Code, F: Family<T>>(
     let col_tiles = n.div_ceil(F::NC);
 
     let mut k0 = 0;
+    // where this k block's panels start in a pre-packed A
+    let mut packed_at = 0;
     while k0 < k {
         let k1 = (k0 + kc_step).min(k);
         let kcp = round_up(k1 - k0, F::KG);
         let a_len = F::MR * kcp;
         let b_len = F::NR * kcp;
-        let a_packs = &mut a_pack[..m_panels * a_len];
+        let (a_raw, a_packs): (&[T], &mut [F::Elem]) = match a {
+            AOperand::Raw(raw) => (raw, &mut a_pack[..m_panels * a_len]),
+            AOperand::Packed(_) => (&[], &mut []),
+        };
         let b_packs = &mut b_pack[..n_panels * b_len];
         let pack_a_panel = |(ip, out): (usize, &mut [F::Elem])| {
             let r0 = ip * F::MR;
             // SAFETY: features checked by the caller of `run`.
-            unsafe { F::pack_a(&a[r0 * k..], k, F::MR.min(m - r0), k0, k1, out) };
+            unsafe { F::pack_a(&a_raw[r0 * k..], k, F::MR.min(m - r0), k0, k1, out) };
         };
         let pack_b_panel = |(jp, (out, init)): (usize, (&mut [F::Elem], &mut [i32]))| {
             let j0 = jp * F::NR;
@@ -291,7 +340,11 @@ unsafe fn run_blocks<T: Code, F: Family<T>>(
                 .enumerate()
                 .for_each(pack_b_panel);
         }
-        let a_packs = &*a_packs;
+        let a_packs: &[F::Elem] = match a {
+            AOperand::Raw(_) => a_packs,
+            AOperand::Packed(all) => &all[packed_at..packed_at + m_panels * a_len],
+        };
+        packed_at += m_panels * a_len;
         let b_packs = &*b_packs;
         let init = &init[..];
         let accumulate = k0 > 0;

@@ -18,8 +18,10 @@
 //! at run time, overridable with `FTNAS_GEMM_KERNEL=portable|avx2|avx512vnni`)
 //! and spread big problems over rayon threads. [`gemm_i8_with`] /
 //! [`gemm_i16_with`] pick the kernel and threading explicitly (tests,
-//! benches). There is no pre-packed-A API: packing A is O(m*k) work against
-//! O(m*n*k) multiplies, well under 1% for conv layers.
+//! benches). [`PackedA`] packs an A operand (conv weights) once for a
+//! kernel; [`gemm_packed_i8`] / [`gemm_packed_i16`] multiply it by many B
+//! operands without repacking (the fast engine packs each layer's weights
+//! once per run instead of once per image group).
 
 mod driver;
 mod portable;
@@ -30,6 +32,8 @@ mod avx2;
 mod avx512vnni;
 
 use std::sync::OnceLock;
+
+use driver::AOperand::{Packed, Raw};
 
 /// Environment variable overriding the default kernel.
 pub const KERNEL_ENV: &str = "FTNAS_GEMM_KERNEL";
@@ -173,13 +177,13 @@ pub fn gemm_i8_with(
     // SAFETY (every arm): `prepare` checked the kernel is available.
     match kernel {
         Kernel::Portable => unsafe {
-            driver::run::<i8, portable::Portable>(parallel, m, n, k, a, b, c)
+            driver::run::<i8, portable::Portable>(parallel, m, n, k, Raw(a), b, c)
         },
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => unsafe { driver::run::<i8, avx2::Avx2>(parallel, m, n, k, a, b, c) },
+        Kernel::Avx2 => unsafe { driver::run::<i8, avx2::Avx2>(parallel, m, n, k, Raw(a), b, c) },
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Vnni => unsafe {
-            driver::run::<i8, avx512vnni::Avx512Vnni>(parallel, m, n, k, a, b, c)
+            driver::run::<i8, avx512vnni::Avx512Vnni>(parallel, m, n, k, Raw(a), b, c)
         },
         #[cfg(not(target_arch = "x86_64"))]
         Kernel::Avx2 | Kernel::Avx512Vnni => unreachable!("checked by prepare"),
@@ -206,14 +210,142 @@ pub fn gemm_i16_with(
     // VNNI availability implies AVX2 (see `Kernel::is_available`).
     match kernel {
         Kernel::Portable => unsafe {
-            driver::run::<i16, portable::Portable>(parallel, m, n, k, a, b, c)
+            driver::run::<i16, portable::Portable>(parallel, m, n, k, Raw(a), b, c)
         },
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 | Kernel::Avx512Vnni => unsafe {
-            driver::run::<i16, avx2::Avx2>(parallel, m, n, k, a, b, c)
+            driver::run::<i16, avx2::Avx2>(parallel, m, n, k, Raw(a), b, c)
         },
         #[cfg(not(target_arch = "x86_64"))]
         Kernel::Avx2 | Kernel::Avx512Vnni => unreachable!("checked by prepare"),
+    }
+}
+
+/// An A operand (`m x k`, row-major) packed once for one kernel, to be
+/// multiplied by many B operands ([`gemm_packed_i8`], [`gemm_packed_i16`]).
+pub struct PackedA {
+    kernel: Kernel,
+    m: usize,
+    k: usize,
+    data: PackedData,
+}
+
+/// Packed panels: the element type of the kernel family that packed them,
+/// and whether the source codes were i8 or i16.
+enum PackedData {
+    I8AsI16(Vec<i16>),
+    I8AsU8(Vec<u8>),
+    I16(Vec<i16>),
+}
+
+impl PackedA {
+    /// Packs i8 codes for `kernel`.
+    ///
+    /// # Panics
+    /// If `kernel` is not available or `a` is shorter than `m*k`.
+    pub fn new_i8(kernel: Kernel, m: usize, k: usize, a: &[i8]) -> PackedA {
+        prepare(kernel, Parallelism::Sequential, m, 0, k, a.len(), 0, 0);
+        // SAFETY (every arm): availability checked by `prepare`.
+        let data = match kernel {
+            Kernel::Portable => PackedData::I8AsI16(unsafe {
+                driver::pack_a_all::<i8, portable::Portable>(m, k, a)
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                PackedData::I8AsI16(unsafe { driver::pack_a_all::<i8, avx2::Avx2>(m, k, a) })
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => PackedData::I8AsU8(unsafe {
+                driver::pack_a_all::<i8, avx512vnni::Avx512Vnni>(m, k, a)
+            }),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2 | Kernel::Avx512Vnni => unreachable!("checked by prepare"),
+        };
+        PackedA { kernel, m, k, data }
+    }
+
+    /// Packs i16 codes for `kernel`.
+    ///
+    /// # Panics
+    /// If `kernel` is not available or `a` is shorter than `m*k`.
+    pub fn new_i16(kernel: Kernel, m: usize, k: usize, a: &[i16]) -> PackedA {
+        prepare(kernel, Parallelism::Sequential, m, 0, k, a.len(), 0, 0);
+        // SAFETY (every arm): availability checked by `prepare` (VNNI
+        // implies AVX2).
+        let data = PackedData::I16(match kernel {
+            Kernel::Portable => unsafe { driver::pack_a_all::<i16, portable::Portable>(m, k, a) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 | Kernel::Avx512Vnni => unsafe {
+                driver::pack_a_all::<i16, avx2::Avx2>(m, k, a)
+            },
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2 | Kernel::Avx512Vnni => unreachable!("checked by prepare"),
+        });
+        PackedA { kernel, m, k, data }
+    }
+
+    /// The kernel the panels are packed for.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Rows of A.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Columns of A (the GEMM depth).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// C (`m x n`) = A * B for a pre-packed i8 A and i8 B (`k x n`, row-major).
+///
+/// # Panics
+/// If `a` was not packed from i8 codes, or `b` / `c` are too short.
+pub fn gemm_packed_i8(parallelism: Parallelism, a: &PackedA, n: usize, b: &[i8], c: &mut [i32]) {
+    let (m, k) = (a.m, a.k);
+    let parallel = prepare(a.kernel, parallelism, m, n, k, m * k, b.len(), c.len());
+    // SAFETY (every arm): the kernel was available when `a` was packed,
+    // and the panels were packed by that kernel's family for this m, k.
+    match &a.data {
+        PackedData::I8AsI16(p) => match a.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe {
+                driver::run::<i8, avx2::Avx2>(parallel, m, n, k, Packed(p), b, c)
+            },
+            _ => unsafe {
+                driver::run::<i8, portable::Portable>(parallel, m, n, k, Packed(p), b, c)
+            },
+        },
+        #[cfg(target_arch = "x86_64")]
+        PackedData::I8AsU8(p) => unsafe {
+            driver::run::<i8, avx512vnni::Avx512Vnni>(parallel, m, n, k, Packed(p), b, c)
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        PackedData::I8AsU8(_) => unreachable!("only the VNNI family packs u8"),
+        PackedData::I16(_) => panic!("gemm_packed_i8 needs an A packed from i8 codes"),
+    }
+}
+
+/// C (`m x n`) = A * B for a pre-packed i16 A and i16 B (`k x n`, row-major).
+///
+/// # Panics
+/// If `a` was not packed from i16 codes, or `b` / `c` are too short.
+pub fn gemm_packed_i16(parallelism: Parallelism, a: &PackedA, n: usize, b: &[i16], c: &mut [i32]) {
+    let (m, k) = (a.m, a.k);
+    let parallel = prepare(a.kernel, parallelism, m, n, k, m * k, b.len(), c.len());
+    let PackedData::I16(p) = &a.data else {
+        panic!("gemm_packed_i16 needs an A packed from i16 codes");
+    };
+    // SAFETY (every arm): as in `gemm_packed_i8`.
+    match a.kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 | Kernel::Avx512Vnni => unsafe {
+            driver::run::<i16, avx2::Avx2>(parallel, m, n, k, Packed(p), b, c)
+        },
+        _ => unsafe { driver::run::<i16, portable::Portable>(parallel, m, n, k, Packed(p), b, c) },
     }
 }
 

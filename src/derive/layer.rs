@@ -1,0 +1,352 @@
+//! Per-layer algorithmic feature-fault parameters from raw transient rates
+//! of the PE register sites: the `output_hit` model (hit probability of an
+//! output element, distribution of the hit bit at the layer output) that
+//! the engine, training and search consume.
+//!
+//! # Formulas
+//!
+//! For a layer mapped as GEMMs `E x K x M` (one per group, back to back),
+//! site `s` with raw rate `lambda_s` (per bit per cycle), register width
+//! `W_s` and exposure `n_s(o)` (slots per output `o`, see [`super::exposure`]):
+//!
+//! - A flip of bit `b` changes the accumulator by `2^b` (psum, multiplier)
+//!   or by `2^b * |x|` (an operand register; `x` is the other operand of the
+//!   corrupted term, drawn from the layer's weight codes or input codes).
+//! - At the output, after the requantization shift `sh = acc_frac -
+//!   out_frac`, that is `d = 2^(b-sh) * |x|` output steps. `d >= 1` is a
+//!   visible error at bit `floor(log2 d)` or the bit above (chosen with the
+//!   probabilities that keep the mean error `d`: `1-f` and `f` with
+//!   `d = 2^floor(log2 d) (1+f)`), capped at the top bit (where the
+//!   output saturates); `d < 1` changes the rounded output by one step with
+//!   probability `d` (bit 0); `x = 0` is masked.
+//! - Visible errors per output: `mu(o) = sum_s lambda_s W_s n_s(o) v_s` with
+//!   `v_s` the mean visibility of one flipped bit of site `s` (the average of
+//!   `min(d, 1)` over bits and operand values); hit probability
+//!   `p(o) = 1 - exp(-mu(o))` (Poisson, exact to first order and for
+//!   independent flips); the layer's `p_out` is the mean of `p(o)` over its
+//!   outputs, and `bit_weights` the visible errors' bit distribution weighted
+//!   by site and exposure.
+//!
+//! MiBB is the special case of multiplier faults on an output-stationary
+//! array when every multiplier bit is visible: `n = K`, so `p(o) = 1 -
+//! (1-p)^K` with `p = 1 - (1-lambda)^(W v)` per MAC. Real dataflows differ:
+//! psum registers are exposed for the whole fold (`K + R + C - 2` cycles in
+//! OS, `R` per row fold in WS/IS), moving operands corrupt several outputs
+//! per flip, and in WS/IS a stationary flip persists for the rest of the
+//! stream, so later outputs of a fold are more exposed than earlier ones
+//! (`n(o)` is not uniform: `p_min`/`p_max` report the spread); low
+//! accumulator and product bits fall below the output step.
+
+use crate::hwsim::{FaultSite, SystolicArray};
+use crate::quant::MacLayer;
+
+use super::exposure::site_exposure;
+
+/// Raw transient upset rates of the four PE register sites, per bit per
+/// clock cycle (0 = no faults at that site).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SiteRates {
+    pub act_reg: f64,
+    pub weight_reg: f64,
+    pub psum_reg: f64,
+    pub mult_out: f64,
+}
+
+impl SiteRates {
+    /// The rate of one site.
+    pub fn of(&self, site: FaultSite) -> f64 {
+        match site {
+            FaultSite::ActReg => self.act_reg,
+            FaultSite::WeightReg => self.weight_reg,
+            FaultSite::PsumReg => self.psum_reg,
+            FaultSite::MultOut => self.mult_out,
+        }
+    }
+    /// Every rate multiplied by `k` (a sweep over raw rates).
+    pub fn scaled(&self, k: f64) -> SiteRates {
+        SiteRates {
+            act_reg: self.act_reg * k,
+            weight_reg: self.weight_reg * k,
+            psum_reg: self.psum_reg * k,
+            mult_out: self.mult_out * k,
+        }
+    }
+}
+
+/// Histogram of absolute operand codes: `counts[v]` = how many operand
+/// values have `|code| = v`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Magnitudes {
+    pub counts: Vec<u64>,
+}
+
+impl Magnitudes {
+    pub fn from_codes<I: IntoIterator<Item = i32>>(codes: I) -> Magnitudes {
+        let mut m = Magnitudes::default();
+        for c in codes {
+            m.add(c.unsigned_abs() as usize, 1);
+        }
+        m
+    }
+    /// Add `n` values of magnitude `v`.
+    pub fn add(&mut self, v: usize, n: u64) {
+        if self.counts.len() <= v {
+            self.counts.resize(v + 1, 0);
+        }
+        self.counts[v] += n;
+    }
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+    /// A point mass at 1 (the delta of a psum or multiplier bit is `2^b`).
+    pub fn unit() -> Magnitudes {
+        Magnitudes { counts: vec![0, 1] }
+    }
+}
+
+/// Where the visible errors of one flipped bit land at the output: total
+/// visibility and the per-bit distribution (unnormalised, sums to the
+/// visibility), averaged over `bits` register bits and the magnitudes.
+fn visible_bits(bits: u32, mags: &Magnitudes, shift: i32, out_bits: u8) -> (f64, Vec<f64>) {
+    let mut w = vec![0.0; out_bits as usize];
+    let total = mags.total();
+    if total == 0 || bits == 0 {
+        return (0.0, w);
+    }
+    let top = out_bits as usize - 1;
+    for b in 0..bits {
+        for (v, &n) in mags.counts.iter().enumerate() {
+            if n == 0 || v == 0 {
+                continue;
+            }
+            let p = n as f64 / total as f64 / f64::from(bits);
+            let d = (v as f64) * 2f64.powi(b as i32 - shift);
+            if d < 1.0 {
+                w[0] += p * d;
+            } else {
+                let f = d.log2().floor();
+                let frac = d / 2f64.powf(f) - 1.0;
+                let lo = (f as usize).min(top);
+                let hi = (f as usize + 1).min(top);
+                w[lo] += p * (1.0 - frac);
+                w[hi] += p * frac;
+            }
+        }
+    }
+    (w.iter().sum(), w)
+}
+
+/// One site's share of a layer's derived faults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteDerivation {
+    pub site: FaultSite,
+    /// Mean slots per output (register-cycles exposing one output).
+    pub mean_slots: f64,
+    /// Mean visibility of one flipped bit at the output (0..1).
+    pub visibility: f64,
+    /// Mean outputs corrupted by one live flip.
+    pub multiplicity: f64,
+    /// Expected visible errors per output from this site alone.
+    pub mu: f64,
+}
+
+/// The derived feature-fault parameters of one MAC layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerDerivation {
+    pub name: String,
+    /// GEMM per group `(E, K, M)` and number of groups.
+    pub gemm: (usize, usize, usize),
+    pub groups: usize,
+    /// Mean hit probability of an output element.
+    pub p_out: f64,
+    /// Smallest and largest hit probability over the layer's outputs.
+    pub p_min: f64,
+    pub p_max: f64,
+    /// Distribution of the hit bit over the output code's bits (LSB first),
+    /// sums to 1 (uniform when nothing is visible).
+    pub bit_weights: Vec<f64>,
+    pub sites: Vec<SiteDerivation>,
+}
+
+/// A MAC layer as derivation sees it: its GEMM per group, how its
+/// accumulator is requantized, and the magnitudes of its operands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmLayer {
+    pub name: String,
+    pub e: usize,
+    pub k: usize,
+    pub m: usize,
+    pub groups: usize,
+    /// Requantization right shift `acc_frac - out_frac`.
+    pub shift: i32,
+    pub out_bits: u8,
+    pub weights: Magnitudes,
+    /// The layer's input codes as the GEMM sees them (padding zeros included).
+    pub inputs: Magnitudes,
+}
+
+impl GemmLayer {
+    /// The GEMM view of a quantized layer with input magnitudes `inputs`.
+    pub fn of(layer: &MacLayer, inputs: Magnitudes) -> GemmLayer {
+        GemmLayer {
+            name: layer.name.clone(),
+            e: layer.out_shape.h * layer.out_shape.w,
+            k: layer.macs_per_output(),
+            m: layer.cout_per_group(),
+            groups: layer.groups,
+            shift: layer.acc_frac - layer.out_format.frac,
+            out_bits: layer.out_format.bits,
+            weights: Magnitudes::from_codes(layer.weights.iter().copied()),
+            inputs,
+        }
+    }
+}
+
+/// Derive `layer`'s output-hit parameters on `array` with datapath widths
+/// `(act_bits, weight_bits, psum_bits)` and raw rates `rates`.
+pub fn derive_layer(
+    array: &SystolicArray,
+    widths: (u8, u8, u8),
+    layer: &GemmLayer,
+    rates: &SiteRates,
+) -> LayerDerivation {
+    let (act_bits, weight_bits, psum_bits) = widths;
+    let (e, k, m) = (layer.e, layer.k, layer.m);
+    let mp = array.mapping(e, k, m);
+    let (shift, out_bits) = (layer.shift, layer.out_bits);
+    let (weights, inputs) = (&layer.weights, &layer.inputs);
+    let mut mu = vec![0.0f64; e * m];
+    let mut bit_mass = vec![0.0f64; out_bits as usize];
+    let mut sites = Vec::new();
+    for site in FaultSite::ALL {
+        let (width, mags) = match site {
+            FaultSite::ActReg => (u32::from(act_bits), weights),
+            FaultSite::WeightReg => (u32::from(weight_bits), inputs),
+            FaultSite::PsumReg => (u32::from(psum_bits), &Magnitudes::unit()),
+            FaultSite::MultOut => (
+                u32::from(act_bits) + u32::from(weight_bits),
+                &Magnitudes::unit(),
+            ),
+        };
+        let ex = site_exposure(&mp, e, k, m, site);
+        let lambda = rates.of(site);
+        let (vis, bits) = visible_bits(width, mags, shift, out_bits);
+        let per_slot = lambda * f64::from(width) * vis;
+        for (acc, &s) in mu.iter_mut().zip(&ex.slots) {
+            *acc += per_slot * s as f64;
+        }
+        let mass = lambda * f64::from(width) * ex.touches as f64;
+        for (t, b) in bit_mass.iter_mut().zip(&bits) {
+            *t += mass * b;
+        }
+        sites.push(SiteDerivation {
+            site,
+            mean_slots: ex.mean_slots(),
+            visibility: vis,
+            multiplicity: ex.multiplicity(),
+            mu: per_slot * ex.mean_slots(),
+        });
+    }
+    let p: Vec<f64> = mu.iter().map(|&x| -(-x).exp_m1()).collect();
+    let p_out = p.iter().sum::<f64>() / p.len().max(1) as f64;
+    let total: f64 = bit_mass.iter().sum();
+    let bit_weights = if total > 0.0 {
+        bit_mass.iter().map(|x| x / total).collect()
+    } else {
+        vec![1.0 / f64::from(out_bits); out_bits as usize]
+    };
+    LayerDerivation {
+        name: layer.name.clone(),
+        gemm: (e, k, m),
+        groups: layer.groups,
+        p_out,
+        p_min: p.iter().copied().fold(f64::INFINITY, f64::min),
+        p_max: p.iter().copied().fold(0.0, f64::max),
+        bit_weights,
+        sites,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visibility_of_psum_bits_follows_the_shift() {
+        // 32-bit psum, shift 10, 8-bit output: bits 0..9 are sub-step
+        // (visibility 2^(b-10)), bits 10..16 land on output bits 0..6,
+        // bits 17..31 (15 of them) saturate into the top bit.
+        let (v, w) = visible_bits(32, &Magnitudes::unit(), 10, 8);
+        let sub: f64 = (0..10).map(|b| 2f64.powi(b - 10)).sum();
+        assert!((v - (sub + 22.0) / 32.0).abs() < 1e-12, "{v}");
+        assert!((w[0] - (sub + 1.0) / 32.0).abs() < 1e-12);
+        for (b, &wb) in w.iter().enumerate().take(7).skip(1) {
+            assert!((wb - 1.0 / 32.0).abs() < 1e-12, "bit {b}");
+        }
+        assert!((w[7] - 15.0 / 32.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn operand_magnitudes_keep_the_mean_error() {
+        // |x| = 3 with shift 0: d = 3 * 2^b: bit b+1 (w.p. 1/2) or b+2 (1/2)
+        // — mean 2^(b+1)/2 + 2^(b+2)/2 = 3*2^b.
+        let mags = Magnitudes::from_codes([3, -3]);
+        let (v, w) = visible_bits(1, &mags, 0, 8);
+        assert!((v - 1.0).abs() < 1e-12);
+        assert!((w[1] - 0.5).abs() < 1e-12 && (w[2] - 0.5).abs() < 1e-12);
+        let zeros = Magnitudes::from_codes([0, 0, 3, 3]);
+        let (v, _) = visible_bits(1, &zeros, 0, 8);
+        assert!((v - 0.5).abs() < 1e-12, "zero operands mask half the flips");
+    }
+}
+
+#[cfg(test)]
+mod special_cases {
+    use super::*;
+    use crate::accel::Dataflow;
+
+    fn layer(e: usize, k: usize, m: usize, shift: i32) -> GemmLayer {
+        GemmLayer {
+            name: "l".into(),
+            e,
+            k,
+            m,
+            groups: 1,
+            shift,
+            out_bits: 8,
+            weights: Magnitudes::from_codes([5, -9, 17]),
+            inputs: Magnitudes::from_codes([0, 3, 40]),
+        }
+    }
+
+    /// Multiplier faults on an OS array are MiBB: every output has the same
+    /// exposure `K`, and `p_out = 1 - exp(-lambda K W v)`.
+    #[test]
+    fn mult_out_on_os_is_mibb() {
+        let arr = SystolicArray::new(8, 8, Dataflow::Os).unwrap();
+        let l = layer(50, 72, 20, 6);
+        let lambda = 1e-6;
+        let rates = SiteRates {
+            mult_out: lambda,
+            ..SiteRates::default()
+        };
+        let d = derive_layer(&arr, (8, 8, 32), &l, &rates);
+        assert_eq!(d.p_min, d.p_max, "uniform exposure");
+        let (v, _) = visible_bits(16, &Magnitudes::unit(), 6, 8);
+        let want = -(-lambda * 72.0 * 16.0 * v).exp_m1();
+        assert!((d.p_out - want).abs() < 1e-15, "{} vs {want}", d.p_out);
+    }
+
+    /// Stationary-operand flips in WS expose later outputs of a fold more.
+    #[test]
+    fn ws_stationary_exposure_is_not_uniform() {
+        let arr = SystolicArray::new(8, 8, Dataflow::Ws).unwrap();
+        let l = layer(50, 72, 20, 6);
+        let rates = SiteRates {
+            weight_reg: 1e-6,
+            ..SiteRates::default()
+        };
+        let d = derive_layer(&arr, (8, 8, 32), &l, &rates);
+        assert!(d.p_max > 2.0 * d.p_min, "{} {}", d.p_min, d.p_max);
+    }
+}

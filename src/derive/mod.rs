@@ -1,0 +1,13 @@
+//! Derivation of algorithmic fault models from hardware fault rates (issue
+//! 5): what a raw per-bit, per-cycle upset rate in the PE registers of an
+//! accelerator means for the outputs and weights of each layer.
+//!
+//! This module owns the bridge from `hwsim` (where faults live in
+//! registers and cycles) to `fault` (where they live in tensors): the
+//! exposure of each output value to each register site ([`exposure`]), and
+//! the per-layer parameters built from it.
+
+pub mod exposure;
+pub mod layer;
+pub mod measure;
+pub mod network;

@@ -1,0 +1,192 @@
+//! Derivation for a whole quantized network on one systolic accelerator:
+//! the operand statistics each layer needs (its weight codes, and its input
+//! codes as the GEMM sees them, measured on real images), the per-layer
+//! parameters of [`super::layer`], and the algorithmic fault model they make
+//! (`output_hit` per layer), ready for `infer`, `eval`, `train` and `search`.
+
+use rayon::prelude::*;
+
+use crate::engine::reference::run_image_all;
+use crate::fault::output_hit::{HitSign, OutputHit};
+use crate::fault::spec::{FaultSpec, FeatureFault, LayerOverride};
+use crate::hwsim::SystolicArray;
+use crate::quant::{MacLayer, QModel, QOp};
+
+use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRates};
+
+/// Magnitudes of the im2col operand of `layer` for one image's input codes
+/// (CHW): every (output pixel, tap, channel) entry, zeros for padding.
+pub fn add_im2col_magnitudes(layer: &MacLayer, input: &[i32], mags: &mut Magnitudes) {
+    let (s, o) = (layer.in_shape, layer.out_shape);
+    let (kh, kw) = layer.kernel;
+    let mut zeros = 0u64;
+    for ci in 0..s.c {
+        let plane = &input[ci * s.h * s.w..(ci + 1) * s.h * s.w];
+        for oy in 0..o.h {
+            for ox in 0..o.w {
+                for ky in 0..kh {
+                    let iy = (oy * layer.stride.0 + ky * layer.dilation.0) as isize
+                        - layer.padding.0 as isize;
+                    for kx in 0..kw {
+                        let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize
+                            - layer.padding.1 as isize;
+                        if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                            zeros += 1;
+                        } else {
+                            let v = plane[iy as usize * s.w + ix as usize];
+                            mags.add(v.unsigned_abs() as usize, 1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    mags.add(0, zeros);
+}
+
+/// A network's derived feature faults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkDerivation {
+    pub rates: SiteRates,
+    pub layers: Vec<LayerDerivation>,
+}
+
+/// The GEMM view of every MAC layer of `model`, with input magnitudes
+/// measured on `images` (`n * input numel` floats) by the reference engine.
+pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
+    let n = model.input_shape().numel();
+    let count = images.len() / n.max(1);
+    let macs: Vec<(usize, &MacLayer)> = model
+        .nodes
+        .iter()
+        .filter_map(|node| match &node.op {
+            QOp::Mac(l) => Some((node.inputs[0], l.as_ref())),
+            _ => None,
+        })
+        .collect();
+    let per_image: Vec<Vec<Magnitudes>> = (0..count)
+        .into_par_iter()
+        .map(|i| {
+            let outs = run_image_all(model, &images[i * n..(i + 1) * n], i as u64, None);
+            macs.iter()
+                .map(|(input, l)| {
+                    let mut m = Magnitudes::default();
+                    add_im2col_magnitudes(l, &outs[*input], &mut m);
+                    m
+                })
+                .collect()
+        })
+        .collect();
+    macs.iter()
+        .enumerate()
+        .map(|(j, (_, l))| {
+            let mut inputs = Magnitudes::default();
+            for img in &per_image {
+                for (v, &c) in img[j].counts.iter().enumerate() {
+                    if c > 0 {
+                        inputs.add(v, c);
+                    }
+                }
+            }
+            GemmLayer::of(l, inputs)
+        })
+        .collect()
+}
+
+/// Derive every layer of `layers` on `array` (datapath widths from `model`).
+pub fn derive_network(
+    array: &SystolicArray,
+    model: &QModel,
+    layers: &[GemmLayer],
+    rates: &SiteRates,
+) -> NetworkDerivation {
+    let dp = model.datapath;
+    let widths = (dp.act_bits, dp.weight_bits, dp.psum_bits);
+    NetworkDerivation {
+        rates: *rates,
+        layers: layers
+            .par_iter()
+            .map(|l| derive_layer(array, widths, l, rates))
+            .collect(),
+    }
+}
+
+impl NetworkDerivation {
+    /// The algorithmic fault model: one `output_hit` feature model per layer
+    /// (additive `+-2^b` errors that saturate, one bit per hit).
+    pub fn fault_spec(&self, description: String) -> FaultSpec {
+        FaultSpec {
+            description: Some(description),
+            feature: None,
+            weight: None,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerOverride {
+                    name: l.name.clone(),
+                    feature: Some(if l.p_out > 0.0 {
+                        FeatureFault::OutputHit(OutputHit {
+                            p_out: l.p_out.min(1.0),
+                            bit_weights: l.bit_weights.clone(),
+                            sign: HitSign::Random,
+                            multiplicity: vec![1.0],
+                        })
+                    } else {
+                        FeatureFault::Off
+                    }),
+                    weight: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixed::Format;
+    use crate::model::Shape;
+    use crate::quant::{Activation, MacLayer};
+
+    fn conv(padding: usize, stride: usize) -> MacLayer {
+        let o = (4 + 2 * padding - 3) / stride + 1;
+        MacLayer {
+            node: 1,
+            name: "c".into(),
+            is_conv: true,
+            in_shape: Shape::new(2, 4, 4),
+            out_shape: Shape::new(3, o, o),
+            kernel: (3, 3),
+            stride: (stride, stride),
+            padding: (padding, padding),
+            dilation: (1, 1),
+            groups: 1,
+            weights: vec![1; 3 * 2 * 9],
+            weight_format: Format { bits: 8, frac: 7 },
+            bias: vec![0; 3],
+            in_format: Format { bits: 8, frac: 4 },
+            acc_frac: 11,
+            out_format: Format { bits: 8, frac: 4 },
+            activation: Activation::Relu,
+        }
+    }
+
+    #[test]
+    fn im2col_magnitudes_count_every_entry_and_padding() {
+        let input: Vec<i32> = (0..32).map(|i| i - 16).collect();
+        for (pad, stride) in [(0, 1), (1, 1), (1, 2)] {
+            let l = conv(pad, stride);
+            let mut m = Magnitudes::default();
+            add_im2col_magnitudes(&l, &input, &mut m);
+            let e = l.out_shape.h * l.out_shape.w;
+            assert_eq!(m.total(), (e * l.macs_per_output()) as u64);
+        }
+        let l = conv(1, 1);
+        let mut m = Magnitudes::default();
+        add_im2col_magnitudes(&l, &[5; 32], &mut m);
+        assert_eq!(m.counts[5] + m.counts[0], 2 * 16 * 9);
+        // Each of the 16 outputs sees 9 taps; interior pixels of a 4x4 map
+        // see all 9, edges 6, corners 4: 4*9 + 8*6 + 4*4 = 100 valid.
+        assert_eq!(m.counts[5], 2 * 100);
+    }
+}

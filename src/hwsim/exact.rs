@@ -1,0 +1,341 @@
+//! Fast exact fault path (issue 4): the result of [`SystolicArray::run`]
+//! with hardware faults, bit for bit, without stepping the array.
+//!
+//! This module owns the fault-effect analysis. It computes the fault-free
+//! GEMM once with the engine's integer kernels (`clean.rs`), works out from
+//! the [`Mapping`] which outputs every fault can reach (its *reach*), and
+//! recomputes only those outputs, each from the faults that reach it, in the
+//! order the hardware accumulates it (`os.rs` for output stationary,
+//! `stationary.rs` for WS and IS). Nothing else is touched, so the cost is
+//! the clean GEMM plus `O(touched outputs * K)`.
+//!
+//! # How one output is recomputed
+//!
+//! An output's accumulation is a sequence of *positions*, one per adder
+//! step in hardware order: the fold's local cycles for OS (the product of
+//! reduction index `k = c - i - j` is added in cycle `c`; the other cycles
+//! add a product of non-live operands, which is zero unless both operand
+//! registers are corrupted), and the PE rows of every row fold for WS/IS
+//! (position `fr*rows + r` adds term `k = fr*rows + r`; rows past `K` are
+//! padding). Each dataflow module gives, per position, the clean product,
+//! the exact product (operand values after every fault that touched them on
+//! their way, multiplier faults, in cycle order and, within a cycle,
+//! transient flips in fault-list order before stuck-at bits, exactly as the
+//! stepping loops apply them) and the `psum_reg` faults acting before the
+//! add. Positions whose product can differ from the clean one are listed
+//! (*special* positions). Then:
+//!
+//! - no `psum_reg` fault on the output, and the accumulator wraps or can
+//!   provably never saturate (`positions * 2^(act_bits+weight_bits-1) <=
+//!   max psum`): the result is the clean output plus the product changes at
+//!   the special positions, wrapped (addition is associative modulo
+//!   `2^psum_bits`): `O(special positions)`;
+//! - otherwise the output is replayed position by position with the
+//!   accumulator rule after every add and the psum faults at their point of
+//!   the sum: `O(positions) = O(K + rows + cols)`.
+//!
+//! Several faults on one output are exact because the per-position
+//! evaluation applies all of them, in hardware order; the reach only decides
+//! which outputs are looked at, and it includes every output a fault's
+//! register value passes through even when the value is not live (two
+//! corrupted non-live operands can meet in a PE).
+
+mod clean;
+mod os;
+mod stationary;
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::kernel::{BitOp, PsumRule};
+use super::{
+    check_gemm, Dataflow, FaultKind, FaultSite, Gemm, HwFault, HwRun, HwSimError, Mapping,
+    RunStats, SystolicArray,
+};
+use crate::fixed::{max_code, Datapath, Overflow};
+
+pub use clean::clean_gemm;
+
+/// A validated fault as the analysis sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Event {
+    /// Position in the caller's fault list: ties between faults acting on
+    /// one register in one cycle are applied in list order.
+    pub index: usize,
+    pub site: FaultSite,
+    pub row: usize,
+    pub col: usize,
+    pub op: BitOp,
+    pub width: u32,
+    /// Transient: `(fold, local cycle)`; permanent: `None`.
+    pub at: Option<(usize, i64)>,
+}
+
+impl Event {
+    fn new(index: usize, f: &HwFault, dp: &Datapath, mapping: &Mapping) -> Event {
+        let at = match f.kind {
+            FaultKind::Flip { cycle } => Some((
+                (cycle / mapping.cycles_per_fold) as usize,
+                (cycle % mapping.cycles_per_fold) as i64,
+            )),
+            FaultKind::StuckAt0 | FaultKind::StuckAt1 => None,
+        };
+        Event {
+            index,
+            site: f.site,
+            row: f.row,
+            col: f.col,
+            op: f.op(),
+            width: f.site.width(dp),
+            at,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn permanent(&self) -> bool {
+        self.at.is_none()
+    }
+
+    /// The bit operation on a value of this site.
+    #[inline]
+    pub(crate) fn apply(&self, v: i32) -> i32 {
+        self.op.apply(v, self.width)
+    }
+
+    /// Order of faults acting on one register in one cycle: transient flips
+    /// (in list order) before the stuck-at bits (in list order).
+    #[inline]
+    pub(crate) fn cycle_order(&self) -> (bool, usize) {
+        (self.permanent(), self.index)
+    }
+}
+
+/// Positions whose product may differ from the fault-free one.
+pub(crate) enum Special<'a> {
+    /// Every position in the range.
+    Range(Range<usize>),
+    /// These positions, sorted and distinct.
+    Sparse(&'a [usize]),
+}
+
+/// One output's accumulation in hardware order, as a dataflow sees it.
+pub(crate) trait OutputTrace {
+    /// Adder steps of the output, over all the folds that accumulate it.
+    fn positions(&self) -> usize;
+    /// Product added at `pos` without faults (zero where nothing is live).
+    fn clean_product(&self, pos: usize) -> i32;
+    /// Product added at `pos` with every fault of the output applied.
+    fn exact_product(&self, pos: usize) -> i32;
+    /// Whether any `psum_reg` fault acts on the output.
+    fn has_psum_faults(&self) -> bool;
+    /// The accumulator after the `psum_reg` faults acting before the add at `pos`.
+    fn psum_before(&self, pos: usize, acc: i32) -> i32;
+    /// The value read out after the last add.
+    fn psum_at_end(&self, acc: i32) -> i32;
+}
+
+/// Datapath facts every output evaluation needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arith {
+    dp: Datapath,
+    rule: PsumRule,
+    /// Without psum faults, no partial sum of `positions` products can
+    /// leave the accumulator range (so saturation never acts).
+    never_saturates: bool,
+}
+
+impl Arith {
+    fn new(dp: &Datapath, positions: usize) -> Arith {
+        // Largest product magnitude: a corrupted multiplier output of
+        // act_bits + weight_bits bits.
+        let max_product = 1u128 << (u32::from(dp.act_bits) + u32::from(dp.weight_bits) - 1);
+        Arith {
+            dp: *dp,
+            rule: PsumRule::new(dp),
+            never_saturates: positions as u128 * max_product <= max_code(dp.psum_bits) as u128,
+        }
+    }
+}
+
+/// The exact value of one output given its trace, its special positions and
+/// its fault-free value.
+pub(crate) fn settle<T: OutputTrace>(
+    trace: &T,
+    special: &Special,
+    clean: i64,
+    arith: &Arith,
+) -> i64 {
+    let linear = arith.dp.overflow == Overflow::Wrap || arith.never_saturates;
+    if !trace.has_psum_faults() && linear {
+        let delta = |pos: usize| trace.exact_product(pos) as i64 - trace.clean_product(pos) as i64;
+        let change: i64 = match special {
+            Special::Range(r) => r.clone().map(delta).sum(),
+            Special::Sparse(list) => list.iter().map(|&p| delta(p)).sum(),
+        };
+        return arith.dp.acc_limit(clean + change);
+    }
+    let rule = arith.rule;
+    let mut acc = 0i32;
+    let mut next_sparse = 0usize;
+    for pos in 0..trace.positions() {
+        acc = trace.psum_before(pos, acc);
+        let is_special = match special {
+            Special::Range(r) => r.contains(&pos),
+            Special::Sparse(list) => {
+                if list.get(next_sparse) == Some(&pos) {
+                    next_sparse += 1;
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        let p = if is_special {
+            trace.exact_product(pos)
+        } else {
+            trace.clean_product(pos)
+        };
+        acc = rule.add(acc, p);
+    }
+    trace.psum_at_end(acc) as i64
+}
+
+/// Run one GEMM on the array with faults, computing only what the faults
+/// change: the same outputs, errors and statistics as [`SystolicArray::run`].
+pub fn run_exact(
+    array: &SystolicArray,
+    gemm: &Gemm,
+    dp: &Datapath,
+    faults: &[HwFault],
+) -> Result<HwRun, HwSimError> {
+    if array.rows == 0 || array.cols == 0 {
+        return Err(HwSimError::EmptyArray {
+            rows: array.rows,
+            cols: array.cols,
+        });
+    }
+    dp.validate().map_err(HwSimError::Datapath)?;
+    check_gemm(gemm, dp)?;
+    let mapping = array.mapping(gemm.e, gemm.k, gemm.m);
+    for (index, f) in faults.iter().enumerate() {
+        f.check(array.rows, array.cols, dp, mapping.cycles)
+            .map_err(|reason| HwSimError::Fault {
+                index,
+                site: f.site,
+                row: f.row,
+                col: f.col,
+                reason,
+            })?;
+    }
+    let mut out = clean_gemm(gemm, dp);
+    if !faults.is_empty() {
+        let events: Vec<Event> = faults
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Event::new(i, f, dp, &mapping))
+            .collect();
+        let changed = match mapping.dataflow {
+            Dataflow::Os => os::faulty_outputs(gemm, dp, &mapping, &events, &out),
+            Dataflow::Ws | Dataflow::Is => {
+                stationary::faulty_outputs(gemm, dp, &mapping, &events, &out)
+            }
+        };
+        for (o, v) in changed {
+            out[o] = v;
+        }
+    }
+    Ok(HwRun {
+        out,
+        mapping,
+        stats: RunStats {
+            stepped_cycles: mapping.cycles,
+            pe_cycle_updates: mapping.cycles * (array.rows * array.cols) as u64,
+        },
+    })
+}
+
+/// Outputs marked at most once, in marking order.
+pub(crate) struct Touched {
+    marked: Vec<bool>,
+    list: Vec<usize>,
+}
+
+impl Touched {
+    pub(crate) fn new(outputs: usize) -> Touched {
+        Touched {
+            marked: vec![false; outputs],
+            list: Vec::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn mark(&mut self, o: usize) {
+        if !self.marked[o] {
+            self.marked[o] = true;
+            self.list.push(o);
+        }
+    }
+
+    /// Evaluate every marked output in parallel with a per-thread scratch.
+    pub(crate) fn evaluate<S: Default + Send>(
+        self,
+        eval: impl Fn(&mut S, usize) -> i64 + Sync + Send,
+    ) -> Vec<(usize, i64)> {
+        self.list
+            .par_iter()
+            .with_min_len(64)
+            .map_init(S::default, |scratch, &o| (o, eval(scratch, o)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycle_order_puts_flips_before_stuck_bits() {
+        let dp = Datapath::INT8;
+        let array = SystolicArray::new(2, 2, Dataflow::Os).unwrap();
+        let mapping = array.mapping(2, 3, 2);
+        let stuck = Event::new(
+            0,
+            &HwFault::stuck(FaultSite::ActReg, 0, 0, 1, true),
+            &dp,
+            &mapping,
+        );
+        let flip = Event::new(
+            1,
+            &HwFault::flip(FaultSite::ActReg, 0, 0, 1, 2),
+            &dp,
+            &mapping,
+        );
+        assert!(flip.cycle_order() < stuck.cycle_order());
+        assert_eq!(flip.at, Some((0, 2)));
+        // Fold 1 starts at cycles_per_fold = 3 + 2 + 2 - 2 = 5.
+        let late = Event::new(
+            2,
+            &HwFault::flip(FaultSite::ActReg, 0, 0, 1, 7),
+            &dp,
+            &mapping,
+        );
+        assert_eq!(late.at, Some((1, 2)));
+    }
+
+    #[test]
+    fn never_saturates_bound() {
+        // 8x8-bit corrupted products reach 2^15; 2^16 of them fit 2^31 - 1 only just not.
+        let dp = Datapath {
+            overflow: Overflow::Saturate,
+            ..Datapath::INT8
+        };
+        assert!(Arith::new(&dp, (1 << 16) - 1).never_saturates);
+        assert!(!Arith::new(&dp, 1 << 16).never_saturates);
+        let narrow = Datapath {
+            psum_bits: 16,
+            ..dp
+        };
+        assert!(!Arith::new(&narrow, 1).never_saturates);
+    }
+}

@@ -1,0 +1,260 @@
+//! 2-D convolution (stride, zero padding, dilation, groups) forward and
+//! backward on N x C x H x W batches: per image and group, im2col into a
+//! `K x P` column matrix (`K = C_in/groups * kh * kw`, `P = out_h * out_w`),
+//! then one f32 GEMM. Images run in parallel (rayon); weight gradients are
+//! summed per fixed chunk of images and the chunks added in order, so the
+//! result does not depend on the thread count (bit-identical resumes).
+
+use rayon::prelude::*;
+
+use super::gemm::{gemm, Mat};
+use crate::model::{Op, Shape};
+
+/// Images per weight-gradient partial sum (fixed, for determinism).
+pub const GRAD_CHUNK: usize = 8;
+
+/// Shape and geometry of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub input: Shape,
+    pub output: Shape,
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl ConvGeom {
+    /// Geometry of a `Conv2d` op; `None` for other ops.
+    pub fn of(op: &Op, input: Shape, output: Shape) -> Option<ConvGeom> {
+        match op {
+            Op::Conv2d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => Some(ConvGeom {
+                input,
+                output,
+                kernel: *kernel,
+                stride: *stride,
+                padding: *padding,
+                dilation: *dilation,
+                groups: *groups,
+            }),
+            _ => None,
+        }
+    }
+    pub fn cin_g(&self) -> usize {
+        self.input.c / self.groups
+    }
+    pub fn cout_g(&self) -> usize {
+        self.output.c / self.groups
+    }
+    /// Rows of the column matrix (reduction length).
+    pub fn k(&self) -> usize {
+        self.cin_g() * self.kernel.0 * self.kernel.1
+    }
+    /// Output positions per image.
+    pub fn p(&self) -> usize {
+        self.output.h * self.output.w
+    }
+    /// A 1x1, stride 1, unpadded convolution: the input plane is the column
+    /// matrix already.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == (1, 1) && self.stride == (1, 1) && self.padding == (0, 0)
+    }
+
+    /// Input row/column of output position `o` and kernel tap `k` (may be
+    /// outside the image).
+    #[inline]
+    fn src(&self, o: usize, k: usize, axis: usize) -> isize {
+        let (s, d, p) = if axis == 0 {
+            (self.stride.0, self.dilation.0, self.padding.0)
+        } else {
+            (self.stride.1, self.dilation.1, self.padding.1)
+        };
+        (o * s + k * d) as isize - p as isize
+    }
+
+    /// Columns of group `g` of one image into `col` (`K x P`).
+    fn im2col(&self, x: &[f32], g: usize, col: &mut [f32]) {
+        let (ih, iw) = (self.input.h, self.input.w);
+        let (oh, ow) = (self.output.h, self.output.w);
+        let (kh, kw) = self.kernel;
+        let p = oh * ow;
+        for ci in 0..self.cin_g() {
+            let plane = &x[(g * self.cin_g() + ci) * ih * iw..][..ih * iw];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = &mut col[((ci * kh + ky) * kw + kx) * p..][..p];
+                    for oy in 0..oh {
+                        let iy = self.src(oy, ky, 0);
+                        let dst = &mut row[oy * ow..(oy + 1) * ow];
+                        if iy < 0 || iy >= ih as isize {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * iw..][..iw];
+                        for (ox, d) in dst.iter_mut().enumerate() {
+                            let ix = self.src(ox, kx, 1);
+                            *d = if ix < 0 || ix >= iw as isize {
+                                0.0
+                            } else {
+                                src[ix as usize]
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Add the columns `col` of group `g` back into the image gradient `dx`.
+    fn col2im(&self, col: &[f32], g: usize, dx: &mut [f32]) {
+        let (ih, iw) = (self.input.h, self.input.w);
+        let (oh, ow) = (self.output.h, self.output.w);
+        let (kh, kw) = self.kernel;
+        let p = oh * ow;
+        for ci in 0..self.cin_g() {
+            let plane = &mut dx[(g * self.cin_g() + ci) * ih * iw..][..ih * iw];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = &col[((ci * kh + ky) * kw + kx) * p..][..p];
+                    for oy in 0..oh {
+                        let iy = self.src(oy, ky, 0);
+                        if iy < 0 || iy >= ih as isize {
+                            continue;
+                        }
+                        let dst = &mut plane[iy as usize * iw..][..iw];
+                        for (ox, &v) in row[oy * ow..(oy + 1) * ow].iter().enumerate() {
+                            let ix = self.src(ox, kx, 1);
+                            if ix >= 0 && ix < iw as isize {
+                                dst[ix as usize] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out = conv(x, w) + bias` for a batch (`x`: N x input, `out`: N x output).
+pub fn forward(geom: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let (in_n, out_n) = (geom.input.numel(), geom.output.numel());
+    let (k, p, cout_g) = (geom.k(), geom.p(), geom.cout_g());
+    out.par_chunks_mut(out_n)
+        .zip(x.par_chunks(in_n))
+        .for_each_init(
+            || vec![0.0f32; if geom.is_pointwise() { 0 } else { k * p }],
+            |col, (o, xi)| {
+                for g in 0..geom.groups {
+                    let wg = Mat::rm(&w[g * cout_g * k..][..cout_g * k], cout_g, k);
+                    let og = &mut o[g * cout_g * p..][..cout_g * p];
+                    if geom.is_pointwise() {
+                        gemm(wg, Mat::rm(&xi[g * k * p..][..k * p], k, p), 0.0, og);
+                    } else {
+                        geom.im2col(xi, g, col);
+                        gemm(wg, Mat::rm(col, k, p), 0.0, og);
+                    }
+                }
+                if let Some(b) = bias {
+                    for (c, plane) in o.chunks_exact_mut(p).enumerate() {
+                        for v in plane {
+                            *v += b[c];
+                        }
+                    }
+                }
+            },
+        );
+}
+
+/// Gradients of a convolution: `dw` and `db` are overwritten, `dx` (if
+/// given) is overwritten with the input gradient.
+pub fn backward(
+    geom: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dout: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) {
+    let (in_n, out_n) = (geom.input.numel(), geom.output.numel());
+    let (k, p, cout_g) = (geom.k(), geom.p(), geom.cout_g());
+    let n = dout.len() / out_n.max(1);
+    let pointwise = geom.is_pointwise();
+    // one chunk of images: its weight/bias gradient partial sums
+    let chunk = |c: usize, mut dx: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
+        let mut pdw = vec![0.0f32; dw.len()];
+        let mut pdb = vec![0.0f32; geom.output.c];
+        let mut col = vec![0.0f32; if pointwise { 0 } else { k * p }];
+        let mut dcol = vec![0.0f32; k * p];
+        let first = c * GRAD_CHUNK;
+        for i in first..(first + GRAD_CHUNK).min(n) {
+            let xi = &x[i * in_n..][..in_n];
+            let di = &dout[i * out_n..][..out_n];
+            for g in 0..geom.groups {
+                let dg = Mat::rm(&di[g * cout_g * p..][..cout_g * p], cout_g, p);
+                let colm = if pointwise {
+                    &xi[g * k * p..][..k * p]
+                } else {
+                    geom.im2col(xi, g, &mut col);
+                    &col[..]
+                };
+                // dW_g += dOut_g (cout_g x P) * col^T (P x K)
+                gemm(
+                    dg,
+                    Mat::rm_t(colm, p, k),
+                    1.0,
+                    &mut pdw[g * cout_g * k..][..cout_g * k],
+                );
+                if let Some(dx) = dx.as_deref_mut() {
+                    let dxi = &mut dx[(i - first) * in_n..][..in_n];
+                    // dcol = W_g^T (K x cout_g) * dOut_g (cout_g x P)
+                    let wt = Mat::rm_t(&w[g * cout_g * k..][..cout_g * k], k, cout_g);
+                    if pointwise {
+                        gemm(wt, dg, 0.0, &mut dxi[g * k * p..][..k * p]);
+                    } else {
+                        gemm(wt, dg, 0.0, &mut dcol);
+                        geom.col2im(&dcol, g, dxi);
+                    }
+                }
+            }
+            for (ch, plane) in di.chunks_exact(p).enumerate() {
+                pdb[ch] += plane.iter().sum::<f32>();
+            }
+        }
+        (pdw, pdb)
+    };
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = match dx {
+        Some(dx) => {
+            dx.fill(0.0);
+            dx.par_chunks_mut(GRAD_CHUNK * in_n)
+                .enumerate()
+                .map(|(c, d)| chunk(c, Some(d)))
+                .collect()
+        }
+        None => (0..n.div_ceil(GRAD_CHUNK))
+            .into_par_iter()
+            .map(|c| chunk(c, None))
+            .collect(),
+    };
+    dw.fill(0.0);
+    let mut dbias = vec![0.0f32; geom.output.c];
+    for (pdw, pdb) in &partials {
+        for (a, b) in dw.iter_mut().zip(pdw) {
+            *a += b;
+        }
+        for (a, b) in dbias.iter_mut().zip(pdb) {
+            *a += b;
+        }
+    }
+    if let Some(db) = db {
+        db.copy_from_slice(&dbias);
+    }
+}

@@ -1,0 +1,743 @@
+//! The graph walker: forward over [`Graph::nodes`] in order, storing what the
+//! backward pass needs on a [`Tape`], then backward in reverse order. Not a
+//! general autodiff: every [`Op`] has one forward and one backward rule.
+//!
+//! Three ways to run a forward ([`Mode`]):
+//! - `Train`: batch norms use the batch statistics. With QAT, a conv/linear
+//!   followed by a BN uses `W~ = q(w * a) / a` (`a = gamma/sqrt(var+eps)` from
+//!   the running statistics), i.e. exactly the weights the engine will use
+//!   once the BN is folded, and the BN then normalises with batch
+//!   statistics; activations are requantized where the engine requantizes.
+//! - `Frozen(stats)`: like `Train` but the batch norms use the given
+//!   statistics as constants (the faulty forward of FTT reuses the clean
+//!   forward's statistics, as the engine's folded BNs do not adapt to faults).
+//! - `Eval`: running statistics. With QAT, batch norms are folded into the
+//!   conv/linear weights and biases exactly as `quant::build` folds them
+//!   (weight codes per tensor, bias codes in the accumulator domain), so the
+//!   forward reproduces the fixed-point engine's codes (see
+//!   `tests/train_qat.rs`). No backward in this mode.
+//!
+//! Gradients pass straight through every rounding and fault injection and
+//! are blocked where a clamp (saturation, ReLU, ReLU6) was active.
+
+use rayon::prelude::*;
+
+use super::conv::{self, ConvGeom};
+use super::fake_quant::{Grid, QuantPlan};
+use super::layers::{self, BnStats, PoolGeom};
+use super::params::Params;
+use crate::fault::{FeatureInjector, LayerSite, WeightInjector};
+use crate::fixed::{saturate, Datapath, Format};
+use crate::model::{Graph, NodeId, Op, Shape};
+use crate::quant::int_ops::six_code;
+
+/// Batch-norm statistics source of a forward pass.
+#[derive(Clone, Copy)]
+pub enum Mode<'a> {
+    Train,
+    Frozen(&'a [Option<BnStats>]),
+    Eval,
+}
+
+/// Fake quantization of a forward pass: node output formats (from
+/// [`QuantPlan::formats`]) and the datapath.
+#[derive(Clone, Copy)]
+pub struct Qat<'a> {
+    pub formats: &'a [Format],
+    pub datapath: Datapath,
+}
+
+/// Faults of one faulty forward: injectors and the stream indices.
+/// Feature faults use `fault::stream(seed, trial, first_index + image, node)`
+/// per image and layer, weight faults `fault::stream(seed, trial, u64::MAX,
+/// node)` per layer, as the engine and `QModel::with_weight_faults` do.
+#[derive(Clone, Copy)]
+pub struct Faults<'a> {
+    pub feature: Option<&'a dyn FeatureInjector>,
+    pub weight: Option<&'a dyn WeightInjector>,
+    pub seed: u64,
+    pub trial: u64,
+    pub first_index: u64,
+}
+
+/// Codes changed by the injectors in one forward, per conv/linear layer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HitCount {
+    pub node: NodeId,
+    /// Feature codes (pre-activation outputs) changed / examined.
+    pub feature_changed: u64,
+    pub feature_total: u64,
+    /// Weight codes changed / examined.
+    pub weight_changed: u64,
+    pub weight_total: u64,
+}
+
+/// What a forward pass keeps for its backward pass.
+#[derive(Debug, Clone)]
+pub struct Tape {
+    pub n: usize,
+    /// Output of every node (N x shape).
+    pub outs: Vec<Vec<f32>>,
+    /// Statistics each batch norm normalised with.
+    pub bn: Vec<Option<BnStats>>,
+    argmax: Vec<Option<Vec<u32>>>,
+    /// Effective (fake-quantized, possibly corrupted) conv/linear weights.
+    eff_weights: Vec<Option<Vec<f32>>>,
+    pub hits: Vec<HitCount>,
+    /// Node formats of a QAT forward.
+    formats: Option<Vec<Format>>,
+    batch_stats: bool,
+    exact_fold: bool,
+}
+
+impl Tape {
+    /// The logits (N x classes).
+    pub fn logits(&self) -> &[f32] {
+        self.outs.last().map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// The network being trained: graph, quantization plan and parameters.
+#[derive(Debug, Clone)]
+pub struct Network<'g> {
+    pub graph: &'g Graph,
+    pub plan: QuantPlan,
+    pub params: Params,
+}
+
+/// `a = gamma / sqrt(var + eps)` and `shift = beta - mean * a` from running
+/// statistics, computed exactly as `quant::build` does (same f32 operations).
+pub fn bn_affine(params: &Params, bn: NodeId, eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let (g, b, m, v) = (
+        params.node(bn, 0),
+        params.node(bn, 1),
+        params.node(bn, 2),
+        params.node(bn, 3),
+    );
+    let a: Vec<f32> = (0..g.len()).map(|c| g[c] / (v[c] + eps).sqrt()).collect();
+    let shift = (0..g.len()).map(|c| b[c] - m[c] * a[c]).collect();
+    (a, shift)
+}
+
+fn bn_eps(graph: &Graph, id: NodeId) -> f32 {
+    match graph.nodes[id].op {
+        Op::BatchNorm { eps } => eps,
+        _ => 0.0,
+    }
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, &x| m.max(x.abs()))
+}
+
+impl<'g> Network<'g> {
+    pub fn new(graph: &'g Graph, params: Params) -> Network<'g> {
+        Network {
+            graph,
+            plan: QuantPlan::new(graph),
+            params,
+        }
+    }
+
+    fn site(&self, mac: NodeId, format: Format) -> LayerSite<'g> {
+        let g = self.graph;
+        LayerSite {
+            node: mac,
+            name: &g.nodes[mac].name,
+            is_conv: matches!(g.nodes[mac].op, Op::Conv2d { .. }),
+            macs_per_output: g.macs_per_output(mac),
+            format,
+        }
+    }
+
+    /// Effective weights and bias of conv/linear `id` for this pass.
+    fn mac_params(
+        &self,
+        id: NodeId,
+        qat: Option<&Qat>,
+        exact_fold: bool,
+        faults: Option<&Faults>,
+        hit: &mut HitCount,
+    ) -> (Vec<f32>, Option<Vec<f32>>) {
+        let w = self.params.node(id, 0);
+        let has_bias = self.params.of_node[id].len() > 1;
+        let bias = has_bias.then(|| self.params.node(id, 1).to_vec());
+        let Some(q) = qat else {
+            return (w.to_vec(), bias);
+        };
+        let out_c = self.graph.nodes[id].shape.c;
+        let per_out = w.len() / out_c;
+        let fold = self
+            .plan
+            .folded_bn
+            .get(id)
+            .copied()
+            .flatten()
+            .map(|bn| bn_affine(&self.params, bn, bn_eps(self.graph, bn)));
+        // w' = w * a (the folded weights the quantizer quantizes)
+        let mut wf = w.to_vec();
+        if let Some((a, _)) = &fold {
+            for oc in 0..out_c {
+                for x in &mut wf[oc * per_out..(oc + 1) * per_out] {
+                    *x *= a[oc];
+                }
+            }
+        }
+        let wfmt = Format::for_max_abs(max_abs(&wf), q.datapath.weight_bits);
+        let mut codes: Vec<i32> = wf.iter().map(|&x| wfmt.quantize(x)).collect();
+        if let Some(f) = faults {
+            if let Some(inj) = f.weight {
+                let before = codes.clone();
+                let mut rng = crate::fault::stream(f.seed, f.trial, u64::MAX, id as u64);
+                inj.corrupt(&self.site(id, wfmt), &mut codes, &mut rng);
+                for c in &mut codes {
+                    *c = saturate(*c as i64, wfmt.bits) as i32;
+                }
+                hit.weight_total += codes.len() as u64;
+                hit.weight_changed +=
+                    codes.iter().zip(&before).filter(|(a, b)| a != b).count() as u64;
+            }
+        }
+        let grid = Grid::new(wfmt);
+        let mut eff: Vec<f32> = codes.iter().map(|&c| grid.value(c)).collect();
+        if exact_fold {
+            // bias' = b * a + shift, quantized in the accumulator domain
+            let in_fmt = q.formats[self.graph.nodes[id].inputs[0]];
+            let acc = Format {
+                bits: q.datapath.psum_bits,
+                frac: in_fmt.frac + wfmt.frac,
+            };
+            let mut b = bias.unwrap_or_else(|| vec![0.0; out_c]);
+            if let Some((a, shift)) = &fold {
+                for oc in 0..out_c {
+                    b[oc] = b[oc] * a[oc] + shift[oc];
+                }
+            }
+            let bq = b
+                .iter()
+                .map(|&x| acc.quantize(x) as f32 * Grid::new(acc).step)
+                .collect();
+            return (eff, Some(bq));
+        }
+        if let Some((a, _)) = &fold {
+            // W~ = q(w a) / a: the BN (batch statistics) applies the scale
+            for oc in 0..out_c {
+                if a[oc].abs() > 1e-12 {
+                    for e in &mut eff[oc * per_out..(oc + 1) * per_out] {
+                        *e /= a[oc];
+                    }
+                } else {
+                    eff[oc * per_out..(oc + 1) * per_out]
+                        .copy_from_slice(&w[oc * per_out..(oc + 1) * per_out]);
+                }
+            }
+        }
+        (eff, bias)
+    }
+
+    /// Forward a batch of `n` images (`images`: N x input shape).
+    pub fn forward(
+        &self,
+        images: &[f32],
+        n: usize,
+        mode: Mode<'_>,
+        qat: Option<Qat<'_>>,
+        faults: Option<Faults<'_>>,
+    ) -> Tape {
+        let g = self.graph;
+        let qat = qat.as_ref();
+        let exact_fold = qat.is_some() && matches!(mode, Mode::Eval);
+        let batch_stats = matches!(mode, Mode::Train);
+        let mut tape = Tape {
+            n,
+            outs: Vec::with_capacity(g.nodes.len()),
+            bn: vec![None; g.nodes.len()],
+            argmax: vec![None; g.nodes.len()],
+            eff_weights: vec![None; g.nodes.len()],
+            hits: vec![],
+            formats: qat.map(|q| q.formats.to_vec()),
+            batch_stats,
+            exact_fold,
+        };
+        for (id, node) in g.nodes.iter().enumerate() {
+            let s = node.shape;
+            let in_shape = |k: usize| g.nodes[node.inputs[k]].shape;
+            let mut out = vec![0.0f32; n * s.numel()];
+            let x = |k: usize| tape.outs[node.inputs[k]].as_slice();
+            let mut hit = HitCount {
+                node: self.plan.fault_site[id].unwrap_or(id),
+                ..HitCount::default()
+            };
+            match &node.op {
+                Op::Input => match qat {
+                    Some(q) => {
+                        let f = q.formats[0];
+                        let grid = Grid::new(f);
+                        for (o, &v) in out.iter_mut().zip(images) {
+                            *o = grid.value(f.quantize(v));
+                        }
+                    }
+                    None => out.copy_from_slice(&images[..n * s.numel()]),
+                },
+                Op::Conv2d { .. } | Op::Linear { .. } => {
+                    let (w, b) = self.mac_params(id, qat, exact_fold, faults.as_ref(), &mut hit);
+                    let is = in_shape(0);
+                    match ConvGeom::of(&node.op, is, s) {
+                        Some(geom) => conv::forward(&geom, x(0), &w, b.as_deref(), &mut out),
+                        None => layers::linear_forward(
+                            x(0),
+                            n,
+                            is.numel(),
+                            s.c,
+                            &w,
+                            b.as_deref(),
+                            &mut out,
+                        ),
+                    }
+                    tape.eff_weights[id] = Some(w);
+                }
+                Op::BatchNorm { eps } => {
+                    if exact_fold && self.plan.folded_into[id].is_some() {
+                        out.copy_from_slice(x(0));
+                    } else if exact_fold {
+                        self.affine_exact(id, *eps, x(0), s, qat, &mut out);
+                    } else {
+                        let stats = match mode {
+                            Mode::Train => layers::bn_batch_stats(x(0), n, s, *eps),
+                            Mode::Frozen(st) => st[id]
+                                .clone()
+                                .expect("frozen statistics for every batch norm"),
+                            Mode::Eval => layers::bn_fixed_stats(
+                                self.params.node(id, 2),
+                                self.params.node(id, 3),
+                                *eps,
+                            ),
+                        };
+                        layers::bn_forward(
+                            x(0),
+                            s,
+                            &stats,
+                            self.params.node(id, 0),
+                            self.params.node(id, 1),
+                            &mut out,
+                        );
+                        tape.bn[id] = Some(stats);
+                    }
+                }
+                Op::Relu => {
+                    for (o, &v) in out.iter_mut().zip(x(0)) {
+                        *o = v.max(0.0);
+                    }
+                }
+                Op::Relu6 => {
+                    let six = self.six(id, qat);
+                    for (o, &v) in out.iter_mut().zip(x(0)) {
+                        *o = v.clamp(0.0, six);
+                    }
+                }
+                Op::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    let geom = PoolGeom {
+                        input: in_shape(0),
+                        output: s,
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                    };
+                    let mut arg = vec![0u32; out.len()];
+                    layers::maxpool_forward(&geom, x(0), &mut out, &mut arg);
+                    tape.argmax[id] = Some(arg);
+                }
+                Op::AvgPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    let geom = PoolGeom {
+                        input: in_shape(0),
+                        output: s,
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                    };
+                    let round = qat.map(|q| Grid::new(q.formats[id]).step);
+                    layers::avgpool_forward(&geom, x(0), &mut out, round);
+                }
+                Op::GlobalAvgPool => {
+                    let round = qat.map(|q| Grid::new(q.formats[id]).step);
+                    layers::gap_forward(x(0), in_shape(0), &mut out, round);
+                }
+                Op::Add => {
+                    let grid = qat.map(|q| Grid::new(q.formats[id]));
+                    for k in 0..node.inputs.len() {
+                        for (o, &v) in out.iter_mut().zip(x(k)) {
+                            *o += match &grid {
+                                Some(gr) => gr.round(v),
+                                None => v,
+                            };
+                        }
+                    }
+                    if let Some(gr) = &grid {
+                        for o in &mut out {
+                            *o = gr.saturate(*o);
+                        }
+                    }
+                }
+                Op::Concat => {
+                    let grid = qat.map(|q| Grid::new(q.formats[id]));
+                    let on = s.numel();
+                    let mut at = 0;
+                    for k in 0..node.inputs.len() {
+                        let kn = in_shape(k).numel();
+                        for i in 0..n {
+                            let dst = &mut out[i * on + at..][..kn];
+                            let src = &x(k)[i * kn..][..kn];
+                            match &grid {
+                                Some(gr) => {
+                                    for (d, &v) in dst.iter_mut().zip(src) {
+                                        *d = gr.requant(v);
+                                    }
+                                }
+                                None => dst.copy_from_slice(src),
+                            }
+                        }
+                        at += kn;
+                    }
+                }
+                Op::Flatten => out.copy_from_slice(x(0)),
+                Op::Crop { top, left } => {
+                    let is = in_shape(0);
+                    for i in 0..n {
+                        for c in 0..s.c {
+                            for y in 0..s.h {
+                                let src = ((i * is.c + c) * is.h + y + top) * is.w + left;
+                                let dst = ((i * s.c + c) * s.h + y) * s.w;
+                                out[dst..dst + s.w].copy_from_slice(&x(0)[src..src + s.w]);
+                            }
+                        }
+                    }
+                }
+                Op::Zero { .. } => {}
+            }
+            if let Some(q) = qat {
+                if self.plan.requantized[id] && id != 0 {
+                    self.requantize(id, s, q, faults.as_ref(), &mut out, &mut hit);
+                }
+            }
+            if self.plan.fault_site[id].is_some() && faults.is_some() {
+                tape.hits.push(hit);
+            } else if hit.weight_total > 0 {
+                tape.hits.push(hit);
+            }
+            tape.outs.push(out);
+        }
+        tape
+    }
+
+    /// ReLU6's upper clamp: 6, or 6 in the node's format.
+    fn six(&self, id: NodeId, qat: Option<&Qat>) -> f32 {
+        match qat {
+            Some(q) => {
+                let f = q.formats[id];
+                Grid::new(f).value(six_code(f))
+            }
+            None => 6.0,
+        }
+    }
+
+    /// Standalone batch norm in the engine's fixed point (`ChannelAffine`).
+    fn affine_exact(
+        &self,
+        id: NodeId,
+        eps: f32,
+        x: &[f32],
+        s: Shape,
+        qat: Option<&Qat>,
+        out: &mut [f32],
+    ) {
+        let q = qat.expect("exact fold implies QAT");
+        let (a, shift) = bn_affine(&self.params, id, eps);
+        let sf = Format::for_max_abs(max_abs(&a), q.datapath.weight_bits);
+        let in_fmt = q.formats[self.graph.nodes[id].inputs[0]];
+        let acc = Format {
+            bits: q.datapath.psum_bits,
+            frac: in_fmt.frac + sf.frac,
+        };
+        let (sg, ag) = (Grid::new(sf), Grid::new(acc));
+        let aq: Vec<f32> = a.iter().map(|&v| sg.value(sf.quantize(v))).collect();
+        let sq: Vec<f32> = shift.iter().map(|&v| ag.value(acc.quantize(v))).collect();
+        let hw = s.h * s.w;
+        for (img_o, img_x) in out
+            .chunks_exact_mut(s.numel())
+            .zip(x.chunks_exact(s.numel()))
+        {
+            for c in 0..s.c {
+                for (o, &v) in img_o[c * hw..][..hw].iter_mut().zip(&img_x[c * hw..][..hw]) {
+                    *o = v * aq[c] + sq[c];
+                }
+            }
+        }
+    }
+
+    /// Requantize node `id`'s output to its format; at a MAC layer's hook,
+    /// inject feature faults on the codes of every image and saturate again.
+    fn requantize(
+        &self,
+        id: NodeId,
+        s: Shape,
+        q: &Qat,
+        faults: Option<&Faults>,
+        out: &mut [f32],
+        hit: &mut HitCount,
+    ) {
+        let grid = Grid::new(q.formats[id]);
+        out.par_iter_mut().for_each(|v| *v = grid.requant(*v));
+        let (Some(mac), Some(f)) = (self.plan.fault_site[id], faults) else {
+            return;
+        };
+        let Some(inj) = f.feature else { return };
+        let site = self.site(mac, grid.format);
+        let changed: u64 = out
+            .par_chunks_mut(s.numel())
+            .enumerate()
+            .map(|(i, img)| {
+                let mut codes: Vec<i32> = img.iter().map(|&v| grid.code(v)).collect();
+                let mut rng =
+                    crate::fault::stream(f.seed, f.trial, f.first_index + i as u64, mac as u64);
+                inj.inject(&site, &mut codes, &mut rng);
+                let mut changed = 0;
+                for (v, &c) in img.iter_mut().zip(&codes) {
+                    let c = saturate(c as i64, grid.format.bits) as i32;
+                    if c != grid.code(*v) {
+                        changed += 1;
+                    }
+                    *v = grid.value(c);
+                }
+                changed
+            })
+            .sum();
+        hit.feature_changed += changed;
+        hit.feature_total += out.len() as u64;
+    }
+
+    /// Backward pass: accumulate `scale * d(loss)/d(param)` into `grads`
+    /// (one buffer per parameter tensor, see [`Params::zeros_like`]), given
+    /// the gradient of the loss with respect to the logits.
+    pub fn backward(&self, tape: &Tape, dlogits: &[f32], grads: &mut [Vec<f32>]) {
+        assert!(
+            !tape.exact_fold,
+            "backward through an Eval-mode QAT forward (folded BN) is not defined"
+        );
+        let g = self.graph;
+        let n = tape.n;
+        let mut dout: Vec<Option<Vec<f32>>> = vec![None; g.nodes.len()];
+        *dout.last_mut().expect("graph has nodes") = Some(dlogits.to_vec());
+        for id in (1..g.nodes.len()).rev() {
+            let Some(mut dy) = dout[id].take() else {
+                continue;
+            };
+            let node = &g.nodes[id];
+            let s = node.shape;
+            let y = &tape.outs[id];
+            if let Some(formats) = &tape.formats {
+                if self.plan.requantized[id] {
+                    // straight through the rounding, blocked where saturated
+                    let grid = Grid::new(formats[id]);
+                    for (d, &v) in dy.iter_mut().zip(y) {
+                        if grid.at_limit(v) {
+                            *d = 0.0;
+                        }
+                    }
+                }
+            }
+            let in_shape = |k: usize| g.nodes[node.inputs[k]].shape;
+            let needs_dx = |k: usize| node.inputs[k] != 0;
+            let push = |k: usize, d: Vec<f32>, dout: &mut Vec<Option<Vec<f32>>>| {
+                let i = node.inputs[k];
+                match &mut dout[i] {
+                    Some(acc) => {
+                        for (a, b) in acc.iter_mut().zip(&d) {
+                            *a += b;
+                        }
+                    }
+                    slot => *slot = Some(d),
+                }
+            };
+            match &node.op {
+                Op::Input => {}
+                Op::Conv2d { .. } | Op::Linear { .. } => {
+                    let x = &tape.outs[node.inputs[0]];
+                    let w = tape.eff_weights[id]
+                        .as_ref()
+                        .expect("forward stored weights");
+                    let idx = &self.params.of_node[id];
+                    let mut dw = vec![0.0f32; w.len()];
+                    let mut db = (idx.len() > 1).then(|| vec![0.0f32; s.c]);
+                    let mut dx = needs_dx(0).then(|| vec![0.0f32; x.len()]);
+                    let is = in_shape(0);
+                    match ConvGeom::of(&node.op, is, s) {
+                        Some(geom) => conv::backward(
+                            &geom,
+                            x,
+                            w,
+                            &dy,
+                            dx.as_deref_mut(),
+                            &mut dw,
+                            db.as_deref_mut(),
+                        ),
+                        None => layers::linear_backward(
+                            x,
+                            &dy,
+                            n,
+                            is.numel(),
+                            s.c,
+                            w,
+                            dx.as_deref_mut(),
+                            &mut dw,
+                            db.as_deref_mut(),
+                        ),
+                    }
+                    add_into(&mut grads[idx[0]], &dw);
+                    if let Some(db) = db {
+                        add_into(&mut grads[idx[1]], &db);
+                    }
+                    if let Some(dx) = dx {
+                        push(0, dx, &mut dout);
+                    }
+                }
+                Op::BatchNorm { .. } => {
+                    let x = &tape.outs[node.inputs[0]];
+                    let st = tape.bn[id].as_ref().expect("forward stored BN statistics");
+                    let idx = &self.params.of_node[id];
+                    let mut dx = vec![0.0f32; x.len()];
+                    let mut dg = vec![0.0f32; s.c];
+                    let mut dbeta = vec![0.0f32; s.c];
+                    layers::bn_backward(
+                        x,
+                        &dy,
+                        n,
+                        s,
+                        st,
+                        self.params.node(id, 0),
+                        tape.batch_stats,
+                        &mut dx,
+                        &mut dg,
+                        &mut dbeta,
+                    );
+                    add_into(&mut grads[idx[0]], &dg);
+                    add_into(&mut grads[idx[1]], &dbeta);
+                    if needs_dx(0) {
+                        push(0, dx, &mut dout);
+                    }
+                }
+                Op::Relu | Op::Relu6 => {
+                    let top = match node.op {
+                        Op::Relu6 => match &tape.formats {
+                            Some(f) => Grid::new(f[id]).value(six_code(f[id])),
+                            None => 6.0,
+                        },
+                        _ => f32::INFINITY,
+                    };
+                    for (d, &v) in dy.iter_mut().zip(y) {
+                        if v <= 0.0 || v >= top {
+                            *d = 0.0;
+                        }
+                    }
+                    if needs_dx(0) {
+                        push(0, dy, &mut dout);
+                    }
+                }
+                Op::MaxPool { .. } | Op::AvgPool { .. } => {
+                    let (kernel, stride, padding) = match &node.op {
+                        Op::MaxPool {
+                            kernel,
+                            stride,
+                            padding,
+                        }
+                        | Op::AvgPool {
+                            kernel,
+                            stride,
+                            padding,
+                        } => (*kernel, *stride, *padding),
+                        _ => unreachable!(),
+                    };
+                    let geom = PoolGeom {
+                        input: in_shape(0),
+                        output: s,
+                        kernel,
+                        stride,
+                        padding,
+                    };
+                    let mut dx = vec![0.0f32; n * in_shape(0).numel()];
+                    match &tape.argmax[id] {
+                        Some(arg) => layers::maxpool_backward(&geom, &dy, arg, &mut dx),
+                        None => layers::avgpool_backward(&geom, &dy, &mut dx),
+                    }
+                    if needs_dx(0) {
+                        push(0, dx, &mut dout);
+                    }
+                }
+                Op::GlobalAvgPool => {
+                    let mut dx = vec![0.0f32; n * in_shape(0).numel()];
+                    layers::gap_backward(&dy, in_shape(0), &mut dx);
+                    if needs_dx(0) {
+                        push(0, dx, &mut dout);
+                    }
+                }
+                Op::Add => {
+                    for k in 0..node.inputs.len() {
+                        if needs_dx(k) {
+                            push(k, dy.clone(), &mut dout);
+                        }
+                    }
+                }
+                Op::Concat => {
+                    let on = s.numel();
+                    let mut at = 0;
+                    for k in 0..node.inputs.len() {
+                        let kn = in_shape(k).numel();
+                        if needs_dx(k) {
+                            let mut dx = vec![0.0f32; n * kn];
+                            for i in 0..n {
+                                dx[i * kn..][..kn].copy_from_slice(&dy[i * on + at..][..kn]);
+                            }
+                            push(k, dx, &mut dout);
+                        }
+                        at += kn;
+                    }
+                }
+                Op::Flatten => {
+                    if needs_dx(0) {
+                        push(0, dy, &mut dout);
+                    }
+                }
+                Op::Crop { top, left } => {
+                    let is = in_shape(0);
+                    let mut dx = vec![0.0f32; n * is.numel()];
+                    for i in 0..n {
+                        for c in 0..s.c {
+                            for yy in 0..s.h {
+                                let dst = ((i * is.c + c) * is.h + yy + top) * is.w + left;
+                                let src = ((i * s.c + c) * s.h + yy) * s.w;
+                                dx[dst..dst + s.w].copy_from_slice(&dy[src..src + s.w]);
+                            }
+                        }
+                    }
+                    if needs_dx(0) {
+                        push(0, dx, &mut dout);
+                    }
+                }
+                Op::Zero { .. } => {}
+            }
+        }
+    }
+}
+
+fn add_into(acc: &mut [f32], d: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(d) {
+        *a += b;
+    }
+}

@@ -1,0 +1,77 @@
+//! Shared helpers of the CLI integration tests: run the real `ftnas`
+//! binary from the crate root (so shipped files such as
+//! `models/resnet20.toml` resolve), write seeded random weights with
+//! `ftnas model init`, and check outcomes — a success hands back stdout, a
+//! failure must be a clean error (non-zero exit, no panic) whose message
+//! names what is wrong.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The crate root (the working directory of every run).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file shipped with the crate, e.g. `repo_file("models/resnet20.toml")`.
+pub fn repo_file(rel: &str) -> PathBuf {
+    root().join(rel)
+}
+
+/// `path` as a `&str` argument.
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+/// The `ftnas` binary, run from the crate root.
+pub fn ftnas() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ftnas"));
+    c.current_dir(root());
+    c
+}
+
+/// Run `ftnas` with `args` and wait for it.
+pub fn run<I, A>(args: I) -> Output
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<OsStr>,
+{
+    ftnas().args(args).output().expect("run ftnas")
+}
+
+/// Assert that the run succeeded (showing its stderr if not); its stdout.
+pub fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "ftnas failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Assert that the run failed cleanly (non-zero exit, no panic) with a
+/// message containing every one of `needles`; its stderr.
+pub fn failed_naming(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "expected a failure; stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
+    err
+}
+
+/// Seeded random weights for `model` (a path relative to the crate root or
+/// absolute) on `input` (`CxHxW`), written to `out` with `ftnas model init`.
+pub fn init_weights(model: &Path, input: &str, seed: u64, out: &Path) {
+    let o = ftnas()
+        .args(["model", "init"])
+        .arg(model)
+        .args(["--input", input, "--seed", &seed.to_string(), "-o"])
+        .arg(out)
+        .output()
+        .expect("run ftnas");
+    succeeded(&o);
+}

@@ -1,0 +1,125 @@
+//! `ftnas derive` end to end: a derived fault model is written, loads as a
+//! fault-model file, and drives `ftnas infer`; bad inputs are clear errors.
+
+mod common;
+
+use common::{failed_naming, init_weights, repo_file, run, s, succeeded};
+use ftnas::fault::FaultModel;
+
+const SPEC: &str = r#"
+[sites."pe.psum_reg"]
+transient_per_bit_cycle = 1e-7
+[sites."pe.mult_out"]
+transient_per_bit_cycle = 1e-7
+[sites."sram.ifmap"]
+fit_per_mbit = 1000.0
+"#;
+
+#[test]
+fn derive_writes_a_fault_model_that_infer_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.toml");
+    std::fs::write(&model, "family = \"vgg\"\nchannels = [[4], [8]]\n").unwrap();
+    let weights = dir.path().join("tiny.safetensors");
+    init_weights(&model, "1x28x28", 3, &weights);
+    let spec = dir.path().join("seu.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let fm = dir.path().join("out/derived.toml");
+    let out = run([
+        "derive",
+        "--accel",
+        s(&repo_file("accelerators/edge_16x16_os.toml")),
+        "--model",
+        s(&model),
+        "--weights",
+        s(&weights),
+        "--faults",
+        s(&spec),
+        "--calib",
+        "16",
+        "--images",
+        "2",
+        "--out",
+        s(&fm),
+    ]);
+    let stdout = succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sram.ifmap transient"), "{stderr}");
+    assert!(
+        stdout.contains("p_out") && stdout.contains("mu_psum"),
+        "{stdout}"
+    );
+    let loaded = FaultModel::load(&fm).unwrap();
+    let layers = &loaded.spec().layers;
+    assert!(layers.len() >= 3, "one entry per conv/linear layer");
+    let text = std::fs::read_to_string(&fm).unwrap();
+    assert!(text.contains("kind = \"output_hit\""), "{text}");
+    let csv = std::fs::read_to_string(fm.with_extension("csv")).unwrap();
+    assert_eq!(csv.lines().count(), layers.len() + 1);
+
+    let infer = run([
+        "infer",
+        "--model",
+        s(&model),
+        "--weights",
+        s(&weights),
+        "--fault-model",
+        s(&fm),
+        "--images",
+        "16",
+        "--calib",
+        "16",
+    ]);
+    succeeded(&infer);
+}
+
+#[test]
+fn derive_rejects_bad_inputs_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.toml");
+    std::fs::write(&model, "family = \"vgg\"\nchannels = [[2]]\n").unwrap();
+    let weights = dir.path().join("tiny.safetensors");
+    init_weights(&model, "1x28x28", 1, &weights);
+    let spec = dir.path().join("seu.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let out_fm = dir.path().join("fm.toml");
+    let args = |accel: &str, faults: &str| {
+        vec![
+            "derive".to_string(),
+            "--accel".into(),
+            accel.into(),
+            "--model".into(),
+            s(&model).into(),
+            "--weights".into(),
+            s(&weights).into(),
+            "--faults".into(),
+            faults.into(),
+            "--calib".into(),
+            "8".into(),
+            "--images".into(),
+            "1".into(),
+            "--out".into(),
+            s(&out_fm).into(),
+        ]
+    };
+    let edge = repo_file("accelerators/edge_16x16_os.toml");
+    failed_naming(
+        &run(args(s(&repo_file("accelerators/stripes.toml")), s(&spec))),
+        &["stripes.toml", "systolic"],
+    );
+    failed_naming(
+        &run(args(s(&edge), s(&dir.path().join("missing.toml")))),
+        &["missing.toml"],
+    );
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        "[sites.\"pe.psum_reg\"]\ntransient_per_bit_cyle = 1e-9\n",
+    )
+    .unwrap();
+    failed_naming(
+        &run(args(s(&edge), s(&typo))),
+        &["typo.toml", "transient_per_bit_cyle"],
+    );
+    assert!(!out_fm.exists(), "nothing written on failure");
+}

@@ -1,0 +1,148 @@
+//! Derived feature-fault parameters against hardware-level injection: for
+//! one register site at a time, on each dataflow, random transient flips are
+//! injected into the cycle-level model at the raw rate, outputs are
+//! requantized as the engine does, and the measured fraction of corrupted
+//! output codes and their mean error are compared with the derivation.
+
+use ftnas::accel::Dataflow;
+use ftnas::derive::layer::{derive_layer, GemmLayer, Magnitudes, SiteRates};
+use ftnas::fixed::{requantize, Datapath, Overflow};
+use ftnas::hwsim::{FaultSite, Gemm, HwFault, SystolicArray};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+const SHIFT: i32 = 9;
+
+fn poisson(rng: &mut Xoshiro256PlusPlus, mu: f64) -> usize {
+    let (limit, mut p, mut n) = ((-mu).exp(), 1.0, 0);
+    loop {
+        p *= rng.random::<f64>();
+        if p < limit {
+            return n;
+        }
+        n += 1;
+    }
+}
+
+fn requant(acc: &[i64]) -> Vec<i64> {
+    acc.iter().map(|&v| requantize(v, SHIFT, 0, 8)).collect()
+}
+
+fn site_rates(site: FaultSite, lambda: f64) -> SiteRates {
+    let mut r = SiteRates::default();
+    match site {
+        FaultSite::ActReg => r.act_reg = lambda,
+        FaultSite::WeightReg => r.weight_reg = lambda,
+        FaultSite::PsumReg => r.psum_reg = lambda,
+        FaultSite::MultOut => r.mult_out = lambda,
+    }
+    r
+}
+
+#[test]
+fn derived_hit_rates_match_hardware_injection() {
+    let (e, k, m) = (20usize, 18usize, 7usize);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+    // Post-ReLU-like activations (a third zeros) and symmetric weights.
+    let a: Vec<i32> = (0..e * k)
+        .map(|_| {
+            if rng.random::<f64>() < 0.33 {
+                0
+            } else {
+                rng.random_range(1..100)
+            }
+        })
+        .collect();
+    let w: Vec<i32> = (0..k * m).map(|_| rng.random_range(-60..61)).collect();
+    let g = Gemm {
+        a: &a,
+        w: &w,
+        e,
+        k,
+        m,
+    };
+    let dp = Datapath {
+        act_bits: 8,
+        weight_bits: 8,
+        psum_bits: 24,
+        overflow: Overflow::Wrap,
+    };
+    let layer = GemmLayer {
+        name: "t".into(),
+        e,
+        k,
+        m,
+        groups: 1,
+        shift: SHIFT,
+        out_bits: 8,
+        weights: Magnitudes::from_codes(w.iter().copied()),
+        inputs: Magnitudes::from_codes(a.iter().copied()),
+    };
+    let trials = 300;
+    for df in [Dataflow::Os, Dataflow::Ws, Dataflow::Is] {
+        let arr = SystolicArray::new(4, 3, df).unwrap();
+        let clean_acc = arr.run(&g, &dp, &[]).unwrap().out;
+        let clean = requant(&clean_acc);
+        let cycles = arr.mapping(e, k, m).cycles;
+        for site in FaultSite::ALL {
+            let width = site.width(&dp);
+            let bit_cycles = (width as u64 * 12 * cycles) as f64;
+            // About three flips per run.
+            let lambda = 3.0 / bit_cycles;
+            let d = derive_layer(&arr, (8, 8, 24), &layer, &site_rates(site, lambda));
+            let (mut hits, mut err_sum) = (0u64, 0f64);
+            let mut per_trial = Vec::with_capacity(trials);
+            for _ in 0..trials {
+                let n = poisson(&mut rng, lambda * bit_cycles);
+                let faults: Vec<HwFault> = (0..n)
+                    .map(|_| {
+                        HwFault::flip(
+                            site,
+                            rng.random_range(0..4),
+                            rng.random_range(0..3),
+                            rng.random_range(0..width) as u8,
+                            rng.random_range(0..cycles),
+                        )
+                    })
+                    .collect();
+                let out = requant(&arr.run(&g, &dp, &faults).unwrap().out);
+                let mut h = 0;
+                for (x, y) in out.iter().zip(&clean) {
+                    if x != y {
+                        h += 1;
+                        err_sum += ((x - y).abs() as f64).min(128.0);
+                    }
+                }
+                hits += h;
+                per_trial.push(h as f64 / (e * m) as f64);
+            }
+            let measured = hits as f64 / (trials * e * m) as f64;
+            let mean = per_trial.iter().sum::<f64>() / trials as f64;
+            let var =
+                per_trial.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (trials - 1) as f64;
+            let sigma = (var / trials as f64).sqrt();
+            let tol = 4.0 * sigma + 0.1 * d.p_out;
+            assert!(
+                (measured - d.p_out).abs() <= tol,
+                "{df:?} {site}: measured p_out {measured:.5}, derived {:.5} (tolerance {tol:.5})",
+                d.p_out
+            );
+            // Mean error of a hit, in output steps (saturation caps at 128).
+            let derived_err: f64 = d
+                .bit_weights
+                .iter()
+                .enumerate()
+                .map(|(b, p)| p * 2f64.powi(b as i32))
+                .sum();
+            let measured_err = err_sum / hits.max(1) as f64;
+            assert!(
+                (measured_err / derived_err - 1.0).abs() < 0.35,
+                "{df:?} {site}: mean error measured {measured_err:.2}, derived {derived_err:.2}"
+            );
+            eprintln!(
+                "{df:?} {site}: p_out measured {measured:.5} derived {:.5}; error {measured_err:.2} vs {derived_err:.2}",
+                d.p_out
+            );
+        }
+    }
+}

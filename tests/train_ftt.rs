@@ -1,0 +1,210 @@
+//! Fault-tolerant training: the faulty forward injects with the engine's
+//! injectors on the exact codes of the fake-quantized forward, its hit
+//! statistics follow the fault model, the faulty loss differs from the
+//! clean one; and the QAT evaluation forward reproduces the engine's codes
+//! on the shipped architectures (cells: standalone BN, concat, avg pool,
+//! crop, zero; MobileNet-V2: depthwise, ReLU6) with random weights.
+
+use ftnas::data::{self, Split};
+use ftnas::engine::{Engine, FastEngine, FeatureFaults};
+use ftnas::fault::{FaultModel, Mibb};
+use ftnas::fixed::Datapath;
+use ftnas::model::{self, Graph, ModelSpec, Op, Weights};
+use ftnas::quant;
+use ftnas::train::{
+    cross_entropy, trainer::activation_ranges, Faults, Ftt, Grid, Mode, Network, Params, Qat,
+    TrainConfig, Trainer,
+};
+
+fn setup(n: usize) -> (Graph, Vec<f32>, Vec<u8>) {
+    let train = data::load(None, Split::Train).unwrap().take(n);
+    let graph = ModelSpec::Vgg {
+        channels: vec![vec![8], vec![16]],
+        num_classes: 10,
+    }
+    .build(train.shape)
+    .unwrap();
+    (graph, train.images, train.labels)
+}
+
+fn formats(net: &Network, images: &[f32]) -> Vec<ftnas::fixed::Format> {
+    net.plan.formats(&activation_ranges(net, images), 8)
+}
+
+#[test]
+fn feature_faults_hit_codes_at_the_mibb_rate() {
+    let n = 64;
+    let (graph, images, labels) = setup(n);
+    let net = Network::new(&graph, Params::init(&graph, 5));
+    let f = formats(&net, &images);
+    let qat = Qat {
+        formats: &f,
+        datapath: Datapath::INT8,
+    };
+    let p = 1e-3;
+    let fm = FaultModel::parse_feature_flag(&format!("mibb:{p}")).unwrap();
+    let clean = net.forward(&images, n, Mode::Train, Some(qat), None);
+    let faults = Faults {
+        feature: fm.feature(),
+        weight: None,
+        seed: 11,
+        trial: 0,
+        first_index: 0,
+    };
+    let faulty = net.forward(&images, n, Mode::Frozen(&clean.bn), Some(qat), Some(faults));
+    let (mut changed, mut expected, mut var) = (0u64, 0.0f64, 0.0f64);
+    for h in &faulty.hits {
+        match graph.nodes[h.node].op {
+            Op::Conv2d { .. } => {
+                let q = Mibb { p }.p_out(graph.macs_per_output(h.node));
+                changed += h.feature_changed;
+                expected += q * h.feature_total as f64;
+                var += q * (1.0 - q) * h.feature_total as f64;
+            }
+            // `mibb:P` hits conv layers only (the paper's model)
+            _ => assert_eq!(h.feature_changed, 0, "linear layer was hit"),
+        }
+    }
+    assert!(
+        expected > 500.0,
+        "the test needs many expected hits ({expected})"
+    );
+    // a hit on a saturated code in the saturating direction changes nothing,
+    // so the observed count may fall slightly below the hit count
+    let sd = var.sqrt();
+    assert!(
+        (changed as f64) <= expected + 5.0 * sd && (changed as f64) >= 0.97 * expected - 5.0 * sd,
+        "changed {changed}, expected {expected} +- {sd}"
+    );
+    let (lc, _, _) = cross_entropy(clean.logits(), &labels, 1.0);
+    let (lf, _, _) = cross_entropy(faulty.logits(), &labels, 1.0);
+    assert_ne!(lc, lf, "the faulty loss equals the clean loss");
+    // the same seed and step give the same faults (one stream per image/layer)
+    let again = net.forward(&images, n, Mode::Frozen(&clean.bn), Some(qat), Some(faults));
+    assert_eq!(again.logits(), faulty.logits());
+}
+
+#[test]
+fn faulty_eval_forward_equals_the_engine() {
+    // with batch norms in evaluation form the faulty QAT forward is the
+    // engine: same injector, same streams, same codes
+    let n = 16;
+    let (graph, images, _) = setup(n);
+    let weights = Weights::random(&graph, 3);
+    let net = Network::new(&graph, Params::from_weights(&graph, &weights).unwrap());
+    let ranges = quant::calibrate(&graph, &weights, &images).unwrap();
+    let qm = quant::build::quantize_with_ranges(&graph, &weights, Datapath::INT8, &ranges).unwrap();
+    let f = net.plan.formats(&ranges, 8);
+    let fm = FaultModel::parse_feature_flag("mibb:1e-2").unwrap();
+    let injector = fm.feature().unwrap();
+    let engine = FastEngine
+        .run(
+            &qm,
+            &images,
+            100,
+            Some(FeatureFaults {
+                injector,
+                seed: 9,
+                trial: 4,
+            }),
+        )
+        .unwrap();
+    let qat = Qat {
+        formats: &f,
+        datapath: Datapath::INT8,
+    };
+    let faults = Faults {
+        feature: Some(injector),
+        weight: None,
+        seed: 9,
+        trial: 4,
+        first_index: 100,
+    };
+    let tape = net.forward(&images, n, Mode::Eval, Some(qat), Some(faults));
+    let step = Grid::new(qm.output_format()).step;
+    let ours: Vec<i32> = tape.logits().iter().map(|&v| (v / step) as i32).collect();
+    assert_eq!(ours, engine.concat());
+}
+
+#[test]
+fn weight_faults_hit_codes_at_the_stuck_at_rate() {
+    let n = 16;
+    let (graph, images, _) = setup(n);
+    let net = Network::new(&graph, Params::init(&graph, 6));
+    let f = formats(&net, &images);
+    let qat = Qat {
+        formats: &f,
+        datapath: Datapath::INT8,
+    };
+    // sa:P = per-bit stuck-at-0 and stuck-at-1 with P/2 each: each bit of a
+    // code changes with probability P/2
+    let p = 2e-2;
+    let fm = FaultModel::parse_weight_flag(&format!("sa:{p}")).unwrap();
+    let clean = net.forward(&images, n, Mode::Train, Some(qat), None);
+    let (mut changed, mut total) = (0u64, 0u64);
+    for trial in 0..4 {
+        let faults = Faults {
+            feature: None,
+            weight: fm.weight(),
+            seed: 1,
+            trial,
+            first_index: 0,
+        };
+        let faulty = net.forward(&images, n, Mode::Frozen(&clean.bn), Some(qat), Some(faults));
+        for h in &faulty.hits {
+            changed += h.weight_changed;
+            total += h.weight_total;
+        }
+    }
+    let q = 1.0 - (1.0 - p / 2.0f64).powi(8);
+    let expected = q * total as f64;
+    let sd = (q * (1.0 - q) * total as f64).sqrt();
+    assert!(total > 10_000);
+    assert!(
+        (changed as f64 - expected).abs() <= 5.0 * sd,
+        "changed {changed} of {total}, expected {expected} +- {sd}"
+    );
+}
+
+#[test]
+fn ftt_step_reports_a_faulty_loss() {
+    let n = 64;
+    let (graph, images, labels) = setup(n);
+    let mut cfg = TrainConfig::new(1, 32);
+    cfg.qat_warmup_steps = 0;
+    cfg.ftt = Some(Ftt {
+        model: FaultModel::parse_feature_flag("mibb:1e-2").unwrap(),
+        alpha: 0.5,
+    });
+    let mut t = Trainer::new(&graph, cfg, Params::init(&graph, 2)).unwrap();
+    t.calibrate(&images);
+    let st = t.train_step(&images[..32 * 784], &labels[..32]);
+    assert!(st.faulty_loss > 0.0 && st.faulty_loss != st.loss, "{st:?}");
+}
+
+/// QAT evaluation forward == engine codes for the shipped architectures.
+fn exact_on(path: &str) {
+    let imgs = data::load(None, Split::Test).unwrap().take(6);
+    let graph = model::load_model(std::path::Path::new(path), imgs.shape).unwrap();
+    let weights = Weights::random(&graph, 4);
+    let ranges = quant::calibrate(&graph, &weights, &imgs.images).unwrap();
+    let qm = quant::build::quantize_with_ranges(&graph, &weights, Datapath::INT8, &ranges).unwrap();
+    let engine = FastEngine.run(&qm, &imgs.images, 0, None).unwrap();
+    let net = Network::new(&graph, Params::from_weights(&graph, &weights).unwrap());
+    let f = net.plan.formats(&ranges, 8);
+    let qat = Qat {
+        formats: &f,
+        datapath: Datapath::INT8,
+    };
+    let tape = net.forward(&imgs.images, imgs.len(), Mode::Eval, Some(qat), None);
+    let step = Grid::new(qm.output_format()).step;
+    let ours: Vec<i32> = tape.logits().iter().map(|&v| (v / step) as i32).collect();
+    assert_eq!(ours, engine.concat(), "{path}");
+}
+
+#[test]
+fn qat_forward_is_the_engine_on_cells_and_mobilenet() {
+    exact_on("models/w-ftt-net.toml");
+    exact_on("models/mobilenetv2.toml");
+    exact_on("models/resnet20.toml");
+}
