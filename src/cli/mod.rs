@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod accel;
+pub mod calibrate;
 pub mod derive;
 pub mod eval;
 pub mod hwrun;
@@ -32,6 +33,8 @@ pub enum Command {
     Accel(accel::Args),
     /// Derive per-layer algorithmic fault models from hardware fault rates.
     Derive(derive::Args),
+    /// Check a derived fault model against hardware-level injection over a sweep of raw rates.
+    Calibrate(calibrate::Args),
     /// Quantization-aware and fault-tolerant training.
     Train(train::Args),
     /// Accuracy vs fault rate for one or several models (table, CSV, JSON, SVG).
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(a) => sim::run(a),
         Command::Accel(a) => accel::run(a),
         Command::Derive(a) => derive::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Hwrun(a) => hwrun::run(a),

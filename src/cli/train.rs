@@ -211,7 +211,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let engine_acc = hits as f64 / test.len().max(1) as f64;
     println!(
         "test accuracy: {} forward {:.2}%, fixed-point engine {:.2}% ({} images)",
-        if trainer.cfg.qat { "QAT" } else { "float" },
+        if trainer.qat_active() { "QAT" } else { "float" },
         100.0 * qat_acc,
         100.0 * engine_acc,
         test.len()

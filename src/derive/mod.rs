@@ -7,6 +7,7 @@
 //! exposure of each output value to each register site ([`exposure`]), and
 //! the per-layer parameters built from it.
 
+pub mod calibrate;
 pub mod exposure;
 pub mod layer;
 pub mod measure;

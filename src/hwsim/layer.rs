@@ -86,6 +86,28 @@ impl GemmExecutor for CycleLevel {
     }
 }
 
+/// The fast exact path ([`super::exact::run_exact`]): the fault-free
+/// result computed fast and only the outputs the faults touch replayed,
+/// proven bit-identical to [`CycleLevel`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exact;
+
+impl GemmExecutor for Exact {
+    fn name(&self) -> &'static str {
+        "exact"
+    }
+
+    fn run(
+        &self,
+        array: &SystolicArray,
+        gemm: &Gemm,
+        dp: &Datapath,
+        faults: &[HwFault],
+    ) -> Result<HwRun, HwSimError> {
+        super::exact::run_exact(array, gemm, dp, faults)
+    }
+}
+
 /// The GEMM shape of one layer on one array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerGemm {

@@ -80,32 +80,52 @@ impl ConvGeom {
         (o * s + k * d) as isize - p as isize
     }
 
+    /// For kernel column `kx`: the output columns `lo..hi` whose input
+    /// column `ox * stride + kx * dilation - padding` is inside the image,
+    /// and that offset `kx * dilation - padding`.
+    fn valid_cols(&self, kx: usize) -> (usize, usize, isize) {
+        let off = (kx * self.dilation.1) as isize - self.padding.1 as isize;
+        let s = self.stride.1 as isize;
+        let iw = self.input.w as isize;
+        let ow = self.output.w;
+        let lo = (0..ow).find(|&o| o as isize * s + off >= 0).unwrap_or(ow);
+        let hi = (lo..ow)
+            .take_while(|&o| o as isize * s + off < iw)
+            .last()
+            .map_or(lo, |o| o + 1);
+        (lo, hi, off)
+    }
+
     /// Columns of group `g` of one image into `col` (`K x P`).
     fn im2col(&self, x: &[f32], g: usize, col: &mut [f32]) {
         let (ih, iw) = (self.input.h, self.input.w);
         let (oh, ow) = (self.output.h, self.output.w);
         let (kh, kw) = self.kernel;
         let p = oh * ow;
+        let sx = self.stride.1;
+        let ranges: Vec<(usize, usize, isize)> = (0..kw).map(|kx| self.valid_cols(kx)).collect();
         for ci in 0..self.cin_g() {
             let plane = &x[(g * self.cin_g() + ci) * ih * iw..][..ih * iw];
             for ky in 0..kh {
-                for kx in 0..kw {
+                for (kx, &(lo, hi, off)) in ranges.iter().enumerate() {
                     let row = &mut col[((ci * kh + ky) * kw + kx) * p..][..p];
                     for oy in 0..oh {
                         let iy = self.src(oy, ky, 0);
                         let dst = &mut row[oy * ow..(oy + 1) * ow];
-                        if iy < 0 || iy >= ih as isize {
+                        if iy < 0 || iy >= ih as isize || lo >= hi {
                             dst.fill(0.0);
                             continue;
                         }
                         let src = &plane[iy as usize * iw..][..iw];
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            let ix = self.src(ox, kx, 1);
-                            *d = if ix < 0 || ix >= iw as isize {
-                                0.0
-                            } else {
-                                src[ix as usize]
-                            };
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        let first = (lo as isize * sx as isize + off) as usize;
+                        if sx == 1 {
+                            dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                        } else {
+                            for (k, d) in dst[lo..hi].iter_mut().enumerate() {
+                                *d = src[first + k * sx];
+                            }
                         }
                     }
                 }
@@ -119,21 +139,28 @@ impl ConvGeom {
         let (oh, ow) = (self.output.h, self.output.w);
         let (kh, kw) = self.kernel;
         let p = oh * ow;
+        let sx = self.stride.1;
+        let ranges: Vec<(usize, usize, isize)> = (0..kw).map(|kx| self.valid_cols(kx)).collect();
         for ci in 0..self.cin_g() {
             let plane = &mut dx[(g * self.cin_g() + ci) * ih * iw..][..ih * iw];
             for ky in 0..kh {
-                for kx in 0..kw {
+                for (kx, &(lo, hi, off)) in ranges.iter().enumerate() {
                     let row = &col[((ci * kh + ky) * kw + kx) * p..][..p];
                     for oy in 0..oh {
                         let iy = self.src(oy, ky, 0);
-                        if iy < 0 || iy >= ih as isize {
+                        if iy < 0 || iy >= ih as isize || lo >= hi {
                             continue;
                         }
                         let dst = &mut plane[iy as usize * iw..][..iw];
-                        for (ox, &v) in row[oy * ow..(oy + 1) * ow].iter().enumerate() {
-                            let ix = self.src(ox, kx, 1);
-                            if ix >= 0 && ix < iw as isize {
-                                dst[ix as usize] += v;
+                        let first = (lo as isize * sx as isize + off) as usize;
+                        let src = &row[oy * ow + lo..oy * ow + hi];
+                        if sx == 1 {
+                            for (d, &v) in dst[first..first + hi - lo].iter_mut().zip(src) {
+                                *d += v;
+                            }
+                        } else {
+                            for (k, &v) in src.iter().enumerate() {
+                                dst[first + k * sx] += v;
                             }
                         }
                     }

@@ -42,13 +42,13 @@ impl Grid {
     /// (the engine's `requantize`, for an `x` that is exact in a finer grid).
     #[inline]
     pub fn requant(&self, x: f32) -> f32 {
-        (x * self.inv + 0.5).floor().clamp(self.lo, self.hi) * self.step
+        floor(x * self.inv + 0.5).clamp(self.lo, self.hi) * self.step
     }
     /// Round to the grid with ties towards +inf, no saturation (the
     /// rescaling of each input of an add).
     #[inline]
     pub fn round(&self, x: f32) -> f32 {
-        (x * self.inv + 0.5).floor() * self.step
+        floor(x * self.inv + 0.5) * self.step
     }
     /// Saturate a value already on the grid.
     #[inline]
@@ -71,6 +71,20 @@ impl Grid {
     pub fn at_limit(&self, x: f32) -> bool {
         let c = x * self.inv;
         c <= self.lo || c >= self.hi
+    }
+}
+
+/// `x.floor()` without the libm call (`f32::floor` is a function call
+/// unless SSE4.1 is enabled at compile time, and requantization runs on
+/// every activation). Exact for |x| < 2^31; larger values saturate, which
+/// the callers' clamps to the code range make harmless.
+#[inline]
+pub fn floor(x: f32) -> f32 {
+    let t = x as i32 as f32;
+    if t > x {
+        t - 1.0
+    } else {
+        t
     }
 }
 
@@ -149,6 +163,15 @@ impl QuantPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floor_matches_std() {
+        for x in [
+            -3.5f32, -3.0, -0.5, -0.0, 0.0, 0.25, 1.0, 2.75, 1e9, -1e9, 8388607.5,
+        ] {
+            assert_eq!(floor(x), x.floor(), "{x}");
+        }
+    }
 
     #[test]
     fn requant_ties_up_and_saturates() {

@@ -427,9 +427,7 @@ impl<'g> Network<'g> {
                     self.requantize(id, s, q, faults.as_ref(), &mut out, &mut hit);
                 }
             }
-            if self.plan.fault_site[id].is_some() && faults.is_some() {
-                tape.hits.push(hit);
-            } else if hit.weight_total > 0 {
+            if (self.plan.fault_site[id].is_some() && faults.is_some()) || hit.weight_total > 0 {
                 tape.hits.push(hit);
             }
             tape.outs.push(out);

@@ -97,15 +97,17 @@ impl Sgd {
         } else {
             1.0
         };
-        for i in 0..params.data.len() {
-            if !params.trainable[i] {
+        for (((data, vel), grad), &trainable) in params
+            .data
+            .iter_mut()
+            .zip(&mut self.velocity)
+            .zip(grads)
+            .zip(&params.trainable)
+        {
+            if !trainable {
                 continue;
             }
-            for ((w, v), &g) in params.data[i]
-                .iter_mut()
-                .zip(&mut self.velocity[i])
-                .zip(&grads[i])
-            {
+            for ((w, v), &g) in data.iter_mut().zip(vel.iter_mut()).zip(grad) {
                 let g = g * scale + self.weight_decay * *w;
                 *v = self.momentum * *v + g;
                 *w -= lr * *v;

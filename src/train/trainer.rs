@@ -306,7 +306,8 @@ impl<'g> Trainer<'g> {
         Ok(())
     }
 
-    fn qat_active(&self) -> bool {
+    /// True once fake quantization is on (QAT enabled and the warm-up over).
+    pub fn qat_active(&self) -> bool {
         self.cfg.qat && self.step >= self.cfg.qat_warmup_steps
     }
 
@@ -367,10 +368,11 @@ impl<'g> Trainer<'g> {
             if let Some(st) = st {
                 let idx = self.net.params.of_node[id].clone();
                 let p = &mut self.net.params.data;
-                for c in 0..st.mean.len() {
-                    p[idx[2]][c] = (1.0 - BN_MOMENTUM) * p[idx[2]][c] + BN_MOMENTUM * st.mean[c];
-                    p[idx[3]][c] =
-                        (1.0 - BN_MOMENTUM) * p[idx[3]][c] + BN_MOMENTUM * st.var_unbiased[c];
+                for (r, &m) in p[idx[2]].iter_mut().zip(&st.mean) {
+                    *r = (1.0 - BN_MOMENTUM) * *r + BN_MOMENTUM * m;
+                }
+                for (r, &v) in p[idx[3]].iter_mut().zip(&st.var_unbiased) {
+                    *r = (1.0 - BN_MOMENTUM) * *r + BN_MOMENTUM * v;
                 }
             }
         }
@@ -456,7 +458,7 @@ impl<'g> Trainer<'g> {
                 let warm_up_ends = self.cfg.qat && self.step == self.cfg.qat_warmup_steps;
                 let periodic = self.qat_active()
                     && self.cfg.recalib_every > 0
-                    && self.step % self.cfg.recalib_every == 0;
+                    && self.step.is_multiple_of(self.cfg.recalib_every);
                 if warm_up_ends || periodic {
                     self.calibrate(calib);
                 }

@@ -1,0 +1,309 @@
+//! Calibration: the derived algorithmic model against hardware-level
+//! injection, per layer and for the whole network across a sweep of raw
+//! rates.
+//!
+//! 1. **Per-layer statistics.** Each MAC layer is measured in isolation
+//!    ([`super::measure`]) at a rate giving a few flips per layer run, and
+//!    its hit rate compared with the derivation's; the ratio is the layer's
+//!    fitted correction (`p_fit = 1 - (1 - p_derived)^c`).
+//! 2. **Network accuracy.** At every rate of the sweep, `chips` simulated
+//!    chips run the test images on the hardware model (transient flips in
+//!    the PE registers, sampled per image and layer) and on the fixed-point
+//!    engine with the derived model and with the fitted model (feature
+//!    faults drawn per image, the chip as trial). Each gives a mean accuracy
+//!    over chips with a 95% confidence interval; the derived model *agrees*
+//!    at a rate when its mean is inside the hardware interval or within one
+//!    percentage point of the hardware mean.
+//!
+//! Rates: a sweep rate `r` is the raw flip probability per bit per cycle of
+//! the spec's most upset-prone PE site; the other PE sites keep their ratio
+//! to it. SRAM sites and permanent faults are outside the derived feature
+//! model and are left out of both sides here.
+
+use rayon::prelude::*;
+
+use crate::engine::{Engine, FastEngine};
+use crate::eval::pipeline::TestSet;
+use crate::eval::{chip_accuracy, Summary};
+use crate::fault::FaultModel;
+use crate::hwsim::network::{HwNetError, HwNetwork};
+use crate::hwsim::spec::{ChipFaults, Site};
+use crate::hwsim::FaultSite;
+use crate::quant::{argmax, QOp};
+
+use super::layer::{GemmLayer, SiteRates};
+use super::measure::measure_layer;
+use super::network::{derive_network, NetworkDerivation};
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationConfig {
+    /// Raw rates of the sweep (per bit per cycle of the strongest site).
+    pub rates: Vec<f64>,
+    pub chips: u64,
+    pub seed: u64,
+    /// Fault samples per image in the per-layer measurement.
+    pub layer_trials: u64,
+    /// Images (of the test set's first ones) whose layer inputs are used in
+    /// the per-layer measurement.
+    pub layer_images: usize,
+}
+
+/// One layer's derived and measured hit rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerCheck {
+    pub name: String,
+    /// Rate (strongest site, per bit per cycle) the layer was measured at.
+    pub rate: f64,
+    pub derived: f64,
+    pub measured: f64,
+    /// Standard error of `measured`.
+    pub se: f64,
+    /// Fitted correction `measured / derived` (1 when either is 0).
+    pub correction: f64,
+    pub measured_error: f64,
+    pub derived_error: f64,
+}
+
+/// Accuracy at one rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RatePoint {
+    pub rate: f64,
+    pub hardware: Summary,
+    pub derived: Summary,
+    pub fitted: Summary,
+    /// Expected flips per image in the hardware model.
+    pub flips_per_image: f64,
+}
+
+impl RatePoint {
+    fn agrees(&self, s: &Summary) -> bool {
+        let inside = self
+            .hardware
+            .ci95
+            .is_some_and(|(lo, hi)| s.mean >= lo && s.mean <= hi);
+        inside || (s.mean - self.hardware.mean).abs() <= 0.01
+    }
+    /// The derived model's mean is inside the hardware CI or within 1 pp.
+    pub fn derived_agrees(&self) -> bool {
+        self.agrees(&self.derived)
+    }
+    pub fn fitted_agrees(&self) -> bool {
+        self.agrees(&self.fitted)
+    }
+}
+
+/// The whole calibration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    /// Site rates at `r = 1` (the spec's ratios).
+    pub shape: SiteRates,
+    pub clean_accuracy: f64,
+    pub layers: Vec<LayerCheck>,
+    pub points: Vec<RatePoint>,
+}
+
+/// Site ratios of `rates`: every rate divided by the largest (all zero if
+/// none is positive).
+pub fn rate_shape(rates: &SiteRates) -> SiteRates {
+    let top = FaultSite::ALL
+        .iter()
+        .map(|&s| rates.of(s))
+        .fold(0.0, f64::max);
+    if top > 0.0 {
+        rates.scaled(1.0 / top)
+    } else {
+        SiteRates::default()
+    }
+}
+
+/// A fault-free chip whose PE registers flip at `rates`.
+fn chip_at(rates: &SiteRates, seed: u64, chip: u64) -> ChipFaults {
+    ChipFaults {
+        seed,
+        chip,
+        transient_rates: FaultSite::ALL
+            .iter()
+            .filter(|&&s| rates.of(s) > 0.0)
+            .map(|&s| (Site::Pe(s), rates.of(s)))
+            .collect(),
+        ..ChipFaults::default()
+    }
+}
+
+/// Fitted fault model: each layer's `p_out` corrected by its factor.
+fn fitted(d: &NetworkDerivation, layers: &[LayerCheck]) -> NetworkDerivation {
+    let mut f = d.clone();
+    for (l, c) in f.layers.iter_mut().zip(layers) {
+        l.p_out = 1.0 - (1.0 - l.p_out.min(1.0)).powf(c.correction);
+    }
+    f
+}
+
+/// Run the calibration of `net` (its model quantized for the accelerator),
+/// with `layers` the GEMM views of its MAC layers (operand statistics),
+/// `base` the spec's PE transient rates, on `test`. `progress` is called
+/// with work units done (images run).
+pub fn calibrate(
+    net: &HwNetwork,
+    layers: &[GemmLayer],
+    base: &SiteRates,
+    test: TestSet<'_>,
+    cfg: &CalibrationConfig,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Calibration, HwNetError> {
+    let model = net.model();
+    let shape = rate_shape(base);
+    let per = model.input_shape().numel();
+    let engine = FastEngine;
+    let clean_logits = engine
+        .run(model, test.images, 0, None)
+        .map_err(|e| HwNetError::Fault {
+            what: "clean run".into(),
+            reason: e.to_string(),
+        })?;
+    let clean_accuracy = crate::eval::accuracy(&clean_logits, test.labels);
+
+    // 1. Per-layer statistics.
+    let n_img = cfg.layer_images.min(test.len()).max(1);
+    let outs: Vec<Vec<Vec<i32>>> = (0..n_img)
+        .into_par_iter()
+        .map(|i| {
+            crate::engine::reference::run_image_all(
+                model,
+                &test.images[i * per..(i + 1) * per],
+                i as u64,
+                None,
+            )
+        })
+        .collect();
+    let dp = model.datapath;
+    let widths = (dp.act_bits, dp.weight_bits, dp.psum_bits);
+    let mut checks = Vec::new();
+    let mut li = 0;
+    for node in &model.nodes {
+        let QOp::Mac(layer) = &node.op else { continue };
+        let gl = &layers[li];
+        li += 1;
+        let lg = crate::hwsim::layer::LayerGemm::new(net.array(), layer);
+        // A rate giving about four flips per layer run.
+        let pes = (net.array().rows * net.array().cols) as f64;
+        let bits_per_cycle: f64 = FaultSite::ALL
+            .iter()
+            .map(|&s| shape.of(s) * f64::from(s.width(&dp)) * pes)
+            .sum();
+        if bits_per_cycle == 0.0 {
+            continue;
+        }
+        let rate = 4.0 / (bits_per_cycle * lg.cycles as f64);
+        let rates = shape.scaled(rate);
+        let d = super::layer::derive_layer(net.array(), widths, gl, &rates);
+        let inputs: Vec<Vec<i32>> = outs.iter().map(|o| o[node.inputs[0]].clone()).collect();
+        let m = measure_layer(
+            net.executor(),
+            net.array(),
+            layer,
+            &dp,
+            &inputs,
+            &rates,
+            cfg.layer_trials,
+            cfg.seed,
+        )
+        .map_err(|source| HwNetError::Layer {
+            layer: li - 1,
+            name: layer.name.clone(),
+            source,
+        })?;
+        let derived_error: f64 = d
+            .bit_weights
+            .iter()
+            .enumerate()
+            .map(|(b, p)| p * 2f64.powi(b as i32))
+            .sum();
+        checks.push(LayerCheck {
+            name: layer.name.clone(),
+            rate,
+            derived: d.p_out,
+            measured: m.p_out,
+            se: m.p_out_se,
+            correction: if d.p_out > 0.0 && m.hits > 0 {
+                m.p_out / d.p_out
+            } else {
+                1.0
+            },
+            measured_error: m.mean_error,
+            derived_error,
+        });
+        progress((n_img as u64) * cfg.layer_trials / 8);
+    }
+
+    // 2. Network accuracy across the sweep.
+    let n = test.len();
+    let mut points = Vec::new();
+    for &r in &cfg.rates {
+        let rates = shape.scaled(r);
+        let flips_per_image: f64 = {
+            let pes = (net.array().rows * net.array().cols) as f64;
+            FaultSite::ALL
+                .iter()
+                .map(|&s| rates.of(s) * f64::from(s.width(&dp)) * pes)
+                .sum::<f64>()
+                * net.cycles() as f64
+        };
+        let hw: Vec<f64> = (0..cfg.chips)
+            .map(|chip| {
+                let cf = chip_at(&rates, cfg.seed, chip);
+                let correct = (0..n)
+                    .into_par_iter()
+                    .map(|i| {
+                        let logits =
+                            net.run_image(&test.images[i * per..(i + 1) * per], i as u64, &cf)?;
+                        progress(1);
+                        Ok(u64::from(argmax(&logits) == test.labels[i] as usize))
+                    })
+                    .collect::<Result<Vec<u64>, HwNetError>>()?;
+                Ok(correct.iter().sum::<u64>() as f64 / n.max(1) as f64)
+            })
+            .collect::<Result<_, HwNetError>>()?;
+        let derived = derive_network(net.array(), model, layers, &rates);
+        let fit = fitted(&derived, &checks);
+        let algo = |d: &NetworkDerivation| -> Result<Vec<f64>, HwNetError> {
+            let fm = FaultModel::from_spec(d.fault_spec("calibration".into())).map_err(|e| {
+                HwNetError::Fault {
+                    what: "derived model".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+            (0..cfg.chips)
+                .map(|chip| {
+                    chip_accuracy(&engine, model, &fm, cfg.seed, chip, test, progress).map_err(
+                        |e| HwNetError::Fault {
+                            what: "engine run".into(),
+                            reason: e.to_string(),
+                        },
+                    )
+                })
+                .collect()
+        };
+        points.push(RatePoint {
+            rate: r,
+            hardware: Summary::of(&hw),
+            derived: Summary::of(&algo(&derived)?),
+            fitted: Summary::of(&algo(&fit)?),
+            flips_per_image,
+        });
+    }
+    Ok(Calibration {
+        shape,
+        clean_accuracy,
+        layers: checks,
+        points,
+    })
+}
+
+/// Work units [`calibrate`] reports for a test set of `n` images.
+pub fn work(cfg: &CalibrationConfig, n: usize, layers: usize) -> u64 {
+    let per_rate = cfg.chips * n as u64 * 3;
+    per_rate * cfg.rates.len() as u64
+        + layers as u64 * (cfg.layer_images as u64 * cfg.layer_trials / 8)
+}
