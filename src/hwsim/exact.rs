@@ -111,6 +111,43 @@ impl Event {
     }
 }
 
+/// The stuck-at bits of one register, in the order they act, folded into
+/// one mask pair: `v -> sign_extend((v & and) | or)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StuckMask {
+    and: i32,
+    or: i32,
+    shift: u32,
+}
+
+impl StuckMask {
+    /// `None` if any of the faults is a transient flip.
+    pub(crate) fn of(events: &[Event], width: u32) -> Option<StuckMask> {
+        let mut mask = StuckMask {
+            and: -1,
+            or: 0,
+            shift: 32 - width,
+        };
+        for ev in events {
+            match ev.op {
+                _ if !ev.permanent() => return None,
+                BitOp::Stuck0(b) => {
+                    mask.and &= !(1i32 << b);
+                    mask.or &= !(1i32 << b);
+                }
+                BitOp::Stuck1(b) => mask.or |= 1i32 << b,
+                BitOp::Flip(_) => return None,
+            }
+        }
+        Some(mask)
+    }
+
+    #[inline(always)]
+    pub(crate) fn apply(self, v: i32) -> i32 {
+        (((v & self.and) | self.or) << self.shift) >> self.shift
+    }
+}
+
 /// Positions whose product may differ from the fault-free one.
 pub(crate) enum Special<'a> {
     /// Every position in the range.
