@@ -5,12 +5,14 @@
 //! (`cycle_level`), the exact path with the same faults (`exact_flips`: four
 //! transient flips, one per site), the exact path with two stuck-at bits
 //! (`exact_stuck`: every fold affected), and the fault-free GEMM the exact
-//! path starts from (`clean_gemm`: the floor). Speedup = cycle_level /
+//! path starts from (`clean_gemm`), and the flips applied to a clean result
+//! the caller already has (`exact_flips_from_clean`: the fault cost alone,
+//! what a network executor running the fast engine pays). Speedup = cycle_level /
 //! exact_*; a campaign's cost over the clean engine = exact_* / clean_gemm.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ftnas::fixed::Datapath;
-use ftnas::hwsim::exact::{clean_gemm, run_exact};
+use ftnas::hwsim::exact::{clean_gemm, run_exact, run_exact_from_clean};
 use ftnas::hwsim::{Dataflow, FaultSite, Gemm, HwFault, SystolicArray};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
