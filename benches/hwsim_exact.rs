@@ -77,6 +77,17 @@ fn bench_exact(c: &mut Criterion) {
                 BenchmarkId::new(format!("{df:?}_exact_flips"), &shape),
                 |b| b.iter(|| run_exact(&array, &gemm, &dp, &flips).unwrap().out[0]),
             );
+            let clean = clean_gemm(&gemm, &dp);
+            group.bench_function(
+                BenchmarkId::new(format!("{df:?}_exact_flips_from_clean"), &shape),
+                |b| {
+                    b.iter(|| {
+                        run_exact_from_clean(&array, &gemm, &dp, &flips, clean.clone())
+                            .unwrap()
+                            .out[0]
+                    })
+                },
+            );
             group.bench_function(
                 BenchmarkId::new(format!("{df:?}_exact_stuck"), &shape),
                 |b| b.iter(|| run_exact(&array, &gemm, &dp, &stuck).unwrap().out[0]),
