@@ -6,7 +6,7 @@
 //! must give the same error.
 
 use ftnas::fixed::{max_code, min_code, Datapath, Overflow};
-use ftnas::hwsim::exact::run_exact;
+use ftnas::hwsim::exact::{clean_gemm, run_exact, run_exact_from_clean};
 use ftnas::hwsim::{
     reference_gemm, Dataflow, FaultKind, FaultSite, Gemm, HwFault, HwSimError, SystolicArray,
 };
@@ -76,6 +76,15 @@ impl Case {
     fn check(&self, faults: &[HwFault]) -> Result<(), TestCaseError> {
         let slow = self.array.run(&self.gemm(), &self.dp, faults).unwrap();
         let fast = run_exact(&self.array, &self.gemm(), &self.dp, faults).unwrap();
+        let given = run_exact_from_clean(
+            &self.array,
+            &self.gemm(),
+            &self.dp,
+            faults,
+            clean_gemm(&self.gemm(), &self.dp),
+        )
+        .unwrap();
+        prop_assert_eq!(&given, &fast);
         prop_assert_eq!(fast.mapping, slow.mapping);
         prop_assert_eq!(fast.stats, slow.stats);
         if fast.out != slow.out {
@@ -347,6 +356,16 @@ fn invalid_input_gives_the_same_errors() {
     assert!(matches!(
         same(&c.array, &zero, &c.dp, &[]),
         HwSimError::EmptyGemm { .. }
+    ));
+    let short_clean = run_exact_from_clean(&c.array, &c.gemm(), &c.dp, &[], vec![0; 8]);
+    assert!(matches!(
+        short_clean,
+        Err(HwSimError::OperandSize {
+            operand: "clean output",
+            found: 8,
+            expected: 9,
+            ..
+        })
     ));
     for f in [
         HwFault::flip(FaultSite::ActReg, 2, 0, 0, 0),

@@ -7,7 +7,10 @@
 //! recomputes only those outputs, each from the faults that reach it, in the
 //! order the hardware accumulates it (`os.rs` for output stationary,
 //! `stationary.rs` for WS and IS). Nothing else is touched, so the cost is
-//! the clean GEMM plus `O(touched outputs * K)`.
+//! the clean GEMM plus `O(touched outputs * K)`. A caller that already has
+//! the fault-free accumulator values (a network executor running the fast
+//! engine) passes them to [`run_exact_from_clean`] and pays only the second
+//! term.
 //!
 //! # How one output is recomputed
 //!
@@ -111,6 +114,43 @@ impl Event {
     }
 }
 
+/// The stuck-at bits of one register, in the order they act, folded into
+/// one mask pair: `v -> sign_extend((v & and) | or)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StuckMask {
+    and: i32,
+    or: i32,
+    shift: u32,
+}
+
+impl StuckMask {
+    /// `None` if any of the faults is a transient flip.
+    pub(crate) fn of(events: &[Event], width: u32) -> Option<StuckMask> {
+        let mut mask = StuckMask {
+            and: -1,
+            or: 0,
+            shift: 32 - width,
+        };
+        for ev in events {
+            match ev.op {
+                _ if !ev.permanent() => return None,
+                BitOp::Stuck0(b) => {
+                    mask.and &= !(1i32 << b);
+                    mask.or &= !(1i32 << b);
+                }
+                BitOp::Stuck1(b) => mask.or |= 1i32 << b,
+                BitOp::Flip(_) => return None,
+            }
+        }
+        Some(mask)
+    }
+
+    #[inline(always)]
+    pub(crate) fn apply(self, v: i32) -> i32 {
+        (((v & self.and) | self.or) << self.shift) >> self.shift
+    }
+}
+
 /// Positions whose product may differ from the fault-free one.
 pub(crate) enum Special<'a> {
     /// Every position in the range.
@@ -209,6 +249,50 @@ pub fn run_exact(
     dp: &Datapath,
     faults: &[HwFault],
 ) -> Result<HwRun, HwSimError> {
+    let mapping = validate(array, gemm, dp, faults)?;
+    Ok(correct(
+        array,
+        gemm,
+        dp,
+        faults,
+        mapping,
+        clean_gemm(gemm, dp),
+    ))
+}
+
+/// [`run_exact`] starting from a fault-free result the caller already has
+/// (e.g. the fast engine's accumulator values of this layer, before
+/// requantization): only the fault corrections are computed. `clean` must
+/// be `E x M` accumulator values of this GEMM under this datapath's rule
+/// (what [`clean_gemm`] returns); its length is checked, its values are
+/// trusted.
+pub fn run_exact_from_clean(
+    array: &SystolicArray,
+    gemm: &Gemm,
+    dp: &Datapath,
+    faults: &[HwFault],
+    clean: Vec<i64>,
+) -> Result<HwRun, HwSimError> {
+    let mapping = validate(array, gemm, dp, faults)?;
+    if clean.len() != gemm.e * gemm.m {
+        return Err(HwSimError::OperandSize {
+            operand: "clean output",
+            found: clean.len(),
+            expected: gemm.e * gemm.m,
+            rows: gemm.e,
+            cols: gemm.m,
+        });
+    }
+    Ok(correct(array, gemm, dp, faults, mapping, clean))
+}
+
+/// The checks of [`SystolicArray::run`], in its order, with its errors.
+fn validate(
+    array: &SystolicArray,
+    gemm: &Gemm,
+    dp: &Datapath,
+    faults: &[HwFault],
+) -> Result<Mapping, HwSimError> {
     if array.rows == 0 || array.cols == 0 {
         return Err(HwSimError::EmptyArray {
             rows: array.rows,
@@ -228,7 +312,18 @@ pub fn run_exact(
                 reason,
             })?;
     }
-    let mut out = clean_gemm(gemm, dp);
+    Ok(mapping)
+}
+
+/// Replace the outputs the faults change in the fault-free result `out`.
+fn correct(
+    array: &SystolicArray,
+    gemm: &Gemm,
+    dp: &Datapath,
+    faults: &[HwFault],
+    mapping: Mapping,
+    mut out: Vec<i64>,
+) -> HwRun {
     if !faults.is_empty() {
         let events: Vec<Event> = faults
             .iter()
@@ -245,14 +340,14 @@ pub fn run_exact(
             out[o] = v;
         }
     }
-    Ok(HwRun {
+    HwRun {
         out,
         mapping,
         stats: RunStats {
             stepped_cycles: mapping.cycles,
             pe_cycle_updates: mapping.cycles * (array.rows * array.cols) as u64,
         },
-    })
+    }
 }
 
 /// Outputs marked at most once, in marking order.

@@ -15,8 +15,9 @@
 //! the add of their cycle, a stuck bit also on the read-out; `mult_out`
 //! faults on live products only.
 
-use super::{settle, Arith, Event, OutputTrace, Special, Touched};
+use super::{settle, Arith, Event, OutputTrace, Special, StuckMask, Touched};
 use crate::fixed::Datapath;
+use crate::fixed::Overflow;
 use crate::hwsim::{FaultSite, Gemm, Mapping};
 
 /// Faults bucketed by the outputs they can reach.
@@ -86,6 +87,27 @@ struct Trace<'a> {
 }
 
 impl Trace<'_> {
+    /// With only stuck-at operand and multiplier bits: the change of the
+    /// live terms' sum, each corrupted operand being a mask of the clean one
+    /// (every live value passes the faulty PEs inside the fold).
+    fn stuck_live_change(&self, dp: &Datapath) -> Option<i64> {
+        let act = StuckMask::of(&self.s.act, u32::from(dp.act_bits))?;
+        let weight = StuckMask::of(&self.s.weight, u32::from(dp.weight_bits))?;
+        let mult = StuckMask::of(
+            &self.s.mult,
+            u32::from(dp.act_bits) + u32::from(dp.weight_bits),
+        )?;
+        let k_len = self.k_len as usize;
+        let a = &self.a[self.e * k_len..(self.e + 1) * k_len];
+        let mut change = 0i64;
+        for (k, &av) in a.iter().enumerate() {
+            let wv = self.w[k * self.m_len + self.m];
+            let p = mult.apply(act.apply(av) * weight.apply(wv));
+            change += p as i64 - (av * wv) as i64;
+        }
+        Some(change)
+    }
+
     #[inline]
     fn live(&self, k: i64) -> bool {
         (0..self.k_len).contains(&k)
@@ -298,10 +320,56 @@ pub(super) fn faulty_outputs(
             cycles,
             s: &*s,
         };
+        let linear = dp.overflow == Overflow::Wrap || arith.never_saturates;
+        if linear && s.psum.is_empty() && special_range.is_some() {
+            if let Some(mut change) = trace.stuck_live_change(dp) {
+                // Bubbles matter only where both operands are corrupted.
+                if !s.act.is_empty() && !s.weight.is_empty() {
+                    let bubbles = (0..skew).chain(skew + k_len..cycles);
+                    change += bubbles.map(|p| trace.exact_product(p) as i64).sum::<i64>();
+                }
+                return dp.acc_limit(clean[o] + change);
+            }
+        }
         let special = match special_range {
             Some(r) => Special::Range(r),
             None => Special::Sparse(&s.sparse),
         };
         settle(&trace, &special, clean[o], &arith)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hwsim::{Dataflow, FaultSite, HwFault, SystolicArray};
+
+    fn reach(faults: &[HwFault], (e, k, m): (usize, usize, usize)) -> Vec<usize> {
+        let array = SystolicArray::new(3, 4, Dataflow::Os).unwrap();
+        let mapping = array.mapping(e, k, m);
+        let mut touched = Touched::new(e * m);
+        for (i, f) in faults.iter().enumerate() {
+            let ev = Event::new(i, f, &Datapath::INT8, &mapping);
+            mark_reach(&mapping, e, m, &ev, &mut touched);
+        }
+        let mut list = touched.list;
+        list.sort_unstable();
+        list
+    }
+
+    #[test]
+    fn moving_operands_reach_the_pes_downstream() {
+        // E=5, M=6 on 3x4: folds (fr, fc) = 2 x 2, 7 + 3 + 4 - 2 = 12 cycles each.
+        let shape = (5, 7, 6);
+        // Activation flip in PE (1, 2) of fold 0: output row 1, columns 2..4.
+        let act = HwFault::flip(FaultSite::ActReg, 1, 2, 0, 5);
+        assert_eq!(reach(&[act], shape), vec![6 + 2, 6 + 3]);
+        // Weight flip in PE (1, 1) of fold 3 = (fr 1, fc 1): rows 1..2 of
+        // the partial row fold (output row 4 only), column 4 + 1.
+        let w = HwFault::flip(FaultSite::WeightReg, 1, 1, 0, 3 * 12 + 4);
+        assert_eq!(reach(&[w], shape), vec![4 * 6 + 5]);
+        // A stuck psum bit in a padding PE of every fold but the first.
+        let p = HwFault::stuck(FaultSite::PsumReg, 2, 3, 0, true);
+        assert_eq!(reach(&[p], shape), vec![2 * 6 + 3]);
+    }
 }

@@ -341,3 +341,58 @@ fn faulty<R: OutputCoords + Sync>(
         settle(&trace, &Special::Sparse(&s.sparse), clean[o], &arith)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hwsim::{FaultSite, HwFault, SystolicArray};
+
+    /// Outputs reached in WS, `E=4, K=5, M=3` on a 2x2 array: row folds 3,
+    /// column folds 2, `2*2 + 2 + 4 - 2 = 8` cycles per fold.
+    fn reach(f: HwFault) -> Vec<usize> {
+        let (a, w) = (vec![0i32; 4 * 5], vec![0i32; 5 * 3]);
+        let ops = Operands {
+            a: &a,
+            w: &w,
+            e: 4,
+            k: 5,
+            m: 3,
+        };
+        let mapping = SystolicArray::new(2, 2, Dataflow::Ws)
+            .unwrap()
+            .mapping(4, 5, 3);
+        let mut touched = Touched::new(4 * 3);
+        let ev = Event::new(0, &f, &Datapath::INT8, &mapping);
+        mark_reach::<WeightStationary>(&mapping, &ops, &ev, &mut touched);
+        let mut list = touched.list;
+        list.sort_unstable();
+        list
+    }
+
+    #[test]
+    fn stationary_flips_persist_after_the_latch_only() {
+        // Preload cycle 1: row 0 has latched (kept), row 1 not yet (masked).
+        let kept = HwFault::flip(FaultSite::WeightReg, 0, 1, 0, 1);
+        assert_eq!(reach(kept), vec![1, 4, 7, 10]);
+        let masked = HwFault::flip(FaultSite::WeightReg, 1, 1, 0, 1);
+        assert!(reach(masked).is_empty());
+        // Stream cycle 3 (local 5) in PE (1, 0): outputs t >= 3 - 1 - 0 = 2.
+        let late = HwFault::flip(FaultSite::WeightReg, 1, 0, 0, 5);
+        assert_eq!(reach(late), vec![6, 9]);
+    }
+
+    #[test]
+    fn streamed_values_and_psums_reach_one_stream_index() {
+        // Stream cycle 2 in PE (0, 0) of fold 0: t = 2, columns 0 and 1.
+        let act = HwFault::flip(FaultSite::ActReg, 0, 0, 0, 4);
+        assert_eq!(reach(act), vec![6, 7]);
+        // The same cycle in column fold 1 (fold 3): column 2 only (1 is padding).
+        let act = HwFault::flip(FaultSite::ActReg, 0, 0, 0, 3 * 8 + 4);
+        assert_eq!(reach(act), vec![8]);
+        // Local cycle rows + t + r + c: t = 1, output (1, 1).
+        let psum = HwFault::flip(FaultSite::PsumReg, 1, 1, 0, 2 + 1 + 1 + 1);
+        assert_eq!(reach(psum), vec![3 + 1]);
+        // Preload cycles carry no partial sum.
+        assert!(reach(HwFault::flip(FaultSite::PsumReg, 1, 1, 0, 1)).is_empty());
+    }
+}
