@@ -155,3 +155,28 @@ fn saturating_accumulator_fallback_matches() {
         assert_all_engines_agree(&q, &images(g.input_shape(), 3, 2), None);
     }
 }
+
+/// The shipped ResNet-20 and MobileNet-V2 files (every layer kind the fast
+/// engine specialises: strided and 1x1 GEMMs, depthwise planes of several
+/// geometries sharing one scratch, residual adds), INT8, clean and under
+/// feature faults, against the reference.
+#[test]
+fn shipped_models_bit_identical() {
+    let shape = Shape::new(1, 28, 28);
+    for name in ["resnet20", "mobilenetv2"] {
+        let path = format!("{}/models/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+        let g = ftnas::model::load_model(std::path::Path::new(&path), shape).unwrap();
+        let w = Weights::random(&g, 5);
+        let q =
+            quant::quantize(&g, &w, ftnas::fixed::Datapath::INT8, &images(shape, 2, 1)).unwrap();
+        let imgs = images(shape, 3, 2);
+        assert_all_engines_agree(&q, &imgs, None);
+        let flips = RandomBitFlips { p: 0.01 };
+        let faults = FeatureFaults {
+            injector: &flips,
+            seed: 9,
+            trial: 1,
+        };
+        assert_all_engines_agree(&q, &imgs, Some(faults));
+    }
+}

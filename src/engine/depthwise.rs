@@ -92,6 +92,9 @@ impl PlaneGeometry {
 #[derive(Default)]
 pub struct DepthwiseScratch {
     phases: Vec<i32>,
+    /// The geometry `phases` was laid out for: its padding is still zero,
+    /// and every plane of that geometry overwrites the same interior.
+    phases_geom: Option<PlaneGeometry>,
     wide: Vec<i32>,
     taps: Vec<(usize, i32)>,
 }
@@ -237,6 +240,11 @@ pub fn depthwise_plane_with(
     assert!(weights.len() >= kh * kw, "depthwise weights too short");
     assert!(out.len() >= g.out_h * g.out_w, "depthwise output too short");
     let (wq, plane) = (g.phase_w(), g.phase_len());
+    if scratch.phases_geom != Some(*g) {
+        scratch.phases.clear();
+        scratch.phases.resize(g.stride.0 * g.stride.1 * plane, 0);
+        scratch.phases_geom = Some(*g);
+    }
     fill_phases(g, input, &mut scratch.phases);
     scratch.taps.clear();
     for ky in 0..kh {
@@ -275,15 +283,13 @@ pub fn depthwise_plane_with(
     }
 }
 
-/// Writes the zero-padded input as `sh * sw` flat phase planes into
-/// `phases` (see the module docs).
-fn fill_phases(g: &PlaneGeometry, input: &[i32], phases: &mut Vec<i32>) {
+/// Writes the input into the interior of the `sh * sw` flat phase planes
+/// in `phases` (see the module docs); the padding around it is already
+/// zero.
+fn fill_phases(g: &PlaneGeometry, input: &[i32], phases: &mut [i32]) {
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
     let (wq, plane) = (g.phase_w(), g.phase_len());
-    let total = sh * sw * plane;
-    phases.clear();
-    phases.resize(total, 0);
     for (iy, row) in input[..g.in_h * g.in_w]
         .chunks_exact(g.in_w.max(1))
         .enumerate()
@@ -295,9 +301,18 @@ fn fill_phases(g: &PlaneGeometry, input: &[i32], phases: &mut Vec<i32>) {
             phases[base..base + g.in_w].copy_from_slice(row);
             continue;
         }
-        for (ix, &v) in row.iter().enumerate() {
-            let c = ix + pw;
-            phases[(py * sw + c % sw) * plane + qr * wq + c / sw] = v;
+        // column phase px takes every sw-th input column, starting at the
+        // first ix with (ix + pw) % sw == px, into consecutive columns
+        for px in 0..sw {
+            let first = (px + sw - pw % sw) % sw;
+            if first >= g.in_w {
+                continue;
+            }
+            let base = (py * sw + px) * plane + qr * wq + (first + pw) / sw;
+            let dst = &mut phases[base..];
+            for (d, &v) in dst.iter_mut().zip(row[first..].iter().step_by(sw)) {
+                *d = v;
+            }
         }
     }
 }

@@ -36,7 +36,8 @@ pub(crate) struct WrapRequant {
 fn use_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        default_kernel() != Kernel::Portable && Kernel::Avx2.is_available()
+        static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *USE.get_or_init(|| default_kernel() != Kernel::Portable && Kernel::Avx2.is_available())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

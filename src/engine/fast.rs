@@ -359,14 +359,22 @@ fn im2col<T: Narrow>(
                         }
                         drow[hi..].fill(zero);
                     } else {
-                        for (ox, d) in drow.iter_mut().enumerate() {
-                            let ix = (ox * layer.stride.1) as isize + dx;
-                            *d = if ix >= 0 && ix < s.w as isize {
-                                src[ix as usize]
-                            } else {
-                                zero
-                            };
+                        // valid ox: 0 <= ox*sx + dx < s.w, a contiguous run
+                        let sx = layer.stride.1;
+                        let lo = ((-dx).max(0) as usize).div_ceil(sx).min(o.w);
+                        let hi = ((s.w as isize - dx).max(0) as usize)
+                            .div_ceil(sx)
+                            .min(o.w)
+                            .max(lo);
+                        drow[..lo].fill(zero);
+                        if hi > lo {
+                            let from = ((lo * sx) as isize + dx) as usize;
+                            let run = src[from..].iter().step_by(sx);
+                            for (d, &v) in drow[lo..hi].iter_mut().zip(run) {
+                                *d = v;
+                            }
                         }
+                        drow[hi..].fill(zero);
                     }
                 }
             }

@@ -13,9 +13,11 @@
 //! - B panel, per group: for each of 32 columns, the 4 bytes
 //!   `b[p..p+4][j]`, i.e. exactly one i32 lane per column.
 //!
-//! The packers use only SSE2 (baseline on x86_64), so the layout and the
-//! correction are unit-tested on any x86_64 machine through an emulated
-//! micro-kernel; only `kernel_8x32` itself needs VNNI hardware.
+//! The reference packers use only SSE2 (baseline on x86_64), so the layout
+//! and the correction are unit-tested on any x86_64 machine through an
+//! emulated micro-kernel. On VNNI hardware, full 32-column B panels go
+//! through `pack_b_full` (same layout, column sums by `vpdpbusd`), which
+//! like `kernel_8x32` is covered by `tests/gemm_battery.rs` there.
 
 use std::arch::x86_64::*;
 
