@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use super::derive::pe_transient_rates;
+use super::derive::{pe_transient_rates, HwModelArgs};
 use super::infer::image_progress;
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
@@ -33,19 +33,8 @@ pub enum PathChoice {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Accelerator description (systolic).
-    #[arg(long)]
-    pub accel: PathBuf,
-    /// Model description (TOML).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// f32 weights (safetensors).
-    #[arg(long)]
-    pub weights: PathBuf,
-    /// Hardware fault specification: its PE transient rates set the ratios
-    /// between sites.
-    #[arg(long)]
-    pub faults: PathBuf,
+    #[command(flatten)]
+    pub inputs: HwModelArgs,
     /// Raw rates of the sweep (flip probability per bit per cycle of the
     /// most upset-prone PE site), comma separated.
     #[arg(long, value_delimiter = ',', required = true)]
@@ -58,18 +47,12 @@ pub struct Args {
     pub chips: u64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Training images used to calibrate activation formats.
-    #[arg(long, default_value_t = 256)]
-    pub calib: usize,
     /// Images whose layer inputs are used in the per-layer measurement.
     #[arg(long, default_value_t = 4)]
     pub layer_images: usize,
     /// Fault samples per image and layer in the per-layer measurement.
     #[arg(long, default_value_t = 40)]
     pub layer_trials: u64,
-    /// Dataset directory; default: Fashion-MNIST.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
     /// GEMM execution of the hardware model.
     #[arg(long, value_enum, default_value_t = PathChoice::Exact)]
     pub path: PathChoice,
@@ -178,34 +161,35 @@ fn report(cal: &Calibration, title: &str) -> anyhow::Result<(Table, Csv, Table, 
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let inp = &args.inputs;
     if args.rates.is_empty() || args.rates.iter().any(|&r| !(0.0..=0.5).contains(&r)) {
         bail!("--rates: every rate must be a probability per bit per cycle in [0, 0.5]");
     }
     if args.images == 0 || args.chips == 0 || args.layer_images == 0 || args.layer_trials == 0 {
         bail!("--images, --chips, --layer-images and --layer-trials must be at least 1");
     }
-    let acc = Accelerator::load(&args.accel)?;
-    let spec = HwFaultSpec::load(&args.faults)?;
+    let acc = Accelerator::load(&inp.accel)?;
+    let spec = HwFaultSpec::load(&inp.faults)?;
     let (base, skipped) = pe_transient_rates(&spec, acc.clock_mhz);
     if base.act_reg + base.weight_reg + base.psum_reg + base.mult_out <= 0.0 {
         bail!(
             "{}: no PE transient rate (sites.\"pe.*\".transient_per_bit_cycle or fit_per_mbit); calibration sweeps PE register upsets",
-            args.faults.display()
+            inp.faults.display()
         );
     }
     if !skipped.is_empty() {
         eprintln!("note: left out of the calibration: {}", skipped.join(", "));
     }
-    let train = data::load(args.data.as_deref(), Split::Train)?;
-    let test_data = data::load(args.data.as_deref(), Split::Test)?;
+    let train = data::load(inp.data.as_deref(), Split::Train)?;
+    let test_data = data::load(inp.data.as_deref(), Split::Test)?;
     let test = eval::first_images(&test_data, Some(args.images))?;
-    let q = eval::load_quantized(&args.model, &args.weights, &train, args.calib, acc.datapath)?;
+    let q = eval::load_quantized(&inp.model, &inp.weights, &train, inp.calib, acc.datapath)?;
     let exec: Arc<dyn GemmExecutor> = match args.path {
         PathChoice::Cycle => Arc::new(CycleLevel),
         PathChoice::Exact => Arc::new(Exact),
     };
     let net = HwNetwork::new(&acc, &q.qmodel)
-        .with_context(|| args.accel.display().to_string())?
+        .with_context(|| inp.accel.display().to_string())?
         .with_executor(exec);
     let per = train.shape.numel();
     let n_stats = 16.min(train.len());
@@ -223,7 +207,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let title = format!(
         "{} on {} ({} path): accuracy vs raw rate, {} images, {} chips",
-        args.model.display(),
+        inp.model.display(),
         acc.name,
         match args.path {
             PathChoice::Cycle => "cycle-level",
@@ -247,10 +231,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     writeln!(
         md,
         "Accelerator `{}`, model `{}`, weights `{}`, fault spec `{}` (PE site ratios: act {:.3}, weight {:.3}, psum {:.3}, mult {:.3}); seed {}.\n",
-        args.accel.display(),
-        args.model.display(),
-        args.weights.display(),
-        args.faults.display(),
+        inp.accel.display(),
+        inp.model.display(),
+        inp.weights.display(),
+        inp.faults.display(),
         cal.shape.act_reg,
         cal.shape.weight_reg,
         cal.shape.psum_reg,

@@ -19,8 +19,10 @@ use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::report::{Csv, Table};
 
+/// The inputs every derivation-style command takes: a systolic
+/// accelerator, a trained model and a hardware fault specification.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct HwModelArgs {
     /// Accelerator description (systolic).
     #[arg(long)]
     pub accel: PathBuf,
@@ -40,6 +42,12 @@ pub struct Args {
     /// Training images used to calibrate activation formats.
     #[arg(long, default_value_t = 256)]
     pub calib: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub inputs: HwModelArgs,
     /// Training images whose layer inputs give the operand statistics.
     #[arg(long, default_value_t = 16)]
     pub images: usize,
@@ -77,28 +85,29 @@ pub fn pe_transient_rates(spec: &HwFaultSpec, clock_mhz: f64) -> (SiteRates, Vec
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let acc = Accelerator::load(&args.accel)?;
+    let inp = &args.inputs;
+    let acc = Accelerator::load(&inp.accel)?;
     let Some(sys) = acc.systolic.as_ref() else {
         bail!(
             "{}: derivation needs a systolic accelerator (kind = \"systolic\"); bit-serial designs are simulated by `ftnas inject` but not derived yet",
-            args.accel.display()
+            inp.accel.display()
         );
     };
     let array = SystolicArray::new(sys.rows, sys.cols, sys.dataflow)?;
-    let spec = HwFaultSpec::load(&args.faults)?;
+    let spec = HwFaultSpec::load(&inp.faults)?;
     let (rates, skipped) = pe_transient_rates(&spec, acc.clock_mhz);
     if !skipped.is_empty() {
         eprintln!(
             "note: {}: not part of the derived feature model (use `ftnas inject` for them): {}",
-            args.faults.display(),
+            inp.faults.display(),
             skipped.join(", ")
         );
     }
     if args.images == 0 {
         bail!("--images must be at least 1 (operand statistics need real layer inputs)");
     }
-    let train = data::load(args.data.as_deref(), Split::Train)?;
-    let q = eval::load_quantized(&args.model, &args.weights, &train, args.calib, acc.datapath)?;
+    let train = data::load(inp.data.as_deref(), Split::Train)?;
+    let q = eval::load_quantized(&inp.model, &inp.weights, &train, inp.calib, acc.datapath)?;
     let n = args.images.min(train.len());
     let per = train.shape.numel();
     let layers = gemm_layers(&q.qmodel, &train.images[..n * per]);
@@ -106,10 +115,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let desc = format!(
         "derived by ftnas derive: accel {}, model {}, weights {}, faults {}; PE transient rates per bit per cycle: act {:e}, weight {:e}, psum {:e}, mult {:e}",
-        args.accel.display(),
-        args.model.display(),
-        args.weights.display(),
-        args.faults.display(),
+        inp.accel.display(),
+        inp.model.display(),
+        inp.weights.display(),
+        inp.faults.display(),
         rates.act_reg,
         rates.weight_reg,
         rates.psum_reg,

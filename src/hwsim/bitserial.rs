@@ -90,9 +90,9 @@
 
 use super::fault::FaultKind;
 use super::kernel::BitOp;
-use super::{Gemm, HwSimError};
+use super::{check_gemm_codes, Gemm, HwSimError};
 use crate::accel::description::{BitSerial, Precision, Serial};
-use crate::fixed::{max_code, min_code, Datapath};
+use crate::fixed::Datapath;
 
 use std::fmt;
 use std::str::FromStr;
@@ -326,9 +326,7 @@ impl BitSerialArray {
     ) -> Result<BsRun, HwSimError> {
         dp.validate().map_err(HwSimError::Datapath)?;
         let (e, k, m) = (gemm.e, gemm.k, gemm.m);
-        if e == 0 || k == 0 || m == 0 {
-            return Err(HwSimError::EmptyGemm { e, k, m });
-        }
+        check_gemm_codes(gemm, dp.act_bits, dp.weight_bits)?;
         if taps == 0 || k % taps != 0 {
             return Err(HwSimError::Datapath(format!(
                 "reduction length {k} is not a whole number of {taps} kernel taps"
@@ -350,8 +348,7 @@ impl BitSerialArray {
                 prec.act
             )));
         }
-        check_codes("A", gemm.a, e, k, prec.act)?;
-        check_codes("W", gemm.w, k, m, prec.weight)?;
+        check_gemm_codes(gemm, prec.act, prec.weight)?;
         let channels = k / taps;
         let b = &self.design;
         let steps = self.steps(e, m, taps, channels);
@@ -638,38 +635,6 @@ fn b_serial_caps(b: &BitSerial) -> bool {
     b.serial == Serial::Activations
 }
 
-fn check_codes(
-    operand: &'static str,
-    codes: &[i32],
-    rows: usize,
-    cols: usize,
-    bits: u8,
-) -> Result<(), HwSimError> {
-    if codes.len() != rows * cols {
-        return Err(HwSimError::OperandSize {
-            operand,
-            found: codes.len(),
-            expected: rows * cols,
-            rows,
-            cols,
-        });
-    }
-    let (lo, hi) = (min_code(bits), max_code(bits));
-    if let Some(i) = codes
-        .iter()
-        .position(|&v| i64::from(v) < lo || i64::from(v) > hi)
-    {
-        return Err(HwSimError::CodeOutOfRange {
-            operand,
-            row: i / cols,
-            col: i % cols,
-            value: codes[i],
-            bits,
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -784,33 +749,44 @@ mod tests {
         }
     }
 
-    fn small() -> (Vec<i32>, Vec<i32>) {
-        // e=4 pixels, c=5 channels, taps=2, m=5 filters.
-        let a: Vec<i32> = (0..4 * 10).map(|i| (i * 37 % 200) - 100).collect();
-        let w: Vec<i32> = (0..10 * 5).map(|i| (i * 53 % 250) - 125).collect();
-        (a, w)
+    /// A small layer (4 pixels, 5 channels, 2 taps, 5 filters) on a
+    /// 2-tile 3-window 2-filter 4-lane design, 8-bit datapath.
+    struct Small {
+        a: Vec<i32>,
+        w: Vec<i32>,
+        arr: BitSerialArray,
+    }
+
+    const PREC8: LayerPrecision = LayerPrecision { act: 8, weight: 8 };
+
+    impl Small {
+        fn new(serial: Serial, bits: u8) -> Small {
+            Small {
+                a: (0..4 * 10).map(|i| (i * 37 % 200) - 100).collect(),
+                w: (0..10 * 5).map(|i| (i * 53 % 250) - 125).collect(),
+                arr: BitSerialArray::new(design(serial, bits, Precision::PerLayer)).unwrap(),
+            }
+        }
+        fn gemm(&self) -> Gemm<'_> {
+            Gemm {
+                a: &self.a,
+                w: &self.w,
+                e: 4,
+                k: 10,
+                m: 5,
+            }
+        }
+        fn run_with(&self, prec: LayerPrecision, faults: &[SipFault]) -> Result<BsRun, HwSimError> {
+            self.arr.run(&self.gemm(), 2, &Datapath::INT8, prec, faults)
+        }
+        fn run(&self, faults: &[SipFault]) -> BsRun {
+            self.run_with(PREC8, faults).unwrap()
+        }
     }
 
     #[test]
     fn cycles_match_stripes_formula() {
-        let (a, w) = small();
-        let arr = BitSerialArray::new(design(Serial::Activations, 1, Precision::PerLayer)).unwrap();
-        let g = Gemm {
-            a: &a,
-            w: &w,
-            e: 4,
-            k: 10,
-            m: 5,
-        };
-        let run = arr
-            .run(
-                &g,
-                2,
-                &Datapath::INT8,
-                LayerPrecision { act: 8, weight: 8 },
-                &[],
-            )
-            .unwrap();
+        let run = Small::new(Serial::Activations, 1).run(&[]);
         // filter sets ceil(5/4)=2, window sets ceil(4/3)=2, 2 taps, lane sets ceil(5/4)=2.
         assert_eq!(run.steps, 16);
         assert_eq!(run.cycles, 16 * 8);
@@ -818,22 +794,11 @@ mod tests {
 
     #[test]
     fn psum_flip_changes_one_output_by_its_bit() {
-        let (a, w) = small();
-        let arr = BitSerialArray::new(design(Serial::Activations, 1, Precision::PerLayer)).unwrap();
-        let g = Gemm {
-            a: &a,
-            w: &w,
-            e: 4,
-            k: 10,
-            m: 5,
-        };
-        let dp = Datapath::INT8;
-        let prec = LayerPrecision { act: 8, weight: 8 };
-        let clean = arr.run(&g, 2, &dp, prec, &[]).unwrap();
+        let s = Small::new(Serial::Activations, 1);
+        let clean = s.run(&[]);
         // SIP (window 1, filter col 2) = pixel 1, filter 2 in filter set 0;
         // cycle 3 is inside the first step of block (fs 0, ws 0).
-        let f = SipFault::flip(SipSite::PsumReg, 1, 2, 20, 3);
-        let run = arr.run(&g, 2, &dp, prec, &[f]).unwrap();
+        let run = s.run(&[SipFault::flip(SipSite::PsumReg, 1, 2, 20, 3)]);
         let diff: Vec<usize> = (0..clean.out.len())
             .filter(|&i| clean.out[i] != run.out[i])
             .collect();
@@ -847,23 +812,13 @@ mod tests {
 
     #[test]
     fn weight_reg_flip_hits_every_window_of_its_filter_for_the_rest_of_the_step() {
-        let (a, w) = small();
-        let arr = BitSerialArray::new(design(Serial::Activations, 1, Precision::PerLayer)).unwrap();
-        let g = Gemm {
-            a: &a,
-            w: &w,
-            e: 4,
-            k: 10,
-            m: 5,
-        };
-        let dp = Datapath::INT8;
-        let prec = LayerPrecision { act: 8, weight: 8 };
-        let clean = arr.run(&g, 2, &dp, prec, &[]).unwrap();
+        let s = Small::new(Serial::Activations, 1);
+        let (a, w) = (&s.a, &s.w);
+        let clean = s.run(&[]);
         // weight reg of filter 0 lane 0, bit 6, at cycle 0 (first step: tap 0,
         // channels 0..4, windows 0..3): every live window of filter 0 changes
         // by a(window, c=0) * 64 in full (flip before the first bit group).
-        let f = SipFault::flip(SipSite::WeightReg, 0, 0, 6, 0);
-        let run = arr.run(&g, 2, &dp, prec, &[f]).unwrap();
+        let run = s.run(&[SipFault::flip(SipSite::WeightReg, 0, 0, 6, 0)]);
         let delta_w = i64::from((w[0] ^ 64) - w[0]);
         for px in 0..3 {
             let expect = clean.out[px * 5] + i64::from(a[px * 10]) * delta_w;
@@ -876,8 +831,7 @@ mod tests {
         }
         // The same flip in the last cycle of the step only affects the sign
         // bit group's product.
-        let late = SipFault::flip(SipSite::WeightReg, 0, 0, 6, 7);
-        let run = arr.run(&g, 2, &dp, prec, &[late]).unwrap();
+        let run = s.run(&[SipFault::flip(SipSite::WeightReg, 0, 0, 6, 7)]);
         for px in 0..3 {
             let sign = -i64::from((a[px * 10] >> 7) & 1) * 128;
             assert_eq!(run.out[px * 5], clean.out[px * 5] + sign * delta_w);
@@ -889,20 +843,9 @@ mod tests {
         // A stuck bit in the activation register of (window 0, lane 1) is the
         // same as that bit stuck in every activation of channel 1 of windows
         // 0, 3, ... (every window set's window 0).
-        let (a, w) = small();
-        let arr = BitSerialArray::new(design(Serial::Both, 2, Precision::PerLayer)).unwrap();
-        let g = Gemm {
-            a: &a,
-            w: &w,
-            e: 4,
-            k: 10,
-            m: 5,
-        };
-        let dp = Datapath::INT8;
-        let prec = LayerPrecision { act: 8, weight: 8 };
-        let f = SipFault::stuck(SipSite::ActReg, 0, 1, 2, true);
-        let run = arr.run(&g, 2, &dp, prec, &[f]).unwrap();
-        let mut a2 = a.clone();
+        let s = Small::new(Serial::Both, 2);
+        let run = s.run(&[SipFault::stuck(SipSite::ActReg, 0, 1, 2, true)]);
+        let mut a2 = s.a.clone();
         for px in [0usize, 3] {
             for tap in 0..2 {
                 // channel 1, tap `tap`: k = 1*taps + tap
@@ -910,31 +853,25 @@ mod tests {
                 a2[i] |= 4;
             }
         }
-        let g2 = Gemm { a: &a2, ..g };
-        assert_eq!(run.out, reference_gemm(&g2, &dp));
+        let g2 = Gemm { a: &a2, ..s.gemm() };
+        assert_eq!(run.out, reference_gemm(&g2, &Datapath::INT8));
     }
 
     #[test]
     fn bad_faults_and_precisions_are_errors() {
-        let (a, w) = small();
-        let arr = BitSerialArray::new(design(Serial::Activations, 1, Precision::PerLayer)).unwrap();
-        let g = Gemm {
-            a: &a,
-            w: &w,
-            e: 4,
-            k: 10,
-            m: 5,
-        };
-        let dp = Datapath::INT8;
-        let prec = LayerPrecision { act: 8, weight: 8 };
+        let s = Small::new(Serial::Activations, 1);
         let outside = SipFault::flip(SipSite::ActReg, 3, 0, 0, 0);
-        assert!(arr.run(&g, 2, &dp, prec, &[outside]).is_err());
+        assert!(s.run_with(PREC8, &[outside]).is_err());
         let late = SipFault::flip(SipSite::ActReg, 0, 0, 0, 10_000);
-        let e = arr.run(&g, 2, &dp, prec, &[late]).unwrap_err().to_string();
+        let e = s.run_with(PREC8, &[late]).unwrap_err().to_string();
         assert!(e.contains("past the end"), "{e}");
         let low = LayerPrecision { act: 4, weight: 8 };
-        let e = arr.run(&g, 2, &dp, low, &[]).unwrap_err().to_string();
+        let e = s.run_with(low, &[]).unwrap_err().to_string();
         assert!(e.contains("does not fit"), "{e}");
-        assert!(arr.run(&g, 3, &dp, prec, &[]).is_err(), "10 is not 3 taps");
+        let g = s.gemm();
+        assert!(
+            s.arr.run(&g, 3, &Datapath::INT8, PREC8, &[]).is_err(),
+            "10 is not 3 taps"
+        );
     }
 }

@@ -396,13 +396,23 @@ impl SystolicArray {
 }
 
 fn check_gemm(gemm: &Gemm, dp: &Datapath) -> Result<(), HwSimError> {
+    check_gemm_codes(gemm, dp.act_bits, dp.weight_bits)
+}
+
+/// Check a GEMM's shape, operand sizes and that every code fits its
+/// signed width (`act_bits` for `A`, `weight_bits` for `W`).
+pub(crate) fn check_gemm_codes(
+    gemm: &Gemm,
+    act_bits: u8,
+    weight_bits: u8,
+) -> Result<(), HwSimError> {
     let (e, k, m) = (gemm.e, gemm.k, gemm.m);
     if e == 0 || k == 0 || m == 0 {
         return Err(HwSimError::EmptyGemm { e, k, m });
     }
     for (operand, codes, rows, cols, bits) in [
-        ("A", gemm.a, e, k, dp.act_bits),
-        ("W", gemm.w, k, m, dp.weight_bits),
+        ("A", gemm.a, e, k, act_bits),
+        ("W", gemm.w, k, m, weight_bits),
     ] {
         if codes.len() != rows * cols {
             return Err(HwSimError::OperandSize {
