@@ -186,6 +186,31 @@ pub(crate) fn clamp_codes(codes: &mut [i32], lo: i32, hi: i32) {
     clamp_body(codes, lo, hi);
 }
 
+#[inline(always)]
+fn clamp_into_body(src: &[i32], dst: &mut [i32], lo: i32, hi: i32) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = v.clamp(lo, hi);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn clamp_into_avx2(src: &[i32], dst: &mut [i32], lo: i32, hi: i32) {
+    clamp_into_body(src, dst, lo, hi);
+}
+
+/// `dst[j] = clamp(src[j], lo, hi)` (ReLU, ReLU6 nodes); requires `lo <= hi`.
+pub(crate) fn clamp_into(src: &[i32], dst: &mut [i32], lo: i32, hi: i32) {
+    assert!(lo <= hi, "empty clamp range {lo}..={hi}");
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: AVX2 availability checked by `use_avx2`.
+        unsafe { clamp_into_avx2(src, dst, lo, hi) };
+        return;
+    }
+    clamp_into_body(src, dst, lo, hi);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

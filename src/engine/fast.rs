@@ -26,7 +26,7 @@ use crate::fixed::{max_code, min_code, round_shift, saturate, Datapath, Overflow
 use crate::quant::{int_ops, Activation, MacLayer, QModel, QOp};
 
 use super::depthwise::{depthwise_plane, DepthwiseScratch, PlaneGeometry};
-use super::elementwise::{add2, wrap_requant, AddRescale, WrapRequant};
+use super::elementwise::{add2, clamp_into, wrap_requant, AddRescale, WrapRequant};
 use super::gemm::{default_kernel, gemm_packed_i16, gemm_packed_i8, PackedA, Parallelism};
 use super::{exec_non_mac, finish_mac_output, image_count, Engine, EngineError, FeatureFaults};
 
@@ -265,6 +265,20 @@ fn run_group(
                 if !fused {
                     for (b, (_, out)) in io.into_iter().enumerate() {
                         finish_mac_output(layer, out, first_index + b as u64, faults);
+                    }
+                }
+            }
+            QOp::Relu | QOp::Relu6 => {
+                let hi = match node.op {
+                    QOp::Relu6 => int_ops::six_code(node.format),
+                    _ => i32::MAX,
+                };
+                for nodes in bufs.iter_mut() {
+                    let (prev, rest) = nodes.split_at_mut(q);
+                    if hi >= 0 {
+                        clamp_into(&prev[node.inputs[0]], &mut rest[0], 0, hi);
+                    } else {
+                        exec_non_mac(model, q, prev, &mut rest[0]);
                     }
                 }
             }

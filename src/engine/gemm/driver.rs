@@ -57,6 +57,9 @@ thread_local! {
     /// allocation of a 1 MB packed B per call costs page faults and zeroing
     /// worth a sizeable fraction of a 0.5 ms GEMM.
     static WORKSPACE: std::cell::Cell<Vec<Line>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The per-column accumulator start values of [`run_blocks`], reused
+    /// the same way (taken, so nested calls get their own).
+    static INIT: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Runs `f` with two zero-initialised-once, 64-byte-aligned slices of
@@ -287,7 +290,9 @@ unsafe fn run_blocks<T: Code, F: Family<T>>(
 ) {
     let m_panels = m.div_ceil(F::MR);
     let n_panels = n.div_ceil(F::NR);
-    let mut init = vec![0i32; n_panels * F::NR];
+    let mut init = INIT.with(|w| w.take());
+    init.clear();
+    init.resize(n_panels * F::NR, 0);
     let c_ptr = TilePtr(c.as_mut_ptr());
     let row_tiles = m.div_ceil(F::MC);
     let col_tiles = n.div_ceil(F::NC);
@@ -363,6 +368,7 @@ unsafe fn run_blocks<T: Code, F: Family<T>>(
         }
         k0 = k1;
     }
+    INIT.with(|w| w.set(init));
 }
 
 /// Runs the micro-kernel over the panels of one MC x NC tile of C. The B
