@@ -15,9 +15,9 @@ use rand::Rng;
 use rayon::prelude::*;
 
 use crate::fault::skip::Skipper;
-use crate::fixed::{requantize, Datapath};
-use crate::hwsim::layer::{filter_operand, ifmap_operand, GemmExecutor, LayerGemm};
-use crate::hwsim::{FaultSite, Gemm, HwFault, HwSimError, SystolicArray};
+use crate::fixed::Datapath;
+use crate::hwsim::layer::{run_mac_layer_requantized, GemmExecutor, LayerGemm};
+use crate::hwsim::{FaultSite, HwFault, HwSimError, SystolicArray};
 use crate::quant::MacLayer;
 
 use super::layer::SiteRates;
@@ -43,43 +43,26 @@ pub struct LayerMeasurement {
     pub flips: u64,
 }
 
-/// Pre-activation output codes of `layer` (CHW) for one image.
-#[allow(clippy::too_many_arguments)]
+/// Requantized pre-activation output codes of `layer` (CHW) for one image.
 fn layer_outputs(
     exec: &dyn GemmExecutor,
     array: &SystolicArray,
     layer: &MacLayer,
     dp: &Datapath,
-    shape: &LayerGemm,
     input: &[i32],
     faults: &[HwFault],
-) -> Result<Vec<i64>, HwSimError> {
-    let mut out = vec![0i64; layer.out_shape.numel()];
-    let (mut a, mut w) = (Vec::new(), Vec::new());
-    for gi in 0..shape.groups {
-        ifmap_operand(layer, input, gi, &mut a);
-        filter_operand(layer, &layer.weights, gi, &mut w);
-        let gemm = Gemm {
-            a: &a,
-            w: &w,
-            e: shape.e,
-            k: shape.k,
-            m: shape.m,
-        };
-        let run = exec.run(array, &gemm, dp, &shape.group_faults(gi, faults))?;
-        for m in 0..shape.m {
-            let oc = gi * shape.m + m;
-            for e in 0..shape.e {
-                let acc = dp.acc_limit(run.out[e * shape.m + m] + i64::from(layer.bias[oc]));
-                out[oc * shape.e + e] = requantize(
-                    acc,
-                    layer.acc_frac,
-                    layer.out_format.frac,
-                    layer.out_format.bits,
-                );
-            }
-        }
-    }
+) -> Result<Vec<i32>, HwSimError> {
+    let mut out = vec![0i32; layer.out_shape.numel()];
+    run_mac_layer_requantized(
+        exec,
+        array,
+        layer,
+        dp,
+        input,
+        &layer.weights,
+        faults,
+        &mut out,
+    )?;
     Ok(out)
 }
 
@@ -134,9 +117,9 @@ pub fn measure_layer(
 ) -> Result<LayerMeasurement, HwSimError> {
     let shape = LayerGemm::new(array, layer);
     let top = layer.out_format.bits as usize - 1;
-    let clean: Vec<Vec<i64>> = inputs
+    let clean: Vec<Vec<i32>> = inputs
         .par_iter()
-        .map(|x| layer_outputs(exec, array, layer, dp, &shape, x, &[]))
+        .map(|x| layer_outputs(exec, array, layer, dp, x, &[]))
         .collect::<Result<_, _>>()?;
     let jobs: Vec<(usize, u64)> = (0..inputs.len())
         .flat_map(|i| (0..trials).map(move |t| (i, t)))
@@ -161,7 +144,7 @@ pub fn measure_layer(
             if faults.is_empty() {
                 return Ok(r);
             }
-            let out = layer_outputs(exec, array, layer, dp, &shape, &inputs[img], &faults)?;
+            let out = layer_outputs(exec, array, layer, dp, &inputs[img], &faults)?;
             for (x, y) in out.iter().zip(&clean[img]) {
                 if x != y {
                     let d = (x - y).unsigned_abs();

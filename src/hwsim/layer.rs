@@ -243,6 +243,25 @@ pub fn run_mac_layer(
     faults: &[HwFault],
     out: &mut [i32],
 ) -> Result<LayerStats, HwSimError> {
+    let stats = run_mac_layer_requantized(exec, array, layer, dp, input, weights, faults, out)?;
+    crate::engine::finish_mac_output(layer, out, 0, None);
+    Ok(stats)
+}
+
+/// [`run_mac_layer`] up to the requantized pre-activation codes (bias added,
+/// requantized to the output format; no saturation hook, no activation):
+/// where the engines' feature faults act, and what derivation measures.
+#[allow(clippy::too_many_arguments)]
+pub fn run_mac_layer_requantized(
+    exec: &dyn GemmExecutor,
+    array: &SystolicArray,
+    layer: &MacLayer,
+    dp: &Datapath,
+    input: &[i32],
+    weights: &[i32],
+    faults: &[HwFault],
+    out: &mut [i32],
+) -> Result<LayerStats, HwSimError> {
     let shape = LayerGemm::new(array, layer);
     let mut stats = LayerStats::default();
     let (mut a, mut w) = (Vec::new(), Vec::new());
@@ -273,6 +292,5 @@ pub fn run_mac_layer(
             }
         }
     }
-    crate::engine::finish_mac_output(layer, out, 0, None);
     Ok(stats)
 }
