@@ -595,3 +595,46 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Whole networks under sampled chip faults (every PE and SRAM site,
+    /// stuck-at and transient): the fast exact executor gives the
+    /// cycle-level executor's logits.
+    #[test]
+    fn exact_executor_matches_cycle_level_under_chip_faults(
+        seed in any::<u64>(),
+        act in any::<u8>(),
+        weight in any::<u8>(),
+        psum in any::<u8>(),
+        saturate in any::<bool>(),
+        rows in 1usize..=4,
+        cols in 1usize..=4,
+        df in 0u8..3,
+    ) {
+        let g = random_graph(seed);
+        let w = Weights::random(&g, seed ^ 1);
+        let dp = datapath(act, weight, psum, saturate);
+        let q = quant::quantize(&g, &w, dp, &images(g.input_shape(), 2, seed ^ 2)).unwrap();
+        let acc = accelerator(rows, cols, dataflow(df), dp, 1);
+        let cycle = HwNetwork::new(&acc, &q).unwrap();
+        let exact = cycle.clone().with_executor(std::sync::Arc::new(ftnas::hwsim::layer::Exact));
+        let mut text = String::new();
+        for site in ftnas::hwsim::Site::ALL {
+            text += &format!(
+                "[sites.\"{}\"]\nstuck_at_0 = 2e-3\nstuck_at_1 = 2e-3\ntransient_per_bit_cycle = 2e-5\n",
+                site.name()
+            );
+        }
+        let spec = ftnas::hwsim::HwFaultSpec::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let imgs = images(g.input_shape(), 2, seed ^ 3);
+        for chip in 0..2 {
+            let faults = spec.sample_chip(seed, chip, &cycle).unwrap();
+            prop_assert_eq!(
+                exact.run_images(&imgs, 0, &faults).unwrap(),
+                cycle.run_images(&imgs, 0, &faults).unwrap()
+            );
+        }
+    }
+}

@@ -75,6 +75,30 @@ fn hwrun_matches_infer_and_reports_chips() {
     let inf: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ijson).unwrap()).unwrap();
     assert_eq!(hw["clean_accuracy"], inf["clean_accuracy"]);
+
+    // The exact executor reports the same numbers.
+    let ejson = dir.path().join("exact.json");
+    ok(ftnas()
+        .args(["hwrun", "--accel", "accelerators/edge_16x16_os.toml"])
+        .args(common)
+        .args([
+            "--faults",
+            "accelerators/faults/single_fault.toml",
+            "--chips",
+            "2",
+        ])
+        .args(["--executor", "exact"])
+        .arg("--weights")
+        .arg(&w)
+        .arg("--json")
+        .arg(&ejson)
+        .output()
+        .unwrap());
+    let ex: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ejson).unwrap()).unwrap();
+    assert_eq!(ex["executor"], "exact");
+    assert_eq!(ex["chips"], hw["chips"]);
+    assert_eq!(ex["clean_accuracy"], hw["clean_accuracy"]);
 }
 
 #[test]

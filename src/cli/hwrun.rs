@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use crate::accel::Accelerator;
 use crate::data::{self, Split};
+use crate::hwsim::layer::Exact;
 use crate::hwsim::{ChipFaults, HwFaultSpec, HwNetwork};
 use crate::model::{self, Weights};
 use crate::quant;
@@ -57,6 +58,16 @@ pub struct Args {
     /// Write the results as JSON to this file (atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// GEMM executor: every cycle stepped, or the fast exact path (same results).
+    #[arg(long, value_enum, default_value_t = ExecutorChoice::CycleLevel)]
+    pub executor: ExecutorChoice,
+}
+
+/// GEMM executor choice.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExecutorChoice {
+    CycleLevel,
+    Exact,
 }
 
 fn top1(logits: &[Vec<i32>]) -> Vec<usize> {
@@ -81,6 +92,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("quantizing {}", args.model.display()))?;
     let net = HwNetwork::new(&accel, &qmodel)
         .with_context(|| format!("mapping {} onto {}", graph.name, args.accel.display()))?;
+    let net = match args.executor {
+        ExecutorChoice::CycleLevel => net,
+        ExecutorChoice::Exact => net.with_executor(std::sync::Arc::new(Exact)),
+    };
     spec.check(&net)?;
 
     let n = args.images.min(test.len());
@@ -187,6 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "images": n,
             "seed": args.seed,
             "cycles_per_inference": cycles,
+            "executor": net.executor().name(),
             "clean_accuracy": clean_acc,
             "chips": per_chip,
             "mean_accuracy": mean("accuracy"),
