@@ -379,3 +379,28 @@ fn invalid_input_gives_the_same_errors() {
         ));
     }
 }
+
+/// Enough touched outputs for the parallel evaluation (over a thousand).
+#[test]
+fn many_touched_outputs_match() {
+    let dp = Datapath {
+        psum_bits: 20,
+        overflow: Overflow::Saturate,
+        ..Datapath::INT8
+    };
+    for df in [Dataflow::Os, Dataflow::Ws, Dataflow::Is] {
+        for dp in [Datapath::INT8, dp] {
+            let c = fixed_case(df, 4, 4, (64, 21, 40), dp);
+            let cycles = c.cycles();
+            c.check(&[
+                HwFault::stuck(FaultSite::ActReg, 0, 0, 3, true),
+                HwFault::stuck(FaultSite::ActReg, 1, 0, 7, false),
+                HwFault::stuck(FaultSite::WeightReg, 0, 0, 1, true),
+                HwFault::stuck(FaultSite::WeightReg, 2, 1, 6, true),
+                HwFault::flip(FaultSite::PsumReg, 3, 2, 12, cycles / 3),
+                HwFault::stuck(FaultSite::MultOut, 1, 1, 9, true),
+            ])
+            .unwrap();
+        }
+    }
+}

@@ -372,11 +372,20 @@ impl Touched {
         }
     }
 
-    /// Evaluate every marked output in parallel with a per-thread scratch.
+    /// Evaluate every marked output with a per-thread scratch; in parallel
+    /// only when there are enough of them to pay for waking the pool.
     pub(crate) fn evaluate<S: Default + Send>(
         self,
         eval: impl Fn(&mut S, usize) -> i64 + Sync + Send,
     ) -> Vec<(usize, i64)> {
+        if self.list.len() < 1024 {
+            let mut scratch = S::default();
+            return self
+                .list
+                .iter()
+                .map(|&o| (o, eval(&mut scratch, o)))
+                .collect();
+        }
         self.list
             .par_iter()
             .with_min_len(64)
