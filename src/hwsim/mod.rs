@@ -91,13 +91,20 @@
 //!   output, unless saturation later hides it; the read-out sees a stuck bit
 //!   too); in WS/IS the register holding the partial sum passing down the
 //!   column, so a flip changes the one output in flight through that PE.
-//! - `pe.mult_out`: the product of a live multiply-accumulate; the adder is
-//!   enabled only for live operands (a valid bit travels with them), so a
-//!   fault in a cycle without a live product is masked.
+//! - `pe.mult_out`: the product of a live multiply-accumulate; the
+//!   multiplier's output register is only written for live operands (a
+//!   valid bit travels with them), so a `mult_out` fault in a cycle without
+//!   a live product is masked.
 //!
-//! A fault at a cycle where the site holds no live value (skew bubbles,
-//! padding PEs, preload cycles of moving registers) leaves every output
-//! unchanged.
+//! The adder itself adds `act_reg * weight_reg` in every cycle; in a skew
+//! bubble or a padding row one of the two is the zero the bubble carries,
+//! so the sum is unchanged. Hence a single fault at a cycle where its site
+//! holds no live value (skew bubbles, padding PEs, preload cycles of moving
+//! registers) leaves every output unchanged — but two faults that corrupt
+//! *both* operands of one bubble do add their product (e.g. stuck bits in
+//! the act and weight registers of one PE, in the skew cycles before the
+//! first or after the last term). The exact path (`exact.rs`) reproduces
+//! this, and the exposure counts of `crate::derive` are for single flips.
 //!
 //! # Speed
 //!
