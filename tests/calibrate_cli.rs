@@ -39,7 +39,7 @@ fn args(model: &str, weights: &str, spec: &str, path: &str, out: &str) -> Vec<St
         "1",
         "--layer-trials",
         "8",
-        "--path",
+        "--executor",
         path,
         "--out",
         out,
@@ -73,7 +73,7 @@ fn calibrate_writes_reports_and_both_paths_agree() {
         s(&model),
         s(&weights),
         s(&spec),
-        "cycle",
+        "cycle-level",
         s(&cycle),
     )));
     for f in ["calibration.csv", "layers.csv"] {

@@ -132,41 +132,56 @@ fn engine_campaign_writes_tables_and_cli_shards_merge_exactly() {
 }
 
 #[test]
-fn hardware_campaign_runs_on_the_cycle_level_array() {
+fn hardware_campaign_runs_on_both_executors_with_identical_results() {
     let root = tempfile::tempdir().unwrap();
     let (m, w) = tiny(root.path());
-    let out = root.path().join("hw");
-    let stdout = ok(ftnas(&[
-        "inject",
-        "--accel",
-        "accelerators/edge_16x16_os.toml",
-        "--model",
-        &m,
-        "--weights",
-        &w,
-        "--faults",
-        "accelerators/faults/aged_chip.toml",
-        "--images",
-        "6",
-        "--chips",
-        "3",
-        "--calib",
-        "32",
-        "--quiet",
-        "--out",
-        s(&out),
-    ]));
+    let run = |executor: &str| {
+        let out = root.path().join(executor);
+        let stdout = ok(ftnas(&[
+            "inject",
+            "--accel",
+            "accelerators/edge_16x16_os.toml",
+            "--model",
+            &m,
+            "--weights",
+            &w,
+            "--faults",
+            "accelerators/faults/aged_chip.toml",
+            "--executor",
+            executor,
+            "--images",
+            "6",
+            "--chips",
+            "3",
+            "--calib",
+            "32",
+            "--quiet",
+            "--out",
+            s(&out),
+        ]));
+        (out, stdout)
+    };
+    let (cycle, stdout) = run("cycle-level");
     for site in ["pe.weight_reg", "sram.filter", "(every layer)"] {
         assert!(stdout.contains(site), "{site} missing in\n{stdout}");
     }
-    let manifest = std::fs::read_to_string(out.join("campaign.json")).unwrap();
+    let manifest = std::fs::read_to_string(cycle.join("campaign.json")).unwrap();
     assert!(
-        manifest.contains("hwsim-") && manifest.contains("aged_chip.toml"),
+        manifest.contains("hwsim-cycle-level") && manifest.contains("aged_chip.toml"),
         "{manifest}"
     );
     let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(cycle.join("summary.json")).unwrap()).unwrap();
     assert!(summary["mean_faults_per_chip"].as_f64().unwrap() > 0.0);
+    // The exact path gives the same chips and the same vulnerability table.
+    let (exact, _) = run("exact");
+    for f in ["chips.csv", "vulnerability.csv"] {
+        assert_eq!(
+            std::fs::read_to_string(cycle.join(f)).unwrap(),
+            std::fs::read_to_string(exact.join(f)).unwrap(),
+            "{f} differs between the cycle-level and the exact executor"
+        );
+    }
 }
 
 #[test]

@@ -6,30 +6,20 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
 use super::derive::{pe_transient_rates, HwModelArgs};
+use super::hwrun::ExecutorChoice;
 use super::infer::image_progress;
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
 use crate::derive::calibrate::{calibrate, work, Calibration, CalibrationConfig};
 use crate::derive::network::gemm_layers;
 use crate::eval;
-use crate::hwsim::layer::{CycleLevel, Exact, GemmExecutor};
 use crate::hwsim::network::HwNetwork;
 use crate::hwsim::spec::HwFaultSpec;
 use crate::report::{write_atomic, Csv, Plot, Series, Table};
-
-/// How the hardware model executes GEMMs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PathChoice {
-    /// Step every cycle of every layer.
-    Cycle,
-    /// Fault-free result fast, faults' effects replayed exactly (same results).
-    Exact,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,9 +43,9 @@ pub struct Args {
     /// Fault samples per image and layer in the per-layer measurement.
     #[arg(long, default_value_t = 40)]
     pub layer_trials: u64,
-    /// GEMM execution of the hardware model.
-    #[arg(long, value_enum, default_value_t = PathChoice::Exact)]
-    pub path: PathChoice,
+    /// GEMM executor of the hardware model (same results either way).
+    #[arg(long, value_enum, default_value_t = ExecutorChoice::Exact)]
+    pub executor: ExecutorChoice,
     /// Output directory (created if missing).
     #[arg(long)]
     pub out: PathBuf,
@@ -184,13 +174,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let test_data = data::load(inp.data.as_deref(), Split::Test)?;
     let test = eval::first_images(&test_data, Some(args.images))?;
     let q = eval::load_quantized(&inp.model, &inp.weights, &train, inp.calib, acc.datapath)?;
-    let exec: Arc<dyn GemmExecutor> = match args.path {
-        PathChoice::Cycle => Arc::new(CycleLevel),
-        PathChoice::Exact => Arc::new(Exact),
-    };
-    let net = HwNetwork::new(&acc, &q.qmodel)
-        .with_context(|| inp.accel.display().to_string())?
-        .with_executor(exec);
+    let net = HwNetwork::new(&acc, &q.qmodel).with_context(|| inp.accel.display().to_string())?;
+    let net = args.executor.apply(net);
     let per = train.shape.numel();
     let n_stats = 16.min(train.len());
     let layers = gemm_layers(&q.qmodel, &train.images[..n_stats * per]);
@@ -209,10 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{} on {} ({} path): accuracy vs raw rate, {} images, {} chips",
         inp.model.display(),
         acc.name,
-        match args.path {
-            PathChoice::Cycle => "cycle-level",
-            PathChoice::Exact => "exact",
-        },
+        net.executor().name(),
         test.len(),
         args.chips
     );

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::accel::Accelerator;
 use crate::data::{self, Split};
-use crate::hwsim::layer::Exact;
+use crate::hwsim::layer::{CycleLevel, Exact};
 use crate::hwsim::{ChipFaults, HwFaultSpec, HwNetwork};
 use crate::model::{self, Weights};
 use crate::quant;
@@ -63,11 +63,24 @@ pub struct Args {
     pub executor: ExecutorChoice,
 }
 
-/// GEMM executor choice.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+/// GEMM executor of the hardware model (`--executor`), shared by `hwrun`,
+/// `inject` and `calibrate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExecutorChoice {
+    /// Step every cycle of every layer.
     CycleLevel,
+    /// Fault-free result fast, the faults' effects replayed exactly (same results).
     Exact,
+}
+
+impl ExecutorChoice {
+    /// Put this executor into `net`.
+    pub fn apply(self, net: HwNetwork) -> HwNetwork {
+        match self {
+            ExecutorChoice::CycleLevel => net.with_executor(std::sync::Arc::new(CycleLevel)),
+            ExecutorChoice::Exact => net.with_executor(std::sync::Arc::new(Exact)),
+        }
+    }
 }
 
 fn top1(logits: &[Vec<i32>]) -> Vec<usize> {
@@ -92,10 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("quantizing {}", args.model.display()))?;
     let net = HwNetwork::new(&accel, &qmodel)
         .with_context(|| format!("mapping {} onto {}", graph.name, args.accel.display()))?;
-    let net = match args.executor {
-        ExecutorChoice::CycleLevel => net,
-        ExecutorChoice::Exact => net.with_executor(std::sync::Arc::new(Exact)),
-    };
+    let net = args.executor.apply(net);
     spec.check(&net)?;
 
     let n = args.images.min(test.len());

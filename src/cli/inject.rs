@@ -12,6 +12,7 @@
 //! cycle-level model ([`crate::campaign::HwChip`]). `--shard i/n` runs chips `c % n == i`; `ftnas merge`
 //! combines shard directories. Running again with the same `--out` resumes.
 
+use super::hwrun::ExecutorChoice;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -43,6 +44,10 @@ pub struct Args {
     /// chip on --accel's systolic array through the cycle-level model.
     #[arg(long, requires = "accel", conflicts_with_all = ["fault_model", "feature_fault", "weight_fault"])]
     pub faults: Option<PathBuf>,
+    /// GEMM executor of the hardware model (with --faults): every cycle
+    /// stepped, or the fast exact path (same results, tested).
+    #[arg(long, value_enum, default_value_t = ExecutorChoice::Exact, requires = "faults")]
+    pub executor: ExecutorChoice,
     /// Algorithmic fault model file (TOML); may be combined with the
     /// shorthands when they define different parts.
     #[arg(long)]
@@ -226,6 +231,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     accel_path.display()
                 )
             })?;
+            let net = args.executor.apply(net);
             let spec = HwFaultSpec::load(spec_path)?;
             inputs.push(InputFile::read("faults", spec_path)?);
             Box::new(HwChip::new(net, spec).with_context(|| format!("{}", spec_path.display()))?)
