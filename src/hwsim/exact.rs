@@ -53,8 +53,8 @@ use rayon::prelude::*;
 
 use super::kernel::{BitOp, PsumRule};
 use super::{
-    check_gemm, Dataflow, FaultKind, FaultSite, Gemm, HwFault, HwRun, HwSimError, Mapping,
-    RunStats, SystolicArray,
+    Dataflow, FaultKind, FaultSite, Gemm, HwFault, HwRun, HwSimError, Mapping, RunStats,
+    SystolicArray,
 };
 use crate::fixed::{max_code, Datapath, Overflow};
 
@@ -293,26 +293,7 @@ fn validate(
     dp: &Datapath,
     faults: &[HwFault],
 ) -> Result<Mapping, HwSimError> {
-    if array.rows == 0 || array.cols == 0 {
-        return Err(HwSimError::EmptyArray {
-            rows: array.rows,
-            cols: array.cols,
-        });
-    }
-    dp.validate().map_err(HwSimError::Datapath)?;
-    check_gemm(gemm, dp)?;
-    let mapping = array.mapping(gemm.e, gemm.k, gemm.m);
-    for (index, f) in faults.iter().enumerate() {
-        f.check(array.rows, array.cols, dp, mapping.cycles)
-            .map_err(|reason| HwSimError::Fault {
-                index,
-                site: f.site,
-                row: f.row,
-                col: f.col,
-                reason,
-            })?;
-    }
-    Ok(mapping)
+    array.validate_run(gemm, dp, faults)
 }
 
 /// Replace the outputs the faults change in the fault-free result `out`.

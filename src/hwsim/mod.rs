@@ -324,9 +324,14 @@ impl SystolicArray {
         }
     }
 
-    /// Execute the GEMM cycle by cycle with the given faults (none for a
-    /// fault-free run). Returns accumulator values after the psum rule.
-    pub fn run(&self, gemm: &Gemm, dp: &Datapath, faults: &[HwFault]) -> Result<HwRun, HwSimError> {
+    /// The checks every executor of [`SystolicArray::run`]'s contract makes,
+    /// in order (array, datapath, operands, faults), and the mapping.
+    pub(crate) fn validate_run(
+        &self,
+        gemm: &Gemm,
+        dp: &Datapath,
+        faults: &[HwFault],
+    ) -> Result<Mapping, HwSimError> {
         if self.rows == 0 || self.cols == 0 {
             return Err(HwSimError::EmptyArray {
                 rows: self.rows,
@@ -346,6 +351,13 @@ impl SystolicArray {
                     reason,
                 })?;
         }
+        Ok(mapping)
+    }
+
+    /// Execute the GEMM cycle by cycle with the given faults (none for a
+    /// fault-free run). Returns accumulator values after the psum rule.
+    pub fn run(&self, gemm: &Gemm, dp: &Datapath, faults: &[HwFault]) -> Result<HwRun, HwSimError> {
+        let mapping = self.validate_run(gemm, dp, faults)?;
         let per_fold = if faults.is_empty() {
             Vec::new()
         } else {
