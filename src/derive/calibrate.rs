@@ -131,6 +131,15 @@ fn chip_at(rates: &SiteRates, seed: u64, chip: u64) -> ChipFaults {
     }
 }
 
+/// Expected transient flips per cycle over every PE register bit of the
+/// array at `rates`.
+fn flips_per_cycle(rates: &SiteRates, net: &HwNetwork) -> f64 {
+    FaultSite::ALL
+        .iter()
+        .map(|&s| rates.of(s) * Site::Pe(s).bits(net) as f64)
+        .sum()
+}
+
 /// Fitted fault model: each layer's `p_out` corrected by its factor.
 fn fitted(d: &NetworkDerivation, layers: &[LayerCheck]) -> NetworkDerivation {
     let mut f = d.clone();
@@ -179,6 +188,14 @@ pub fn calibrate(
         .collect();
     let dp = model.datapath;
     let widths = (dp.act_bits, dp.weight_bits, dp.psum_bits);
+    // Expected flips per cycle over the whole array at `r = 1`.
+    let unit_flips_per_cycle = flips_per_cycle(&shape, net);
+    if unit_flips_per_cycle == 0.0 {
+        return Err(HwNetError::Fault {
+            what: "calibration".into(),
+            reason: "no PE site has a transient rate".into(),
+        });
+    }
     let mut checks = Vec::new();
     let mut li = 0;
     for node in &model.nodes {
@@ -187,15 +204,7 @@ pub fn calibrate(
         li += 1;
         let lg = crate::hwsim::layer::LayerGemm::new(net.array(), layer);
         // A rate giving about four flips per layer run.
-        let pes = (net.array().rows * net.array().cols) as f64;
-        let bits_per_cycle: f64 = FaultSite::ALL
-            .iter()
-            .map(|&s| shape.of(s) * f64::from(s.width(&dp)) * pes)
-            .sum();
-        if bits_per_cycle == 0.0 {
-            continue;
-        }
-        let rate = 4.0 / (bits_per_cycle * lg.cycles as f64);
+        let rate = 4.0 / (unit_flips_per_cycle * lg.cycles as f64);
         let rates = shape.scaled(rate);
         let d = super::layer::derive_layer(net.array(), widths, gl, &rates);
         let inputs: Vec<Vec<i32>> = outs.iter().map(|o| o[node.inputs[0]].clone()).collect();
@@ -242,14 +251,7 @@ pub fn calibrate(
     let mut points = Vec::new();
     for &r in &cfg.rates {
         let rates = shape.scaled(r);
-        let flips_per_image: f64 = {
-            let pes = (net.array().rows * net.array().cols) as f64;
-            FaultSite::ALL
-                .iter()
-                .map(|&s| rates.of(s) * f64::from(s.width(&dp)) * pes)
-                .sum::<f64>()
-                * net.cycles() as f64
-        };
+        let flips_per_image = r * unit_flips_per_cycle * net.cycles() as f64;
         let hw: Vec<f64> = (0..cfg.chips)
             .map(|chip| {
                 let cf = chip_at(&rates, cfg.seed, chip);

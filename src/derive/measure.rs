@@ -14,9 +14,9 @@
 use rand::Rng;
 use rayon::prelude::*;
 
-use crate::fault::skip::Skipper;
 use crate::fixed::Datapath;
 use crate::hwsim::layer::{run_mac_layer_requantized, GemmExecutor, LayerGemm};
+use crate::hwsim::spec::for_each_transient;
 use crate::hwsim::{FaultSite, HwFault, HwSimError, SystolicArray};
 use crate::quant::MacLayer;
 
@@ -67,7 +67,8 @@ fn layer_outputs(
 }
 
 /// Sample the transient flips of one layer run: every bit of every PE
-/// register site in every cycle of the layer flips with its site's rate.
+/// register site in every cycle of the layer flips with its site's rate
+/// (the sampling of hardware fault specs, [`for_each_transient`]).
 pub fn sample_layer_flips<R: Rng>(
     array: &SystolicArray,
     dp: &Datapath,
@@ -76,27 +77,29 @@ pub fn sample_layer_flips<R: Rng>(
     rng: &mut R,
 ) -> Vec<HwFault> {
     let mut faults = Vec::new();
-    let pes = array.rows * array.cols;
+    let pes = (array.rows * array.cols) as u64;
     for site in FaultSite::ALL {
         let p = rates.of(site);
         if p <= 0.0 {
             continue;
         }
-        let width = site.width(dp) as usize;
-        let per_cycle = pes * width;
-        let bits = per_cycle as u64 * shape.cycles;
-        Skipper::new(p).for_each_hit(bits as usize, rng, |i, _| {
-            let cycle = (i / per_cycle) as u64;
-            let j = i % per_cycle;
-            let pe = j / width;
-            faults.push(HwFault::flip(
-                site,
-                pe / array.cols,
-                pe % array.cols,
-                (j % width) as u8,
-                cycle,
-            ));
-        });
+        for_each_transient(
+            p,
+            pes,
+            site.width(dp),
+            shape.cycles,
+            rng,
+            |cycle, pe, bit| {
+                let pe = pe as usize;
+                faults.push(HwFault::flip(
+                    site,
+                    pe / array.cols,
+                    pe % array.cols,
+                    bit,
+                    cycle,
+                ));
+            },
+        );
     }
     faults
 }

@@ -9,39 +9,23 @@ use rayon::prelude::*;
 use crate::engine::reference::run_image_all;
 use crate::fault::output_hit::{HitSign, OutputHit};
 use crate::fault::spec::{FaultSpec, FeatureFault, LayerOverride};
+use crate::hwsim::layer::ifmap_operand;
 use crate::hwsim::SystolicArray;
 use crate::quant::{MacLayer, QModel, QOp};
 
 use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRates};
 
 /// Magnitudes of the im2col operand of `layer` for one image's input codes
-/// (CHW): every (output pixel, tap, channel) entry, zeros for padding.
+/// (CHW): every (output pixel, tap, channel) entry of every group's GEMM,
+/// zeros for padding — exactly the operand the array streams.
 pub fn add_im2col_magnitudes(layer: &MacLayer, input: &[i32], mags: &mut Magnitudes) {
-    let (s, o) = (layer.in_shape, layer.out_shape);
-    let (kh, kw) = layer.kernel;
-    let mut zeros = 0u64;
-    for ci in 0..s.c {
-        let plane = &input[ci * s.h * s.w..(ci + 1) * s.h * s.w];
-        for oy in 0..o.h {
-            for ox in 0..o.w {
-                for ky in 0..kh {
-                    let iy = (oy * layer.stride.0 + ky * layer.dilation.0) as isize
-                        - layer.padding.0 as isize;
-                    for kx in 0..kw {
-                        let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize
-                            - layer.padding.1 as isize;
-                        if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                            zeros += 1;
-                        } else {
-                            let v = plane[iy as usize * s.w + ix as usize];
-                            mags.add(v.unsigned_abs() as usize, 1);
-                        }
-                    }
-                }
-            }
+    let mut a = Vec::new();
+    for gi in 0..layer.groups {
+        ifmap_operand(layer, input, gi, &mut a);
+        for &v in &a {
+            mags.add(v.unsigned_abs() as usize, 1);
         }
     }
-    mags.add(0, zeros);
 }
 
 /// A network's derived feature faults.

@@ -263,17 +263,11 @@ fn bit_group(a: i64, i: u32, b: u32, p: u32) -> i64 {
     g
 }
 
-/// Apply `op` to bit of a `width`-bit two's-complement register holding `v`,
-/// returning the register's (sign-extended) value.
+/// Apply `op` to a `width`-bit register holding `v` (every register here is
+/// at most 32 bits wide, so the PE's [`BitOp::apply`] does it).
 #[inline]
 fn corrupt(v: i64, op: BitOp, width: u32) -> i64 {
-    let bits = match op {
-        BitOp::Flip(b) => v ^ (1i64 << b),
-        BitOp::Stuck0(b) => v & !(1i64 << b),
-        BitOp::Stuck1(b) => v | (1i64 << b),
-    };
-    let shift = 64 - width;
-    (bits << shift) >> shift
+    i64::from(op.apply(v as i32, width))
 }
 
 /// Validated faults, grouped for the stepping loop.

@@ -622,23 +622,25 @@ impl ChipFaults {
         for (layer, hl) in net.layers().iter().enumerate() {
             for &(site, p) in &self.transient_rates {
                 let (units, width) = site.geometry(net);
-                let bits = units * u64::from(width);
-                let len = bits.saturating_mul(hl.gemm.cycles);
                 let mut rng = crate::fault::stream(
                     self.seed,
                     self.chip,
                     image,
                     ((layer as u64) << 3) | site.index(),
                 );
-                Skipper::new(p).for_each_hit(len as usize, &mut rng, |i, _| {
-                    let i = i as u64;
-                    let (cycle, within) = (i / bits, i % bits);
-                    let (unit, bit) = (within / u64::from(width), within % u64::from(width));
-                    transient.push(LayerFault {
-                        layer,
-                        fault: site.fault(net, unit, bit as u8, FaultKind::Flip { cycle }),
-                    });
-                });
+                for_each_transient(
+                    p,
+                    units,
+                    width,
+                    hl.gemm.cycles,
+                    &mut rng,
+                    |cycle, unit, bit| {
+                        transient.push(LayerFault {
+                            layer,
+                            fault: site.fault(net, unit, bit, FaultKind::Flip { cycle }),
+                        });
+                    },
+                );
             }
         }
         ImageFaults {
@@ -646,4 +648,30 @@ impl ChipFaults {
             transient,
         }
     }
+}
+
+/// The transient flips of one site during `cycles` cycles: each of the
+/// `units * width` bits flips in each cycle with probability `p`, visited
+/// by geometric skipping over the bit-cycles (one draw per flip). Bit-cycle
+/// `i` is cycle `i / (units*width)`, unit `(i % (units*width)) / width`,
+/// bit `i % width`; `hit(cycle, unit, bit)` is called in that order.
+pub fn for_each_transient<R: Rng>(
+    p: f64,
+    units: u64,
+    width: u32,
+    cycles: u64,
+    rng: &mut R,
+    mut hit: impl FnMut(u64, u64, u8),
+) {
+    let bits = units * u64::from(width);
+    let len = bits.saturating_mul(cycles);
+    Skipper::new(p).for_each_hit(len as usize, rng, |i, _| {
+        let i = i as u64;
+        let (cycle, within) = (i / bits, i % bits);
+        hit(
+            cycle,
+            within / u64::from(width),
+            (within % u64::from(width)) as u8,
+        );
+    });
 }
