@@ -11,11 +11,10 @@ use anyhow::{bail, Context};
 
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
-use crate::derive::layer::SiteRates;
-use crate::derive::network::{derive_network, gemm_layers};
+use crate::derive::network::{derive_network, gemm_layers, NetworkDerivation};
 use crate::eval;
 use crate::fault::FaultModel;
-use crate::hwsim::spec::{HwFaultSpec, Site};
+use crate::hwsim::spec::HwFaultSpec;
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::report::{Csv, Table};
 
@@ -57,32 +56,7 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// The PE transient rates of a hardware spec (per bit per cycle at the
-/// accelerator's clock), and the sites the derivation does not cover.
-pub fn pe_transient_rates(spec: &HwFaultSpec, clock_mhz: f64) -> (SiteRates, Vec<String>) {
-    let mut rates = SiteRates::default();
-    let mut skipped = Vec::new();
-    for (site, r) in &spec.rates {
-        if let (Site::Pe(pe), Some(t)) = (site, r.transient) {
-            let p = t.per_bit_cycle(clock_mhz);
-            match pe {
-                FaultSite::ActReg => rates.act_reg = p,
-                FaultSite::WeightReg => rates.weight_reg = p,
-                FaultSite::PsumReg => rates.psum_reg = p,
-                FaultSite::MultOut => rates.mult_out = p,
-            }
-        } else if r.transient.is_some() {
-            skipped.push(format!("{} transient", site.name()));
-        }
-        if r.stuck_at_0 > 0.0 || r.stuck_at_1 > 0.0 {
-            skipped.push(format!("{} stuck-at", site.name()));
-        }
-    }
-    if !spec.faults.is_empty() {
-        skipped.push(format!("{} explicit [[fault]] entries", spec.faults.len()));
-    }
-    (rates, skipped)
-}
+pub use crate::derive::network::pe_transient_rates;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let inp = &args.inputs;
@@ -127,6 +101,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = FaultModel::from_spec(d.fault_spec(desc))?;
     model.save(&args.out)?;
 
+    let (table, csv) = derivation_table(&d)?;
+    print!("{table}");
+    let csv_path = args.out.with_extension("csv");
+    csv.write(&csv_path)
+        .with_context(|| format!("writing {}", csv_path.display()))?;
+    println!("wrote {} and {}", args.out.display(), csv_path.display());
+    Ok(())
+}
+
+/// The per-layer derivation as a table for stdout and a CSV (same rows).
+pub fn derivation_table(d: &NetworkDerivation) -> anyhow::Result<(Table, Csv)> {
     let header = [
         "layer",
         "E",
@@ -180,10 +165,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         table.push(row.clone());
         csv.push(row)?;
     }
-    print!("{table}");
-    let csv_path = args.out.with_extension("csv");
-    csv.write(&csv_path)
-        .with_context(|| format!("writing {}", csv_path.display()))?;
-    println!("wrote {} and {}", args.out.display(), csv_path.display());
-    Ok(())
+    Ok((table, csv))
 }

@@ -13,6 +13,7 @@ pub mod inject;
 pub mod merge;
 pub mod model;
 pub mod sim;
+pub mod study;
 pub mod train;
 
 /// ftnas: accelerator timing, fault injection and fault-tolerant NAS.
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The main job: timing, derived fault model and accuracy under faults of the trained models on one accelerator.
+    Study(study::Args),
     /// Fixed-point inference on a dataset, clean and under algorithmic faults.
     Infer(infer::Args),
     /// Inspect model files.
@@ -52,6 +55,7 @@ pub enum Command {
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Study(a) => study::run(a),
         Command::Infer(a) => infer::run(a),
         Command::Model(a) => model::run(a),
         Command::Sim(a) => sim::run(a),

@@ -29,7 +29,7 @@ use crate::fault::FaultModel;
 use crate::hwsim::network::{HwNetError, HwNetwork};
 use crate::hwsim::spec::{ChipFaults, Site};
 use crate::hwsim::FaultSite;
-use crate::quant::{argmax, QOp};
+use crate::quant::{argmax, QModel, QOp};
 
 use super::layer::{GemmLayer, SiteRates};
 use super::measure::measure_layer;
@@ -78,11 +78,7 @@ pub struct RatePoint {
 
 impl RatePoint {
     fn agrees(&self, s: &Summary) -> bool {
-        let inside = self
-            .hardware
-            .ci95
-            .is_some_and(|(lo, hi)| s.mean >= lo && s.mean <= hi);
-        inside || (s.mean - self.hardware.mean).abs() <= 0.01
+        agrees(&self.hardware, s)
     }
     /// The derived model's mean is inside the hardware CI or within 1 pp.
     pub fn derived_agrees(&self) -> bool {
@@ -91,6 +87,16 @@ impl RatePoint {
     pub fn fitted_agrees(&self) -> bool {
         self.agrees(&self.fitted)
     }
+}
+
+/// Whether an algorithmic model's accuracy `model` agrees with
+/// hardware-level injection `hardware`: its mean inside the hardware 95%
+/// confidence interval, or within one percentage point of the hardware mean.
+pub fn agrees(hardware: &Summary, model: &Summary) -> bool {
+    let inside = hardware
+        .ci95
+        .is_some_and(|(lo, hi)| model.mean >= lo && model.mean <= hi);
+    inside || (model.mean - hardware.mean).abs() <= 0.01
 }
 
 /// The whole calibration.
@@ -118,7 +124,7 @@ pub fn rate_shape(rates: &SiteRates) -> SiteRates {
 }
 
 /// A fault-free chip whose PE registers flip at `rates`.
-fn chip_at(rates: &SiteRates, seed: u64, chip: u64) -> ChipFaults {
+pub fn chip_at(rates: &SiteRates, seed: u64, chip: u64) -> ChipFaults {
     ChipFaults {
         seed,
         chip,
@@ -131,9 +137,66 @@ fn chip_at(rates: &SiteRates, seed: u64, chip: u64) -> ChipFaults {
     }
 }
 
+/// Top-1 accuracy of `chips` simulated chips (chip `c` has the faults
+/// `chip_faults(c)`) running `test` on the hardware model, one value per
+/// chip. Images run in parallel; `progress` gets one unit per image.
+pub fn hardware_accuracy(
+    net: &HwNetwork,
+    test: TestSet<'_>,
+    chips: u64,
+    chip_faults: &(dyn Fn(u64) -> Result<ChipFaults, HwNetError> + Sync),
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<f64>, HwNetError> {
+    let per = net.model().input_shape().numel();
+    let n = test.len();
+    (0..chips)
+        .map(|chip| {
+            let cf = chip_faults(chip)?;
+            let correct = (0..n)
+                .into_par_iter()
+                .map(|i| {
+                    let logits =
+                        net.run_image(&test.images[i * per..(i + 1) * per], i as u64, &cf)?;
+                    progress(1);
+                    Ok(u64::from(argmax(&logits) == test.labels[i] as usize))
+                })
+                .collect::<Result<Vec<u64>, HwNetError>>()?;
+            Ok(correct.iter().sum::<u64>() as f64 / n.max(1) as f64)
+        })
+        .collect()
+}
+
+/// Top-1 accuracy of `model` on the fixed-point engine under the feature
+/// faults of derivation `d`, one value per chip (`chip` is the trial index
+/// of the per-image fault draws). `progress` gets one unit per image.
+pub fn derived_accuracy(
+    model: &QModel,
+    d: &NetworkDerivation,
+    test: TestSet<'_>,
+    chips: u64,
+    seed: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<f64>, HwNetError> {
+    let fm =
+        FaultModel::from_spec(d.fault_spec("derived".into())).map_err(|e| HwNetError::Fault {
+            what: "derived model".into(),
+            reason: e.to_string(),
+        })?;
+    (0..chips)
+        .map(|chip| {
+            chip_accuracy(&FastEngine, model, &fm, seed, chip, test, progress).map_err(|e| {
+                HwNetError::Fault {
+                    what: "engine run".into(),
+                    reason: e.to_string(),
+                }
+            })
+        })
+        .collect()
+}
+
 /// Expected transient flips per cycle over every PE register bit of the
 /// array at `rates`.
-fn flips_per_cycle(rates: &SiteRates, net: &HwNetwork) -> f64 {
+pub fn flips_per_cycle(rates: &SiteRates, net: &HwNetwork) -> f64 {
     FaultSite::ALL
         .iter()
         .map(|&s| rates.of(s) * Site::Pe(s).bits(net) as f64)
@@ -247,51 +310,28 @@ pub fn calibrate(
     }
 
     // 2. Network accuracy across the sweep.
-    let n = test.len();
     let mut points = Vec::new();
     for &r in &cfg.rates {
         let rates = shape.scaled(r);
         let flips_per_image = r * unit_flips_per_cycle * net.cycles() as f64;
-        let hw: Vec<f64> = (0..cfg.chips)
-            .map(|chip| {
-                let cf = chip_at(&rates, cfg.seed, chip);
-                let correct = (0..n)
-                    .into_par_iter()
-                    .map(|i| {
-                        let logits =
-                            net.run_image(&test.images[i * per..(i + 1) * per], i as u64, &cf)?;
-                        progress(1);
-                        Ok(u64::from(argmax(&logits) == test.labels[i] as usize))
-                    })
-                    .collect::<Result<Vec<u64>, HwNetError>>()?;
-                Ok(correct.iter().sum::<u64>() as f64 / n.max(1) as f64)
-            })
-            .collect::<Result<_, HwNetError>>()?;
+        let hw = hardware_accuracy(
+            net,
+            test,
+            cfg.chips,
+            &|chip| Ok(chip_at(&rates, cfg.seed, chip)),
+            progress,
+        )?;
         let derived = derive_network(net.array(), model, layers, &rates);
         let fit = fitted(&derived, &checks);
-        let algo = |d: &NetworkDerivation| -> Result<Vec<f64>, HwNetError> {
-            let fm = FaultModel::from_spec(d.fault_spec("calibration".into())).map_err(|e| {
-                HwNetError::Fault {
-                    what: "derived model".into(),
-                    reason: e.to_string(),
-                }
-            })?;
-            (0..cfg.chips)
-                .map(|chip| {
-                    chip_accuracy(&engine, model, &fm, cfg.seed, chip, test, progress).map_err(
-                        |e| HwNetError::Fault {
-                            what: "engine run".into(),
-                            reason: e.to_string(),
-                        },
-                    )
-                })
-                .collect()
-        };
         points.push(RatePoint {
             rate: r,
             hardware: Summary::of(&hw),
-            derived: Summary::of(&algo(&derived)?),
-            fitted: Summary::of(&algo(&fit)?),
+            derived: Summary::of(&derived_accuracy(
+                model, &derived, test, cfg.chips, cfg.seed, progress,
+            )?),
+            fitted: Summary::of(&derived_accuracy(
+                model, &fit, test, cfg.chips, cfg.seed, progress,
+            )?),
             flips_per_image,
         });
     }

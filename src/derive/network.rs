@@ -10,7 +10,8 @@ use crate::engine::reference::run_image_all;
 use crate::fault::output_hit::{HitSign, OutputHit};
 use crate::fault::spec::{FaultSpec, FeatureFault, LayerOverride};
 use crate::hwsim::layer::ifmap_operand;
-use crate::hwsim::SystolicArray;
+use crate::hwsim::spec::{HwFaultSpec, Site};
+use crate::hwsim::{FaultSite, SystolicArray};
 use crate::quant::{MacLayer, QModel, QOp};
 
 use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRates};
@@ -123,6 +124,33 @@ impl NetworkDerivation {
                 .collect(),
         }
     }
+}
+
+/// The PE transient rates of a hardware spec (per bit per cycle at the
+/// accelerator's clock), and the sites the derivation does not cover.
+pub fn pe_transient_rates(spec: &HwFaultSpec, clock_mhz: f64) -> (SiteRates, Vec<String>) {
+    let mut rates = SiteRates::default();
+    let mut skipped = Vec::new();
+    for (site, r) in &spec.rates {
+        if let (Site::Pe(pe), Some(t)) = (site, r.transient) {
+            let p = t.per_bit_cycle(clock_mhz);
+            match pe {
+                FaultSite::ActReg => rates.act_reg = p,
+                FaultSite::WeightReg => rates.weight_reg = p,
+                FaultSite::PsumReg => rates.psum_reg = p,
+                FaultSite::MultOut => rates.mult_out = p,
+            }
+        } else if r.transient.is_some() {
+            skipped.push(format!("{} transient", site.name()));
+        }
+        if r.stuck_at_0 > 0.0 || r.stuck_at_1 > 0.0 {
+            skipped.push(format!("{} stuck-at", site.name()));
+        }
+    }
+    if !spec.faults.is_empty() {
+        skipped.push(format!("{} explicit [[fault]] entries", spec.faults.len()));
+    }
+    (rates, skipped)
 }
 
 #[cfg(test)]
