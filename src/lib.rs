@@ -19,4 +19,5 @@ pub mod hwsim;
 pub mod model;
 pub mod quant;
 pub mod report;
+pub mod search;
 pub mod train;
