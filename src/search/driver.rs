@@ -30,11 +30,11 @@ use crate::model::{Genotype, Graph};
 use crate::report::{Csv, Plot, Series};
 use crate::train::{Ftt, Network, TrainConfig};
 
-const DATA: u64 = 0xDA7A_5EA;
+const DATA: u64 = 0x0DA7_A5EA;
 const TRAIN_ARCH: u64 = 0xA4C4;
-const PROPOSE: u64 = 0x960_905E;
+const PROPOSE: u64 = 0x0960_905E;
 const REWARD_SALT: u64 = 0x4E3A_4D00;
-const INIT: u64 = 0x1417_C7;
+const INIT: u64 = 0x0014_17C7;
 
 /// How candidates are proposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -615,13 +615,18 @@ impl<'a> Search<'a> {
         plot.write(&path)?;
         written.push(path);
 
-        let (xlabel, cost): (&str, Box<dyn Fn(&Candidate) -> f64>) = if self.accel.is_some() {
-            (
-                "cycles per image",
-                Box::new(|c: &Candidate| c.cycles.unwrap_or(0) as f64),
-            )
+        let with_cycles = self.accel.is_some();
+        let xlabel = if with_cycles {
+            "cycles per image"
         } else {
-            ("MACs per image", Box::new(|c: &Candidate| c.macs as f64))
+            "MACs per image"
+        };
+        let cost = |c: &Candidate| {
+            if with_cycles {
+                c.cycles.unwrap_or(0) as f64
+            } else {
+                c.macs as f64
+            }
         };
         let clean: Vec<(f64, f64)> = self.log.iter().map(|c| (cost(c), c.clean_acc)).collect();
         let fault: Vec<(f64, f64)> = self.log.iter().map(|c| (cost(c), c.fault_acc)).collect();

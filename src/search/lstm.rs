@@ -587,15 +587,15 @@ mod tests {
         assert!((loss - (-adv * lp - ent * h)).abs() < 1e-9);
         let eps = 1e-6;
         let mut worst: f64 = 0.0;
-        for i in 0..lstm.theta.len() {
+        for (i, &g) in grad.iter().enumerate() {
             let mut p = lstm.clone();
             p.theta[i] += eps;
             let up = p.loss_and_grad(&decisions, &actions, adv, ent).0;
             p.theta[i] -= 2.0 * eps;
             let down = p.loss_and_grad(&decisions, &actions, adv, ent).0;
             let num = (up - down) / (2.0 * eps);
-            let err = (num - grad[i]).abs() / (1e-6 + num.abs().max(grad[i].abs()));
-            worst = worst.max(if num.abs().max(grad[i].abs()) < 1e-7 {
+            let err = (num - g).abs() / (1e-6 + num.abs().max(g.abs()));
+            worst = worst.max(if num.abs().max(g.abs()) < 1e-7 {
                 0.0
             } else {
                 err

@@ -64,6 +64,7 @@ impl RewardConfig {
 
 /// Clean and faulty accuracy of `net` on `images`/`labels`, activation
 /// formats calibrated on `calib`.
+#[allow(clippy::too_many_arguments)]
 pub fn accuracies(
     net: &Network,
     images: &[f32],
