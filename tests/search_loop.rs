@@ -108,3 +108,46 @@ fn checkpoint_resume_is_exact_for_both_strategies() {
         );
     }
 }
+
+#[test]
+fn supernet_training_lowers_the_loss_of_shared_weights() {
+    use ftnas::search::supernet::super_train_config;
+    use ftnas::search::SuperNet;
+    use ftnas::train::Ftt;
+    let d = data();
+    let cfg = config(Strategy::Evolution, 1);
+    let sp = &cfg.space;
+    let mut tcfg = super_train_config(&cfg.train);
+    tcfg.lr = 0.05;
+    tcfg.qat_warmup_steps = 10;
+    tcfg.ftt = Some(Ftt {
+        model: cfg.faults.clone(),
+        alpha: 0.5,
+    });
+    let g =
+        sp.random(&mut <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(3));
+    let graph = sp.spec(&g).build(d.train.shape).unwrap();
+    let mut net = SuperNet::new(0);
+    let numel = d.train.shape.numel();
+    let (b, steps) = (32, 40);
+    let mut losses = vec![];
+    for s in 0..steps {
+        let i = (s * b) % (d.train.len() - b);
+        let st = net
+            .train_step(
+                sp,
+                &graph,
+                &g,
+                &tcfg,
+                s,
+                steps,
+                &d.train.images[i * numel..(i + b) * numel],
+                &d.train.labels[i..i + b],
+            )
+            .unwrap();
+        losses.push(st.loss);
+    }
+    let first: f64 = losses[..10].iter().sum::<f64>() / 10.0;
+    let last: f64 = losses[steps - 10..].iter().sum::<f64>() / 10.0;
+    assert!(last < 0.8 * first, "loss {first} -> {last}: {losses:?}");
+}

@@ -196,7 +196,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--reward-frac {}: must be in (0, 1)", args.reward_frac);
     }
     let (train, reward) = subset.split_off_validation(args.reward_frac, args.seed)?;
-    let reward = reward.take(args.reward_images.clamp(1, reward.len().max(1)));
+    if train.len() < 2 || reward.is_empty() {
+        bail!(
+            "--train-subset {} with --reward-frac {} leaves {} weights images and {} reward images; need at least 2 and 1",
+            args.train_subset,
+            args.reward_frac,
+            train.len(),
+            reward.len()
+        );
+    }
+    let reward = reward.take(args.reward_images.clamp(1, reward.len()));
     let numel = train.shape.numel();
     let calib = train.images[..args.calib.clamp(1, train.len()) * numel].to_vec();
     let space = SearchSpace {
