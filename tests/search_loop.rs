@@ -150,4 +150,19 @@ fn supernet_training_lowers_the_loss_of_shared_weights() {
     let first: f64 = losses[..10].iter().sum::<f64>() / 10.0;
     let last: f64 = losses[steps - 10..].iter().sum::<f64>() / 10.0;
     assert!(last < 0.8 * first, "loss {first} -> {last}: {losses:?}");
+    // the reward forward of the trained shared weights beats chance
+    let (params, _) = net.params(&graph, &g, sp.layers).unwrap();
+    let trained = ftnas::train::Network::new(&graph, params);
+    let (clean, fault) = ftnas::search::reward::accuracies(
+        &trained,
+        &d.reward.images,
+        &d.reward.labels,
+        &d.calib,
+        tcfg.datapath,
+        &cfg.faults,
+        5,
+        0,
+    );
+    assert!(clean > 0.3, "clean accuracy {clean}");
+    assert!((0.0..=1.0).contains(&fault));
 }
