@@ -19,5 +19,6 @@ pub mod hwsim;
 pub mod model;
 pub mod quant;
 pub mod report;
+pub mod search;
 pub mod study;
 pub mod train;

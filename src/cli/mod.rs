@@ -12,6 +12,7 @@ pub mod infer;
 pub mod inject;
 pub mod merge;
 pub mod model;
+pub mod search;
 pub mod sim;
 pub mod study;
 pub mod train;
@@ -50,6 +51,8 @@ pub enum Command {
     Merge(merge::Args),
     /// Run a model through the cycle-level systolic model, fault-free and under hardware faults.
     Hwrun(hwrun::Args),
+    /// FTT-NAS: fault-tolerant (and hardware-aware) architecture search.
+    Search(search::Args),
 }
 
 /// Run one parsed command line.
@@ -67,5 +70,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inject(a) => inject::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Hwrun(a) => hwrun::run(a),
+        Command::Search(a) => search::run(a),
     }
 }
