@@ -43,7 +43,7 @@
 //! register value passes through even when the value is not live (two
 //! corrupted non-live operands can meet in a PE).
 
-mod clean;
+pub(crate) mod clean;
 mod os;
 mod stationary;
 

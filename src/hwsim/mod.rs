@@ -118,6 +118,7 @@
 pub mod bitserial;
 pub mod exact;
 pub mod fault;
+pub(crate) mod fastnet;
 pub(crate) mod is;
 pub(crate) mod kernel;
 pub mod layer;

@@ -36,7 +36,7 @@
 //! its cycle, an SRAM flip at its word as [`super::sram`] defines, and a
 //! stuck-at given for one layer during that layer only.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,7 @@ use crate::engine::exec_non_mac;
 use crate::fixed::Datapath;
 use crate::quant::{QModel, QOp};
 
+use super::fastnet::{self, ChipKit};
 use super::layer::{run_mac_layer, CycleLevel, GemmExecutor, LayerGemm, LayerStats};
 use super::spec::ChipFaults;
 use super::sram::{SramBuffer, SramFault};
@@ -77,6 +78,8 @@ pub enum HwNetError {
     Fault { what: String, reason: String },
     #[error("input: {got} codes, the model takes {expected}")]
     InputSize { got: usize, expected: usize },
+    #[error("fast engine: {0}")]
+    Engine(String),
 }
 
 /// A fault anywhere on the chip.
@@ -199,6 +202,10 @@ pub struct HwNetwork {
     clock_mhz: f64,
     layers: Vec<HwLayer>,
     executor: Arc<dyn GemmExecutor>,
+    /// The fast exact path's prepared layers: fault-free, and the last
+    /// chip's (built on first use).
+    clean_kit: Arc<OnceLock<Arc<ChipKit>>>,
+    chip_kit: Arc<Mutex<Option<Arc<ChipKit>>>>,
 }
 
 impl std::fmt::Debug for HwNetwork {
@@ -255,6 +262,8 @@ impl HwNetwork {
             clock_mhz: accel.clock_mhz,
             layers,
             executor: Arc::new(CycleLevel),
+            clean_kit: Arc::default(),
+            chip_kit: Arc::default(),
         })
     }
 
@@ -423,11 +432,89 @@ impl HwNetwork {
                 expected: n,
             });
         }
+        if self.executor.exact_from_clean() {
+            let faults: Vec<ImageFaults> = (0..images.len() / n)
+                .into_par_iter()
+                .map(|i| chip.for_image(first_index + i as u64, self))
+                .collect();
+            return self.run_images_with(images, &faults);
+        }
         images
             .par_chunks(n)
             .enumerate()
             .map(|(i, img)| self.run_image(img, first_index + i as u64, chip))
             .collect()
+    }
+
+    /// Run `images` (whole images of `c*h*w` floats), image `i` under
+    /// `faults[i]`: the logit codes of each. With an executor that starts
+    /// from a clean result ([`GemmExecutor::exact_from_clean`], the exact
+    /// path) fault-free images run batched through the fast engine and the
+    /// others through [`fastnet`]; otherwise image by image in parallel.
+    pub fn run_images_with(
+        &self,
+        images: &[f32],
+        faults: &[ImageFaults],
+    ) -> Result<Vec<Vec<i32>>, HwNetError> {
+        self.run_images_indexed(images, faults)
+            .map_err(|(_, e)| e)
+    }
+
+    /// [`HwNetwork::run_images_with`], naming the image of an error.
+    pub fn run_images_indexed(
+        &self,
+        images: &[f32],
+        faults: &[ImageFaults],
+    ) -> Result<Vec<Vec<i32>>, (usize, HwNetError)> {
+        use rayon::prelude::*;
+        let n = self.model.input_shape().numel();
+        if !images.len().is_multiple_of(n) || images.len() / n != faults.len() {
+            return Err((
+                0,
+                HwNetError::InputSize {
+                    got: images.len(),
+                    expected: n * faults.len(),
+                },
+            ));
+        }
+        if self.executor.exact_from_clean() {
+            return fastnet::run_images(self, images, faults);
+        }
+        images
+            .par_chunks(n)
+            .zip(faults)
+            .enumerate()
+            .map(|(i, (img, f))| {
+                let mut codes = vec![0i32; n];
+                self.model.quantize_input(img, &mut codes);
+                self.run_codes(&codes, f)
+                    .map(|r| r.logits)
+                    .map_err(|e| (i, e))
+            })
+            .collect()
+    }
+
+    /// The fast exact path's prepared layers for a chip whose permanent
+    /// filter-buffer faults are `filter_faults` (the clean ones are built
+    /// once, a chip's are kept until another chip's are asked for).
+    pub(crate) fn chip_kit(&self, filter_faults: &[SramFault]) -> Arc<ChipKit> {
+        if filter_faults.is_empty() {
+            return self
+                .clean_kit
+                .get_or_init(|| Arc::new(ChipKit::clean(self)))
+                .clone();
+        }
+        let mut slot = self.chip_kit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = slot.as_ref().filter(|k| k.bakes(filter_faults)) {
+            return k.clone();
+        }
+        let k = Arc::new(ChipKit::new(self, filter_faults.to_vec()));
+        *slot = Some(k.clone());
+        k
+    }
+
+    pub(crate) fn check_image_faults(&self, faults: &ImageFaults) -> Result<(), HwNetError> {
+        self.check_faults(faults)
     }
 
     /// Run one image given as input codes, under `faults`.
@@ -441,6 +528,11 @@ impl HwNetwork {
             });
         }
         self.check_faults(faults)?;
+        if self.executor.exact_from_clean() {
+            let kit = self.chip_kit(&ChipKit::filter_faults(&faults.permanent));
+            let mut scratch = fastnet::Scratch::default();
+            return fastnet::run_codes(self, &kit, input, faults, &mut scratch);
+        }
         let dp = model.datapath;
         let mut outs: Vec<Vec<i32>> = Vec::with_capacity(model.nodes.len());
         let mut stats = Vec::with_capacity(self.layers.len());
@@ -451,57 +543,20 @@ impl HwNetwork {
                 QOp::Input => out.copy_from_slice(input),
                 QOp::Mac(layer) => {
                     let hl = &self.layers[li];
-                    let acting: Vec<ChipFault> = faults
-                        .permanent
-                        .iter()
-                        .copied()
-                        .chain(
-                            faults
-                                .transient
-                                .iter()
-                                .filter(|f| f.layer == li)
-                                .map(|f| f.fault),
-                        )
-                        .collect();
-                    let pe: Vec<HwFault> = acting
-                        .iter()
-                        .filter_map(|f| match f {
-                            ChipFault::Pe(p) => Some(*p),
-                            ChipFault::Sram(_) => None,
-                        })
-                        .collect();
-                    let sram = |b: SramBuffer| {
-                        acting.iter().filter_map(move |f| match f {
-                            ChipFault::Sram(s) if s.buffer == b => Some(*s),
-                            _ => None,
-                        })
-                    };
-                    let corrupt = |b: SramBuffer, codes: &mut [i32]| {
-                        for f in sram(b) {
-                            if read_before(hl, layer, &f, codes.len(), self.sram_words(b)) {
-                                continue;
-                            }
-                            f.apply(
-                                codes,
-                                self.sram_width(b),
-                                self.sram_words(b),
-                                hl.gemm.cycles,
-                            );
-                        }
-                    };
+                    let acting = ActingFaults::new(faults, li);
                     let src = &outs[node.inputs[0]];
                     let mut ifmap;
-                    let input_codes: &[i32] = if sram(SramBuffer::Ifmap).next().is_some() {
+                    let input_codes: &[i32] = if acting.has_sram(SramBuffer::Ifmap) {
                         ifmap = src.clone();
-                        corrupt(SramBuffer::Ifmap, &mut ifmap);
+                        acting.corrupt(self, layer, SramBuffer::Ifmap, &mut ifmap);
                         &ifmap
                     } else {
                         src
                     };
                     let mut filter;
-                    let weights: &[i32] = if sram(SramBuffer::Filter).next().is_some() {
+                    let weights: &[i32] = if acting.has_sram(SramBuffer::Filter) {
                         filter = layer.weights.clone();
-                        corrupt(SramBuffer::Filter, &mut filter);
+                        acting.corrupt(self, layer, SramBuffer::Filter, &mut filter);
                         &filter
                     } else {
                         &layer.weights
@@ -513,7 +568,7 @@ impl HwNetwork {
                         &dp,
                         input_codes,
                         weights,
-                        &pe,
+                        &acting.pe,
                         &mut out,
                     )
                     .map_err(|source| HwNetError::Layer {
@@ -521,7 +576,7 @@ impl HwNetwork {
                         name: hl.name.clone(),
                         source,
                     })?;
-                    corrupt(SramBuffer::Ofmap, &mut out);
+                    acting.corrupt(self, layer, SramBuffer::Ofmap, &mut out);
                     stats.push(s);
                     li += 1;
                 }
@@ -533,5 +588,87 @@ impl HwNetwork {
             logits: outs.pop().unwrap_or_default(),
             layers: stats,
         })
+    }
+}
+
+/// The faults acting during layer `L` of one image: PE faults (permanent
+/// first, then the layer's own, in list order) and SRAM faults with
+/// whether they are the layer's own (`true`) or the chip's permanent cells.
+pub(crate) struct ActingFaults {
+    layer: usize,
+    pub pe: Vec<HwFault>,
+    sram: Vec<(bool, SramFault)>,
+}
+
+impl ActingFaults {
+    pub(crate) fn new(faults: &ImageFaults, layer: usize) -> ActingFaults {
+        let acting = faults.permanent.iter().map(|f| (false, *f)).chain(
+            faults
+                .transient
+                .iter()
+                .filter(|f| f.layer == layer)
+                .map(|f| (true, f.fault)),
+        );
+        let mut a = ActingFaults {
+            layer,
+            pe: Vec::new(),
+            sram: Vec::new(),
+        };
+        for (own, f) in acting {
+            match f {
+                ChipFault::Pe(p) => a.pe.push(p),
+                ChipFault::Sram(s) => a.sram.push((own, s)),
+            }
+        }
+        a
+    }
+
+    pub(crate) fn has_sram(&self, b: SramBuffer) -> bool {
+        self.sram.iter().any(|(_, f)| f.buffer == b)
+    }
+
+    pub(crate) fn has_sram_transient(&self, b: SramBuffer) -> bool {
+        self.sram.iter().any(|(own, f)| *own && f.buffer == b)
+    }
+
+    /// Apply the buffer's faults to the codes the layer keeps in it (see
+    /// [`super::sram`]): flips after the last read of their code are masked.
+    pub(crate) fn corrupt(
+        &self,
+        net: &HwNetwork,
+        layer: &crate::quant::MacLayer,
+        b: SramBuffer,
+        codes: &mut [i32],
+    ) {
+        self.corrupt_where(net, layer, b, codes, |_| true)
+    }
+
+    /// [`ActingFaults::corrupt`] with the layer's own faults only.
+    pub(crate) fn corrupt_transient(
+        &self,
+        net: &HwNetwork,
+        layer: &crate::quant::MacLayer,
+        b: SramBuffer,
+        codes: &mut [i32],
+    ) {
+        self.corrupt_where(net, layer, b, codes, |own| own)
+    }
+
+    fn corrupt_where(
+        &self,
+        net: &HwNetwork,
+        layer: &crate::quant::MacLayer,
+        b: SramBuffer,
+        codes: &mut [i32],
+        keep: impl Fn(bool) -> bool,
+    ) {
+        let hl = &net.layers[self.layer];
+        let words = net.sram_words(b);
+        for (own, f) in &self.sram {
+            if f.buffer != b || !keep(*own) || read_before(hl, layer, f, codes.len(), words) {
+                continue;
+            }
+            f.apply(codes, net.sram_width(b), words, hl.gemm.cycles);
+        }
     }
 }
