@@ -46,6 +46,7 @@
 pub(crate) mod clean;
 mod os;
 mod stationary;
+mod stuck;
 
 use std::ops::Range;
 
@@ -311,12 +312,29 @@ fn correct(
             .enumerate()
             .map(|(i, f)| Event::new(i, f, dp, &mapping))
             .collect();
+        // Stuck operand and multiplier bits are applied PE by PE
+        // (`stuck.rs`) wherever no other fault reaches; the outputs the
+        // other faults reach are evaluated one by one with every fault.
+        let (fast, slow): (Vec<Event>, Vec<Event>) = events
+            .iter()
+            .partition(|ev| ev.permanent() && ev.site != FaultSite::PsumReg);
+        let change = if fast.is_empty() {
+            None
+        } else {
+            stuck::changes(gemm, dp, &mapping, &fast)
+        };
+        let mark = if change.is_some() { &slow } else { &events };
         let changed = match mapping.dataflow {
-            Dataflow::Os => os::faulty_outputs(gemm, dp, &mapping, &events, &out),
+            Dataflow::Os => os::faulty_outputs(gemm, dp, &mapping, &events, mark, &out),
             Dataflow::Ws | Dataflow::Is => {
-                stationary::faulty_outputs(gemm, dp, &mapping, &events, &out)
+                stationary::faulty_outputs(gemm, dp, &mapping, &events, mark, &out)
             }
         };
+        if let Some(change) = change {
+            for (o, d) in change {
+                out[o] = dp.acc_limit(out[o] + d);
+            }
+        }
         for (o, v) in changed {
             out[o] = v;
         }

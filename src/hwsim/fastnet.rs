@@ -148,11 +148,12 @@ pub(crate) fn run_codes(
             QOp::Mac(layer) => {
                 let hl = &net.layers()[li];
                 let acting = ActingFaults::new(faults, li);
+                let lb = net.layer_buffers(li);
                 let src = &prev[node.inputs[0]];
                 let mut ifmap;
                 let input_codes: &[i32] = if acting.has_sram(SramBuffer::Ifmap) {
                     ifmap = src.clone();
-                    acting.corrupt(net, layer, SramBuffer::Ifmap, &mut ifmap);
+                    acting.corrupt(&lb, layer, SramBuffer::Ifmap, &mut ifmap);
                     &ifmap
                 } else {
                     src
@@ -161,7 +162,7 @@ pub(crate) fn run_codes(
                 let mut filter = None;
                 if acting.has_sram_transient(SramBuffer::Filter) {
                     let mut w = layer.weights.clone();
-                    acting.corrupt_transient(net, layer, SramBuffer::Filter, &mut w);
+                    acting.corrupt_transient(&lb, layer, SramBuffer::Filter, &mut w);
                     if w != layer.weights {
                         filter = Some(w);
                     }
@@ -200,11 +201,11 @@ pub(crate) fn run_codes(
                             clean,
                         )
                         .map_err(layer_err)?;
-                        finish_group(layer, &dp, &shape, gi, &run.out, out);
+                        finish_group(layer, &dp, shape.e, shape.m, gi, &run.out, out);
                     }
                     finish_mac_output(layer, out, 0, None);
                 }
-                acting.corrupt(net, layer, SramBuffer::Ofmap, out);
+                acting.corrupt(&lb, layer, SramBuffer::Ofmap, out);
                 stats.push(LayerStats {
                     stepped_cycles: hl.gemm.cycles,
                     pe_cycle_updates: hl.gemm.cycles * (array.rows * array.cols) as u64,

@@ -290,28 +290,29 @@ pub fn run_mac_layer_requantized(
         let run = exec.run(array, &gemm, dp, &shape.group_faults(gi, faults))?;
         stats.stepped_cycles += run.stats.stepped_cycles;
         stats.pe_cycle_updates += run.stats.pe_cycle_updates;
-        finish_group(layer, dp, &shape, gi, &run.out, out);
+        finish_group(layer, dp, shape.e, shape.m, gi, &run.out, out);
     }
     Ok(stats)
 }
 
-/// Group `gi`'s accumulators `acc` (`E x M`, after the psum rule) to the
+/// Group `gi`'s accumulators `acc` (`E x M` = `e_len x m_len`, after the psum rule) to the
 /// layer's requantized pre-activation codes in `out` (CHW): bias added with
 /// the accumulator rule, then requantized to the output format.
 pub(crate) fn finish_group(
     layer: &MacLayer,
     dp: &Datapath,
-    shape: &LayerGemm,
+    e_len: usize,
+    m_len: usize,
     gi: usize,
     acc: &[i64],
     out: &mut [i32],
 ) {
-    for m in 0..shape.m {
-        let oc = gi * shape.m + m;
+    for m in 0..m_len {
+        let oc = gi * m_len + m;
         let bias = layer.bias[oc] as i64;
-        for e in 0..shape.e {
-            let acc = dp.acc_limit(acc[e * shape.m + m] + bias);
-            out[oc * shape.e + e] = requantize(
+        for e in 0..e_len {
+            let acc = dp.acc_limit(acc[e * m_len + m] + bias);
+            out[oc * e_len + e] = requantize(
                 acc,
                 layer.acc_frac,
                 layer.out_format.frac,

@@ -116,6 +116,7 @@
 //! schedule is only consulted in folds that have faults.
 
 pub mod bitserial;
+pub mod bsnet;
 pub mod exact;
 pub mod fault;
 pub(crate) mod fastnet;
@@ -135,7 +136,8 @@ pub use crate::accel::Dataflow;
 pub use fault::{FaultKind, FaultSite, HwFault};
 pub use layer::{CycleLevel, GemmExecutor, LayerGemm};
 pub use network::{ChipFault, HwNetError, HwNetwork, ImageFaults, LayerFault};
-pub use spec::{ChipFaults, HwFaultSpec, HwSpecError, Site};
+pub use bsnet::{AnyHwNetwork, BitSerialNetwork, BsExecutor};
+pub use spec::{ChipFaults, FaultTarget, HwFaultSpec, HwSpecError, Site};
 pub use sram::{SramBuffer, SramFault};
 
 use crate::fixed::{max_code, min_code, Datapath, Overflow};

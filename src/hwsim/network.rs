@@ -50,6 +50,8 @@ use super::fastnet::{self, ChipKit};
 use super::layer::{run_mac_layer, CycleLevel, GemmExecutor, LayerGemm, LayerStats};
 use super::spec::ChipFaults;
 use super::sram::{SramBuffer, SramFault};
+use super::bitserial::SipFault;
+use super::spec::{FaultTarget, Site};
 use super::{FaultKind, HwFault, HwSimError, SystolicArray};
 
 /// Errors of building or running a network on the array.
@@ -57,6 +59,8 @@ use super::{FaultKind, HwFault, HwSimError, SystolicArray};
 pub enum HwNetError {
     #[error("accelerator `{0}` is not a systolic array; the cycle-level model needs one")]
     NotSystolic(String),
+    #[error("accelerator `{0}` is not a bit-serial design")]
+    NotBitSerial(String),
     #[error(
         "accelerator `{accel}` computes with {accel_dp:?} but the model was quantized for {model_dp:?}"
     )]
@@ -88,6 +92,8 @@ pub enum HwNetError {
 pub enum ChipFault {
     Pe(HwFault),
     Sram(SramFault),
+    /// A SIP register of a bit-serial design.
+    Sip(SipFault),
 }
 
 impl ChipFault {
@@ -95,6 +101,7 @@ impl ChipFault {
         match self {
             ChipFault::Pe(f) => f.kind,
             ChipFault::Sram(f) => f.kind,
+            ChipFault::Sip(f) => f.kind,
         }
     }
 
@@ -103,6 +110,7 @@ impl ChipFault {
         match self {
             ChipFault::Pe(f) => f.site.name(),
             ChipFault::Sram(f) => f.buffer.name(),
+            ChipFault::Sip(f) => f.site.name(),
         }
     }
 }
@@ -161,7 +169,7 @@ impl HwLayer {
 /// hits: the code belongs to a group whose GEMM ended before the flip's
 /// cycle (each group reads only its own input channels and filters).
 fn read_before(
-    hl: &HwLayer,
+    lb: &LayerBuffers,
     layer: &crate::quant::MacLayer,
     f: &SramFault,
     len: usize,
@@ -170,7 +178,7 @@ fn read_before(
     let FaultKind::Flip { cycle } = f.kind else {
         return false;
     };
-    let Some(i) = super::sram::resident_index(f.address, cycle, len, words, hl.gemm.cycles) else {
+    let Some(i) = super::sram::resident_index(f.address, cycle, len, words, lb.cycles) else {
         return false;
     };
     let group = match f.buffer {
@@ -180,7 +188,18 @@ fn read_before(
         SramBuffer::Filter => i / layer.macs_per_output() / layer.cout_per_group(),
         SramBuffer::Ifmap | SramBuffer::Ofmap => return false,
     };
-    (group as u64) < cycle / hl.gemm.group_cycles
+    (group as u64) < cycle / lb.group_cycles.max(1)
+}
+
+/// What the SRAM fault rules need to know of one layer on its hardware:
+/// its cycles (all groups, and per group) and the buffers' words and code
+/// widths (indexed by [`SramBuffer`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerBuffers {
+    pub cycles: u64,
+    pub group_cycles: u64,
+    pub words: [usize; 3],
+    pub widths: [u32; 3],
 }
 
 /// Logits and per-layer measurements of one inference.
@@ -309,6 +328,17 @@ impl HwNetwork {
         })
     }
 
+    /// The SRAM fault rules' view of layer `li`.
+    pub(crate) fn layer_buffers(&self, li: usize) -> LayerBuffers {
+        let g = &self.layers[li].gemm;
+        LayerBuffers {
+            cycles: g.cycles,
+            group_cycles: g.group_cycles,
+            words: self.sram_words,
+            widths: SramBuffer::ALL.map(|b| self.sram_width(b)),
+        }
+    }
+
     /// Check one fault against the array, the buffers and the layers
     /// (`layer` is `None` for a permanent fault). Returns the reason it
     /// cannot exist.
@@ -351,6 +381,12 @@ impl HwNetwork {
                         f.bit, f.site
                     ));
                 }
+            }
+            ChipFault::Sip(f) => {
+                return Err(format!(
+                    "{} is a bit-serial site; this accelerator is a systolic array (sites pe.*, sram.*)",
+                    f.site
+                ))
             }
             ChipFault::Sram(f) => {
                 let words = self.sram_words(f.buffer);
@@ -544,11 +580,12 @@ impl HwNetwork {
                 QOp::Mac(layer) => {
                     let hl = &self.layers[li];
                     let acting = ActingFaults::new(faults, li);
+                    let lb = self.layer_buffers(li);
                     let src = &outs[node.inputs[0]];
                     let mut ifmap;
                     let input_codes: &[i32] = if acting.has_sram(SramBuffer::Ifmap) {
                         ifmap = src.clone();
-                        acting.corrupt(self, layer, SramBuffer::Ifmap, &mut ifmap);
+                        acting.corrupt(&lb, layer, SramBuffer::Ifmap, &mut ifmap);
                         &ifmap
                     } else {
                         src
@@ -556,7 +593,7 @@ impl HwNetwork {
                     let mut filter;
                     let weights: &[i32] = if acting.has_sram(SramBuffer::Filter) {
                         filter = layer.weights.clone();
-                        acting.corrupt(self, layer, SramBuffer::Filter, &mut filter);
+                        acting.corrupt(&lb, layer, SramBuffer::Filter, &mut filter);
                         &filter
                     } else {
                         &layer.weights
@@ -576,7 +613,7 @@ impl HwNetwork {
                         name: hl.name.clone(),
                         source,
                     })?;
-                    acting.corrupt(self, layer, SramBuffer::Ofmap, &mut out);
+                    acting.corrupt(&lb, layer, SramBuffer::Ofmap, &mut out);
                     stats.push(s);
                     li += 1;
                 }
@@ -595,8 +632,8 @@ impl HwNetwork {
 /// first, then the layer's own, in list order) and SRAM faults with
 /// whether they are the layer's own (`true`) or the chip's permanent cells.
 pub(crate) struct ActingFaults {
-    layer: usize,
     pub pe: Vec<HwFault>,
+    pub sip: Vec<SipFault>,
     sram: Vec<(bool, SramFault)>,
 }
 
@@ -610,14 +647,15 @@ impl ActingFaults {
                 .map(|f| (true, f.fault)),
         );
         let mut a = ActingFaults {
-            layer,
             pe: Vec::new(),
+            sip: Vec::new(),
             sram: Vec::new(),
         };
         for (own, f) in acting {
             match f {
                 ChipFault::Pe(p) => a.pe.push(p),
                 ChipFault::Sram(s) => a.sram.push((own, s)),
+                ChipFault::Sip(s) => a.sip.push(s),
             }
         }
         a
@@ -635,40 +673,65 @@ impl ActingFaults {
     /// [`super::sram`]): flips after the last read of their code are masked.
     pub(crate) fn corrupt(
         &self,
-        net: &HwNetwork,
+        lb: &LayerBuffers,
         layer: &crate::quant::MacLayer,
         b: SramBuffer,
         codes: &mut [i32],
     ) {
-        self.corrupt_where(net, layer, b, codes, |_| true)
+        self.corrupt_where(lb, layer, b, codes, |_| true)
     }
 
     /// [`ActingFaults::corrupt`] with the layer's own faults only.
     pub(crate) fn corrupt_transient(
         &self,
-        net: &HwNetwork,
+        lb: &LayerBuffers,
         layer: &crate::quant::MacLayer,
         b: SramBuffer,
         codes: &mut [i32],
     ) {
-        self.corrupt_where(net, layer, b, codes, |own| own)
+        self.corrupt_where(lb, layer, b, codes, |own| own)
     }
 
     fn corrupt_where(
         &self,
-        net: &HwNetwork,
+        lb: &LayerBuffers,
         layer: &crate::quant::MacLayer,
         b: SramBuffer,
         codes: &mut [i32],
         keep: impl Fn(bool) -> bool,
     ) {
-        let hl = &net.layers[self.layer];
-        let words = net.sram_words(b);
+        let (words, width) = (lb.words[b as usize], lb.widths[b as usize]);
         for (own, f) in &self.sram {
-            if f.buffer != b || !keep(*own) || read_before(hl, layer, f, codes.len(), words) {
+            if f.buffer != b || !keep(*own) || read_before(lb, layer, f, codes.len(), words) {
                 continue;
             }
-            f.apply(codes, net.sram_width(b), words, hl.gemm.cycles);
+            f.apply(codes, width, words, lb.cycles);
         }
+    }
+}
+
+impl FaultTarget for HwNetwork {
+    fn site_grid(&self, site: Site) -> Option<(u64, u64, u32)> {
+        match site {
+            Site::Pe(s) => Some((
+                self.array.rows as u64,
+                self.array.cols as u64,
+                s.width(self.datapath()),
+            )),
+            Site::Sram(b) => Some((self.sram_words(b) as u64, 1, self.sram_width(b))),
+            Site::Sip(_) => None,
+        }
+    }
+
+    fn clock_mhz(&self) -> f64 {
+        self.clock_mhz
+    }
+
+    fn layer_cycles(&self) -> Vec<u64> {
+        self.layers.iter().map(|l| l.gemm.cycles).collect()
+    }
+
+    fn check_fault(&self, layer: Option<usize>, fault: &ChipFault) -> Result<(), String> {
+        HwNetwork::check_fault(self, layer, fault)
     }
 }

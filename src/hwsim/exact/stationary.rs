@@ -247,11 +247,12 @@ pub(super) fn faulty_outputs(
     dp: &Datapath,
     mapping: &Mapping,
     events: &[Event],
+    mark: &[Event],
     clean: &[i64],
 ) -> Vec<(usize, i64)> {
     match mapping.dataflow {
-        Dataflow::Ws => faulty::<WeightStationary>(gemm, dp, mapping, events, clean),
-        Dataflow::Is => faulty::<InputStationary>(gemm, dp, mapping, events, clean),
+        Dataflow::Ws => faulty::<WeightStationary>(gemm, dp, mapping, events, mark, clean),
+        Dataflow::Is => faulty::<InputStationary>(gemm, dp, mapping, events, mark, clean),
         Dataflow::Os => unreachable!("output stationary has its own analysis"),
     }
 }
@@ -261,6 +262,7 @@ fn faulty<R: OutputCoords + Sync>(
     dp: &Datapath,
     mapping: &Mapping,
     events: &[Event],
+    mark: &[Event],
     clean: &[i64],
 ) -> Vec<(usize, i64)> {
     let ops = Operands {
@@ -288,7 +290,7 @@ fn faulty<R: OutputCoords + Sync>(
     }
     let arith = Arith::new(dp, row_folds * rows);
     let mut touched = Touched::new(gemm.e * gemm.m);
-    for ev in events {
+    for ev in mark {
         mark_reach::<R>(mapping, &ops, ev, &mut touched);
     }
     touched.evaluate(|s: &mut Scratch, o: usize| {
