@@ -261,5 +261,15 @@ fn shipped_designs_run_whole_networks() {
         assert_ne!(got, want, "{name}: a stuck accumulator MSB must show");
         let exact = net.clone().with_executor(BsExecutor::Exact);
         assert_eq!(exact.run_images(&imgs, 0, &chip).unwrap(), got, "{name}");
+        // The shipped SIP example spec samples and runs on both executors.
+        let shipped = HwFaultSpec::load(&root.join("accelerators/faults/sip_registers.toml")).unwrap();
+        for c in 0..3 {
+            let chip = shipped.sample_chip(5, c, &net).unwrap();
+            assert_eq!(
+                exact.run_images(&imgs, 0, &chip).unwrap(),
+                net.run_images(&imgs, 0, &chip).unwrap(),
+                "{name} chip {c}"
+            );
+        }
     }
 }

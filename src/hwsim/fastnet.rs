@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::exact::{clean::plain_sum_exact, clean_gemm, run_exact_from_clean};
+use super::exact::{clean::plain_sum_exact, clean_gemm, run_exact_from_clean_trusted};
 use super::layer::{filter_operand, finish_group, ifmap_operand, LayerGemm, LayerStats};
 use super::network::{ActingFaults, ChipFault, HwImageRun, HwNetError, HwNetwork, ImageFaults};
 use super::sram::{SramBuffer, SramFault};
@@ -193,7 +193,7 @@ pub(crate) fn run_codes(
                         } else {
                             clean_gemm(&gemm, &dp)
                         };
-                        let run = run_exact_from_clean(
+                        let run = run_exact_from_clean_trusted(
                             array,
                             &gemm,
                             &dp,

@@ -526,19 +526,19 @@ impl HwFaultSpec {
             }
             let unit = match site {
                 Site::Pe(_) | Site::Sip(_) => {
+                    let kind = if matches!(site, Site::Pe(_)) {
+                        "PE"
+                    } else {
+                        "SIP"
+                    };
                     if f.address.is_some() {
                         return Err(bad(
                             key("address"),
-                            format!(
-                                "{} is a register site: give row and col, not address",
-                                f.site
-                            ),
+                            format!("{} is a {kind} site: give row and col, not address", f.site),
                         ));
                     }
                     let need = |k: &str, v: Option<usize>| {
-                        v.ok_or_else(|| {
-                            bad(key(k), format!("missing: {} is a register site", f.site))
-                        })
+                        v.ok_or_else(|| bad(key(k), format!("missing: {} is a {kind} site", f.site)))
                     };
                     (need("row", f.row)?, need("col", f.col)?)
                 }
