@@ -289,7 +289,12 @@ fn bit_serial_campaign_lists_sip_sites_on_both_executors() {
     };
     let spec = "accelerators/faults/sip_registers.toml";
     let stdout = ok(run("cycle-level", spec));
-    for site in ["sip.act_reg", "sip.weight_reg", "sip.psum_reg", "sram.filter"] {
+    for site in [
+        "sip.act_reg",
+        "sip.weight_reg",
+        "sip.psum_reg",
+        "sram.filter",
+    ] {
         assert!(stdout.contains(site), "{site} missing in\n{stdout}");
     }
     assert!(!stdout.contains("pe.act_reg"), "{stdout}");
@@ -302,5 +307,8 @@ fn bit_serial_campaign_lists_sip_sites_on_both_executors() {
         );
     }
     let e = fails(run("exact", "accelerators/faults/pe_registers.toml"));
-    assert!(e.contains("sites.\"pe.") && e.contains("sip.act_reg"), "{e}");
+    assert!(
+        e.contains("sites.\"pe.") && e.contains("sip.act_reg"),
+        "{e}"
+    );
 }

@@ -191,10 +191,16 @@ fn specs_name_the_sites_the_hardware_has() {
     let stripes = Accelerator::load(&root.join("accelerators/stripes.toml")).unwrap();
     let q = quant::quantize(&g, &w, stripes.datapath, &images(g.input_shape(), 1, 2)).unwrap();
     let bs = BitSerialNetwork::new(&stripes, &q).unwrap();
-    let pe = HwFaultSpec::parse("[sites.\"pe.act_reg\"]\nstuck_at_0 = 1e-3\n", Path::new("pe.toml"))
-        .unwrap();
+    let pe = HwFaultSpec::parse(
+        "[sites.\"pe.act_reg\"]\nstuck_at_0 = 1e-3\n",
+        Path::new("pe.toml"),
+    )
+    .unwrap();
     let e = pe.sample_chip(0, 0, &bs).unwrap_err().to_string();
-    assert!(e.contains("pe.toml") && e.contains("sites.\"pe.act_reg\""), "{e}");
+    assert!(
+        e.contains("pe.toml") && e.contains("sites.\"pe.act_reg\""),
+        "{e}"
+    );
     assert!(e.contains("sip.act_reg"), "{e}");
     let sip = "[[fault]]\nsite = \"sip.psum_reg\"\nrow = 16\ncol = 0\nbit = 3\nstuck_at = 1\n";
     let e = HwFaultSpec::parse(sip, Path::new("sip.toml"))
@@ -206,10 +212,16 @@ fn specs_name_the_sites_the_hardware_has() {
     let edge = Accelerator::load(&root.join("accelerators/edge_16x16_os.toml")).unwrap();
     let q8 = quant::quantize(&g, &w, edge.datapath, &images(g.input_shape(), 1, 2)).unwrap();
     let sys = HwNetwork::new(&edge, &q8).unwrap();
-    let s = HwFaultSpec::parse("[sites.\"sip.act_reg\"]\nstuck_at_1 = 1e-3\n", Path::new("s.toml"))
-        .unwrap();
+    let s = HwFaultSpec::parse(
+        "[sites.\"sip.act_reg\"]\nstuck_at_1 = 1e-3\n",
+        Path::new("s.toml"),
+    )
+    .unwrap();
     let e = s.check(&sys).unwrap_err().to_string();
-    assert!(e.contains("pe.act_reg") && e.contains("sites.\"sip.act_reg\""), "{e}");
+    assert!(
+        e.contains("pe.act_reg") && e.contains("sites.\"sip.act_reg\""),
+        "{e}"
+    );
     // A valid SIP fault on Stripes: stuck accumulator bit of SIP (0, 0).
     let ok = "[[fault]]\nsite = \"sip.psum_reg\"\nrow = 0\ncol = 0\nbit = 20\nstuck_at = 1\n";
     let chip = HwFaultSpec::parse(ok, Path::new("ok.toml"))
@@ -241,7 +253,15 @@ fn shipped_designs_run_whole_networks() {
     b.add("r1", Op::Relu, &[1]).unwrap();
     b.add("c2", conv(6), &[2]).unwrap();
     let f = b.add("flat", Op::Flatten, &[3]).unwrap();
-    b.add("fc", Op::Linear { out_features: 3, bias: true }, &[f]).unwrap();
+    b.add(
+        "fc",
+        Op::Linear {
+            out_features: 3,
+            bias: true,
+        },
+        &[f],
+    )
+    .unwrap();
     let g = b.finish();
     let w = Weights::random(&g, 9);
     for name in ["stripes", "loom"] {
@@ -250,7 +270,11 @@ fn shipped_designs_run_whole_networks() {
         let q = quant::quantize(&g, &w, acc.datapath, &imgs).unwrap();
         let net = BitSerialNetwork::new(&acc, &q).unwrap();
         let want = ReferenceEngine.run(&q, &imgs, 0, None).unwrap();
-        assert_eq!(net.run_images(&imgs, 0, &Default::default()).unwrap(), want, "{name}");
+        assert_eq!(
+            net.run_images(&imgs, 0, &Default::default()).unwrap(),
+            want,
+            "{name}"
+        );
         let spec = HwFaultSpec::parse(
             "[[fault]]\nsite = \"sip.psum_reg\"\nrow = 0\ncol = 0\nbit = 30\nstuck_at = 1\n",
             Path::new("f.toml"),
@@ -262,7 +286,8 @@ fn shipped_designs_run_whole_networks() {
         let exact = net.clone().with_executor(BsExecutor::Exact);
         assert_eq!(exact.run_images(&imgs, 0, &chip).unwrap(), got, "{name}");
         // The shipped SIP example spec samples and runs on both executors.
-        let shipped = HwFaultSpec::load(&root.join("accelerators/faults/sip_registers.toml")).unwrap();
+        let shipped =
+            HwFaultSpec::load(&root.join("accelerators/faults/sip_registers.toml")).unwrap();
         for c in 0..3 {
             let chip = shipped.sample_chip(5, c, &net).unwrap();
             assert_eq!(

@@ -134,7 +134,7 @@ fn hwrun_runs_bit_serial_designs() {
         "--weights",
         "models/demo-cnn.safetensors",
         "--images",
-        "4",
+        "2",
         "--calib",
         "16",
     ];
@@ -160,7 +160,14 @@ fn hwrun_runs_bit_serial_designs() {
     ok(ftnas()
         .arg("infer")
         .args(common)
-        .args(["--act-bits", "16", "--weight-bits", "16", "--psum-bits", "32"])
+        .args([
+            "--act-bits",
+            "16",
+            "--weight-bits",
+            "16",
+            "--psum-bits",
+            "32",
+        ])
         .arg("--json")
         .arg(&ijson)
         .output()

@@ -102,7 +102,8 @@ impl HwChip {
                     if explicit.get(k).copied().unwrap_or(false) {
                         continue;
                     }
-                    *per.entry((self.site_index(&lf.fault), lf.layer)).or_default() += 1;
+                    *per.entry((self.site_index(&lf.fault), lf.layer))
+                        .or_default() += 1;
                 }
                 let records = per
                     .into_iter()

@@ -693,7 +693,9 @@ impl LayerKit {
         let QOp::Mac(layer) = &model.nodes[q].op else {
             panic!("LayerKit: node {q} is not a conv/linear layer");
         };
-        let prep = self.prepared[q].as_ref().expect("every MAC layer is prepared");
+        let prep = self.prepared[q]
+            .as_ref()
+            .expect("every MAC layer is prepared");
         (layer, prep)
     }
 
@@ -758,7 +760,13 @@ impl LayerKit {
                     let n = im2col(layer, narrowed(input, &mut s.in8), grp, (0, 1), &mut s.col8);
                     gemm_packed_i8(Parallelism::Auto, &packed[grp], npix, &s.col8[..n], c);
                 } else {
-                    let n = im2col(layer, narrowed(input, &mut s.in16), grp, (0, 1), &mut s.col16);
+                    let n = im2col(
+                        layer,
+                        narrowed(input, &mut s.in16),
+                        grp,
+                        (0, 1),
+                        &mut s.col16,
+                    );
                     gemm_packed_i16(Parallelism::Auto, &packed[grp], npix, &s.col16[..n], c);
                 }
             }

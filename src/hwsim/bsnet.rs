@@ -364,8 +364,7 @@ impl BitSerialNetwork {
         let faults: Vec<ImageFaults> = (0..count)
             .map(|i| chip.for_image(first_index + i as u64, self))
             .collect();
-        self.run_images_indexed(images, &faults)
-            .map_err(|(_, e)| e)
+        self.run_images_indexed(images, &faults).map_err(|(_, e)| e)
     }
 
     /// Run `images`, image `i` under `faults[i]`; an error names its image.
@@ -490,14 +489,12 @@ fn group_faults(faults: &[SipFault], gi: usize, group_cycles: u64, took: u64) ->
     faults
         .iter()
         .filter_map(|f| match f.kind {
-            FaultKind::Flip { cycle } if cycle >= start && cycle - start < took => {
-                Some(SipFault {
-                    kind: FaultKind::Flip {
-                        cycle: cycle - start,
-                    },
-                    ..*f
-                })
-            }
+            FaultKind::Flip { cycle } if cycle >= start && cycle - start < took => Some(SipFault {
+                kind: FaultKind::Flip {
+                    cycle: cycle - start,
+                },
+                ..*f
+            }),
             FaultKind::Flip { .. } => None,
             FaultKind::StuckAt0 | FaultKind::StuckAt1 => Some(*f),
         })
@@ -560,7 +557,9 @@ impl AnyHwNetwork {
                 } else {
                     BsExecutor::CycleLevel
                 };
-                AnyHwNetwork::BitSerial(BitSerialNetwork::new(accel, model)?.with_executor(executor))
+                AnyHwNetwork::BitSerial(
+                    BitSerialNetwork::new(accel, model)?.with_executor(executor),
+                )
             }
             _ => {
                 let net = super::HwNetwork::new(accel, model)?;
@@ -628,7 +627,12 @@ impl AnyHwNetwork {
     pub fn describe_fabric(&self) -> String {
         match self {
             AnyHwNetwork::Systolic(n) => {
-                format!("{}x{} {:?}", n.array().rows, n.array().cols, n.array().dataflow)
+                format!(
+                    "{}x{} {:?}",
+                    n.array().rows,
+                    n.array().cols,
+                    n.array().dataflow
+                )
             }
             AnyHwNetwork::BitSerial(n) => {
                 let b = &n.array().design;

@@ -336,27 +336,28 @@ fn correct(
             .enumerate()
             .map(|(i, f)| Event::new(i, f, dp, &mapping))
             .collect();
-        // Stuck operand and multiplier bits are applied PE by PE
-        // (`stuck.rs`) wherever no other fault reaches; the outputs the
-        // other faults reach are evaluated one by one with every fault.
-        let (fast, slow): (Vec<Event>, Vec<Event>) = events
-            .iter()
-            .partition(|ev| ev.permanent() && ev.site != FaultSite::PsumReg);
-        let change = if fast.is_empty() {
-            None
-        } else {
-            stuck::changes(gemm, dp, &mapping, &fast)
+        // Stuck bits are applied PE by PE (`stuck.rs`) wherever no flip
+        // reaches; the outputs flips reach (and the few the PE-wise path
+        // leaves out) are evaluated one by one with every fault.
+        let (permanent, transient): (Vec<Event>, Vec<Event>) =
+            events.iter().partition(|ev| ev.permanent());
+        let stuck = (!permanent.is_empty()).then(|| stuck::changes(gemm, dp, &mapping, &permanent));
+        let (mark, extra): (&[Event], &[usize]) = match &stuck {
+            Some(s) => (&transient, &s.excluded),
+            None => (&events, &[]),
         };
-        let mark = if change.is_some() { &slow } else { &events };
         let changed = match mapping.dataflow {
-            Dataflow::Os => os::faulty_outputs(gemm, dp, &mapping, &events, mark, &out),
+            Dataflow::Os => os::faulty_outputs(gemm, dp, &mapping, &events, mark, extra, &out),
             Dataflow::Ws | Dataflow::Is => {
-                stationary::faulty_outputs(gemm, dp, &mapping, &events, mark, &out)
+                stationary::faulty_outputs(gemm, dp, &mapping, &events, mark, extra, &out)
             }
         };
-        if let Some(change) = change {
-            for (o, d) in change {
-                out[o] = dp.acc_limit(out[o] + d);
+        if let Some(stuck) = stuck {
+            for (o, fix) in stuck.fixes {
+                out[o] = match fix {
+                    stuck::Fix::Delta(d) => dp.acc_limit(out[o] + d),
+                    stuck::Fix::Value(v) => v,
+                };
             }
         }
         for (o, v) in changed {

@@ -118,8 +118,8 @@
 pub mod bitserial;
 pub mod bsnet;
 pub mod exact;
-pub mod fault;
 pub(crate) mod fastnet;
+pub mod fault;
 pub(crate) mod is;
 pub(crate) mod kernel;
 pub mod layer;
@@ -133,10 +133,10 @@ pub(crate) mod ws;
 use rayon::prelude::*;
 
 pub use crate::accel::Dataflow;
+pub use bsnet::{AnyHwNetwork, BitSerialNetwork, BsExecutor};
 pub use fault::{FaultKind, FaultSite, HwFault};
 pub use layer::{CycleLevel, GemmExecutor, LayerGemm};
 pub use network::{ChipFault, HwNetError, HwNetwork, ImageFaults, LayerFault};
-pub use bsnet::{AnyHwNetwork, BitSerialNetwork, BsExecutor};
 pub use spec::{ChipFaults, FaultTarget, HwFaultSpec, HwSpecError, Site};
 pub use sram::{SramBuffer, SramFault};
 

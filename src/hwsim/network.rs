@@ -46,12 +46,12 @@ use crate::engine::exec_non_mac;
 use crate::fixed::Datapath;
 use crate::quant::{QModel, QOp};
 
+use super::bitserial::SipFault;
 use super::fastnet::{self, ChipKit};
 use super::layer::{run_mac_layer, CycleLevel, GemmExecutor, LayerGemm, LayerStats};
 use super::spec::ChipFaults;
-use super::sram::{SramBuffer, SramFault};
-use super::bitserial::SipFault;
 use super::spec::{FaultTarget, Site};
+use super::sram::{SramBuffer, SramFault};
 use super::{FaultKind, HwFault, HwSimError, SystolicArray};
 
 /// Errors of building or running a network on the array.
@@ -492,8 +492,7 @@ impl HwNetwork {
         images: &[f32],
         faults: &[ImageFaults],
     ) -> Result<Vec<Vec<i32>>, HwNetError> {
-        self.run_images_indexed(images, faults)
-            .map_err(|(_, e)| e)
+        self.run_images_indexed(images, faults).map_err(|(_, e)| e)
     }
 
     /// [`HwNetwork::run_images_with`], naming the image of an error.

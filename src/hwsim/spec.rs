@@ -180,10 +180,7 @@ impl Site {
             Site::Sip(SipSite::PsumReg) => Site::Pe(FaultSite::PsumReg),
             s => s,
         };
-        Site::ALL
-            .iter()
-            .position(|&s| s == same_role)
-            .unwrap_or(0) as u64
+        Site::ALL.iter().position(|&s| s == same_role).unwrap_or(0) as u64
     }
 
     /// Order of sites in tables and maps: [`Site::ALL`], then the SIP sites.
@@ -538,7 +535,9 @@ impl HwFaultSpec {
                         ));
                     }
                     let need = |k: &str, v: Option<usize>| {
-                        v.ok_or_else(|| bad(key(k), format!("missing: {} is a {kind} site", f.site)))
+                        v.ok_or_else(|| {
+                            bad(key(k), format!("missing: {} is a {kind} site", f.site))
+                        })
                     };
                     (need("row", f.row)?, need("col", f.col)?)
                 }

@@ -236,6 +236,7 @@ pub(super) fn faulty_outputs(
     mapping: &Mapping,
     events: &[Event],
     mark: &[Event],
+    extra: &[usize],
     clean: &[i64],
 ) -> Vec<(usize, i64)> {
     let (rows, cols) = (mapping.rows, mapping.cols);
@@ -246,6 +247,9 @@ pub(super) fn faulty_outputs(
     let mut touched = Touched::new(e_len * m_len);
     for ev in mark {
         mark_reach(mapping, e_len, m_len, ev, &mut touched);
+    }
+    for &o in extra {
+        touched.mark(o);
     }
     touched.evaluate(|s: &mut Scratch, o: usize| {
         let (e, m) = (o / m_len, o % m_len);

@@ -248,11 +248,12 @@ pub(super) fn faulty_outputs(
     mapping: &Mapping,
     events: &[Event],
     mark: &[Event],
+    extra: &[usize],
     clean: &[i64],
 ) -> Vec<(usize, i64)> {
     match mapping.dataflow {
-        Dataflow::Ws => faulty::<WeightStationary>(gemm, dp, mapping, events, mark, clean),
-        Dataflow::Is => faulty::<InputStationary>(gemm, dp, mapping, events, mark, clean),
+        Dataflow::Ws => faulty::<WeightStationary>(gemm, dp, mapping, events, mark, extra, clean),
+        Dataflow::Is => faulty::<InputStationary>(gemm, dp, mapping, events, mark, extra, clean),
         Dataflow::Os => unreachable!("output stationary has its own analysis"),
     }
 }
@@ -263,6 +264,7 @@ fn faulty<R: OutputCoords + Sync>(
     mapping: &Mapping,
     events: &[Event],
     mark: &[Event],
+    extra: &[usize],
     clean: &[i64],
 ) -> Vec<(usize, i64)> {
     let ops = Operands {
@@ -292,6 +294,9 @@ fn faulty<R: OutputCoords + Sync>(
     let mut touched = Touched::new(gemm.e * gemm.m);
     for ev in mark {
         mark_reach::<R>(mapping, &ops, ev, &mut touched);
+    }
+    for &o in extra {
+        touched.mark(o);
     }
     touched.evaluate(|s: &mut Scratch, o: usize| {
         let (t, sc) = R::coords(&ops, o);

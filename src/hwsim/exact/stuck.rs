@@ -1,5 +1,5 @@
-//! Stuck-at bits in operand registers and multiplier outputs, applied PE
-//! by PE instead of output by output.
+//! Stuck-at bits (every PE site), applied PE by PE instead of output by
+//! output.
 //!
 //! A stuck bit acts the same way in every fold and every cycle, so every
 //! output computed in PE `(i, j)` sees the same composition of masks on
@@ -10,16 +10,22 @@
 //! bits act from the latch on); multiplier stuck bits act on live products
 //! of the PE. The masks compose in the order the stepping loops apply them
 //! (by PE along the value's path, then fault-list order; see
-//! [`StuckMask`]). With a wrapping accumulator, or one that provably never
-//! saturates, the output is then `clean + sum of product changes`, which is
-//! computed here in tight loops over the outputs of each affected PE.
+//! [`StuckMask`]); stuck `psum_reg` bits of a PE act on the running sum
+//! before each of its adds (OS: every cycle of the fold and the read-out;
+//! WS/IS: the partial sum passing the PE, in every row fold). With a
+//! wrapping accumulator, or one that provably never saturates, and no stuck
+//! psum bit, an output is `clean + sum of product changes`; otherwise its
+//! accumulation is replayed in hardware order with the accumulator rule.
+//! Both are tight loops over the outputs of each affected PE (WS/IS: over
+//! the whole stream of a PE column at once).
 //!
-//! Not handled (the caller falls back to the per-output evaluation): a
-//! saturating accumulator that could clamp, and in OS a PE whose outputs see
-//! corrupted activations *and* corrupted weights (corrupted skew bubbles
-//! then meet, and when they do depends on the cycle).
+//! Not handled here (returned as `excluded`, the caller evaluates those
+//! outputs one by one): in OS a PE whose outputs see corrupted activations
+//! *and* corrupted weights (corrupted skew bubbles then meet, and when they
+//! do depends on the cycle).
 
 use super::super::is::InputStationary;
+use super::super::kernel::PsumRule;
 use super::super::stationary::StationaryRoles;
 use super::super::ws::WeightStationary;
 use super::super::Operands;
@@ -34,12 +40,29 @@ struct PeMasks {
     first: Option<StuckMask>,
     second: Option<StuckMask>,
     mult: Option<StuckMask>,
+    psum: Option<StuckMask>,
 }
 
 impl PeMasks {
     fn any(&self) -> bool {
-        self.first.is_some() || self.second.is_some() || self.mult.is_some()
+        self.first.is_some() || self.second.is_some() || self.mult.is_some() || self.psum.is_some()
     }
+}
+
+/// The new value of an output.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Fix {
+    /// `acc_limit(clean + d)`.
+    Delta(i64),
+    /// This value.
+    Value(i64),
+}
+
+/// What the stuck bits do: fixed outputs, and the outputs left to the
+/// per-output evaluation.
+pub(super) struct Stuck {
+    pub fixes: Vec<(usize, Fix)>,
+    pub excluded: Vec<usize>,
 }
 
 fn mask_of(events: &[Event], width: u32) -> Option<StuckMask> {
@@ -54,24 +77,16 @@ fn ap(m: Option<StuckMask>, v: i32) -> i32 {
     m.map_or(v, |m| m.apply(v))
 }
 
-/// The change of every output the permanent faults `events` (operand and
-/// multiplier sites only) reach, or `None` if this path cannot compute it
-/// exactly (see the module doc).
-pub(super) fn changes(
-    gemm: &Gemm,
-    dp: &Datapath,
-    mapping: &Mapping,
-    events: &[Event],
-) -> Option<Vec<(usize, i64)>> {
+/// What the permanent faults `events` do to every output they reach.
+pub(super) fn changes(gemm: &Gemm, dp: &Datapath, mapping: &Mapping, events: &[Event]) -> Stuck {
     let positions = match mapping.dataflow {
         Dataflow::Os => mapping.cycles_per_fold as usize,
         Dataflow::Ws | Dataflow::Is => mapping.row_folds * mapping.rows,
     };
-    if dp.overflow != Overflow::Wrap && !Arith::new(dp, positions).never_saturates {
-        return None;
-    }
+    let linear = dp.overflow == Overflow::Wrap || Arith::new(dp, positions).never_saturates;
     let (act_w, weight_w) = (u32::from(dp.act_bits), u32::from(dp.weight_bits));
     let mult_w = act_w + weight_w;
+    let psum_w = u32::from(dp.psum_bits);
     let (rows, cols) = (mapping.rows, mapping.cols);
     let mut sorted = events.to_vec();
     sorted.sort_by_key(|e| e.index);
@@ -104,16 +119,13 @@ pub(super) fn changes(
                 // WS/IS: the stationary register of the PE itself
                 _ => at(second_site, &|e| e.row == i && e.col == j, true),
             };
-            let mult = at(FaultSite::MultOut, &|e| e.row == i && e.col == j, true);
-            let m = PeMasks {
+            let here = |site| at(site, &|e: &Event| e.row == i && e.col == j, true);
+            pes[i * cols + j] = PeMasks {
                 first: mask_of(&first, first_w),
                 second: mask_of(&second, second_w),
-                mult: mask_of(&mult, mult_w),
+                mult: mask_of(&here(FaultSite::MultOut), mult_w),
+                psum: mask_of(&here(FaultSite::PsumReg), psum_w),
             };
-            if mapping.dataflow == Dataflow::Os && m.first.is_some() && m.second.is_some() {
-                return None;
-            }
-            pes[i * cols + j] = m;
         }
     }
     let ops = Operands {
@@ -123,40 +135,77 @@ pub(super) fn changes(
         k: gemm.k,
         m: gemm.m,
     };
-    Some(match mapping.dataflow {
-        Dataflow::Os => os_changes(&ops, mapping, &pes),
-        Dataflow::Ws => stationary_changes::<WeightStationary>(&ops, mapping, &pes),
-        Dataflow::Is => stationary_changes::<InputStationary>(&ops, mapping, &pes),
-    })
+    let rule = PsumRule::new(dp);
+    match mapping.dataflow {
+        Dataflow::Os => os_changes(&ops, mapping, &pes, linear, rule),
+        Dataflow::Ws => stationary_changes::<WeightStationary>(&ops, mapping, &pes, linear, rule),
+        Dataflow::Is => stationary_changes::<InputStationary>(&ops, mapping, &pes, linear, rule),
+    }
 }
 
-/// OS: output `(e, m)` in PE `(e % rows, m % cols)`; live terms only (one
-/// operand side is untouched, so bubbles add zero).
-fn os_changes(ops: &Operands, mapping: &Mapping, pes: &[PeMasks]) -> Vec<(usize, i64)> {
+/// OS: output `(e, m)` in PE `(e % rows, m % cols)`; one operand side is
+/// untouched (else the PE is excluded), so skew bubbles add zero.
+fn os_changes(
+    ops: &Operands,
+    mapping: &Mapping,
+    pes: &[PeMasks],
+    linear: bool,
+    rule: PsumRule,
+) -> Stuck {
     let (rows, cols) = (mapping.rows, mapping.cols);
     let (k_len, m_len) = (ops.k, ops.m);
-    let mut out = Vec::new();
+    let cycles = mapping.cycles_per_fold as usize;
+    let mut st = Stuck {
+        fixes: Vec::new(),
+        excluded: Vec::new(),
+    };
     for (pe, masks) in pes.iter().enumerate() {
         if !masks.any() {
             continue;
         }
         let (i, j) = (pe / cols, pe % cols);
-        for e in (i..ops.e).step_by(rows) {
+        let outputs = (i..ops.e)
+            .step_by(rows)
+            .flat_map(|e| (j..m_len).step_by(cols).map(move |m| (e, m)));
+        if masks.first.is_some() && masks.second.is_some() {
+            st.excluded.extend(outputs.map(|(e, m)| e * m_len + m));
+            continue;
+        }
+        let product = |av: i32, wv: i32| {
+            ap(
+                masks.mult,
+                ap(masks.first, av).wrapping_mul(ap(masks.second, wv)),
+            )
+        };
+        for (e, m) in outputs {
             let a = &ops.a[e * k_len..(e + 1) * k_len];
-            for m in (j..m_len).step_by(cols) {
+            if linear && masks.psum.is_none() {
                 let mut d = 0i64;
                 for (k, &av) in a.iter().enumerate() {
                     let wv = ops.w[k * m_len + m];
-                    let p = ap(masks.mult, ap(masks.first, av).wrapping_mul(ap(masks.second, wv)));
-                    d += p as i64 - (av * wv) as i64;
+                    d += product(av, wv) as i64 - (av * wv) as i64;
                 }
                 if d != 0 {
-                    out.push((e * m_len + m, d));
+                    st.fixes.push((e * m_len + m, Fix::Delta(d)));
                 }
+                continue;
             }
+            // Replay: the accumulator of cycle c adds term k = c - i - j.
+            let skew = i + j;
+            let mut acc = 0i32;
+            for c in 0..cycles {
+                acc = ap(masks.psum, acc);
+                let p = match c.checked_sub(skew) {
+                    Some(k) if k < k_len => product(a[k], ops.w[k * m_len + m]),
+                    _ => 0,
+                };
+                acc = rule.add(acc, p);
+            }
+            acc = ap(masks.psum, acc);
+            st.fixes.push((e * m_len + m, Fix::Value(acc as i64)));
         }
     }
-    out
+    st
 }
 
 /// WS/IS: output `(t, sc)` summed down PE column `sc % cols`; position
@@ -167,27 +216,53 @@ fn stationary_changes<R: StationaryRoles>(
     ops: &Operands,
     mapping: &Mapping,
     pes: &[PeMasks],
-) -> Vec<(usize, i64)> {
+    linear: bool,
+    rule: PsumRule,
+) -> Stuck {
     let (rows, cols, t_len) = (mapping.rows, mapping.cols, mapping.t);
     let mut change = vec![0i64; ops.e * ops.m];
-    let mut col_delta = vec![0i64; t_len];
+    let mut fixes = Vec::new();
+    let mut lane = vec![0i64; t_len];
+    let mut acc = vec![0i32; t_len];
     for c in 0..cols {
-        let column: Vec<(usize, PeMasks)> = (0..rows)
-            .map(|r| (r, pes[r * cols + c]))
-            .filter(|(_, m)| m.any())
-            .collect();
-        if column.is_empty() {
+        let column: Vec<PeMasks> = (0..rows).map(|r| pes[r * cols + c]).collect();
+        if !column.iter().any(PeMasks::any) {
             continue;
         }
+        let replay = !linear || column.iter().any(|m| m.psum.is_some());
         for sc in (c..mapping.sc).step_by(cols) {
-            col_delta.fill(0);
-            for &(r, masks) in &column {
+            if replay {
+                // every position in order, the rule after every add
+                acc.fill(0);
+                for fr in 0..mapping.row_folds {
+                    for (r, masks) in column.iter().enumerate() {
+                        let kr = fr * rows + r;
+                        let live = kr < ops.k;
+                        let y = if live { R::stationary(ops, kr, sc) } else { 0 };
+                        let ys = ap(masks.second, y);
+                        for (t, a) in acc.iter_mut().enumerate() {
+                            let x = if live { R::streamed(ops, t, kr) } else { 0 };
+                            let mut p = ap(masks.first, x).wrapping_mul(ys);
+                            if live {
+                                p = ap(masks.mult, p);
+                            }
+                            *a = rule.add(ap(masks.psum, *a), p);
+                        }
+                    }
+                }
+                for (t, &a) in acc.iter().enumerate() {
+                    fixes.push((R::out_index(ops, t, sc), Fix::Value(a as i64)));
+                }
+                continue;
+            }
+            lane.fill(0);
+            for (r, masks) in column.iter().enumerate().filter(|(_, m)| m.any()) {
                 for fr in 0..mapping.row_folds {
                     let kr = fr * rows + r;
                     let live = kr < ops.k;
                     let y = if live { R::stationary(ops, kr, sc) } else { 0 };
                     let ys = ap(masks.second, y);
-                    for (t, d) in col_delta.iter_mut().enumerate() {
+                    for (t, d) in lane.iter_mut().enumerate() {
                         let x = if live { R::streamed(ops, t, kr) } else { 0 };
                         let mut p = ap(masks.first, x).wrapping_mul(ys);
                         if live {
@@ -197,14 +272,20 @@ fn stationary_changes<R: StationaryRoles>(
                     }
                 }
             }
-            for (t, &d) in col_delta.iter().enumerate() {
+            for (t, &d) in lane.iter().enumerate() {
                 change[R::out_index(ops, t, sc)] += d;
             }
         }
     }
-    change
-        .into_iter()
-        .enumerate()
-        .filter(|&(_, d)| d != 0)
-        .collect()
+    fixes.extend(
+        change
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, d)| d != 0)
+            .map(|(o, d)| (o, Fix::Delta(d))),
+    );
+    Stuck {
+        fixes,
+        excluded: Vec::new(),
+    }
 }
