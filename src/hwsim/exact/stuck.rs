@@ -88,44 +88,56 @@ pub(super) fn changes(gemm: &Gemm, dp: &Datapath, mapping: &Mapping, events: &[E
     let mult_w = act_w + weight_w;
     let psum_w = u32::from(dp.psum_bits);
     let (rows, cols) = (mapping.rows, mapping.cols);
-    let mut sorted = events.to_vec();
-    sorted.sort_by_key(|e| e.index);
-    let at = |site: FaultSite, keep: &dyn Fn(&Event) -> bool, by_row: bool| -> Vec<Event> {
-        let mut v: Vec<Event> = sorted
-            .iter()
-            .filter(|e| e.site == site && keep(e))
-            .copied()
-            .collect();
-        // along the value's path (by PE), then list order (stable sort)
-        if by_row {
-            v.sort_by_key(|e| e.row);
-        } else {
-            v.sort_by_key(|e| e.col);
-        }
-        v
-    };
-    let mut pes = vec![PeMasks::default(); rows * cols];
     let (first_site, second_site, first_w, second_w) = match mapping.dataflow {
         Dataflow::Os | Dataflow::Ws => (FaultSite::ActReg, FaultSite::WeightReg, act_w, weight_w),
         Dataflow::Is => (FaultSite::WeightReg, FaultSite::ActReg, weight_w, act_w),
     };
-    for i in 0..rows {
+    // Faults bucketed where they act: moving operands by PE row (first) or
+    // column (OS weights), PE registers by PE; each bucket in list order.
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|e| e.index);
+    let mut first_by_row: Vec<Vec<Event>> = vec![Vec::new(); rows];
+    let mut second_by_col: Vec<Vec<Event>> = vec![Vec::new(); cols];
+    let mut by_pe: std::collections::BTreeMap<(usize, usize, u8), Vec<Event>> =
+        std::collections::BTreeMap::new();
+    for ev in sorted {
+        if ev.site == first_site {
+            first_by_row[ev.row].push(ev);
+        } else if ev.site == second_site && mapping.dataflow == Dataflow::Os {
+            second_by_col[ev.col].push(ev);
+        } else {
+            let slot = match ev.site {
+                FaultSite::MultOut => 2,
+                FaultSite::PsumReg => 3,
+                _ => 1,
+            };
+            by_pe.entry((ev.row, ev.col, slot)).or_default().push(ev);
+        }
+    }
+    let mut pes = vec![PeMasks::default(); rows * cols];
+    // A moving value passed PEs 0..=j of its row (0..=i of its column):
+    // the prefix of the bucket sorted along the path (stable: list order
+    // within a PE).
+    for (i, list) in first_by_row.iter_mut().enumerate() {
+        list.sort_by_key(|e| e.col);
         for j in 0..cols {
-            // first operand: moving right along row i, PEs 0..=j
-            let first = at(first_site, &|e| e.row == i && e.col <= j, false);
-            let second = match mapping.dataflow {
-                // OS weights move down column j, PEs 0..=i
-                Dataflow::Os => at(second_site, &|e| e.col == j && e.row <= i, true),
-                // WS/IS: the stationary register of the PE itself
-                _ => at(second_site, &|e| e.row == i && e.col == j, true),
-            };
-            let here = |site| at(site, &|e: &Event| e.row == i && e.col == j, true);
-            pes[i * cols + j] = PeMasks {
-                first: mask_of(&first, first_w),
-                second: mask_of(&second, second_w),
-                mult: mask_of(&here(FaultSite::MultOut), mult_w),
-                psum: mask_of(&here(FaultSite::PsumReg), psum_w),
-            };
+            let n = list.partition_point(|e| e.col <= j);
+            pes[i * cols + j].first = mask_of(&list[..n], first_w);
+        }
+    }
+    for (j, list) in second_by_col.iter_mut().enumerate() {
+        list.sort_by_key(|e| e.row);
+        for i in 0..rows {
+            let n = list.partition_point(|e| e.row <= i);
+            pes[i * cols + j].second = mask_of(&list[..n], second_w);
+        }
+    }
+    for ((r, c, slot), list) in &by_pe {
+        let pe = &mut pes[r * cols + c];
+        match slot {
+            1 => pe.second = mask_of(list, second_w),
+            2 => pe.mult = mask_of(list, mult_w),
+            _ => pe.psum = mask_of(list, psum_w),
         }
     }
     let ops = Operands {
