@@ -9,6 +9,11 @@
 //!   one GEMM per group, bias, requantization and fused activation with the
 //!   engines' arithmetic. Fault-free, the logits are bit-identical to
 //!   [`crate::engine::ReferenceEngine`]'s.
+//! - With an executor that starts from a clean result
+//!   ([`GemmExecutor::exact_from_clean`], the exact path), fault-free images
+//!   and fault-free layers run through the fast engine instead and only
+//!   layers with PE faults are corrected, with the same results
+//!   ([`super::fastnet`]).
 //! - Every other node (pooling, add, concat, standalone BN, ReLU, ...) runs
 //!   through [`crate::engine`]'s integer ops, fault-free. The timing model
 //!   times pooling on the array as a depthwise reduction; the functional
