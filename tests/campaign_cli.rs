@@ -253,3 +253,62 @@ fn bad_flags_and_files_are_named() {
     ]);
     assert!(e.contains(o) && e.contains("seed 0 vs 1"), "{e}");
 }
+
+/// A hardware campaign on the shipped Stripes design with the SIP example
+/// spec: the vulnerability table lists the bit-serial sites, both executors
+/// give identical files, and a PE spec on a bit-serial design is refused
+/// naming the key.
+#[test]
+fn bit_serial_campaign_lists_sip_sites_on_both_executors() {
+    let root = tempfile::tempdir().unwrap();
+    let (m, w) = tiny(root.path());
+    let run = |executor: &str, faults: &str| {
+        let out = root.path().join(format!("bs-{executor}"));
+        ftnas(&[
+            "inject",
+            "--accel",
+            "accelerators/stripes.toml",
+            "--model",
+            &m,
+            "--weights",
+            &w,
+            "--faults",
+            faults,
+            "--executor",
+            executor,
+            "--images",
+            "4",
+            "--chips",
+            "2",
+            "--calib",
+            "16",
+            "--quiet",
+            "--out",
+            s(&out),
+        ])
+    };
+    let spec = "accelerators/faults/sip_registers.toml";
+    let stdout = ok(run("cycle-level", spec));
+    for site in [
+        "sip.act_reg",
+        "sip.weight_reg",
+        "sip.psum_reg",
+        "sram.filter",
+    ] {
+        assert!(stdout.contains(site), "{site} missing in\n{stdout}");
+    }
+    assert!(!stdout.contains("pe.act_reg"), "{stdout}");
+    ok(run("exact", spec));
+    for f in ["chips.csv", "vulnerability.csv"] {
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("bs-cycle-level").join(f)).unwrap(),
+            std::fs::read_to_string(root.path().join("bs-exact").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let e = fails(run("exact", "accelerators/faults/pe_registers.toml"));
+    assert!(
+        e.contains("sites.\"pe.") && e.contains("sip.act_reg"),
+        "{e}"
+    );
+}

@@ -404,3 +404,33 @@ fn many_touched_outputs_match() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    /// Many stuck-at bits in the operand registers and multiplier outputs
+    /// (the per-PE path of the exact corrections), sometimes with flips and
+    /// psum faults on top (outputs those reach are evaluated one by one).
+    #[test]
+    fn stuck_operand_bits_match((c, seed) in case(), extra in 0usize..3) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x57c4);
+        let n = rng.random_range(1..=12);
+        let mut faults: Vec<HwFault> = random_faults(&c, n, &mut rng)
+            .into_iter()
+            .map(|mut f| {
+                if f.site == FaultSite::PsumReg {
+                    f.site = FaultSite::MultOut;
+                    f.bit = random_bit(f.site, &c.dp, &mut rng);
+                }
+                f.kind = if rng.random_range(0..2) == 0 {
+                    FaultKind::StuckAt0
+                } else {
+                    FaultKind::StuckAt1
+                };
+                f
+            })
+            .collect();
+        faults.extend(random_faults(&c, extra, &mut rng));
+        c.check(&faults)?;
+    }
+}

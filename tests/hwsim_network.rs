@@ -638,3 +638,77 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// The whole-network fast exact path (fault-free images batched through
+    /// the fast engine, clean layers through the engine's layer code, PE
+    /// faults corrected from the engine's accumulators, permanent filter
+    /// cells baked per chip) against the cycle-level executor, image by
+    /// image: batches mixing fault-free and faulty images, high rates of
+    /// every site and kind, explicit layer-scoped stuck cells and flips.
+    #[test]
+    fn fast_network_path_matches_cycle_level(
+        seed in any::<u64>(),
+        act in any::<u8>(),
+        weight in any::<u8>(),
+        psum in any::<u8>(),
+        saturate in any::<bool>(),
+        rows in 1usize..=4,
+        cols in 1usize..=4,
+        df in 0u8..3,
+        rate_exp in 3i32..6,
+    ) {
+        use ftnas::hwsim::{HwFaultSpec, Site};
+        let g = random_graph(seed);
+        let w = Weights::random(&g, seed ^ 1);
+        let dp = datapath(act, weight, psum, saturate);
+        let q = quant::quantize(&g, &w, dp, &images(g.input_shape(), 2, seed ^ 2)).unwrap();
+        let acc = accelerator(rows, cols, dataflow(df), dp, 1);
+        let cycle = HwNetwork::new(&acc, &q).unwrap();
+        let exact = cycle.clone().with_executor(std::sync::Arc::new(ftnas::hwsim::layer::Exact));
+        let mut text = String::new();
+        for (i, site) in Site::ALL.into_iter().enumerate() {
+            // a different mix per site: some only stuck, some only flips
+            let stuck = if (seed >> i) & 1 == 0 { 3e-3 } else { 0.0 };
+            let flip = 10f64.powi(-rate_exp) * if (seed >> (i + 8)) & 1 == 0 { 1.0 } else { 0.0 };
+            if stuck == 0.0 && flip == 0.0 {
+                continue;
+            }
+            text += &format!(
+                "[sites.\"{}\"]\nstuck_at_0 = {stuck:e}\nstuck_at_1 = {stuck:e}\ntransient_per_bit_cycle = {flip:e}\n",
+                site.name()
+            );
+        }
+        text += "[[fault]]\nsite = \"sram.filter\"\naddress = 1\nbit = 0\nlayer = 0\nstuck_at = 1\n";
+        text += "[[fault]]\nsite = \"sram.filter\"\naddress = 0\nbit = 1\nlayer = 1\ncycle = 0\nimage = 1\n";
+        let spec = HwFaultSpec::parse(&text, std::path::Path::new("t.toml"));
+        prop_assume!(spec.is_ok());
+        let spec = spec.unwrap();
+        prop_assume!(spec.check(&cycle).is_ok());
+        let imgs = images(g.input_shape(), 4, seed ^ 3);
+        for chip in 0..2 {
+            let faults = spec.sample_chip(seed, chip, &cycle).unwrap();
+            // images 0 and 2 fault-free, 1 and 3 under the chip's faults
+            let per: Vec<ImageFaults> = (0..4u64)
+                .map(|i| if i % 2 == 0 { ImageFaults::default() } else { faults.for_image(i, &cycle) })
+                .collect();
+            prop_assert_eq!(
+                exact.run_images_with(&imgs, &per).unwrap(),
+                cycle.run_images_with(&imgs, &per).unwrap()
+            );
+            prop_assert_eq!(
+                exact.run_images(&imgs, 0, &faults).unwrap(),
+                cycle.run_images(&imgs, 0, &faults).unwrap()
+            );
+            let n = q.input_shape().numel();
+            let mut codes = vec![0; n];
+            q.quantize_input(&imgs[n..2 * n], &mut codes);
+            prop_assert_eq!(
+                exact.run_codes(&codes, &per[1]).unwrap(),
+                cycle.run_codes(&codes, &per[1]).unwrap()
+            );
+        }
+    }
+}

@@ -120,3 +120,59 @@ fn hwrun_names_a_bad_fault_file() {
         "{err}"
     );
 }
+
+/// `hwrun` on the shipped Loom design (bit-serial, 16-bit datapath,
+/// per-group precision) with the trained demo CNN: the fault-free accuracy
+/// equals `ftnas infer`'s with the same datapath, and both executors
+/// report the same chips under the SIP example spec.
+#[test]
+fn hwrun_runs_bit_serial_designs() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = [
+        "--model",
+        "models/demo-cnn.toml",
+        "--weights",
+        "models/demo-cnn.safetensors",
+        "--images",
+        "2",
+        "--calib",
+        "16",
+    ];
+    let run = |executor: &str| -> serde_json::Value {
+        let json = dir.path().join(format!("{executor}.json"));
+        let stdout = ok(ftnas()
+            .args(["hwrun", "--accel", "accelerators/loom.toml"])
+            .args(common)
+            .args(["--faults", "accelerators/faults/sip_registers.toml"])
+            .args(["--chips", "2", "--executor", executor])
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap());
+        assert!(stdout.contains("bit-serial"), "{stdout}");
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let cycle = run("cycle-level");
+    let exact = run("exact");
+    assert_eq!(cycle["chips"], exact["chips"]);
+    assert_eq!(cycle["clean_accuracy"], exact["clean_accuracy"]);
+    let ijson = dir.path().join("infer.json");
+    ok(ftnas()
+        .arg("infer")
+        .args(common)
+        .args([
+            "--act-bits",
+            "16",
+            "--weight-bits",
+            "16",
+            "--psum-bits",
+            "32",
+        ])
+        .arg("--json")
+        .arg(&ijson)
+        .output()
+        .unwrap());
+    let inf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ijson).unwrap()).unwrap();
+    assert_eq!(cycle["clean_accuracy"], inf["clean_accuracy"]);
+}

@@ -1,6 +1,7 @@
-//! [`HwChip`]: a chip simulated by the cycle-level systolic model
-//! ([`crate::hwsim::HwNetwork`]) under a hardware fault specification
-//! ([`crate::hwsim::HwFaultSpec`]).
+//! [`HwChip`]: a chip simulated by the hardware model — a systolic array
+//! ([`crate::hwsim::HwNetwork`]) or a bit-serial design
+//! ([`crate::hwsim::BitSerialNetwork`]) — under a hardware fault
+//! specification ([`crate::hwsim::HwFaultSpec`]).
 //!
 //! Chip `c` of seed `s` is `spec.sample_chip(s, c)`: stuck-at cells drawn
 //! once per chip, transient flips drawn per image and layer
@@ -12,13 +13,16 @@
 //! one image and every transient flip to their image. Whether a fault
 //! changed anything shows only in the image outcome (masked = logits as
 //! fault-free), as for every simulator.
+//!
+//! Site classes: the seven systolic sites, or on a bit-serial design the
+//! three `sip.*` registers and the three buffers.
 
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
 use super::{CampaignError, ChipOutcome, ChipSimulator, FaultRecord, FaultScope};
-use crate::hwsim::{ChipFault, ChipFaults, HwFaultSpec, HwNetwork, Site};
+use crate::hwsim::{AnyHwNetwork, ChipFault, ChipFaults, HwFaultSpec, Site};
 
 /// One image's logits and the faults scoped to it.
 type ImageRun = (Vec<i32>, Vec<FaultRecord>);
@@ -29,19 +33,24 @@ pub const EVERY_LAYER: &str = "(every layer)";
 /// The cycle-level model of a systolic accelerator running a network under
 /// a hardware fault specification.
 pub struct HwChip {
-    net: HwNetwork,
+    net: AnyHwNetwork,
     spec: HwFaultSpec,
+    sites: Vec<Site>,
 }
 
 impl HwChip {
     /// Checks the spec against the network (sites, addresses, layers).
-    pub fn new(net: HwNetwork, spec: HwFaultSpec) -> Result<HwChip, CampaignError> {
+    /// A systolic ([`crate::hwsim::HwNetwork`]) or bit-serial
+    /// ([`crate::hwsim::BitSerialNetwork`]) network.
+    pub fn new(net: impl Into<AnyHwNetwork>, spec: HwFaultSpec) -> Result<HwChip, CampaignError> {
+        let net = net.into();
         spec.check(&net)
             .map_err(|e| CampaignError::Invalid(e.to_string()))?;
-        Ok(HwChip { net, spec })
+        let sites = net.sites();
+        Ok(HwChip { net, spec, sites })
     }
 
-    pub fn network(&self) -> &HwNetwork {
+    pub fn network(&self) -> &AnyHwNetwork {
         &self.net
     }
 
@@ -65,18 +74,20 @@ impl HwChip {
                 format!("{} values is not a whole number of images", images.len()),
             ));
         }
-        images
-            .par_chunks(n)
+        let count = images.len() / n;
+        let image_faults: Vec<_> = (0..count)
+            .into_par_iter()
+            .map(|i| faults.for_image(i as u64, &self.net))
+            .collect();
+        let logits = self
+            .net
+            .run_images_indexed(images, &image_faults)
+            .map_err(|(i, e)| Self::sim_err(chip, format!("image {i}: {e}")))?;
+        Ok(logits
+            .into_iter()
+            .zip(&image_faults)
             .enumerate()
-            .map(|(i, img)| {
-                let mut codes = vec![0i32; n];
-                self.net.model().quantize_input(img, &mut codes);
-                let image_faults = faults.for_image(i as u64, &self.net);
-                let logits = self
-                    .net
-                    .run_codes(&codes, &image_faults)
-                    .map_err(|e| Self::sim_err(chip, format!("image {i}: {e}")))?
-                    .logits;
+            .map(|(i, (logits, image_faults))| {
                 // for_image lists the explicit layer faults acting in this
                 // image first, in order; those meant for every image are
                 // recorded once per chip instead
@@ -91,7 +102,8 @@ impl HwChip {
                     if explicit.get(k).copied().unwrap_or(false) {
                         continue;
                     }
-                    *per.entry((site_index(&lf.fault), lf.layer)).or_default() += 1;
+                    *per.entry((self.site_index(&lf.fault), lf.layer))
+                        .or_default() += 1;
                 }
                 let records = per
                     .into_iter()
@@ -102,34 +114,35 @@ impl HwChip {
                         count,
                     })
                     .collect();
-                Ok((logits, records))
+                (logits, records)
             })
-            .collect()
+            .collect())
     }
 }
 
-fn site_index(f: &ChipFault) -> usize {
-    let name = f.site_name();
-    Site::ALL
-        .iter()
-        .position(|s| s.name() == name)
-        .unwrap_or(Site::ALL.len())
+impl HwChip {
+    fn site_index(&self, f: &ChipFault) -> usize {
+        let name = f.site_name();
+        self.sites
+            .iter()
+            .position(|s| s.name() == name)
+            .unwrap_or(self.sites.len())
+    }
 }
 
 impl ChipSimulator for HwChip {
     fn name(&self) -> String {
-        format!("hwsim-{}", self.net.executor().name())
+        format!("hwsim-{}", self.net.executor_name())
     }
 
     fn site_classes(&self) -> Vec<String> {
-        Site::ALL.iter().map(|s| s.name().to_string()).collect()
+        self.sites.iter().map(|s| s.name().to_string()).collect()
     }
 
     fn layers(&self) -> Vec<String> {
         self.net
-            .layers()
-            .iter()
-            .map(|l| l.name.clone())
+            .layer_names()
+            .into_iter()
             .chain([EVERY_LAYER.to_string()])
             .collect()
     }
@@ -147,15 +160,15 @@ impl ChipSimulator for HwChip {
             .spec
             .sample_chip(seed, chip, &self.net)
             .map_err(|e| Self::sim_err(Some(chip), e))?;
-        let every = self.net.layers().len();
+        let every = self.net.layer_names().len();
         let mut chip_wide: BTreeMap<(usize, usize), u64> = BTreeMap::new();
         for f in &faults.permanent {
-            *chip_wide.entry((site_index(f), every)).or_default() += 1;
+            *chip_wide.entry((self.site_index(f), every)).or_default() += 1;
         }
         for (only, lf) in &faults.explicit {
             if only.is_none() {
                 *chip_wide
-                    .entry((site_index(&lf.fault), lf.layer))
+                    .entry((self.site_index(&lf.fault), lf.layer))
                     .or_default() += 1;
             }
         }

@@ -1,5 +1,6 @@
-//! `ftnas hwrun`: a quantized model on a systolic accelerator through the
-//! cycle-level functional model ([`crate::hwsim::network`]), fault-free and
+//! `ftnas hwrun`: a quantized model on a systolic or bit-serial accelerator
+//! through the functional model ([`crate::hwsim::network`],
+//! [`crate::hwsim::bsnet`]), fault-free and
 //! under a hardware fault specification ([`crate::hwsim::spec`]): top-1
 //! accuracy per simulated chip and the silent-data-corruption rate (top-1
 //! changed against the fault-free run of the same image).
@@ -14,18 +15,18 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 
 use crate::accel::Accelerator;
 use crate::data::{self, Split};
 use crate::hwsim::layer::{CycleLevel, Exact};
-use crate::hwsim::{ChipFaults, HwFaultSpec, HwNetwork};
+use crate::hwsim::{AnyHwNetwork, ChipFaults, HwFaultSpec, HwNetwork};
 use crate::model::{self, Weights};
 use crate::quant;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Accelerator description (a systolic array), e.g. accelerators/edge_16x16_os.toml.
+    /// Accelerator description (a systolic array or a bit-serial design), e.g.
+    /// accelerators/edge_16x16_os.toml, accelerators/stripes.toml.
     #[arg(long)]
     pub accel: PathBuf,
     /// Model description (TOML), e.g. models/vgg-small.toml.
@@ -103,9 +104,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let calib = &train.images[..(n_calib * numel).min(train.images.len())];
     let qmodel = quant::quantize(&graph, &weights, accel.datapath, calib)
         .with_context(|| format!("quantizing {}", args.model.display()))?;
-    let net = HwNetwork::new(&accel, &qmodel)
+    let exact = args.executor == ExecutorChoice::Exact;
+    let net = AnyHwNetwork::new(&accel, &qmodel, exact)
         .with_context(|| format!("mapping {} onto {}", graph.name, args.accel.display()))?;
-    let net = args.executor.apply(net);
     spec.check(&net)?;
 
     let n = args.images.min(test.len());
@@ -118,16 +119,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} inferences {per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // Images in chunks (the progress bar moves per chunk); within a chunk
+    // the network runs images in parallel (and, on the exact path, batches
+    // the fault-free ones through the fast engine).
+    let chunk = (4 * rayon::current_num_threads()).max(8);
     let run_chip = |chip: &ChipFaults| -> anyhow::Result<Vec<Vec<i32>>> {
-        (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let img = &test.images[i * numel..(i + 1) * numel];
-                let out = net.run_image(img, i as u64, chip);
-                bar.inc(1);
-                out.with_context(|| format!("image {i}"))
-            })
-            .collect()
+        let mut out = Vec::with_capacity(n);
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let imgs = &test.images[start * numel..end * numel];
+            let logits = net
+                .run_images(imgs, start as u64, chip)
+                .with_context(|| format!("images {start}..{end}"))?;
+            bar.inc((end - start) as u64);
+            out.extend(logits);
+        }
+        Ok(out)
     };
     let accuracy = |pred: &[usize]| {
         pred.iter()
@@ -155,20 +162,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let cycles = net.cycles();
-    let pe_updates = cycles * (net.array().rows * net.array().cols) as u64;
+    let pe_updates = cycles * net.units();
+    let unit = match net {
+        AnyHwNetwork::Systolic(_) => "PE",
+        AnyHwNetwork::BitSerial(_) => "lane",
+    };
     println!(
-        "{} on {} ({}x{} {:?}, {} conv/linear layers, {} cycles per inference, {} executor)",
+        "{} on {} ({}, {} conv/linear layers, {} cycles per inference, {} executor)",
         graph.name,
         accel.name,
-        net.array().rows,
-        net.array().cols,
-        net.array().dataflow,
-        net.layers().len(),
+        net.describe_fabric(),
+        net.layer_names().len(),
         cycles,
-        net.executor().name()
+        net.executor_name()
     );
     println!(
-        "fault-free: accuracy {:.2}% on {n} {} test images ({:.2} s, {:.2e} PE-cycle updates/s)",
+        "fault-free: accuracy {:.2}% on {n} {} test images ({:.2} s, {:.2e} {unit}-cycle updates/s)",
         100.0 * clean_acc,
         test.name,
         clean_secs,
@@ -212,7 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "images": n,
             "seed": args.seed,
             "cycles_per_inference": cycles,
-            "executor": net.executor().name(),
+            "executor": net.executor_name(),
             "clean_accuracy": clean_acc,
             "chips": per_chip,
             "mean_accuracy": mean("accuracy"),

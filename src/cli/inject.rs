@@ -8,8 +8,8 @@
 //! (`--fault-model FM.toml` and/or `--feature-fault` / `--weight-fault`
 //! shorthands, merged); the datapath comes from `--accel` when given, else from the
 //! datapath flags. With `--faults F.toml` (a hardware fault specification)
-//! each chip instead runs on `--accel`'s systolic array through the
-//! cycle-level model ([`crate::campaign::HwChip`]). `--shard i/n` runs chips `c % n == i`; `ftnas merge`
+//! each chip instead runs on `--accel`'s systolic array or bit-serial
+//! design through the hardware model ([`crate::campaign::HwChip`]). `--shard i/n` runs chips `c % n == i`; `ftnas merge`
 //! combines shard directories. Running again with the same `--out` resumes.
 
 use super::hwrun::ExecutorChoice;
@@ -25,7 +25,7 @@ use crate::cli::infer::OverflowChoice;
 use crate::data::{self, Split};
 use crate::fault::FaultModel;
 use crate::fixed::{Datapath, Overflow};
-use crate::hwsim::{HwFaultSpec, HwNetwork};
+use crate::hwsim::{AnyHwNetwork, HwFaultSpec};
 use crate::model;
 use crate::quant;
 
@@ -224,14 +224,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(spec_path)) => {
             let accel_path = args.accel.as_ref().context("--faults needs --accel")?;
             let accel = Accelerator::load(accel_path)?;
-            let net = HwNetwork::new(&accel, &qmodel).with_context(|| {
+            let exact = args.executor == ExecutorChoice::Exact;
+            let net = AnyHwNetwork::new(&accel, &qmodel, exact).with_context(|| {
                 format!(
                     "mapping {} onto {}",
                     args.model.display(),
                     accel_path.display()
                 )
             })?;
-            let net = args.executor.apply(net);
             let spec = HwFaultSpec::load(spec_path)?;
             inputs.push(InputFile::read("faults", spec_path)?);
             Box::new(HwChip::new(net, spec).with_context(|| format!("{}", spec_path.display()))?)

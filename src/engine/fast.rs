@@ -659,3 +659,138 @@ impl<'a> Finish<'a> {
         }
     }
 }
+
+/// The fast engine one layer at a time, for executors that put their own
+/// work between layers (the hardware model's fast exact path,
+/// `crate::hwsim::fastnet`): the MAC layers of one model prepared once
+/// (weights packed), then per-image calls with the arithmetic of
+/// [`FastEngine`] (same kernels, same finishing, so the same codes).
+pub(crate) struct LayerKit {
+    prepared: Vec<Option<PreparedMac>>,
+}
+
+/// One thread's buffers for [`LayerKit`].
+#[derive(Default)]
+pub(crate) struct KitScratch {
+    col8: Vec<i8>,
+    col16: Vec<i16>,
+    in8: Vec<i8>,
+    in16: Vec<i16>,
+    gemm_out: Vec<i32>,
+    depthwise: DepthwiseScratch,
+    depthwise_raw: Vec<i32>,
+}
+
+impl LayerKit {
+    /// Prepare `model`'s MAC layers (the model every later call passes).
+    pub(crate) fn new(model: &QModel) -> LayerKit {
+        LayerKit {
+            prepared: prepare(model),
+        }
+    }
+
+    fn layer<'m>(&self, model: &'m QModel, q: usize) -> (&'m MacLayer, &PreparedMac) {
+        let QOp::Mac(layer) = &model.nodes[q].op else {
+            panic!("LayerKit: node {q} is not a conv/linear layer");
+        };
+        let prep = self.prepared[q]
+            .as_ref()
+            .expect("every MAC layer is prepared");
+        (layer, prep)
+    }
+
+    /// MAC node `q` on one image: finished output codes (bias,
+    /// requantization, saturation, fused activation), as [`FastEngine`].
+    pub(crate) fn mac(
+        &self,
+        model: &QModel,
+        q: usize,
+        input: &[i32],
+        out: &mut [i32],
+        s: &mut KitScratch,
+    ) {
+        let (layer, prep) = self.layer(model, q);
+        let finish = Finish::new(layer, prep, &model.datapath, true);
+        match &prep.plan {
+            MacPlan::Depthwise(geom) => {
+                let scratch = (&mut s.depthwise, &mut s.depthwise_raw);
+                depthwise_layer(layer, geom, &finish, input, out, scratch);
+            }
+            MacPlan::Gemm { packed, narrow_i8 } => {
+                let operands = if *narrow_i8 {
+                    GemmBuffers::I8(&mut s.col8, &mut s.in8)
+                } else {
+                    GemmBuffers::I16(&mut s.col16, &mut s.in16)
+                };
+                let mut io = [(input, out)];
+                gemm_layer(layer, packed, &finish, &mut io, operands, &mut s.gemm_out);
+            }
+        }
+    }
+
+    /// The raw wrapping i32 sums (no bias) of group `grp` of MAC node `q`
+    /// on one image: `cout/groups` rows of `out_h*out_w` pixels.
+    pub(crate) fn raw_sums<'s>(
+        &self,
+        model: &QModel,
+        q: usize,
+        grp: usize,
+        input: &[i32],
+        s: &'s mut KitScratch,
+    ) -> &'s [i32] {
+        let (layer, prep) = self.layer(model, q);
+        let npix = layer.out_shape.h * layer.out_shape.w;
+        let len = layer.cout_per_group() * npix;
+        if s.gemm_out.len() < len {
+            s.gemm_out.resize(len, 0);
+        }
+        match &prep.plan {
+            MacPlan::Depthwise(geom) => {
+                let ipix = geom.in_h * geom.in_w;
+                let k = layer.macs_per_output();
+                let plane = &input[grp * ipix..(grp + 1) * ipix];
+                let w = &layer.weights[grp * k..(grp + 1) * k];
+                s.depthwise_raw.resize(npix, 0);
+                depthwise_plane(geom, plane, w, &mut s.depthwise_raw, &mut s.depthwise);
+                s.gemm_out[..npix].copy_from_slice(&s.depthwise_raw);
+            }
+            MacPlan::Gemm { packed, narrow_i8 } => {
+                let c = &mut s.gemm_out[..len];
+                if *narrow_i8 {
+                    let n = im2col(layer, narrowed(input, &mut s.in8), grp, (0, 1), &mut s.col8);
+                    gemm_packed_i8(Parallelism::Auto, &packed[grp], npix, &s.col8[..n], c);
+                } else {
+                    let n = im2col(
+                        layer,
+                        narrowed(input, &mut s.in16),
+                        grp,
+                        (0, 1),
+                        &mut s.col16,
+                    );
+                    gemm_packed_i16(Parallelism::Auto, &packed[grp], npix, &s.col16[..n], c);
+                }
+            }
+        }
+        &s.gemm_out[..len]
+    }
+
+    /// A non-MAC node `q` on one image with the engine's fast ops.
+    pub(crate) fn non_mac(model: &QModel, q: usize, prev: &[Vec<i32>], out: &mut [i32]) {
+        let node = &model.nodes[q];
+        match node.op {
+            QOp::Relu | QOp::Relu6 => {
+                let hi = match node.op {
+                    QOp::Relu6 => int_ops::six_code(node.format),
+                    _ => i32::MAX,
+                };
+                if hi >= 0 {
+                    clamp_into(&prev[node.inputs[0]], out, 0, hi);
+                } else {
+                    exec_non_mac(model, q, prev, out);
+                }
+            }
+            QOp::Add if node.inputs.len() == 2 => add_node(model, q, prev, out),
+            _ => exec_non_mac(model, q, prev, out),
+        }
+    }
+}

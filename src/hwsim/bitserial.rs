@@ -347,42 +347,8 @@ impl BitSerialArray {
         let b = &self.design;
         let steps = self.steps(e, m, taps, channels);
         let per_layer = b.precision == Precision::PerLayer;
-        // Step lengths: fixed, or set by the widest activation of the step.
-        let step_len = |ws: usize, tap: usize, ls: usize| -> u64 {
-            if per_layer {
-                return self.step_cycles(prec.act, prec.weight);
-            }
-            let mut pa = 1u8;
-            for w in 0..b.windows {
-                let ei = ws * b.windows + w;
-                if ei >= e {
-                    break;
-                }
-                for l in 0..b.lanes {
-                    let c = ls * b.lanes + l;
-                    if c >= channels {
-                        break;
-                    }
-                    pa = pa.max(signed_bits(i64::from(gemm.a[ei * k + c * taps + tap])));
-                }
-            }
-            self.step_cycles(pa, prec.weight)
-        };
-        let total_cycles = if per_layer {
-            steps * self.step_cycles(prec.act, prec.weight)
-        } else {
-            let mut c = 0;
-            for _fs in 0..m.div_ceil(b.filters * b.tiles) {
-                for ws in 0..e.div_ceil(b.windows) {
-                    for tap in 0..taps {
-                        for ls in 0..channels.div_ceil(b.lanes) {
-                            c += step_len(ws, tap, ls);
-                        }
-                    }
-                }
-            }
-            c
-        };
+        let step_len = |ws, tap, ls| self.step_len(gemm, taps, prec, ws, tap, ls);
+        let total_cycles = self.cycles(gemm, taps, prec);
         let faults = self.check_faults(faults, dp, total_cycles)?;
 
         let nf = b.tiles * b.filters;
@@ -574,6 +540,63 @@ impl BitSerialArray {
             cycles: total_cycles,
             saturated,
         })
+    }
+
+    /// Cycles of step `(ws, tap, ls)` of a layer group (any filter set):
+    /// fixed per layer, or set by the widest activation of the step
+    /// (per-group precision).
+    fn step_len(
+        &self,
+        gemm: &Gemm,
+        taps: usize,
+        prec: LayerPrecision,
+        ws: usize,
+        tap: usize,
+        ls: usize,
+    ) -> u64 {
+        let b = &self.design;
+        if b.precision == Precision::PerLayer {
+            return self.step_cycles(prec.act, prec.weight);
+        }
+        let (e, k) = (gemm.e, gemm.k);
+        let channels = k / taps;
+        let mut pa = 1u8;
+        for w in 0..b.windows {
+            let ei = ws * b.windows + w;
+            if ei >= e {
+                break;
+            }
+            for l in 0..b.lanes {
+                let c = ls * b.lanes + l;
+                if c >= channels {
+                    break;
+                }
+                pa = pa.max(signed_bits(i64::from(gemm.a[ei * k + c * taps + tap])));
+            }
+        }
+        self.step_cycles(pa, prec.weight)
+    }
+
+    /// Cycles [`BitSerialArray::run`] steps for a layer group (operands as
+    /// `run` takes them, `taps` dividing `gemm.k`): `steps * cycles per
+    /// step` with per-layer precision, the sum of the data-dependent step
+    /// lengths with per-group precision.
+    pub fn cycles(&self, gemm: &Gemm, taps: usize, prec: LayerPrecision) -> u64 {
+        let b = &self.design;
+        let (e, m) = (gemm.e, gemm.m);
+        let channels = gemm.k / taps.max(1);
+        if b.precision == Precision::PerLayer {
+            return self.steps(e, m, taps, channels) * self.step_cycles(prec.act, prec.weight);
+        }
+        let mut per_filter_set = 0;
+        for ws in 0..e.div_ceil(b.windows) {
+            for tap in 0..taps {
+                for ls in 0..channels.div_ceil(b.lanes) {
+                    per_filter_set += self.step_len(gemm, taps, prec, ws, tap, ls);
+                }
+            }
+        }
+        per_filter_set * m.div_ceil(b.filters * b.tiles) as u64
     }
 
     fn check_faults(

@@ -43,9 +43,10 @@
 //! register value passes through even when the value is not live (two
 //! corrupted non-live operands can meet in a PE).
 
-mod clean;
+pub(crate) mod clean;
 mod os;
 mod stationary;
+mod stuck;
 
 use std::ops::Range;
 
@@ -286,6 +287,30 @@ pub fn run_exact_from_clean(
     Ok(correct(array, gemm, dp, faults, mapping, clean))
 }
 
+/// [`run_exact_from_clean`] for a caller that built the operands from
+/// valid codes itself (the network's fast path): only the faults are
+/// checked, not every operand code.
+pub(crate) fn run_exact_from_clean_trusted(
+    array: &SystolicArray,
+    gemm: &Gemm,
+    dp: &Datapath,
+    faults: &[HwFault],
+    clean: Vec<i64>,
+) -> Result<HwRun, HwSimError> {
+    let mapping = array.mapping(gemm.e, gemm.k, gemm.m);
+    for (index, f) in faults.iter().enumerate() {
+        f.check(array.rows, array.cols, dp, mapping.cycles)
+            .map_err(|reason| HwSimError::Fault {
+                index,
+                site: f.site,
+                row: f.row,
+                col: f.col,
+                reason,
+            })?;
+    }
+    Ok(correct(array, gemm, dp, faults, mapping, clean))
+}
+
 /// The checks of [`SystolicArray::run`], in its order, with its errors.
 fn validate(
     array: &SystolicArray,
@@ -311,12 +336,30 @@ fn correct(
             .enumerate()
             .map(|(i, f)| Event::new(i, f, dp, &mapping))
             .collect();
+        // Stuck bits are applied PE by PE (`stuck.rs`) wherever no flip
+        // reaches; the outputs flips reach (and the few the PE-wise path
+        // leaves out) are evaluated one by one with every fault.
+        let (permanent, transient): (Vec<Event>, Vec<Event>) =
+            events.iter().partition(|ev| ev.permanent());
+        let stuck = (!permanent.is_empty()).then(|| stuck::changes(gemm, dp, &mapping, &permanent));
+        let (mark, extra): (&[Event], &[usize]) = match &stuck {
+            Some(s) => (&transient, &s.excluded),
+            None => (&events, &[]),
+        };
         let changed = match mapping.dataflow {
-            Dataflow::Os => os::faulty_outputs(gemm, dp, &mapping, &events, &out),
+            Dataflow::Os => os::faulty_outputs(gemm, dp, &mapping, &events, mark, extra, &out),
             Dataflow::Ws | Dataflow::Is => {
-                stationary::faulty_outputs(gemm, dp, &mapping, &events, &out)
+                stationary::faulty_outputs(gemm, dp, &mapping, &events, mark, extra, &out)
             }
         };
+        if let Some(stuck) = stuck {
+            for (o, fix) in stuck.fixes {
+                out[o] = match fix {
+                    stuck::Fix::Delta(d) => dp.acc_limit(out[o] + d),
+                    stuck::Fix::Value(v) => v,
+                };
+            }
+        }
         for (o, v) in changed {
             out[o] = v;
         }

@@ -64,6 +64,14 @@ pub trait GemmExecutor: Send + Sync {
         dp: &Datapath,
         faults: &[HwFault],
     ) -> Result<HwRun, HwSimError>;
+
+    /// Whether the executor is the exact path that starts from a clean
+    /// result: a whole network then runs its fault-free layers and images
+    /// through the fast engine and only corrects the faulty layers
+    /// ([`super::fastnet`]), with the same results.
+    fn exact_from_clean(&self) -> bool {
+        false
+    }
 }
 
 /// The register-level model: [`SystolicArray::run`], every cycle stepped.
@@ -95,6 +103,10 @@ pub struct Exact;
 impl GemmExecutor for Exact {
     fn name(&self) -> &'static str {
         "exact"
+    }
+
+    fn exact_from_clean(&self) -> bool {
+        true
     }
 
     fn run(
@@ -278,19 +290,34 @@ pub fn run_mac_layer_requantized(
         let run = exec.run(array, &gemm, dp, &shape.group_faults(gi, faults))?;
         stats.stepped_cycles += run.stats.stepped_cycles;
         stats.pe_cycle_updates += run.stats.pe_cycle_updates;
-        for m in 0..shape.m {
-            let oc = gi * shape.m + m;
-            let bias = layer.bias[oc] as i64;
-            for e in 0..shape.e {
-                let acc = dp.acc_limit(run.out[e * shape.m + m] + bias);
-                out[oc * shape.e + e] = requantize(
-                    acc,
-                    layer.acc_frac,
-                    layer.out_format.frac,
-                    layer.out_format.bits,
-                ) as i32;
-            }
-        }
+        finish_group(layer, dp, shape.e, shape.m, gi, &run.out, out);
     }
     Ok(stats)
+}
+
+/// Group `gi`'s accumulators `acc` (`E x M` = `e_len x m_len`, after the psum rule) to the
+/// layer's requantized pre-activation codes in `out` (CHW): bias added with
+/// the accumulator rule, then requantized to the output format.
+pub(crate) fn finish_group(
+    layer: &MacLayer,
+    dp: &Datapath,
+    e_len: usize,
+    m_len: usize,
+    gi: usize,
+    acc: &[i64],
+    out: &mut [i32],
+) {
+    for m in 0..m_len {
+        let oc = gi * m_len + m;
+        let bias = layer.bias[oc] as i64;
+        for e in 0..e_len {
+            let acc = dp.acc_limit(acc[e * m_len + m] + bias);
+            out[oc * e_len + e] = requantize(
+                acc,
+                layer.acc_frac,
+                layer.out_format.frac,
+                layer.out_format.bits,
+            ) as i32;
+        }
+    }
 }

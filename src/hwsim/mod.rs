@@ -116,7 +116,9 @@
 //! schedule is only consulted in folds that have faults.
 
 pub mod bitserial;
+pub mod bsnet;
 pub mod exact;
+pub(crate) mod fastnet;
 pub mod fault;
 pub(crate) mod is;
 pub(crate) mod kernel;
@@ -131,10 +133,11 @@ pub(crate) mod ws;
 use rayon::prelude::*;
 
 pub use crate::accel::Dataflow;
+pub use bsnet::{AnyHwNetwork, BitSerialNetwork, BsExecutor};
 pub use fault::{FaultKind, FaultSite, HwFault};
 pub use layer::{CycleLevel, GemmExecutor, LayerGemm};
 pub use network::{ChipFault, HwNetError, HwNetwork, ImageFaults, LayerFault};
-pub use spec::{ChipFaults, HwFaultSpec, HwSpecError, Site};
+pub use spec::{ChipFaults, FaultTarget, HwFaultSpec, HwSpecError, Site};
 pub use sram::{SramBuffer, SramFault};
 
 use crate::fixed::{max_code, min_code, Datapath, Overflow};

@@ -9,6 +9,11 @@
 //!   one GEMM per group, bias, requantization and fused activation with the
 //!   engines' arithmetic. Fault-free, the logits are bit-identical to
 //!   [`crate::engine::ReferenceEngine`]'s.
+//! - With an executor that starts from a clean result
+//!   ([`GemmExecutor::exact_from_clean`], the exact path), fault-free images
+//!   and fault-free layers run through the fast engine instead and only
+//!   layers with PE faults are corrected, with the same results
+//!   ([`super::fastnet`]).
 //! - Every other node (pooling, add, concat, standalone BN, ReLU, ...) runs
 //!   through [`crate::engine`]'s integer ops, fault-free. The timing model
 //!   times pooling on the array as a depthwise reduction; the functional
@@ -36,7 +41,7 @@
 //! its cycle, an SRAM flip at its word as [`super::sram`] defines, and a
 //! stuck-at given for one layer during that layer only.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +51,11 @@ use crate::engine::exec_non_mac;
 use crate::fixed::Datapath;
 use crate::quant::{QModel, QOp};
 
+use super::bitserial::SipFault;
+use super::fastnet::{self, ChipKit};
 use super::layer::{run_mac_layer, CycleLevel, GemmExecutor, LayerGemm, LayerStats};
 use super::spec::ChipFaults;
+use super::spec::{FaultTarget, Site};
 use super::sram::{SramBuffer, SramFault};
 use super::{FaultKind, HwFault, HwSimError, SystolicArray};
 
@@ -56,6 +64,8 @@ use super::{FaultKind, HwFault, HwSimError, SystolicArray};
 pub enum HwNetError {
     #[error("accelerator `{0}` is not a systolic array; the cycle-level model needs one")]
     NotSystolic(String),
+    #[error("accelerator `{0}` is not a bit-serial design")]
+    NotBitSerial(String),
     #[error(
         "accelerator `{accel}` computes with {accel_dp:?} but the model was quantized for {model_dp:?}"
     )]
@@ -77,6 +87,8 @@ pub enum HwNetError {
     Fault { what: String, reason: String },
     #[error("input: {got} codes, the model takes {expected}")]
     InputSize { got: usize, expected: usize },
+    #[error("fast engine: {0}")]
+    Engine(String),
 }
 
 /// A fault anywhere on the chip.
@@ -85,6 +97,8 @@ pub enum HwNetError {
 pub enum ChipFault {
     Pe(HwFault),
     Sram(SramFault),
+    /// A SIP register of a bit-serial design.
+    Sip(SipFault),
 }
 
 impl ChipFault {
@@ -92,6 +106,7 @@ impl ChipFault {
         match self {
             ChipFault::Pe(f) => f.kind,
             ChipFault::Sram(f) => f.kind,
+            ChipFault::Sip(f) => f.kind,
         }
     }
 
@@ -100,6 +115,7 @@ impl ChipFault {
         match self {
             ChipFault::Pe(f) => f.site.name(),
             ChipFault::Sram(f) => f.buffer.name(),
+            ChipFault::Sip(f) => f.site.name(),
         }
     }
 }
@@ -158,7 +174,7 @@ impl HwLayer {
 /// hits: the code belongs to a group whose GEMM ended before the flip's
 /// cycle (each group reads only its own input channels and filters).
 fn read_before(
-    hl: &HwLayer,
+    lb: &LayerBuffers,
     layer: &crate::quant::MacLayer,
     f: &SramFault,
     len: usize,
@@ -167,7 +183,7 @@ fn read_before(
     let FaultKind::Flip { cycle } = f.kind else {
         return false;
     };
-    let Some(i) = super::sram::resident_index(f.address, cycle, len, words, hl.gemm.cycles) else {
+    let Some(i) = super::sram::resident_index(f.address, cycle, len, words, lb.cycles) else {
         return false;
     };
     let group = match f.buffer {
@@ -177,7 +193,18 @@ fn read_before(
         SramBuffer::Filter => i / layer.macs_per_output() / layer.cout_per_group(),
         SramBuffer::Ifmap | SramBuffer::Ofmap => return false,
     };
-    (group as u64) < cycle / hl.gemm.group_cycles
+    (group as u64) < cycle / lb.group_cycles.max(1)
+}
+
+/// What the SRAM fault rules need to know of one layer on its hardware:
+/// its cycles (all groups, and per group) and the buffers' words and code
+/// widths (indexed by [`SramBuffer`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerBuffers {
+    pub cycles: u64,
+    pub group_cycles: u64,
+    pub words: [usize; 3],
+    pub widths: [u32; 3],
 }
 
 /// Logits and per-layer measurements of one inference.
@@ -199,6 +226,10 @@ pub struct HwNetwork {
     clock_mhz: f64,
     layers: Vec<HwLayer>,
     executor: Arc<dyn GemmExecutor>,
+    /// The fast exact path's prepared layers: fault-free, and the last
+    /// chip's (built on first use).
+    clean_kit: Arc<OnceLock<Arc<ChipKit>>>,
+    chip_kit: Arc<Mutex<Option<Arc<ChipKit>>>>,
 }
 
 impl std::fmt::Debug for HwNetwork {
@@ -255,6 +286,8 @@ impl HwNetwork {
             clock_mhz: accel.clock_mhz,
             layers,
             executor: Arc::new(CycleLevel),
+            clean_kit: Arc::default(),
+            chip_kit: Arc::default(),
         })
     }
 
@@ -300,6 +333,17 @@ impl HwNetwork {
         })
     }
 
+    /// The SRAM fault rules' view of layer `li`.
+    pub(crate) fn layer_buffers(&self, li: usize) -> LayerBuffers {
+        let g = &self.layers[li].gemm;
+        LayerBuffers {
+            cycles: g.cycles,
+            group_cycles: g.group_cycles,
+            words: self.sram_words,
+            widths: SramBuffer::ALL.map(|b| self.sram_width(b)),
+        }
+    }
+
     /// Check one fault against the array, the buffers and the layers
     /// (`layer` is `None` for a permanent fault). Returns the reason it
     /// cannot exist.
@@ -342,6 +386,12 @@ impl HwNetwork {
                         f.bit, f.site
                     ));
                 }
+            }
+            ChipFault::Sip(f) => {
+                return Err(format!(
+                    "{} is a bit-serial site; this accelerator is a systolic array (sites pe.*, sram.*)",
+                    f.site
+                ))
             }
             ChipFault::Sram(f) => {
                 let words = self.sram_words(f.buffer);
@@ -423,11 +473,88 @@ impl HwNetwork {
                 expected: n,
             });
         }
+        if self.executor.exact_from_clean() {
+            let faults: Vec<ImageFaults> = (0..images.len() / n)
+                .into_par_iter()
+                .map(|i| chip.for_image(first_index + i as u64, self))
+                .collect();
+            return self.run_images_with(images, &faults);
+        }
         images
             .par_chunks(n)
             .enumerate()
             .map(|(i, img)| self.run_image(img, first_index + i as u64, chip))
             .collect()
+    }
+
+    /// Run `images` (whole images of `c*h*w` floats), image `i` under
+    /// `faults[i]`: the logit codes of each. With an executor that starts
+    /// from a clean result ([`GemmExecutor::exact_from_clean`], the exact
+    /// path) fault-free images run batched through the fast engine and the
+    /// others through [`fastnet`]; otherwise image by image in parallel.
+    pub fn run_images_with(
+        &self,
+        images: &[f32],
+        faults: &[ImageFaults],
+    ) -> Result<Vec<Vec<i32>>, HwNetError> {
+        self.run_images_indexed(images, faults).map_err(|(_, e)| e)
+    }
+
+    /// [`HwNetwork::run_images_with`], naming the image of an error.
+    pub fn run_images_indexed(
+        &self,
+        images: &[f32],
+        faults: &[ImageFaults],
+    ) -> Result<Vec<Vec<i32>>, (usize, HwNetError)> {
+        use rayon::prelude::*;
+        let n = self.model.input_shape().numel();
+        if !images.len().is_multiple_of(n) || images.len() / n != faults.len() {
+            return Err((
+                0,
+                HwNetError::InputSize {
+                    got: images.len(),
+                    expected: n * faults.len(),
+                },
+            ));
+        }
+        if self.executor.exact_from_clean() {
+            return fastnet::run_images(self, images, faults);
+        }
+        images
+            .par_chunks(n)
+            .zip(faults)
+            .enumerate()
+            .map(|(i, (img, f))| {
+                let mut codes = vec![0i32; n];
+                self.model.quantize_input(img, &mut codes);
+                self.run_codes(&codes, f)
+                    .map(|r| r.logits)
+                    .map_err(|e| (i, e))
+            })
+            .collect()
+    }
+
+    /// The fast exact path's prepared layers for a chip whose permanent
+    /// filter-buffer faults are `filter_faults` (the clean ones are built
+    /// once, a chip's are kept until another chip's are asked for).
+    pub(crate) fn chip_kit(&self, filter_faults: &[SramFault]) -> Arc<ChipKit> {
+        if filter_faults.is_empty() {
+            return self
+                .clean_kit
+                .get_or_init(|| Arc::new(ChipKit::clean(self)))
+                .clone();
+        }
+        let mut slot = self.chip_kit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = slot.as_ref().filter(|k| k.bakes(filter_faults)) {
+            return k.clone();
+        }
+        let k = Arc::new(ChipKit::new(self, filter_faults.to_vec()));
+        *slot = Some(k.clone());
+        k
+    }
+
+    pub(crate) fn check_image_faults(&self, faults: &ImageFaults) -> Result<(), HwNetError> {
+        self.check_faults(faults)
     }
 
     /// Run one image given as input codes, under `faults`.
@@ -441,6 +568,11 @@ impl HwNetwork {
             });
         }
         self.check_faults(faults)?;
+        if self.executor.exact_from_clean() {
+            let kit = self.chip_kit(&ChipKit::filter_faults(&faults.permanent));
+            let mut scratch = fastnet::Scratch::default();
+            return fastnet::run_codes(self, &kit, input, faults, &mut scratch);
+        }
         let dp = model.datapath;
         let mut outs: Vec<Vec<i32>> = Vec::with_capacity(model.nodes.len());
         let mut stats = Vec::with_capacity(self.layers.len());
@@ -451,57 +583,21 @@ impl HwNetwork {
                 QOp::Input => out.copy_from_slice(input),
                 QOp::Mac(layer) => {
                     let hl = &self.layers[li];
-                    let acting: Vec<ChipFault> = faults
-                        .permanent
-                        .iter()
-                        .copied()
-                        .chain(
-                            faults
-                                .transient
-                                .iter()
-                                .filter(|f| f.layer == li)
-                                .map(|f| f.fault),
-                        )
-                        .collect();
-                    let pe: Vec<HwFault> = acting
-                        .iter()
-                        .filter_map(|f| match f {
-                            ChipFault::Pe(p) => Some(*p),
-                            ChipFault::Sram(_) => None,
-                        })
-                        .collect();
-                    let sram = |b: SramBuffer| {
-                        acting.iter().filter_map(move |f| match f {
-                            ChipFault::Sram(s) if s.buffer == b => Some(*s),
-                            _ => None,
-                        })
-                    };
-                    let corrupt = |b: SramBuffer, codes: &mut [i32]| {
-                        for f in sram(b) {
-                            if read_before(hl, layer, &f, codes.len(), self.sram_words(b)) {
-                                continue;
-                            }
-                            f.apply(
-                                codes,
-                                self.sram_width(b),
-                                self.sram_words(b),
-                                hl.gemm.cycles,
-                            );
-                        }
-                    };
+                    let acting = ActingFaults::new(faults, li);
+                    let lb = self.layer_buffers(li);
                     let src = &outs[node.inputs[0]];
                     let mut ifmap;
-                    let input_codes: &[i32] = if sram(SramBuffer::Ifmap).next().is_some() {
+                    let input_codes: &[i32] = if acting.has_sram(SramBuffer::Ifmap) {
                         ifmap = src.clone();
-                        corrupt(SramBuffer::Ifmap, &mut ifmap);
+                        acting.corrupt(&lb, layer, SramBuffer::Ifmap, &mut ifmap);
                         &ifmap
                     } else {
                         src
                     };
                     let mut filter;
-                    let weights: &[i32] = if sram(SramBuffer::Filter).next().is_some() {
+                    let weights: &[i32] = if acting.has_sram(SramBuffer::Filter) {
                         filter = layer.weights.clone();
-                        corrupt(SramBuffer::Filter, &mut filter);
+                        acting.corrupt(&lb, layer, SramBuffer::Filter, &mut filter);
                         &filter
                     } else {
                         &layer.weights
@@ -513,7 +609,7 @@ impl HwNetwork {
                         &dp,
                         input_codes,
                         weights,
-                        &pe,
+                        &acting.pe,
                         &mut out,
                     )
                     .map_err(|source| HwNetError::Layer {
@@ -521,7 +617,7 @@ impl HwNetwork {
                         name: hl.name.clone(),
                         source,
                     })?;
-                    corrupt(SramBuffer::Ofmap, &mut out);
+                    acting.corrupt(&lb, layer, SramBuffer::Ofmap, &mut out);
                     stats.push(s);
                     li += 1;
                 }
@@ -533,5 +629,113 @@ impl HwNetwork {
             logits: outs.pop().unwrap_or_default(),
             layers: stats,
         })
+    }
+}
+
+/// The faults acting during layer `L` of one image: PE faults (permanent
+/// first, then the layer's own, in list order) and SRAM faults with
+/// whether they are the layer's own (`true`) or the chip's permanent cells.
+pub(crate) struct ActingFaults {
+    pub pe: Vec<HwFault>,
+    pub sip: Vec<SipFault>,
+    sram: Vec<(bool, SramFault)>,
+}
+
+impl ActingFaults {
+    pub(crate) fn new(faults: &ImageFaults, layer: usize) -> ActingFaults {
+        let acting = faults.permanent.iter().map(|f| (false, *f)).chain(
+            faults
+                .transient
+                .iter()
+                .filter(|f| f.layer == layer)
+                .map(|f| (true, f.fault)),
+        );
+        let mut a = ActingFaults {
+            pe: Vec::new(),
+            sip: Vec::new(),
+            sram: Vec::new(),
+        };
+        for (own, f) in acting {
+            match f {
+                ChipFault::Pe(p) => a.pe.push(p),
+                ChipFault::Sram(s) => a.sram.push((own, s)),
+                ChipFault::Sip(s) => a.sip.push(s),
+            }
+        }
+        a
+    }
+
+    pub(crate) fn has_sram(&self, b: SramBuffer) -> bool {
+        self.sram.iter().any(|(_, f)| f.buffer == b)
+    }
+
+    pub(crate) fn has_sram_transient(&self, b: SramBuffer) -> bool {
+        self.sram.iter().any(|(own, f)| *own && f.buffer == b)
+    }
+
+    /// Apply the buffer's faults to the codes the layer keeps in it (see
+    /// [`super::sram`]): flips after the last read of their code are masked.
+    pub(crate) fn corrupt(
+        &self,
+        lb: &LayerBuffers,
+        layer: &crate::quant::MacLayer,
+        b: SramBuffer,
+        codes: &mut [i32],
+    ) {
+        self.corrupt_where(lb, layer, b, codes, |_| true)
+    }
+
+    /// [`ActingFaults::corrupt`] with the layer's own faults only.
+    pub(crate) fn corrupt_transient(
+        &self,
+        lb: &LayerBuffers,
+        layer: &crate::quant::MacLayer,
+        b: SramBuffer,
+        codes: &mut [i32],
+    ) {
+        self.corrupt_where(lb, layer, b, codes, |own| own)
+    }
+
+    fn corrupt_where(
+        &self,
+        lb: &LayerBuffers,
+        layer: &crate::quant::MacLayer,
+        b: SramBuffer,
+        codes: &mut [i32],
+        keep: impl Fn(bool) -> bool,
+    ) {
+        let (words, width) = (lb.words[b as usize], lb.widths[b as usize]);
+        for (own, f) in &self.sram {
+            if f.buffer != b || !keep(*own) || read_before(lb, layer, f, codes.len(), words) {
+                continue;
+            }
+            f.apply(codes, width, words, lb.cycles);
+        }
+    }
+}
+
+impl FaultTarget for HwNetwork {
+    fn site_grid(&self, site: Site) -> Option<(u64, u64, u32)> {
+        match site {
+            Site::Pe(s) => Some((
+                self.array.rows as u64,
+                self.array.cols as u64,
+                s.width(self.datapath()),
+            )),
+            Site::Sram(b) => Some((self.sram_words(b) as u64, 1, self.sram_width(b))),
+            Site::Sip(_) => None,
+        }
+    }
+
+    fn clock_mhz(&self) -> f64 {
+        self.clock_mhz
+    }
+
+    fn layer_cycles(&self) -> Vec<u64> {
+        self.layers.iter().map(|l| l.gemm.cycles).collect()
+    }
+
+    fn check_fault(&self, layer: Option<usize>, fault: &ChipFault) -> Result<(), String> {
+        HwNetwork::check_fault(self, layer, fault)
     }
 }

@@ -5,8 +5,9 @@
 //! # Format
 //!
 //! ```toml
-//! # Random faults, per site (any of pe.weight_reg, pe.act_reg, pe.psum_reg,
-//! # pe.mult_out, sram.ifmap, sram.filter, sram.ofmap):
+//! # Random faults, per site (systolic arrays: pe.weight_reg, pe.act_reg,
+//! # pe.psum_reg, pe.mult_out; bit-serial designs: sip.weight_reg,
+//! # sip.act_reg, sip.psum_reg; both: sram.ifmap, sram.filter, sram.ofmap):
 //! [sites."sram.ifmap"]
 //! fit_per_mbit = 1000.0          # transient upsets: FIT (failures per 1e9 h) per Mbit (2^20 bits)
 //! acceleration = 1.0             # optional, with fit_per_mbit: flux multiplier (beam tests)
@@ -38,8 +39,11 @@
 //! # Sampling a chip ([`HwFaultSpec::sample_chip`])
 //!
 //! Bits of a site: PE sites `rows * cols * width` (width of the register,
-//! see [`FaultSite::width`]), SRAM sites `words * width` (one code per
-//! word). All random draws come from [`crate::fault::stream`]:
+//! see [`FaultSite::width`]), SIP sites the register grid of
+//! [`SipSite::grid`] times its width, SRAM sites `words * width` (one code
+//! per word). A spec is checked against the hardware it is sampled on
+//! ([`FaultTarget`]): a rate for a site the accelerator does not have is an
+//! error naming the key and the sites it has. All random draws come from [`crate::fault::stream`]:
 //! - **Stuck-at** cells are drawn once per chip, from
 //!   `stream(seed, chip, u64::MAX - 1, site)`: each bit is stuck with
 //!   probability `stuck_at_0 + stuck_at_1` (geometric skipping over the
@@ -53,7 +57,9 @@
 //!   `(i % bits) / width` (PE `row * cols + col`, or SRAM address), bit
 //!   `i % width`.
 //!
-//! `site` is the index in [`Site::ALL`]. Results depend only on (seed, chip,
+//! `site` is the index in [`Site::ALL`]; a SIP register takes the index of
+//! the PE register of the same role (`sip.weight_reg` 0, `sip.act_reg` 1,
+//! `sip.psum_reg` 2), as no accelerator has both. Results depend only on (seed, chip,
 //! image), never on threads or batching.
 
 use std::collections::BTreeMap;
@@ -62,7 +68,8 @@ use std::path::{Path, PathBuf};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::network::{ChipFault, HwNetwork, ImageFaults, LayerFault};
+use super::bitserial::{SipFault, SipSite};
+use super::network::{ChipFault, ImageFaults, LayerFault};
 use super::sram::{SramBuffer, SramFault};
 use super::{FaultKind, FaultSite, HwFault};
 use crate::fault::skip::Skipper;
@@ -93,15 +100,36 @@ pub enum HwSpecError {
     },
 }
 
-/// A fault site: a PE register or an SRAM buffer.
+/// A fault site: a PE register, a bit-serial SIP register or an SRAM
+/// buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Site {
     Pe(FaultSite),
     Sram(SramBuffer),
+    /// A register of a bit-serial design's serial inner-product units.
+    Sip(SipSite),
+}
+
+/// What a fault specification is sampled on: a network mapped onto an
+/// accelerator (a systolic array, [`super::HwNetwork`], or a bit-serial design,
+/// [`super::bsnet::BitSerialNetwork`]).
+pub trait FaultTarget {
+    /// `(rows, cols, width)` of a site on this hardware: PE or SIP grid
+    /// (unit `row * cols + col`), or SRAM words (`cols = 1`); `None` if the
+    /// hardware has no such site.
+    fn site_grid(&self, site: Site) -> Option<(u64, u64, u32)>;
+    /// Clock in MHz (for FIT rates).
+    fn clock_mhz(&self) -> f64;
+    /// Cycles of each conv/linear layer ("layer `L`"), in model order.
+    fn layer_cycles(&self) -> Vec<u64>;
+    /// Check one fault against the hardware and the layers (`layer` is
+    /// `None` for a permanent fault): the reason it cannot exist.
+    fn check_fault(&self, layer: Option<usize>, fault: &ChipFault) -> Result<(), String>;
 }
 
 impl Site {
-    /// Every site; the index is the site's random-stream id.
+    /// Every site of a systolic accelerator; the index is the site's
+    /// random-stream id.
     pub const ALL: [Site; 7] = [
         Site::Pe(FaultSite::WeightReg),
         Site::Pe(FaultSite::ActReg),
@@ -112,51 +140,97 @@ impl Site {
         Site::Sram(SramBuffer::Ofmap),
     ];
 
+    /// Every site of a bit-serial accelerator (the SIP registers take the
+    /// random-stream ids of the PE registers they correspond to).
+    pub const BITSERIAL: [Site; 6] = [
+        Site::Sip(SipSite::WeightReg),
+        Site::Sip(SipSite::ActReg),
+        Site::Sip(SipSite::PsumReg),
+        Site::Sram(SramBuffer::Ifmap),
+        Site::Sram(SramBuffer::Filter),
+        Site::Sram(SramBuffer::Ofmap),
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Site::Pe(s) => s.name(),
             Site::Sram(b) => b.name(),
+            Site::Sip(s) => s.name(),
         }
     }
 
     pub fn parse(s: &str) -> Option<Site> {
-        Site::ALL.into_iter().find(|site| site.name() == s)
+        Site::ALL
+            .into_iter()
+            .chain(Site::BITSERIAL)
+            .find(|site| site.name() == s)
     }
 
+    const SIP_ONLY: [Site; 3] = [
+        Site::Sip(SipSite::WeightReg),
+        Site::Sip(SipSite::ActReg),
+        Site::Sip(SipSite::PsumReg),
+    ];
+
+    /// Random-stream id (`0..8`).
     fn index(self) -> u64 {
-        Site::ALL.iter().position(|&s| s == self).unwrap_or(0) as u64
+        let same_role = match self {
+            Site::Sip(SipSite::WeightReg) => Site::Pe(FaultSite::WeightReg),
+            Site::Sip(SipSite::ActReg) => Site::Pe(FaultSite::ActReg),
+            Site::Sip(SipSite::PsumReg) => Site::Pe(FaultSite::PsumReg),
+            s => s,
+        };
+        Site::ALL.iter().position(|&s| s == same_role).unwrap_or(0) as u64
     }
 
-    /// (units, width): PEs or SRAM words, and bits per unit.
-    pub fn geometry(self, net: &HwNetwork) -> (u64, u32) {
+    /// Order of sites in tables and maps: [`Site::ALL`], then the SIP sites.
+    fn order(self) -> usize {
         match self {
-            Site::Pe(s) => (
-                (net.array().rows * net.array().cols) as u64,
-                s.width(net.datapath()),
-            ),
-            Site::Sram(b) => (net.sram_words(b) as u64, net.sram_width(b)),
+            Site::Sip(s) => Site::ALL.len() + s as usize,
+            s => s.index() as usize,
+        }
+    }
+
+    /// (units, width): PEs, SIP registers or SRAM words, and bits per unit
+    /// (no units if the hardware has no such site).
+    pub fn geometry<N: FaultTarget + ?Sized>(self, net: &N) -> (u64, u32) {
+        match net.site_grid(self) {
+            Some((rows, cols, width)) => (rows * cols, width),
+            None => (0, 0),
         }
     }
 
     /// Bits of the site on the chip.
-    pub fn bits(self, net: &HwNetwork) -> u64 {
+    pub fn bits<N: FaultTarget + ?Sized>(self, net: &N) -> u64 {
         let (units, width) = self.geometry(net);
         units * u64::from(width)
     }
 
-    /// The fault at `unit` (PE `row * cols + col` or address), `bit`.
-    fn fault(self, net: &HwNetwork, unit: u64, bit: u8, kind: FaultKind) -> ChipFault {
+    /// The fault at `unit` (PE/SIP `row * cols + col` or address), `bit`.
+    fn fault<N: FaultTarget + ?Sized>(
+        self,
+        net: &N,
+        unit: u64,
+        bit: u8,
+        kind: FaultKind,
+    ) -> ChipFault {
+        let cols = net.site_grid(self).map_or(1, |(_, c, _)| c.max(1));
+        let (row, col) = ((unit / cols) as usize, (unit % cols) as usize);
         match self {
-            Site::Pe(site) => {
-                let cols = net.array().cols as u64;
-                ChipFault::Pe(HwFault {
-                    site,
-                    row: (unit / cols) as usize,
-                    col: (unit % cols) as usize,
-                    bit,
-                    kind,
-                })
-            }
+            Site::Pe(site) => ChipFault::Pe(HwFault {
+                site,
+                row,
+                col,
+                bit,
+                kind,
+            }),
+            Site::Sip(site) => ChipFault::Sip(SipFault {
+                site,
+                row,
+                col,
+                bit,
+                kind,
+            }),
             Site::Sram(buffer) => ChipFault::Sram(SramFault {
                 buffer,
                 address: unit as usize,
@@ -170,7 +244,7 @@ impl Site {
 /// Sites order as in [`Site::ALL`].
 impl Ord for Site {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.index().cmp(&other.index())
+        self.order().cmp(&other.order())
     }
 }
 
@@ -316,7 +390,12 @@ impl HwFaultSpec {
             key,
             rule,
         };
-        let sites_list = Site::ALL.map(|s| s.name()).join(", ");
+        let sites_list = Site::ALL
+            .into_iter()
+            .chain(Site::SIP_ONLY)
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut rates = BTreeMap::new();
         for (name, r) in &file.sites {
             let key = |k: &str| format!("sites.\"{name}\".{k}");
@@ -443,15 +522,22 @@ impl HwFaultSpec {
                 ));
             }
             let unit = match site {
-                Site::Pe(_) => {
+                Site::Pe(_) | Site::Sip(_) => {
+                    let kind = if matches!(site, Site::Pe(_)) {
+                        "PE"
+                    } else {
+                        "SIP"
+                    };
                     if f.address.is_some() {
                         return Err(bad(
                             key("address"),
-                            format!("{} is a PE site: give row and col, not address", f.site),
+                            format!("{} is a {kind} site: give row and col, not address", f.site),
                         ));
                     }
                     let need = |k: &str, v: Option<usize>| {
-                        v.ok_or_else(|| bad(key(k), format!("missing: {} is a PE site", f.site)))
+                        v.ok_or_else(|| {
+                            bad(key(k), format!("missing: {} is a {kind} site", f.site))
+                        })
                     };
                     (need("row", f.row)?, need("col", f.col)?)
                 }
@@ -476,6 +562,13 @@ impl HwFaultSpec {
             };
             let fault = match site {
                 Site::Pe(s) => ChipFault::Pe(HwFault {
+                    site: s,
+                    row: unit.0,
+                    col: unit.1,
+                    bit: f.bit,
+                    kind,
+                }),
+                Site::Sip(s) => ChipFault::Sip(SipFault {
                     site: s,
                     row: unit.0,
                     col: unit.1,
@@ -509,9 +602,27 @@ impl HwFaultSpec {
         })
     }
 
-    /// Check the explicit faults fit the network (array, buffers, layers,
-    /// widths, cycles).
-    pub fn check(&self, net: &HwNetwork) -> Result<(), HwSpecError> {
+    /// Check the rates' sites exist on the hardware and the explicit faults
+    /// fit the network (array, buffers, layers, widths, cycles).
+    pub fn check<N: FaultTarget + ?Sized>(&self, net: &N) -> Result<(), HwSpecError> {
+        for &site in self.rates.keys() {
+            if net.site_grid(site).is_none() {
+                let here: Vec<&str> = Site::ALL
+                    .into_iter()
+                    .chain(Site::BITSERIAL)
+                    .filter(|&s| net.site_grid(s).is_some())
+                    .map(|s| s.name())
+                    .collect();
+                return Err(HwSpecError::Invalid {
+                    path: self.path.clone(),
+                    key: format!("sites.\"{}\"", site.name()),
+                    rule: format!(
+                        "this accelerator has no such site; its sites are {}",
+                        here.join(", ")
+                    ),
+                });
+            }
+        }
         for (i, f) in self.faults.iter().enumerate() {
             net.check_fault(f.layer, &f.fault)
                 .map_err(|rule| HwSpecError::Invalid {
@@ -525,7 +636,7 @@ impl HwFaultSpec {
 
     /// Transient flip probability per bit per cycle of each site with a
     /// transient rate, at the network's clock.
-    pub fn transient_rates(&self, net: &HwNetwork) -> Vec<(Site, f64)> {
+    pub fn transient_rates<N: FaultTarget + ?Sized>(&self, net: &N) -> Vec<(Site, f64)> {
         self.rates
             .iter()
             .filter_map(|(&s, r)| Some((s, r.transient?.per_bit_cycle(net.clock_mhz()))))
@@ -534,20 +645,21 @@ impl HwFaultSpec {
     }
 
     /// Expected number of sampled transient flips in one inference.
-    pub fn expected_transients_per_image(&self, net: &HwNetwork) -> f64 {
+    pub fn expected_transients_per_image<N: FaultTarget + ?Sized>(&self, net: &N) -> f64 {
+        let cycles: u64 = net.layer_cycles().iter().sum();
         self.transient_rates(net)
             .iter()
-            .map(|&(s, p)| p * s.bits(net) as f64 * net.cycles() as f64)
+            .map(|&(s, p)| p * s.bits(net) as f64 * cycles as f64)
             .fold(0.0, |a, b| a + b)
     }
 
     /// The faults of simulated chip `chip`: stuck-at cells drawn once, the
     /// explicit faults, and the transient rates for [`ChipFaults::for_image`].
-    pub fn sample_chip(
+    pub fn sample_chip<N: FaultTarget + ?Sized>(
         &self,
         seed: u64,
         chip: u64,
-        net: &HwNetwork,
+        net: &N,
     ) -> Result<ChipFaults, HwSpecError> {
         self.check(net)?;
         let mut permanent = Vec::new();
@@ -612,14 +724,20 @@ impl ChipFaults {
     /// The faults acting in the inference of image `image` (dataset index):
     /// the chip's permanent and explicit faults, plus transient flips
     /// sampled for this image (see the module doc).
-    pub fn for_image(&self, image: u64, net: &HwNetwork) -> ImageFaults {
+    pub fn for_image<N: FaultTarget + ?Sized>(&self, image: u64, net: &N) -> ImageFaults {
         let mut transient: Vec<LayerFault> = self
             .explicit
             .iter()
             .filter(|(only, _)| only.is_none_or(|i| i == image))
             .map(|&(_, f)| f)
             .collect();
-        for (layer, hl) in net.layers().iter().enumerate() {
+        if self.transient_rates.is_empty() {
+            return ImageFaults {
+                permanent: self.permanent.clone(),
+                transient,
+            };
+        }
+        for (layer, cycles) in net.layer_cycles().into_iter().enumerate() {
             for &(site, p) in &self.transient_rates {
                 let (units, width) = site.geometry(net);
                 let mut rng = crate::fault::stream(
@@ -628,19 +746,12 @@ impl ChipFaults {
                     image,
                     ((layer as u64) << 3) | site.index(),
                 );
-                for_each_transient(
-                    p,
-                    units,
-                    width,
-                    hl.gemm.cycles,
-                    &mut rng,
-                    |cycle, unit, bit| {
-                        transient.push(LayerFault {
-                            layer,
-                            fault: site.fault(net, unit, bit, FaultKind::Flip { cycle }),
-                        });
-                    },
-                );
+                for_each_transient(p, units, width, cycles, &mut rng, |cycle, unit, bit| {
+                    transient.push(LayerFault {
+                        layer,
+                        fault: site.fault(net, unit, bit, FaultKind::Flip { cycle }),
+                    });
+                });
             }
         }
         ImageFaults {

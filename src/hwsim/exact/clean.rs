@@ -22,10 +22,7 @@ use crate::fixed::{max_code, Datapath, Overflow};
 /// valid codes of the datapath (as `SystolicArray::run` checks).
 pub fn clean_gemm(gemm: &Gemm, dp: &Datapath) -> Vec<i64> {
     let (e, k, m) = (gemm.e, gemm.k, gemm.m);
-    let largest_product = 1u128 << (u32::from(dp.act_bits) + u32::from(dp.weight_bits) - 2);
-    let plain_sum_exact = dp.overflow == Overflow::Wrap
-        || k as u128 * largest_product <= max_code(dp.psum_bits) as u128;
-    if !plain_sum_exact {
+    if !plain_sum_exact(dp, k) {
         return saturating_in_order(gemm, dp);
     }
     let mut c = vec![0i32; e * m];
@@ -39,6 +36,15 @@ pub fn clean_gemm(gemm: &Gemm, dp: &Datapath) -> Vec<i64> {
         gemm_i16(e, m, k, &a, &w, &mut c);
     }
     c.into_iter().map(|v| dp.acc_limit(v as i64)).collect()
+}
+
+/// Whether the plain (wrapping i32) sum of `k` products followed by the
+/// accumulator rule is the hardware's result: always for a wrapping
+/// accumulator, and for a saturating one when no partial sum can reach the
+/// clamp (`k * 2^(act_bits+weight_bits-2)` fits the accumulator).
+pub(crate) fn plain_sum_exact(dp: &Datapath, k: usize) -> bool {
+    let largest_product = 1u128 << (u32::from(dp.act_bits) + u32::from(dp.weight_bits) - 2);
+    dp.overflow == Overflow::Wrap || k as u128 * largest_product <= max_code(dp.psum_bits) as u128
 }
 
 /// Saturating sums in reduction order, one output row per task.

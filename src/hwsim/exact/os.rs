@@ -235,6 +235,8 @@ pub(super) fn faulty_outputs(
     dp: &Datapath,
     mapping: &Mapping,
     events: &[Event],
+    mark: &[Event],
+    extra: &[usize],
     clean: &[i64],
 ) -> Vec<(usize, i64)> {
     let (rows, cols) = (mapping.rows, mapping.cols);
@@ -243,8 +245,11 @@ pub(super) fn faulty_outputs(
     let ix = Index::new(mapping, events);
     let arith = Arith::new(dp, cycles);
     let mut touched = Touched::new(e_len * m_len);
-    for ev in events {
+    for ev in mark {
         mark_reach(mapping, e_len, m_len, ev, &mut touched);
+    }
+    for &o in extra {
+        touched.mark(o);
     }
     touched.evaluate(|s: &mut Scratch, o: usize| {
         let (e, m) = (o / m_len, o % m_len);

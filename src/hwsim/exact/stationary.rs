@@ -247,11 +247,13 @@ pub(super) fn faulty_outputs(
     dp: &Datapath,
     mapping: &Mapping,
     events: &[Event],
+    mark: &[Event],
+    extra: &[usize],
     clean: &[i64],
 ) -> Vec<(usize, i64)> {
     match mapping.dataflow {
-        Dataflow::Ws => faulty::<WeightStationary>(gemm, dp, mapping, events, clean),
-        Dataflow::Is => faulty::<InputStationary>(gemm, dp, mapping, events, clean),
+        Dataflow::Ws => faulty::<WeightStationary>(gemm, dp, mapping, events, mark, extra, clean),
+        Dataflow::Is => faulty::<InputStationary>(gemm, dp, mapping, events, mark, extra, clean),
         Dataflow::Os => unreachable!("output stationary has its own analysis"),
     }
 }
@@ -261,6 +263,8 @@ fn faulty<R: OutputCoords + Sync>(
     dp: &Datapath,
     mapping: &Mapping,
     events: &[Event],
+    mark: &[Event],
+    extra: &[usize],
     clean: &[i64],
 ) -> Vec<(usize, i64)> {
     let ops = Operands {
@@ -288,8 +292,11 @@ fn faulty<R: OutputCoords + Sync>(
     }
     let arith = Arith::new(dp, row_folds * rows);
     let mut touched = Touched::new(gemm.e * gemm.m);
-    for ev in events {
+    for ev in mark {
         mark_reach::<R>(mapping, &ops, ev, &mut touched);
+    }
+    for &o in extra {
+        touched.mark(o);
     }
     touched.evaluate(|s: &mut Scratch, o: usize| {
         let (t, sc) = R::coords(&ops, o);
