@@ -166,16 +166,17 @@ pub struct ModelInputs<'a> {
     /// GEMM views of the MAC layers with operand statistics
     /// ([`crate::derive::network::gemm_layers`]).
     pub layers: &'a [GemmLayer],
+    /// The model on the accelerator's functional model (`None` for designs
+    /// the derivation does not cover).
+    pub net: Option<&'a HwNetwork>,
 }
 
 /// Study one model on `acc` under `spec`: `test` is the large image set
 /// (clean and derived-model accuracy), `cross` the hardware-level one.
-/// `net` is the model on the functional accelerator model (`None` for
-/// designs without one). `progress` gets images run.
+/// `progress` gets images run.
 pub fn study_model(
     m: &ModelInputs<'_>,
     acc: &Accelerator,
-    net: Option<&HwNetwork>,
     spec: &HwFaultSpec,
     test: TestSet<'_>,
     cross: TestSet<'_>,
@@ -212,7 +213,7 @@ pub fn study_model(
             widths.join(" ")
         ));
     }
-    let faults = match net {
+    let faults = match m.net {
         None => {
             notes.push(format!(
                 "`{}` is a {} design: the fault derivation and the hardware-level cross-check need a systolic array's functional model",

@@ -180,11 +180,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             graph: &q.graph,
             qmodel: &q.qmodel,
             layers: &layers,
+            net: net.as_ref(),
         };
         let s = study::study_model(
             &inputs,
             &acc,
-            net.as_ref(),
             &spec,
             test,
             cross,
