@@ -182,15 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             layers: &layers,
             net: net.as_ref(),
         };
-        let s = study::study_model(
-            &inputs,
-            &acc,
-            &spec,
-            test,
-            cross,
-            &cfg,
-            &|k| bar.inc(k),
-        )?;
+        let s = study::study_model(&inputs, &acc, &spec, test, cross, &cfg, &|k| bar.inc(k))?;
         // Per-model files.
         let tpath = args.out.join(format!("timing-{name}.csv"));
         write_atomic(&tpath, crate::accel::output::csv(&s.timing).as_bytes())?;
