@@ -31,13 +31,14 @@ use crate::accel::{time_graph, Accelerator, NetworkTiming};
 use crate::derive::calibrate::{
     agrees, chip_at, derived_accuracy, flips_per_cycle, hardware_accuracy, rate_shape,
 };
-use crate::derive::layer::{GemmLayer, SiteRates};
+use crate::derive::layer::GemmLayer;
 use crate::derive::network::{derive_network, pe_transient_rates, NetworkDerivation};
 use crate::engine::{EngineError, FastEngine};
 use crate::eval::pipeline::TestSet;
+use crate::eval::stats::pct;
 use crate::eval::{accuracy, Summary};
 use crate::fixed::Datapath;
-use crate::hwsim::{FaultSite, HwFaultSpec, HwNetError, HwNetwork};
+use crate::hwsim::{HwFaultSpec, HwNetError, HwNetwork};
 use crate::model::Graph;
 use crate::quant::QModel;
 use crate::report::{Csv, Plot, ReportError, Series, Style, Table};
@@ -314,18 +315,6 @@ fn fault_study(
     })
 }
 
-/// The strongest PE site rate of a spec's PE rates (the sweep's unit).
-pub fn strongest_rate(rates: &SiteRates) -> f64 {
-    FaultSite::ALL
-        .iter()
-        .map(|&s| rates.of(s))
-        .fold(0.0, f64::max)
-}
-
-fn pct(x: f64) -> String {
-    format!("{:.2}", 100.0 * x)
-}
-
 fn mean_ci(s: &Summary) -> String {
     match s.ci95 {
         Some((lo, hi)) => format!("{} [{}, {}]", pct(s.mean), pct(lo), pct(hi)),
@@ -416,10 +405,7 @@ pub fn render(studies: &[ModelStudy], ctx: &ReportContext<'_>) -> Result<Report,
     ];
     let mut sweep = Table::new(sheader);
     let mut sweep_csv = Csv::new(sheader);
-    let ci = |s: &Summary| match s.ci95 {
-        Some((lo, hi)) => format!("{}..{}", pct(lo), pct(hi)),
-        None => "-".into(),
-    };
+    let ci = Summary::ci_pct;
     let mut plot = Plot::new(
         format!("accuracy vs raw PE flip rate on {}", ctx.acc.name),
         "raw flip rate per bit per cycle (strongest PE site)",

@@ -51,15 +51,10 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-fn pct(x: f64) -> String {
-    format!("{:.2}", 100.0 * x)
-}
+use crate::eval::stats::pct;
 
 fn ci(s: &crate::eval::Summary) -> String {
-    match s.ci95 {
-        Some((lo, hi)) => format!("{}..{}", pct(lo), pct(hi)),
-        None => "-".into(),
-    }
+    s.ci_pct()
 }
 
 fn report(cal: &Calibration, title: &str) -> anyhow::Result<(Table, Csv, Table, Csv, Plot)> {

@@ -51,6 +51,21 @@ impl Summary {
     }
 }
 
+/// A fraction as a percentage with two decimals (`0.8732` -> `87.32`).
+pub fn pct(x: f64) -> String {
+    format!("{:.2}", 100.0 * x)
+}
+
+impl Summary {
+    /// The 95% confidence interval in percent, `lo..hi` (`-` below two samples).
+    pub fn ci_pct(&self) -> String {
+        match self.ci95 {
+            Some((lo, hi)) => format!("{}..{}", pct(lo), pct(hi)),
+            None => "-".into(),
+        }
+    }
+}
+
 /// t(0.975, df) for df = 1..=30 (standard tables, 4 decimals).
 const T975: [f64; 30] = [
     12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010,
