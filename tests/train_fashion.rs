@@ -198,6 +198,75 @@ fn cli_train_exports_weights_that_infer_loads() {
     assert!(dir.path().join("tiny.safetensors.ckpt.json").exists());
     let text = run(&["infer", "--model", m, "--weights", w, "--images", "100"]);
     assert!(text.to_lowercase().contains("accuracy"), "{text}");
+    // --init starts from the given weights: with a negligible learning rate
+    // the fine-tuned export keeps every learned tensor (BN running
+    // statistics still follow the data).
+    let tuned = dir.path().join("tuned.safetensors");
+    let t = tuned.to_str().unwrap();
+    let text = run(&[
+        "train",
+        "--model",
+        m,
+        "--init",
+        w,
+        "--epochs",
+        "1",
+        "--batch",
+        "32",
+        "--train-subset",
+        "320",
+        "--qat-warmup",
+        "0",
+        "--lr",
+        "1e-12",
+        "--wd",
+        "0",
+        "--out",
+        t,
+    ]);
+    assert!(text.contains("fixed-point engine"), "{text}");
+    let graph = ftnas::model::load_model(&model, ftnas::model::Shape::new(1, 28, 28)).unwrap();
+    let before = ftnas::model::load_weights(&out, &graph).unwrap();
+    let after = ftnas::model::load_weights(&tuned, &graph).unwrap();
+    assert_eq!(before.tensors.len(), after.tensors.len());
+    let mut compared = 0;
+    for (name, a) in before
+        .tensors
+        .iter()
+        .filter(|(n, _)| !n.contains("running_"))
+    {
+        compared += 1;
+        let b = after.get(name).unwrap();
+        let diff = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-6, "{name} moved by {diff}");
+    }
+    assert!(compared >= 4, "{compared}");
+    // --init with weights of another model is a clear error
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "family = \"vgg\"\nchannels = [[4], [16]]\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ftnas"))
+        .args([
+            "train",
+            "--model",
+            other.to_str().unwrap(),
+            "--init",
+            w,
+            "--out",
+            t,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--init") && err.contains("tiny.safetensors"),
+        "{err}"
+    );
     // bad flag values are errors, not panics
     let o = Command::new(env!("CARGO_BIN_EXE_ftnas"))
         .args([

@@ -51,6 +51,11 @@ pub struct Args {
     /// Continue from OUT.ckpt (same flags and seed).
     #[arg(long)]
     pub resume: bool,
+    /// Start from these trained weights (safetensors of the same model)
+    /// instead of a random initialisation, e.g. FTT fine-tuning of a
+    /// normally trained model (use with `--qat-warmup 0`).
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// Fault-tolerant training: `feature:SPEC` or `weight:SPEC` with the
     /// `--feature-fault` / `--weight-fault` shorthands, e.g. `feature:mibb:1e-4`.
     #[arg(long, conflicts_with = "fault_model")]
@@ -180,6 +185,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let mut trainer = if args.resume {
         Trainer::resume(&graph, cfg, &ckpt)?
+    } else if let Some(init) = &args.init {
+        let weights = model::load_weights(init, &graph)
+            .with_context(|| format!("--init {}", init.display()))?;
+        let params = Params::from_weights(&graph, &weights)
+            .map_err(|e| anyhow::anyhow!("--init {}: {e}", init.display()))?;
+        Trainer::new(&graph, cfg, params)?
     } else {
         Trainer::new(&graph, cfg, Params::init(&graph, args.seed))?
     };
