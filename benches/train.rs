@@ -3,7 +3,11 @@
 //! faulty forward and backward under MiBB p=1e-4 feature faults or sa:1e-3
 //! weight faults). One step = forward, backward, SGD update.
 //!
-//! Run: `cargo bench --bench train`.
+//! Also MobileNet-V2 (QAT, QAT + FTT MiBB), whose big activations made
+//! allocator page zeroing a quarter of a step (see `ftnas::malloc`).
+//!
+//! Run: `cargo bench --bench train` (`FTNAS_MALLOC=default` for the
+//! untuned allocator).
 
 use std::time::Duration;
 
@@ -16,6 +20,8 @@ use ftnas::train::{Ftt, Params, TrainConfig, Trainer};
 const BATCH: usize = 128;
 
 fn bench_train(c: &mut Criterion) {
+    let tuned = ftnas::malloc::keep_freed_memory();
+    println!("allocator tuned: {tuned}");
     let train = data::load(None, Split::Train)
         .expect("Fashion-MNIST (apt package fashion-mnist) is needed")
         .take(BATCH);
@@ -50,6 +56,37 @@ fn bench_train(c: &mut Criterion) {
             b.iter(|| t.train_step(&train.images, &train.labels))
         });
         cpu_throughput(name, &mut t, &train.images, &train.labels);
+    }
+    group.finish();
+
+    let graph = load_model(std::path::Path::new("models/mobilenetv2.toml"), train.shape).unwrap();
+    let mut group = c.benchmark_group("train_step_mobilenetv2_b128");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(40))
+        .throughput(Throughput::Elements(BATCH as u64));
+    let variants: [(&str, Option<FaultModel>); 2] = [
+        ("qat", None),
+        (
+            "qat_ftt_mibb_1e-4",
+            Some(FaultModel::parse_feature_flag("mibb:1e-4").unwrap()),
+        ),
+    ];
+    for (name, fm) in variants {
+        let mut cfg = TrainConfig::new(1, BATCH);
+        cfg.qat_warmup_steps = 0;
+        cfg.ftt = fm.map(|model| Ftt { model, alpha: 0.5 });
+        let mut t = Trainer::new(&graph, cfg, Params::init(&graph, 0)).unwrap();
+        t.calibrate(&train.images);
+        group.bench_function(name, |b| {
+            b.iter(|| t.train_step(&train.images, &train.labels))
+        });
+        cpu_throughput(
+            &format!("mobilenetv2 {name}"),
+            &mut t,
+            &train.images,
+            &train.labels,
+        );
     }
     group.finish();
 }

@@ -4,7 +4,8 @@
 //! files), `quant` (float -> fixed point), `engine` (fixed-point inference),
 //! `data` (datasets), `accel` (accelerator descriptions, mapping, timing,
 //! SCALE-Sim compatibility), `fault` (fault models), `report` (CSV/JSON/SVG
-//! output), `cli` (one file per subcommand).
+//! output), `cli` (one file per subcommand), `malloc` (allocator tuning for
+//! big per-step buffers).
 
 pub mod accel;
 pub mod campaign;
@@ -16,6 +17,7 @@ pub mod eval;
 pub mod fault;
 pub mod fixed;
 pub mod hwsim;
+pub mod malloc;
 pub mod model;
 pub mod quant;
 pub mod report;
