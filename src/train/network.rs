@@ -9,8 +9,9 @@
 //!   once the BN is folded, and the BN then normalises with batch
 //!   statistics; activations are requantized where the engine requantizes.
 //! - `Frozen(stats)`: like `Train` but the batch norms use the given
-//!   statistics as constants (the faulty forward of FTT reuses the clean
-//!   forward's statistics, as the engine's folded BNs do not adapt to faults).
+//!   statistics as constants (the search reward's faulty forward reuses the
+//!   clean forward's statistics, as the engine's folded BNs do not adapt to
+//!   faults; FTT training does not, see `Trainer::train_step`).
 //! - `Eval`: running statistics. With QAT, batch norms are folded into the
 //!   conv/linear weights and biases exactly as `quant::build` folds them
 //!   (weight codes per tensor, bias codes in the accumulator domain), so the

@@ -355,9 +355,15 @@ impl<'g> Trainer<'g> {
                 trial: self.step as u64,
                 first_index: 0,
             };
-            let ftape = self
-                .net
-                .forward(images, n, Mode::Frozen(&tape.bn), qat, Some(faults));
+            // The faulty forward normalises with its own batch statistics
+            // and its gradient flows through them. Reusing the clean
+            // statistics as constants (`Mode::Frozen`, what the folded
+            // engine does at inference) made fine-tuning diverge: the
+            // frozen-normalisation gradient keeps rescaling pre-BN
+            // activations against the fixed fault step (ResNet-20 from the
+            // shipped weights, MiBB 1e-4, lr 0.01, 180 steps: validation
+            // 93.7% with own statistics, 63.7% frozen; README, FTT).
+            let ftape = self.net.forward(images, n, Mode::Train, qat, Some(faults));
             let (floss, fd, fcorrect) = cross_entropy(ftape.logits(), labels, f.alpha);
             self.net.backward(&ftape, &fd, &mut grads);
             stats.faulty_loss = floss;
