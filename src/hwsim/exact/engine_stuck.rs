@@ -1,0 +1,476 @@
+//! Stuck-at PE bits applied in the fast engine's layout with the engine's
+//! GEMM kernels (the whole-network path's case of a chip with permanent PE
+//! faults and no transient ones in the layer).
+//!
+//! The fault-free raw sums come from the engine (`M x E`, wrapping i32, the
+//! engine's layout, [`crate::engine::fast::LayerKit::raw_sums_col`]), and so
+//! does the ifmap operand (the engine's im2col buffer, `K x E` i8). With a
+//! wrapping accumulator every sum is linear (modulo `2^psum_bits`), so what
+//! a stuck operand bit changes is a sum of masked products over a set of
+//! outputs and reduction indices, computed as a small integer GEMM on masked
+//! copies of the operands (masked codes are valid codes of the operand's
+//! width, so i8):
+//!
+//! - OS, activation bits of PE row `i` (composed along the row, so constant
+//!   on runs of PE columns): outputs `e = i mod rows` are recomputed as
+//!   `W x mask(A[:, e])` and replace the columns `m mod cols` in the run;
+//!   weight bits of PE column `j` likewise: `mask(W[m = j mod cols]) x A`,
+//!   replacing the rows `e mod rows` in the run. A PE whose outputs see
+//!   both kinds is not handled (corrupted skew bubbles meet there).
+//! - WS/IS, PE row `r` adds the products of reduction indices `k = r mod
+//!   rows`: their sum is recomputed with the streamed operand masked per run
+//!   of PE columns and the stationary one masked per PE, and the difference
+//!   to the clean partial sum (a GEMM of depth `K / rows`) is added to the
+//!   outputs of the run. Padding rows of the last row fold add
+//!   `first(0) * second(0)` to every output of their PE column.
+//! - Multiplier bits act on the products of one PE: scalar corrections over
+//!   its `~E*M*K/(rows*cols)` products.
+//! - `psum_reg` bits make the accumulation non-linear: OS replays the
+//!   outputs of the PE cycle by cycle; WS/IS replay every output of the PE
+//!   column in hardware order, all outputs of one stationary column at once
+//!   (a vector over the stream).
+//!
+//! The rules (fault order, live/non-live products, masks) are those of
+//! `stuck.rs`, which the per-output path cross-checks; the proptests compare
+//! whole networks against the cycle-level executor.
+
+use super::super::{Dataflow, FaultKind, HwFault, HwSimError, Mapping, SystolicArray};
+use super::stuck::{pe_masks, PeMasks};
+use super::{Event, StuckMask};
+use crate::engine::gemm::{default_kernel, gemm_i8_with, Parallelism};
+use crate::fixed::{Datapath, Overflow};
+use crate::hwsim::kernel::simd_dispatch;
+
+/// One group's GEMM operands in the engine's layout.
+pub(crate) struct EngineOperands<'a> {
+    /// The im2col operand, `K x E` row-major (`A` transposed).
+    pub col: &'a [i8],
+    /// The filter operand, `M x K` row-major (`W` transposed).
+    pub w: &'a [i8],
+    pub e: usize,
+    pub k: usize,
+    pub m: usize,
+}
+
+/// Whether [`apply`] may handle a layer with these faults on this datapath:
+/// a wrapping accumulator, i8 operands and only stuck-at faults.
+pub(crate) fn supported(dp: &Datapath, faults: &[HwFault]) -> bool {
+    dp.overflow == Overflow::Wrap
+        && dp.act_bits <= 8
+        && dp.weight_bits <= 8
+        && dp.psum_bits <= 32
+        && faults
+            .iter()
+            .all(|f| !matches!(f.kind, FaultKind::Flip { .. }))
+}
+
+/// Apply the stuck-at `faults` (already checked against the array and the
+/// GEMM's cycles) to the raw sums `acc` (`M x E`). `Ok(false)`: a case this
+/// path does not handle, `acc` untouched.
+pub(crate) fn apply(
+    array: &SystolicArray,
+    dp: &Datapath,
+    faults: &[HwFault],
+    ops: &EngineOperands,
+    acc: &mut [i32],
+) -> Result<bool, HwSimError> {
+    if !supported(dp, faults) {
+        return Ok(false);
+    }
+    let mapping = array.mapping(ops.e, ops.k, ops.m);
+    for (index, f) in faults.iter().enumerate() {
+        f.check(array.rows, array.cols, dp, mapping.cycles)
+            .map_err(|reason| HwSimError::Fault {
+                index,
+                site: f.site,
+                row: f.row,
+                col: f.col,
+                reason,
+            })?;
+    }
+    if faults.is_empty() {
+        return Ok(true);
+    }
+    let events: Vec<Event> = faults
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Event::new(i, f, dp, &mapping))
+        .collect();
+    let pes = pe_masks(dp, &mapping, &events);
+    let shift = 32 - u32::from(dp.psum_bits);
+    match mapping.dataflow {
+        Dataflow::Os => {
+            if pes.iter().any(|p| p.first.is_some() && p.second.is_some()) {
+                return Ok(false);
+            }
+            os(ops, &mapping, &pes, acc, shift);
+        }
+        Dataflow::Ws => stationary(false, ops, &mapping, &pes, acc, shift),
+        Dataflow::Is => stationary(true, ops, &mapping, &pes, acc, shift),
+    }
+    Ok(true)
+}
+
+/// A mask that changes nothing, for branch-free loops.
+const IDENTITY: StuckMask = StuckMask {
+    and: -1,
+    or: 0,
+    shift: 0,
+};
+
+#[inline(always)]
+fn id(m: Option<StuckMask>) -> StuckMask {
+    m.unwrap_or(IDENTITY)
+}
+
+/// Runs of equal keys: `(start, end, key)`.
+fn runs(keys: impl Iterator<Item = Option<StuckMask>>) -> Vec<(usize, usize, Option<StuckMask>)> {
+    let mut out: Vec<(usize, usize, Option<StuckMask>)> = Vec::new();
+    for (i, key) in keys.enumerate() {
+        match out.last_mut() {
+            Some(last) if last.2 == key => last.1 = i + 1,
+            _ => out.push((i, i + 1, key)),
+        }
+    }
+    out
+}
+
+/// `c (m x n) = a (m x k) * b (k x n)` with the engine's i8 kernel, on this
+/// thread (the caller runs images in parallel).
+fn gemm(m: usize, n: usize, k: usize, a: &[i8], b: &[i8], c: &mut Vec<i32>) {
+    c.clear();
+    c.resize(m * n, 0);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    gemm_i8_with(default_kernel(), Parallelism::Sequential, m, n, k, a, b, c);
+}
+
+#[inline(always)]
+fn masked(m: StuckMask, v: i8) -> i8 {
+    m.apply(v as i32) as i8
+}
+
+/// Output stationary: output `(e, m)` in PE `(e % rows, m % cols)`.
+fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32], shift: u32) {
+    let (rows, cols) = (mapping.rows, mapping.cols);
+    let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
+    let (col, w) = (ops.col, ops.w);
+    let mut b: Vec<i8> = Vec::new();
+    let mut out: Vec<i32> = Vec::new();
+    // Activation bits of PE row i: recompute outputs e = i mod rows.
+    for i in 0..rows.min(e_len) {
+        let segs = runs((0..cols).map(|j| pes[i * cols + j].first));
+        if segs.iter().all(|s| s.2.is_none()) {
+            continue;
+        }
+        let es: Vec<usize> = (i..e_len).step_by(rows).collect();
+        let n = es.len();
+        for (j0, j1, mask) in segs {
+            let Some(mask) = mask else { continue };
+            if j0 >= m_len {
+                continue;
+            }
+            b.clear();
+            for k in 0..k_len {
+                let row = &col[k * e_len..(k + 1) * e_len];
+                b.extend(es.iter().map(|&e| masked(mask, row[e])));
+            }
+            gemm(m_len, n, k_len, w, &b, &mut out);
+            for m in (0..m_len).filter(|m| (j0..j1).contains(&(m % cols))) {
+                let dst = &mut acc[m * e_len..(m + 1) * e_len];
+                for (x, &e) in es.iter().enumerate() {
+                    dst[e] = out[m * n + x];
+                }
+            }
+        }
+    }
+    // Weight bits of PE column j: recompute filters m = j mod cols.
+    for j in 0..cols.min(m_len) {
+        let segs = runs((0..rows).map(|i| pes[i * cols + j].second));
+        if segs.iter().all(|s| s.2.is_none()) {
+            continue;
+        }
+        let ms: Vec<usize> = (j..m_len).step_by(cols).collect();
+        for (i0, i1, mask) in segs {
+            let Some(mask) = mask else { continue };
+            if i0 >= e_len {
+                continue;
+            }
+            b.clear();
+            for &m in &ms {
+                let row = &w[m * k_len..(m + 1) * k_len];
+                b.extend(row.iter().map(|&v| masked(mask, v)));
+            }
+            gemm(ms.len(), e_len, k_len, &b, col, &mut out);
+            for (x, &m) in ms.iter().enumerate() {
+                let dst = &mut acc[m * e_len..(m + 1) * e_len];
+                let src = &out[x * e_len..(x + 1) * e_len];
+                for e in (0..e_len).filter(|e| (i0..i1).contains(&(e % rows))) {
+                    dst[e] = src[e];
+                }
+            }
+        }
+    }
+    // Multiplier and psum bits: the outputs of the PE one by one.
+    let cycles = mapping.cycles_per_fold as usize;
+    for (pe, masks) in pes.iter().enumerate() {
+        if masks.mult.is_none() && masks.psum.is_none() {
+            continue;
+        }
+        let (i, j) = (pe / cols, pe % cols);
+        let (first, second, mult) = (id(masks.first), id(masks.second), id(masks.mult));
+        for e in (i..e_len).step_by(rows) {
+            for m in (j..m_len).step_by(cols) {
+                let wrow = &w[m * k_len..(m + 1) * k_len];
+                let product = |k: usize| {
+                    first
+                        .apply(col[k * e_len + e] as i32)
+                        .wrapping_mul(second.apply(wrow[k] as i32))
+                };
+                let o = m * e_len + e;
+                match masks.psum {
+                    None => {
+                        // acc holds the sum of first*second products already
+                        let mut d = 0i32;
+                        for k in 0..k_len {
+                            let p = product(k);
+                            d = d.wrapping_add(mult.apply(p).wrapping_sub(p));
+                        }
+                        acc[o] = acc[o].wrapping_add(d);
+                    }
+                    Some(psum) => {
+                        // Replay: the accumulator of cycle c adds term k = c - i - j.
+                        let skew = i + j;
+                        let mut a = 0i32;
+                        for c in 0..cycles {
+                            a = psum.apply(a);
+                            let p = match c.checked_sub(skew) {
+                                Some(k) if k < k_len => mult.apply(product(k)),
+                                _ => 0,
+                            };
+                            a = (a.wrapping_add(p) << shift) >> shift;
+                        }
+                        acc[o] = psum.apply(a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// WS (`is = false`) and IS (`is = true`): position `fr*rows + r` of an
+/// output is the product formed in PE `(r, c)` of row fold `fr`, reduction
+/// index `k = fr*rows + r` (padding past `K`). WS: output `(e, m)` in PE
+/// column `m % cols`, streamed `A[e][k]`, stationary `W[k][m]`; IS: PE
+/// column `e % cols`, streamed `W[k][m]`, stationary `A[e][k]`.
+fn stationary(
+    is: bool,
+    ops: &EngineOperands,
+    mapping: &Mapping,
+    pes: &[PeMasks],
+    acc: &mut [i32],
+    shift: u32,
+) {
+    let (rows, cols) = (mapping.rows, mapping.cols);
+    let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
+    let (col, w) = (ops.col, ops.w);
+    let positions = mapping.row_folds * rows;
+    // PE column of output (e, m).
+    let pe_col = |e: usize, m: usize| if is { e % cols } else { m % cols };
+    let column_has_psum: Vec<bool> = (0..cols)
+        .map(|c| (0..rows).any(|r| pes[r * cols + c].psum.is_some()))
+        .collect();
+    let mut xr: Vec<i8> = Vec::new();
+    let mut wr: Vec<i8> = Vec::new();
+    let mut xs: Vec<i8> = Vec::new();
+    let mut ws: Vec<i8> = Vec::new();
+    let mut out0: Vec<i32> = Vec::new();
+    let mut out1: Vec<i32> = Vec::new();
+    for r in 0..rows {
+        let row_pes = &pes[r * cols..(r + 1) * cols];
+        if !row_pes.iter().any(PeMasks::any) {
+            continue;
+        }
+        let ks: Vec<usize> = (r..k_len).step_by(rows).collect();
+        let n_r = ks.len();
+        let operand_faults = row_pes
+            .iter()
+            .any(|p| p.first.is_some() || p.second.is_some());
+        if n_r > 0 && operand_faults {
+            // clean partial sums of the row's reduction indices
+            xr.clear();
+            for &k in &ks {
+                xr.extend_from_slice(&col[k * e_len..(k + 1) * e_len]);
+            }
+            wr.clear();
+            for m in 0..m_len {
+                wr.extend(ks.iter().map(|&k| w[m * k_len + k]));
+            }
+            gemm(m_len, e_len, n_r, &wr, &xr, &mut out0);
+            // the stationary operand masked per PE
+            if is {
+                xs.clear();
+                xs.extend(
+                    xr.iter()
+                        .enumerate()
+                        .map(|(i, &v)| masked(id(row_pes[(i % e_len) % cols].second), v)),
+                );
+            } else {
+                ws.clear();
+                for m in 0..m_len {
+                    let mask = id(row_pes[m % cols].second);
+                    ws.extend(wr[m * n_r..(m + 1) * n_r].iter().map(|&v| masked(mask, v)));
+                }
+            }
+            for (c0, c1, first) in runs(row_pes.iter().map(|p| p.first)) {
+                let seconds = row_pes[c0..c1].iter().any(|p| p.second.is_some());
+                if first.is_none() && !seconds {
+                    continue;
+                }
+                let f = id(first);
+                if is {
+                    // streamed weights masked by the run's mask
+                    ws.clear();
+                    ws.extend(wr.iter().map(|&v| masked(f, v)));
+                    gemm(m_len, e_len, n_r, &ws, &xs, &mut out1);
+                } else {
+                    xs.clear();
+                    xs.extend(xr.iter().map(|&v| masked(f, v)));
+                    gemm(m_len, e_len, n_r, &ws, &xs, &mut out1);
+                }
+                for m in 0..m_len {
+                    for e in 0..e_len {
+                        let c = pe_col(e, m);
+                        if (c0..c1).contains(&c) && !column_has_psum[c] {
+                            let o = m * e_len + e;
+                            acc[o] = acc[o].wrapping_add(out1[o].wrapping_sub(out0[o]));
+                        }
+                    }
+                }
+            }
+        }
+        // Padding position of this row in the last row fold.
+        if (mapping.row_folds - 1) * rows + r >= k_len {
+            for (c, p) in row_pes.iter().enumerate() {
+                let v = id(p.first).apply(0).wrapping_mul(id(p.second).apply(0));
+                if v == 0 || column_has_psum[c] {
+                    continue;
+                }
+                for m in 0..m_len {
+                    for e in 0..e_len {
+                        if pe_col(e, m) == c {
+                            acc[m * e_len + e] = acc[m * e_len + e].wrapping_add(v);
+                        }
+                    }
+                }
+            }
+        }
+        // Multiplier bits: the PE's live products.
+        for (c, p) in row_pes.iter().enumerate() {
+            let Some(mult) = p.mult else { continue };
+            if column_has_psum[c] {
+                continue;
+            }
+            let (first, second) = (id(p.first), id(p.second));
+            for m in 0..m_len {
+                for e in 0..e_len {
+                    if pe_col(e, m) != c {
+                        continue;
+                    }
+                    let mut d = 0i32;
+                    for &k in &ks {
+                        let (a, wv) = (col[k * e_len + e] as i32, w[m * k_len + k] as i32);
+                        let pr = if is {
+                            first.apply(wv).wrapping_mul(second.apply(a))
+                        } else {
+                            first.apply(a).wrapping_mul(second.apply(wv))
+                        };
+                        d = d.wrapping_add(mult.apply(pr).wrapping_sub(pr));
+                    }
+                    let o = m * e_len + e;
+                    acc[o] = acc[o].wrapping_add(d);
+                }
+            }
+        }
+    }
+    // Columns with psum bits: every output replayed in hardware order.
+    let mut v: Vec<i32> = Vec::new();
+    let mut wt: Vec<i8> = Vec::new();
+    if is && column_has_psum.iter().any(|&b| b) {
+        wt = vec![0; k_len * m_len];
+        for m in 0..m_len {
+            for k in 0..k_len {
+                wt[k * m_len + m] = w[m * k_len + k];
+            }
+        }
+    }
+    for c in (0..cols).filter(|&c| column_has_psum[c]) {
+        let column: Vec<PeMasks> = (0..rows).map(|r| pes[r * cols + c]).collect();
+        // stationary columns of this PE column: WS filters m, IS pixels e
+        let (sc_len, t_len) = if is { (e_len, m_len) } else { (m_len, e_len) };
+        for sc in (c..sc_len).step_by(cols) {
+            v.clear();
+            v.resize(t_len, 0);
+            for kr in 0..positions {
+                let p = &column[kr % rows];
+                if let Some(psum) = p.psum {
+                    psum_row(psum, &mut v);
+                }
+                let live = kr < k_len;
+                let y = match (live, is) {
+                    (false, _) => 0,
+                    (true, false) => w[sc * k_len + kr] as i32,
+                    (true, true) => col[kr * e_len + sc] as i32,
+                };
+                let ys = id(p.second).apply(y);
+                let stream: &[i8] = match (live, is) {
+                    (false, _) => &[],
+                    (true, false) => &col[kr * e_len..(kr + 1) * e_len],
+                    (true, true) => &wt[kr * m_len..(kr + 1) * m_len],
+                };
+                let mult = if live { id(p.mult) } else { IDENTITY };
+                replay_row(id(p.first), mult, ys, stream, &mut v, shift);
+            }
+            for (t, &a) in v.iter().enumerate() {
+                let o = if is { t * e_len + sc } else { sc * e_len + t };
+                acc[o] = a;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn psum_row_inner(psum: StuckMask, v: &mut [i32]) {
+    for a in v.iter_mut() {
+        *a = psum.apply(*a);
+    }
+}
+
+simd_dispatch!(fn psum_row => psum_row_inner(psum: StuckMask, v: &mut [i32]) -> ());
+
+/// `v[t] = wrap(v[t] + mult(first(x[t]) * ys))` over the stream (`x` empty:
+/// padding, every streamed value 0).
+#[inline(always)]
+fn replay_row_inner(
+    first: StuckMask,
+    mult: StuckMask,
+    ys: i32,
+    x: &[i8],
+    v: &mut [i32],
+    shift: u32,
+) {
+    if x.is_empty() {
+        let p = mult.apply(first.apply(0).wrapping_mul(ys));
+        for a in v.iter_mut() {
+            *a = (a.wrapping_add(p) << shift) >> shift;
+        }
+        return;
+    }
+    for (a, &xv) in v.iter_mut().zip(x) {
+        let p = mult.apply(first.apply(xv as i32).wrapping_mul(ys));
+        *a = (a.wrapping_add(p) << shift) >> shift;
+    }
+}
+
+simd_dispatch!(fn replay_row => replay_row_inner(first: StuckMask, mult: StuckMask, ys: i32, x: &[i8], v: &mut [i32], shift: u32) -> ());
