@@ -276,8 +276,6 @@ fn stationary(
     let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
     let (col, w) = (ops.col, ops.w);
     let positions = mapping.row_folds * rows;
-    // PE column of output (e, m).
-    let pe_col = |e: usize, m: usize| if is { e % cols } else { m % cols };
     let column_has_psum: Vec<bool> = (0..cols)
         .map(|c| (0..rows).any(|r| pes[r * cols + c].psum.is_some()))
         .collect();
@@ -287,6 +285,8 @@ fn stationary(
     let mut ws: Vec<i8> = Vec::new();
     let mut out0: Vec<i32> = Vec::new();
     let mut out1: Vec<i32> = Vec::new();
+    let mut sel: Vec<i32> = Vec::new();
+    let mut stat_masks: Vec<StuckMask> = Vec::new();
     for r in 0..rows {
         let row_pes = &pes[r * cols..(r + 1) * cols];
         if !row_pes.iter().any(PeMasks::any) {
@@ -310,12 +310,12 @@ fn stationary(
             gemm(m_len, e_len, n_r, &wr, &xr, &mut out0);
             // the stationary operand masked per PE
             if is {
+                stat_masks.clear();
+                stat_masks.extend((0..e_len).map(|e| id(row_pes[e % cols].second)));
                 xs.clear();
-                xs.extend(
-                    xr.iter()
-                        .enumerate()
-                        .map(|(i, &v)| masked(id(row_pes[(i % e_len) % cols].second), v)),
-                );
+                for x in xr.chunks_exact(e_len) {
+                    xs.extend(x.iter().zip(&stat_masks).map(|(&v, &mk)| masked(mk, v)));
+                }
             } else {
                 ws.clear();
                 for m in 0..m_len {
@@ -339,13 +339,21 @@ fn stationary(
                     xs.extend(xr.iter().map(|&v| masked(f, v)));
                     gemm(m_len, e_len, n_r, &ws, &xs, &mut out1);
                 }
-                for m in 0..m_len {
-                    for e in 0..e_len {
-                        let c = pe_col(e, m);
-                        if (c0..c1).contains(&c) && !column_has_psum[c] {
-                            let o = m * e_len + e;
-                            acc[o] = acc[o].wrapping_add(out1[o].wrapping_sub(out0[o]));
-                        }
+                let chosen = |c: usize| (c0..c1).contains(&c) && !column_has_psum[c];
+                if is {
+                    sel.clear();
+                    sel.extend((0..e_len).map(|e| -i32::from(chosen(e % cols))));
+                    for ((a, (o1, o0)), _) in acc[..m_len * e_len]
+                        .chunks_exact_mut(e_len)
+                        .zip(out1.chunks_exact(e_len).zip(out0.chunks_exact(e_len)))
+                        .zip(0..m_len)
+                    {
+                        add_masked_diff(a, o1, o0, &sel);
+                    }
+                } else {
+                    for m in (0..m_len).filter(|m| chosen(m % cols)) {
+                        let span = m * e_len..(m + 1) * e_len;
+                        add_diff(&mut acc[span.clone()], &out1[span.clone()], &out0[span]);
                     }
                 }
             }
@@ -357,12 +365,8 @@ fn stationary(
                 if v == 0 || column_has_psum[c] {
                     continue;
                 }
-                for m in 0..m_len {
-                    for e in 0..e_len {
-                        if pe_col(e, m) == c {
-                            acc[m * e_len + e] = acc[m * e_len + e].wrapping_add(v);
-                        }
-                    }
+                for o in column_outputs(is, c, cols, e_len, m_len) {
+                    acc[o] = acc[o].wrapping_add(v);
                 }
             }
         }
@@ -373,11 +377,9 @@ fn stationary(
                 continue;
             }
             let (first, second) = (id(p.first), id(p.second));
-            for m in 0..m_len {
-                for e in 0..e_len {
-                    if pe_col(e, m) != c {
-                        continue;
-                    }
+            for o in column_outputs(is, c, cols, e_len, m_len) {
+                let (m, e) = (o / e_len, o % e_len);
+                {
                     let mut d = 0i32;
                     for &k in &ks {
                         let (a, wv) = (col[k * e_len + e] as i32, w[m * k_len + k] as i32);
@@ -388,50 +390,45 @@ fn stationary(
                         };
                         d = d.wrapping_add(mult.apply(pr).wrapping_sub(pr));
                     }
-                    let o = m * e_len + e;
                     acc[o] = acc[o].wrapping_add(d);
                 }
             }
         }
     }
     // Columns with psum bits: every output replayed in hardware order.
-    let mut v: Vec<i32> = Vec::new();
+    if !column_has_psum.iter().any(|&b| b) {
+        return;
+    }
     let mut wt: Vec<i8> = Vec::new();
-    if is && column_has_psum.iter().any(|&b| b) {
+    if is {
+        // the streamed weights row by row: W^T, K x M
         wt = vec![0; k_len * m_len];
-        for m in 0..m_len {
-            for k in 0..k_len {
-                wt[k * m_len + m] = w[m * k_len + k];
+        for (k, row) in wt.chunks_exact_mut(m_len.max(1)).enumerate().take(k_len) {
+            for (m, d) in row.iter_mut().enumerate() {
+                *d = w[m * k_len + k];
             }
         }
     }
+    let mut block: Vec<i32> = Vec::new();
     for c in (0..cols).filter(|&c| column_has_psum[c]) {
         let column: Vec<PeMasks> = (0..rows).map(|r| pes[r * cols + c]).collect();
         // stationary columns of this PE column: WS filters m, IS pixels e
         let (sc_len, t_len) = if is { (e_len, m_len) } else { (m_len, e_len) };
-        for sc in (c..sc_len).step_by(cols) {
-            v.clear();
-            v.resize(t_len, 0);
-            for kr in 0..positions {
-                let p = &column[kr % rows];
-                if let Some(psum) = p.psum {
-                    psum_row(psum, &mut v);
-                }
-                let live = kr < k_len;
-                let y = match (live, is) {
-                    (false, _) => 0,
-                    (true, false) => w[sc * k_len + kr] as i32,
-                    (true, true) => col[kr * e_len + sc] as i32,
-                };
-                let ys = id(p.second).apply(y);
-                let stream: &[i8] = match (live, is) {
-                    (false, _) => &[],
-                    (true, false) => &col[kr * e_len..(kr + 1) * e_len],
-                    (true, true) => &wt[kr * m_len..(kr + 1) * m_len],
-                };
-                let mult = if live { id(p.mult) } else { IDENTITY };
-                replay_row(id(p.first), mult, ys, stream, &mut v, shift);
-            }
+        let scs: Vec<usize> = (c..sc_len).step_by(cols).collect();
+        block.clear();
+        block.resize(scs.len() * t_len, 0);
+        let replay = Replay {
+            is,
+            col,
+            w,
+            wt: &wt,
+            e_len,
+            k_len,
+            positions,
+            shift,
+        };
+        replay_column(&replay, &column, &scs, &mut block);
+        for (&sc, v) in scs.iter().zip(block.chunks_exact(t_len.max(1))) {
             for (t, &a) in v.iter().enumerate() {
                 let o = if is { t * e_len + sc } else { sc * e_len + t };
                 acc[o] = a;
@@ -440,37 +437,104 @@ fn stationary(
     }
 }
 
-#[inline(always)]
-fn psum_row_inner(psum: StuckMask, v: &mut [i32]) {
-    for a in v.iter_mut() {
-        *a = psum.apply(*a);
-    }
-}
-
-simd_dispatch!(fn psum_row => psum_row_inner(psum: StuckMask, v: &mut [i32]) -> ());
-
-/// `v[t] = wrap(v[t] + mult(first(x[t]) * ys))` over the stream (`x` empty:
-/// padding, every streamed value 0).
-#[inline(always)]
-fn replay_row_inner(
-    first: StuckMask,
-    mult: StuckMask,
-    ys: i32,
-    x: &[i8],
-    v: &mut [i32],
+/// What the replay of a WS/IS PE column reads.
+struct Replay<'a> {
+    is: bool,
+    col: &'a [i8],
+    w: &'a [i8],
+    /// IS: `W^T` (`K x M`), the streamed rows.
+    wt: &'a [i8],
+    e_len: usize,
+    k_len: usize,
+    positions: usize,
     shift: u32,
-) {
-    if x.is_empty() {
-        let p = mult.apply(first.apply(0).wrapping_mul(ys));
-        for a in v.iter_mut() {
-            *a = (a.wrapping_add(p) << shift) >> shift;
+}
+
+/// Every output of the stationary columns `scs` of one PE column (masks
+/// `column`, by PE row), position by position in hardware order; `block`
+/// (`scs.len() x T`, zeroed) receives the sums.
+#[inline(always)]
+fn replay_column_inner(rp: &Replay, column: &[PeMasks], scs: &[usize], block: &mut [i32]) {
+    let rows = column.len();
+    let t_len = block.len() / scs.len().max(1);
+    let shift = rp.shift;
+    let mut xs = vec![0i32; t_len];
+    for kr in 0..rp.positions {
+        let p = &column[kr % rows];
+        if let Some(psum) = p.psum {
+            for a in block.iter_mut() {
+                *a = psum.apply(*a);
+            }
         }
-        return;
-    }
-    for (a, &xv) in v.iter_mut().zip(x) {
-        let p = mult.apply(first.apply(xv as i32).wrapping_mul(ys));
-        *a = (a.wrapping_add(p) << shift) >> shift;
+        let (first, second) = (id(p.first), id(p.second));
+        let live = kr < rp.k_len;
+        if !live {
+            // padding: zero operands, no multiplier fault
+            let pr = first.apply(0).wrapping_mul(second.apply(0));
+            if pr != 0 {
+                for a in block.iter_mut() {
+                    *a = (a.wrapping_add(pr) << shift) >> shift;
+                }
+            }
+            continue;
+        }
+        let stream: &[i8] = if rp.is {
+            &rp.wt[kr * t_len..(kr + 1) * t_len]
+        } else {
+            &rp.col[kr * rp.e_len..(kr + 1) * rp.e_len]
+        };
+        for (x, &v) in xs.iter_mut().zip(stream) {
+            *x = first.apply(v as i32);
+        }
+        let mult = id(p.mult);
+        for (&sc, v) in scs.iter().zip(block.chunks_exact_mut(t_len.max(1))) {
+            let y = if rp.is {
+                rp.col[kr * rp.e_len + sc]
+            } else {
+                rp.w[sc * rp.k_len + kr]
+            };
+            let ys = second.apply(y as i32);
+            for (a, &x) in v.iter_mut().zip(&xs) {
+                let pr = mult.apply(x.wrapping_mul(ys));
+                *a = (a.wrapping_add(pr) << shift) >> shift;
+            }
+        }
     }
 }
 
-simd_dispatch!(fn replay_row => replay_row_inner(first: StuckMask, mult: StuckMask, ys: i32, x: &[i8], v: &mut [i32], shift: u32) -> ());
+simd_dispatch!(fn replay_column => replay_column_inner(rp: &Replay, column: &[PeMasks], scs: &[usize], block: &mut [i32]) -> ());
+
+/// The outputs (`m * e_len + e`) of PE column `c`: WS filters `m = c mod
+/// cols`, IS pixels `e = c mod cols`.
+fn column_outputs(
+    is: bool,
+    c: usize,
+    cols: usize,
+    e_len: usize,
+    m_len: usize,
+) -> impl Iterator<Item = usize> {
+    let (outer, inner) = if is {
+        ((0..m_len).step_by(1), (c..e_len).step_by(cols))
+    } else {
+        ((c..m_len).step_by(cols), (0..e_len).step_by(1))
+    };
+    outer.flat_map(move |m| inner.clone().map(move |e| m * e_len + e))
+}
+
+#[inline(always)]
+fn add_diff_inner(acc: &mut [i32], a: &[i32], b: &[i32]) {
+    for ((s, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+        *s = s.wrapping_add(x.wrapping_sub(y));
+    }
+}
+
+simd_dispatch!(fn add_diff => add_diff_inner(acc: &mut [i32], a: &[i32], b: &[i32]) -> ());
+
+#[inline(always)]
+fn add_masked_diff_inner(acc: &mut [i32], a: &[i32], b: &[i32], sel: &[i32]) {
+    for (((s, &x), &y), &k) in acc.iter_mut().zip(a).zip(b).zip(sel) {
+        *s = s.wrapping_add(x.wrapping_sub(y) & k);
+    }
+}
+
+simd_dispatch!(fn add_masked_diff => add_masked_diff_inner(acc: &mut [i32], a: &[i32], b: &[i32], sel: &[i32]) -> ());
