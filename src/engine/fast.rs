@@ -776,16 +776,17 @@ impl LayerKit {
 
     /// [`Self::raw_sums`] of a conv/linear layer the engine runs as an
     /// i8 GEMM, together with the engine's own im2col operand of the group
-    /// (`K x out_h*out_w`, row-major; `K = macs_per_output`); `None` for
-    /// other layers (depthwise plans, i16 operands).
-    pub(crate) fn raw_sums_col<'s>(
-        &self,
+    /// (`K x out_h*out_w`, row-major; `K = macs_per_output`) and the
+    /// group's packed weights; `None` for other layers (depthwise plans,
+    /// i16 operands).
+    pub(crate) fn raw_sums_col<'k, 's>(
+        &'k self,
         model: &QModel,
         q: usize,
         grp: usize,
         input: &[i32],
         s: &'s mut KitScratch,
-    ) -> Option<(&'s [i32], &'s [i8])> {
+    ) -> Option<(&'s [i32], &'s [i8], &'k PackedA)> {
         let (layer, prep) = self.layer(model, q);
         let MacPlan::Gemm {
             packed,
@@ -802,7 +803,7 @@ impl LayerKit {
         let c = &mut s.gemm_out[..len];
         let n = im2col(layer, narrowed(input, &mut s.in8), grp, (0, 1), &mut s.col8);
         gemm_packed_i8(Parallelism::Auto, &packed[grp], npix, &s.col8[..n], c);
-        Some((&s.gemm_out[..len], &s.col8[..n]))
+        Some((&s.gemm_out[..len], &s.col8[..n], &packed[grp]))
     }
 
     /// Finished output codes of group `grp` of MAC node `q` (bias,

@@ -197,7 +197,7 @@ pub(crate) fn run_codes(
                                     .iter()
                                     .map(|&v| v as i8),
                             );
-                            if let Some((raw, col)) =
+                            if let Some((raw, col, packed)) =
                                 ck.kit.raw_sums_col(model, q, gi, input_codes, &mut s.kit)
                             {
                                 s.acc.clear();
@@ -205,6 +205,7 @@ pub(crate) fn run_codes(
                                 let ops = EngineOperands {
                                     col,
                                     w: &s.w8,
+                                    packed: Some(packed),
                                     e: shape.e,
                                     k: k_len,
                                     m: m_len,

@@ -37,7 +37,7 @@
 use super::super::{Dataflow, FaultKind, HwFault, HwSimError, Mapping, SystolicArray};
 use super::stuck::{pe_masks, PeMasks};
 use super::{Event, StuckMask};
-use crate::engine::gemm::{default_kernel, gemm_i8_with, Parallelism};
+use crate::engine::gemm::{default_kernel, gemm_i8_with, gemm_packed_i8, PackedA, Parallelism};
 use crate::fixed::{Datapath, Overflow};
 use crate::hwsim::kernel::simd_dispatch;
 
@@ -47,6 +47,8 @@ pub(crate) struct EngineOperands<'a> {
     pub col: &'a [i8],
     /// The filter operand, `M x K` row-major (`W` transposed).
     pub w: &'a [i8],
+    /// `w` packed for the engine's default kernel, if the caller has it.
+    pub packed: Option<&'a PackedA>,
     pub e: usize,
     pub k: usize,
     pub m: usize,
@@ -91,12 +93,7 @@ pub(crate) fn apply(
     if faults.is_empty() {
         return Ok(true);
     }
-    let events: Vec<Event> = faults
-        .iter()
-        .enumerate()
-        .map(|(i, f)| Event::new(i, f, dp, &mapping))
-        .collect();
-    let pes = pe_masks(dp, &mapping, &events);
+    let pes = cached_pe_masks(dp, &mapping, faults);
     let shift = 32 - u32::from(dp.psum_bits);
     match mapping.dataflow {
         Dataflow::Os => {
@@ -109,6 +106,50 @@ pub(crate) fn apply(
         Dataflow::Is => stationary(true, ops, &mapping, &pes, acc, shift),
     }
     Ok(true)
+}
+
+/// Cache key of [`cached_pe_masks`]: the masks depend only on these (a
+/// chip's stuck bits are the same in every layer and image).
+type MaskKey = (Vec<HwFault>, usize, usize, Dataflow, Datapath);
+
+thread_local! {
+    static MASKS: std::cell::RefCell<Option<(MaskKey, std::rc::Rc<Vec<PeMasks>>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`pe_masks`] of stuck-only `faults`, remembered per thread for the last
+/// fault list (every layer of a chip's images asks for the same).
+fn cached_pe_masks(
+    dp: &Datapath,
+    mapping: &Mapping,
+    faults: &[HwFault],
+) -> std::rc::Rc<Vec<PeMasks>> {
+    MASKS.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if let Some((key, pes)) = slot.as_ref() {
+            if key.0 == faults
+                && (key.1, key.2, key.3, key.4)
+                    == (mapping.rows, mapping.cols, mapping.dataflow, *dp)
+            {
+                return pes.clone();
+            }
+        }
+        let events: Vec<Event> = faults
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Event::new(i, f, dp, mapping))
+            .collect();
+        let pes = std::rc::Rc::new(pe_masks(dp, mapping, &events));
+        let key = (
+            faults.to_vec(),
+            mapping.rows,
+            mapping.cols,
+            mapping.dataflow,
+            *dp,
+        );
+        *slot = Some((key, pes.clone()));
+        pes
+    })
 }
 
 /// A mask that changes nothing, for branch-free loops.
@@ -176,7 +217,14 @@ fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32],
                 let row = &col[k * e_len..(k + 1) * e_len];
                 b.extend(es.iter().map(|&e| masked(mask, row[e])));
             }
-            gemm(m_len, n, k_len, w, &b, &mut out);
+            match ops.packed {
+                Some(p) => {
+                    out.clear();
+                    out.resize(m_len * n, 0);
+                    gemm_packed_i8(Parallelism::Sequential, p, n, &b, &mut out);
+                }
+                None => gemm(m_len, n, k_len, w, &b, &mut out),
+            }
             for m in (0..m_len).filter(|m| (j0..j1).contains(&(m % cols))) {
                 let dst = &mut acc[m * e_len..(m + 1) * e_len];
                 for (x, &e) in es.iter().enumerate() {
@@ -212,52 +260,90 @@ fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32],
             }
         }
     }
-    // Multiplier and psum bits: the outputs of the PE one by one.
-    let cycles = mapping.cycles_per_fold as usize;
+    // Multiplier and psum bits: the outputs of the PE, a block at a time.
+    let mut xg: Vec<i32> = Vec::new();
+    let mut v: Vec<i32> = Vec::new();
     for (pe, masks) in pes.iter().enumerate() {
         if masks.mult.is_none() && masks.psum.is_none() {
             continue;
         }
         let (i, j) = (pe / cols, pe % cols);
+        if i >= e_len || j >= m_len {
+            continue;
+        }
         let (first, second, mult) = (id(masks.first), id(masks.second), id(masks.mult));
-        for e in (i..e_len).step_by(rows) {
-            for m in (j..m_len).step_by(cols) {
-                let wrow = &w[m * k_len..(m + 1) * k_len];
-                let product = |k: usize| {
-                    first
-                        .apply(col[k * e_len + e] as i32)
-                        .wrapping_mul(second.apply(wrow[k] as i32))
+        // the PE's activations, masked, gathered row by row: K x n
+        let es: Vec<usize> = (i..e_len).step_by(rows).collect();
+        let n = es.len();
+        xg.clear();
+        for k in 0..k_len {
+            let row = &col[k * e_len..(k + 1) * e_len];
+            xg.extend(es.iter().map(|&e| first.apply(row[e] as i32)));
+        }
+        for m in (j..m_len).step_by(cols) {
+            let wrow = &w[m * k_len..(m + 1) * k_len];
+            v.clear();
+            v.resize(n, 0);
+            match masks.psum {
+                // acc holds the sum of first*second products already
+                None => os_mult_delta(mult, second, wrow, &xg, &mut v),
+                // The accumulator adds term k in cycle k + i + j; the other
+                // cycles add 0 and only apply the (idempotent) psum mask,
+                // as does the read-out.
+                Some(psum) => os_psum_replay(psum, mult, second, wrow, &xg, &mut v, shift),
+            }
+            let dst = &mut acc[m * e_len..(m + 1) * e_len];
+            for (x, &e) in es.iter().enumerate() {
+                dst[e] = match masks.psum {
+                    None => dst[e].wrapping_add(v[x]),
+                    Some(_) => v[x],
                 };
-                let o = m * e_len + e;
-                match masks.psum {
-                    None => {
-                        // acc holds the sum of first*second products already
-                        let mut d = 0i32;
-                        for k in 0..k_len {
-                            let p = product(k);
-                            d = d.wrapping_add(mult.apply(p).wrapping_sub(p));
-                        }
-                        acc[o] = acc[o].wrapping_add(d);
-                    }
-                    Some(psum) => {
-                        // Replay: the accumulator of cycle c adds term k = c - i - j.
-                        let skew = i + j;
-                        let mut a = 0i32;
-                        for c in 0..cycles {
-                            a = psum.apply(a);
-                            let p = match c.checked_sub(skew) {
-                                Some(k) if k < k_len => mult.apply(product(k)),
-                                _ => 0,
-                            };
-                            a = (a.wrapping_add(p) << shift) >> shift;
-                        }
-                        acc[o] = psum.apply(a);
-                    }
-                }
             }
         }
     }
 }
+
+/// `v[x] = sum_k mult(p) - p`, `p = xg[k][x] * second(w[k])`.
+#[inline(always)]
+fn os_mult_delta_inner(mult: StuckMask, second: StuckMask, w: &[i8], xg: &[i32], v: &mut [i32]) {
+    let n = v.len();
+    for (k, &wk) in w.iter().enumerate() {
+        let ws = second.apply(wk as i32);
+        for (d, &x) in v.iter_mut().zip(&xg[k * n..(k + 1) * n]) {
+            let p = x.wrapping_mul(ws);
+            *d = d.wrapping_add(mult.apply(p).wrapping_sub(p));
+        }
+    }
+}
+
+simd_dispatch!(fn os_mult_delta => os_mult_delta_inner(mult: StuckMask, second: StuckMask, w: &[i8], xg: &[i32], v: &mut [i32]) -> ());
+
+/// `v[x]`: the OS accumulation of the products `xg[k][x] * second(w[k])`
+/// with the psum mask before every add and at the read-out.
+#[inline(always)]
+fn os_psum_replay_inner(
+    psum: StuckMask,
+    mult: StuckMask,
+    second: StuckMask,
+    w: &[i8],
+    xg: &[i32],
+    v: &mut [i32],
+    shift: u32,
+) {
+    let n = v.len();
+    for (k, &wk) in w.iter().enumerate() {
+        let ws = second.apply(wk as i32);
+        for (a, &x) in v.iter_mut().zip(&xg[k * n..(k + 1) * n]) {
+            let p = mult.apply(x.wrapping_mul(ws));
+            *a = (psum.apply(*a).wrapping_add(p) << shift) >> shift;
+        }
+    }
+    for a in v.iter_mut() {
+        *a = psum.apply(*a);
+    }
+}
+
+simd_dispatch!(fn os_psum_replay => os_psum_replay_inner(psum: StuckMask, mult: StuckMask, second: StuckMask, w: &[i8], xg: &[i32], v: &mut [i32], shift: u32) -> ());
 
 /// WS (`is = false`) and IS (`is = true`): position `fr*rows + r` of an
 /// output is the product formed in PE `(r, c)` of row fold `fr`, reduction
