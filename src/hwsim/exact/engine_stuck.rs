@@ -233,29 +233,33 @@ fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32],
             }
         }
     }
-    // Weight bits of PE column j: recompute filters m = j mod cols.
+    // Weight bits of PE column j: filters m = j mod cols change by
+    // (mask(W) - W) x A, one filter at a time (a few rows: a GEMV over the
+    // reduction indices whose code the mask changes).
+    let mut dw: Vec<i32> = Vec::new();
+    let mut delta: Vec<i32> = Vec::new();
     for j in 0..cols.min(m_len) {
         let segs = runs((0..rows).map(|i| pes[i * cols + j].second));
         if segs.iter().all(|s| s.2.is_none()) {
             continue;
         }
-        let ms: Vec<usize> = (j..m_len).step_by(cols).collect();
         for (i0, i1, mask) in segs {
             let Some(mask) = mask else { continue };
             if i0 >= e_len {
                 continue;
             }
-            b.clear();
-            for &m in &ms {
+            for m in (j..m_len).step_by(cols) {
                 let row = &w[m * k_len..(m + 1) * k_len];
-                b.extend(row.iter().map(|&v| masked(mask, v)));
-            }
-            gemm(ms.len(), e_len, k_len, &b, col, &mut out);
-            for (x, &m) in ms.iter().enumerate() {
+                dw.clear();
+                dw.extend(row.iter().map(|&v| mask.apply(v as i32) - v as i32));
+                delta.clear();
+                delta.resize(e_len, 0);
+                weighted_rows(&dw, col, &mut delta);
                 let dst = &mut acc[m * e_len..(m + 1) * e_len];
-                let src = &out[x * e_len..(x + 1) * e_len];
-                for e in (0..e_len).filter(|e| (i0..i1).contains(&(e % rows))) {
-                    dst[e] = src[e];
+                for i in i0..i1.min(e_len) {
+                    for e in (i..e_len).step_by(rows) {
+                        dst[e] = dst[e].wrapping_add(delta[e]);
+                    }
                 }
             }
         }
@@ -302,6 +306,23 @@ fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32],
         }
     }
 }
+
+/// `out[e] += sum_k dw[k] * col[k][e]` over the `k` with `dw[k] != 0`
+/// (`col` is `K x out.len()`).
+#[inline(always)]
+fn weighted_rows_inner(dw: &[i32], col: &[i8], out: &mut [i32]) {
+    let n = out.len();
+    for (k, &d) in dw.iter().enumerate() {
+        if d == 0 {
+            continue;
+        }
+        for (o, &x) in out.iter_mut().zip(&col[k * n..(k + 1) * n]) {
+            *o = o.wrapping_add(d.wrapping_mul(x as i32));
+        }
+    }
+}
+
+simd_dispatch!(fn weighted_rows => weighted_rows_inner(dw: &[i32], col: &[i8], out: &mut [i32]) -> ());
 
 /// `v[x] = sum_k mult(p) - p`, `p = xg[k][x] * second(w[k])`.
 #[inline(always)]
