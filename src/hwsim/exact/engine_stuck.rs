@@ -590,6 +590,24 @@ fn replay_column_inner(rp: &Replay, column: &[PeMasks], scs: &[usize], block: &m
         } else {
             &rp.col[kr * rp.e_len..(kr + 1) * rp.e_len]
         };
+        if shift == 0 && p.first.is_none() && p.mult.is_none() {
+            // plain products and a 32-bit wrapping accumulator: a multiply-add
+            for (&sc, v) in scs.iter().zip(block.chunks_exact_mut(t_len.max(1))) {
+                let y = if rp.is {
+                    rp.col[kr * rp.e_len + sc]
+                } else {
+                    rp.w[sc * rp.k_len + kr]
+                };
+                let ys = second.apply(y as i32);
+                if ys == 0 {
+                    continue;
+                }
+                for (a, &x) in v.iter_mut().zip(stream) {
+                    *a = a.wrapping_add((x as i32).wrapping_mul(ys));
+                }
+            }
+            continue;
+        }
         for (x, &v) in xs.iter_mut().zip(stream) {
             *x = first.apply(v as i32);
         }
