@@ -14,6 +14,8 @@
 //! corrections). Throughput is images/s; besides criterion's figures the
 //! bench prints the ratio exact/engine from interleaved timed runs, since
 //! the machine may be shared (absolute figures then move, ratios less).
+//! `FASTNET_CASE=Is_exact_stuck` runs only the cases whose name contains
+//! the text (for profiling one case).
 
 use std::path::Path;
 use std::time::Instant;
@@ -102,6 +104,13 @@ fn bench_fastnet(c: &mut Criterion) {
             ("exact_stuck_pe", stuck.sample_chip(7, 1, &net).unwrap()),
         ];
         for (name, chip) in &chips {
+            // FASTNET_CASE=<substring of "Os_exact_aged" etc.>: only those
+            // cases, e.g. for a profile of one.
+            if let Ok(only) = std::env::var("FASTNET_CASE") {
+                if !format!("{df:?}_{name}").contains(&only) {
+                    continue;
+                }
+            }
             group.bench_function(format!("{df:?}_{name}"), |b| {
                 b.iter(|| net.run_images(&images, 0, chip).unwrap())
             });

@@ -712,3 +712,60 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Chips with stuck-at PE register bits only (every PE site, random
+    /// mixes and densities, several bits per chip) on datapaths of at most
+    /// 8-bit operands, mostly wrapping: the whole-network fast path, whose
+    /// stuck corrections run in the engine's layout with its GEMM kernels,
+    /// gives the cycle-level executor's logits on all three dataflows.
+    #[test]
+    fn fast_network_path_stuck_pe_chips_match_cycle_level(
+        seed in any::<u64>(),
+        act in 0u8..7,
+        weight in 0u8..7,
+        psum in any::<u8>(),
+        saturate in 0u8..4,
+        rows in 1usize..=6,
+        cols in 1usize..=6,
+        df in 0u8..3,
+        density in 1u32..=10,
+    ) {
+        use ftnas::hwsim::{HwFaultSpec, Site};
+        let g = random_graph(seed);
+        let w = Weights::random(&g, seed ^ 1);
+        let mut dp = datapath(act, weight, psum, saturate == 0);
+        if psum % 2 == 0 {
+            // the usual 32-bit accumulator half of the time
+            dp.psum_bits = 32;
+        }
+        let q = quant::quantize(&g, &w, dp, &images(g.input_shape(), 2, seed ^ 2)).unwrap();
+        let acc = accelerator(rows, cols, dataflow(df), dp, 1);
+        let cycle = HwNetwork::new(&acc, &q).unwrap();
+        let exact = cycle.clone().with_executor(std::sync::Arc::new(ftnas::hwsim::layer::Exact));
+        let mut text = String::new();
+        for (i, site) in Site::ALL.into_iter().filter(|s| matches!(s, Site::Pe(_))).enumerate() {
+            // some sites clean, the others at a random density
+            if (seed >> (i + 16)) & 3 == 0 {
+                continue;
+            }
+            let rate = 1e-3 * f64::from(density);
+            text += &format!(
+                "[sites.\"{}\"]\nstuck_at_0 = {rate:e}\nstuck_at_1 = {rate:e}\n",
+                site.name()
+            );
+        }
+        prop_assume!(!text.is_empty());
+        let spec = HwFaultSpec::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let imgs = images(g.input_shape(), 3, seed ^ 3);
+        for chip in 0..3 {
+            let faults = spec.sample_chip(seed, chip, &cycle).unwrap();
+            prop_assert_eq!(
+                exact.run_images(&imgs, 0, &faults).unwrap(),
+                cycle.run_images(&imgs, 0, &faults).unwrap()
+            );
+        }
+    }
+}

@@ -774,6 +774,65 @@ impl LayerKit {
         &s.gemm_out[..len]
     }
 
+    /// [`Self::raw_sums`] of a conv/linear layer the engine runs as an
+    /// i8 GEMM, together with the engine's own im2col operand of the group
+    /// (`K x out_h*out_w`, row-major; `K = macs_per_output`) and the
+    /// group's packed weights; `None` for other layers (depthwise plans,
+    /// i16 operands).
+    pub(crate) fn raw_sums_col<'k, 's>(
+        &'k self,
+        model: &QModel,
+        q: usize,
+        grp: usize,
+        input: &[i32],
+        s: &'s mut KitScratch,
+    ) -> Option<(&'s [i32], &'s [i8], &'k PackedA)> {
+        let (layer, prep) = self.layer(model, q);
+        let MacPlan::Gemm {
+            packed,
+            narrow_i8: true,
+        } = &prep.plan
+        else {
+            return None;
+        };
+        let npix = layer.out_shape.h * layer.out_shape.w;
+        let len = layer.cout_per_group() * npix;
+        if s.gemm_out.len() < len {
+            s.gemm_out.resize(len, 0);
+        }
+        let c = &mut s.gemm_out[..len];
+        let n = im2col(layer, narrowed(input, &mut s.in8), grp, (0, 1), &mut s.col8);
+        gemm_packed_i8(Parallelism::Auto, &packed[grp], npix, &s.col8[..n], c);
+        Some((&s.gemm_out[..len], &s.col8[..n], &packed[grp]))
+    }
+
+    /// Finished output codes of group `grp` of MAC node `q` (bias,
+    /// requantization, saturation, fused activation, as [`Self::mac`])
+    /// from raw wrapping sums `raw` (`cout/groups x out_h*out_w`, as
+    /// [`Self::raw_sums`] returns them) into the layer's whole output
+    /// `out`. `input` is the image's layer input (saturating datapaths
+    /// recompute channels from it).
+    pub(crate) fn finish_raw(
+        &self,
+        model: &QModel,
+        q: usize,
+        grp: usize,
+        raw: &[i32],
+        input: &[i32],
+        out: &mut [i32],
+    ) {
+        let (layer, prep) = self.layer(model, q);
+        let finish = Finish::new(layer, prep, &model.datapath, true);
+        let npix = layer.out_shape.h * layer.out_shape.w;
+        let amax = finish.input_bound(input);
+        let cout_g = layer.cout_per_group();
+        for oc in 0..cout_g {
+            let ch = grp * cout_g + oc;
+            let dst = &mut out[ch * npix..][..npix];
+            finish.channel(layer, ch, &raw[oc * npix..][..npix], dst, input, amax);
+        }
+    }
+
     /// A non-MAC node `q` on one image with the engine's fast ops.
     pub(crate) fn non_mac(model: &QModel, q: usize, prev: &[Vec<i32>], out: &mut [i32]) {
         let node = &model.nodes[q];

@@ -44,6 +44,7 @@
 //! corrupted non-live operands can meet in a PE).
 
 pub(crate) mod clean;
+pub(crate) mod engine_stuck;
 mod os;
 mod stationary;
 mod stuck;
@@ -117,7 +118,7 @@ impl Event {
 
 /// The stuck-at bits of one register, in the order they act, folded into
 /// one mask pair: `v -> sign_extend((v & and) | or)`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StuckMask {
     and: i32,
     or: i32,

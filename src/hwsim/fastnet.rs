@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::exact::engine_stuck::{self, EngineOperands};
 use super::exact::{clean::plain_sum_exact, clean_gemm, run_exact_from_clean_trusted};
 use super::layer::{filter_operand, finish_group, ifmap_operand, LayerGemm, LayerStats};
 use super::network::{ActingFaults, ChipFault, HwImageRun, HwNetError, HwNetwork, ImageFaults};
@@ -117,6 +118,10 @@ pub(crate) struct Scratch {
     nodes: Vec<Vec<i32>>,
     a: Vec<i32>,
     w: Vec<i32>,
+    /// One group's raw sums (`M x E`) and filter codes (`M x K`) for
+    /// [`engine_stuck`].
+    acc: Vec<i32>,
+    w8: Vec<i8>,
 }
 
 /// Run one image (input codes) under `faults` on the chip prepared as `ck`
@@ -177,7 +182,49 @@ pub(crate) fn run_codes(
                 } else {
                     let weights = filter.as_deref().unwrap_or(&layer.weights);
                     let shape = hl.gemm;
+                    // Stuck-at PE bits only: corrections in the engine's
+                    // layout with its kernels, when that path handles them.
+                    let engine_layout =
+                        filter.is_none() && engine_stuck::supported(&dp, &acting.pe);
+                    let mut unfinished = false;
                     for gi in 0..shape.groups {
+                        if engine_layout {
+                            let group_faults = shape.group_faults(gi, &acting.pe);
+                            let (m_len, k_len) = (shape.m, shape.k);
+                            s.w8.clear();
+                            s.w8.extend(
+                                weights[gi * m_len * k_len..(gi + 1) * m_len * k_len]
+                                    .iter()
+                                    .map(|&v| v as i8),
+                            );
+                            if let Some((raw, col, packed)) =
+                                ck.kit.raw_sums_col(model, q, gi, input_codes, &mut s.kit)
+                            {
+                                s.acc.clear();
+                                s.acc.extend_from_slice(raw);
+                                let ops = EngineOperands {
+                                    col,
+                                    w: &s.w8,
+                                    packed: Some(packed),
+                                    e: shape.e,
+                                    k: k_len,
+                                    m: m_len,
+                                };
+                                let done = engine_stuck::apply(
+                                    array,
+                                    &dp,
+                                    &group_faults,
+                                    &ops,
+                                    &mut s.acc,
+                                )
+                                .map_err(layer_err)?;
+                                if done {
+                                    ck.kit.finish_raw(model, q, gi, &s.acc, input_codes, out);
+                                    continue;
+                                }
+                            }
+                        }
+                        unfinished = true;
                         ifmap_operand(layer, input_codes, gi, &mut s.a);
                         filter_operand(layer, weights, gi, &mut s.w);
                         let gemm = Gemm {
@@ -203,7 +250,10 @@ pub(crate) fn run_codes(
                         .map_err(layer_err)?;
                         finish_group(layer, &dp, shape.e, shape.m, gi, &run.out, out);
                     }
-                    finish_mac_output(layer, out, 0, None);
+                    if unfinished {
+                        // (a clamp: groups finished above are left as they are)
+                        finish_mac_output(layer, out, 0, None);
+                    }
                 }
                 acting.corrupt(&lb, layer, SramBuffer::Ofmap, out);
                 stats.push(LayerStats {

@@ -36,15 +36,15 @@ use crate::hwsim::{Dataflow, FaultSite, Gemm, Mapping};
 /// Masks of one PE: on the activation/streamed operand, the weight /
 /// stationary operand, the product (`None` = untouched).
 #[derive(Clone, Copy, Default)]
-struct PeMasks {
-    first: Option<StuckMask>,
-    second: Option<StuckMask>,
-    mult: Option<StuckMask>,
-    psum: Option<StuckMask>,
+pub(super) struct PeMasks {
+    pub first: Option<StuckMask>,
+    pub second: Option<StuckMask>,
+    pub mult: Option<StuckMask>,
+    pub psum: Option<StuckMask>,
 }
 
 impl PeMasks {
-    fn any(&self) -> bool {
+    pub(super) fn any(&self) -> bool {
         self.first.is_some() || self.second.is_some() || self.mult.is_some() || self.psum.is_some()
     }
 }
@@ -73,7 +73,7 @@ fn mask_of(events: &[Event], width: u32) -> Option<StuckMask> {
 }
 
 #[inline(always)]
-fn ap(m: Option<StuckMask>, v: i32) -> i32 {
+pub(super) fn ap(m: Option<StuckMask>, v: i32) -> i32 {
     m.map_or(v, |m| m.apply(v))
 }
 
@@ -84,6 +84,25 @@ pub(super) fn changes(gemm: &Gemm, dp: &Datapath, mapping: &Mapping, events: &[E
         Dataflow::Ws | Dataflow::Is => mapping.row_folds * mapping.rows,
     };
     let linear = dp.overflow == Overflow::Wrap || Arith::new(dp, positions).never_saturates;
+    let pes = pe_masks(dp, mapping, events);
+    let ops = Operands {
+        a: gemm.a,
+        w: gemm.w,
+        e: gemm.e,
+        k: gemm.k,
+        m: gemm.m,
+    };
+    let rule = PsumRule::new(dp);
+    match mapping.dataflow {
+        Dataflow::Os => os_changes(&ops, mapping, &pes, linear, rule),
+        Dataflow::Ws => stationary_changes::<WeightStationary>(&ops, mapping, &pes, linear, rule),
+        Dataflow::Is => stationary_changes::<InputStationary>(&ops, mapping, &pes, linear, rule),
+    }
+}
+
+/// The composed masks of every PE (`rows * cols`, row-major) under the
+/// permanent faults `events`.
+pub(super) fn pe_masks(dp: &Datapath, mapping: &Mapping, events: &[Event]) -> Vec<PeMasks> {
     let (act_w, weight_w) = (u32::from(dp.act_bits), u32::from(dp.weight_bits));
     let mult_w = act_w + weight_w;
     let psum_w = u32::from(dp.psum_bits);
@@ -140,19 +159,7 @@ pub(super) fn changes(gemm: &Gemm, dp: &Datapath, mapping: &Mapping, events: &[E
             _ => pe.psum = mask_of(list, psum_w),
         }
     }
-    let ops = Operands {
-        a: gemm.a,
-        w: gemm.w,
-        e: gemm.e,
-        k: gemm.k,
-        m: gemm.m,
-    };
-    let rule = PsumRule::new(dp);
-    match mapping.dataflow {
-        Dataflow::Os => os_changes(&ops, mapping, &pes, linear, rule),
-        Dataflow::Ws => stationary_changes::<WeightStationary>(&ops, mapping, &pes, linear, rule),
-        Dataflow::Is => stationary_changes::<InputStationary>(&ops, mapping, &pes, linear, rule),
-    }
+    pes
 }
 
 /// OS: output `(e, m)` in PE `(e % rows, m % cols)`; one operand side is
