@@ -545,11 +545,7 @@ impl<'g> Network<'g> {
                 if self.plan.requantized[id] {
                     // straight through the rounding, blocked where saturated
                     let grid = Grid::new(formats[id]);
-                    for (d, &v) in dy.iter_mut().zip(y) {
-                        if grid.at_limit(v) {
-                            *d = 0.0;
-                        }
-                    }
+                    block_grad(&mut dy, y, |v| grid.at_limit(v));
                 }
             }
             let in_shape = |k: usize| g.nodes[node.inputs[k]].shape;
@@ -640,11 +636,7 @@ impl<'g> Network<'g> {
                         },
                         _ => f32::INFINITY,
                     };
-                    for (d, &v) in dy.iter_mut().zip(y) {
-                        if v <= 0.0 || v >= top {
-                            *d = 0.0;
-                        }
-                    }
+                    block_grad(&mut dy, y, |v| v <= 0.0 || v >= top);
                     if needs_dx(0) {
                         push(0, dy, &mut dout);
                     }
@@ -733,6 +725,21 @@ impl<'g> Network<'g> {
             }
         }
     }
+}
+
+/// Zero the gradient `d` wherever `blocked(y)` (a clamp was active).
+/// Branch-free so it vectorises, and split over the cores: these
+/// element-wise passes over whole batch tensors were ~9% of a training
+/// step when they ran as scalar loops on one core.
+fn block_grad(d: &mut [f32], y: &[f32], blocked: impl Fn(f32) -> bool + Sync) {
+    const CHUNK: usize = 1 << 14;
+    d.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(d, y)| {
+            for (d, &v) in d.iter_mut().zip(y) {
+                *d = if blocked(v) { 0.0 } else { *d };
+            }
+        });
 }
 
 fn add_into(acc: &mut [f32], d: &[f32]) {
