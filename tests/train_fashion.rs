@@ -170,7 +170,8 @@ fn cli_train_exports_weights_that_infer_loads() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).to_string()
+        // stdout, then stderr (progress)
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
     };
     let m = model.to_str().unwrap();
     let w = out.to_str().unwrap();
@@ -194,6 +195,15 @@ fn cli_train_exports_weights_that_infer_loads() {
         "feature:mibb:1e-4",
     ]);
     assert!(text.contains("fixed-point engine"), "{text}");
+    // no terminal here: progress comes as lines (every tenth of the epoch)
+    let progress = text
+        .lines()
+        .filter(|l| l.contains(": step ") && l.contains(", eta "))
+        .count();
+    assert!(
+        (5..=11).contains(&progress),
+        "{progress} progress lines: {text}"
+    );
     assert!(out.exists() && dir.path().join("tiny.csv").exists());
     assert!(dir.path().join("tiny.safetensors.ckpt.json").exists());
     let text = run(&["infer", "--model", m, "--weights", w, "--images", "100"]);

@@ -476,6 +476,24 @@ impl<'g> Trainer<'g> {
                 sum.images += st.images;
                 bar.set_message(format!("loss {:.3}", st.loss));
                 bar.inc(1);
+                // Without a terminal (background runs, logs) the bar does
+                // not draw: print a line every tenth of the epoch instead.
+                let done = bar.position() as usize;
+                let every = self.steps_per_epoch.div_ceil(10).max(1);
+                if self.cfg.progress && bar.is_hidden() && done.is_multiple_of(every) {
+                    let secs = t0.elapsed().as_secs_f64();
+                    let left = self.steps_per_epoch.saturating_sub(done);
+                    eprintln!(
+                        "epoch {}/{}: step {done}/{}, loss {:.4}, acc {:.4}, {:.0} s, eta {:.0} s",
+                        epoch + 1,
+                        self.cfg.epochs,
+                        self.steps_per_epoch,
+                        sum.loss / sum.images.max(1) as f64,
+                        sum.correct as f64 / sum.images.max(1) as f64,
+                        secs,
+                        secs / done as f64 * left as f64
+                    );
+                }
             }
             bar.finish_and_clear();
             let (val_loss, val_acc) = if val.is_empty() {
