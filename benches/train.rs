@@ -19,32 +19,56 @@ use ftnas::train::{Ftt, Params, TrainConfig, Trainer};
 
 const BATCH: usize = 128;
 
+/// One benchmark variant: name, QAT on, FTT fault model.
+type Variant = (&'static str, bool, Option<FaultModel>);
+
 fn bench_train(c: &mut Criterion) {
     let tuned = ftnas::malloc::keep_freed_memory();
     println!("allocator tuned: {tuned}");
     let train = data::load(None, Split::Train)
         .expect("Fashion-MNIST (apt package fashion-mnist) is needed")
         .take(BATCH);
-    let graph = load_model(std::path::Path::new("models/resnet20.toml"), train.shape).unwrap();
-    let mut group = c.benchmark_group("train_step_resnet20_b128");
+    let mibb = || Some(FaultModel::parse_feature_flag("mibb:1e-4").unwrap());
+    bench_model(
+        c,
+        &train,
+        "resnet20",
+        20,
+        vec![
+            ("float", false, None),
+            ("qat", true, None),
+            ("qat_ftt_mibb_1e-4", true, mibb()),
+            (
+                "qat_ftt_sa_1e-3",
+                true,
+                Some(FaultModel::parse_weight_flag("sa:1e-3").unwrap()),
+            ),
+        ],
+    );
+    bench_model(
+        c,
+        &train,
+        "mobilenetv2",
+        40,
+        vec![("qat", true, None), ("qat_ftt_mibb_1e-4", true, mibb())],
+    );
+}
+
+/// Group `train_step_{model}_b128` over `models/{model}.toml`.
+fn bench_model(
+    c: &mut Criterion,
+    train: &data::Dataset,
+    model: &str,
+    seconds: u64,
+    variants: Vec<Variant>,
+) {
+    let path = format!("models/{model}.toml");
+    let graph = load_model(std::path::Path::new(&path), train.shape).unwrap();
+    let mut group = c.benchmark_group(format!("train_step_{model}_b128"));
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(20))
+        .measurement_time(Duration::from_secs(seconds))
         .throughput(Throughput::Elements(BATCH as u64));
-    let variants: [(&str, bool, Option<FaultModel>); 4] = [
-        ("float", false, None),
-        ("qat", true, None),
-        (
-            "qat_ftt_mibb_1e-4",
-            true,
-            Some(FaultModel::parse_feature_flag("mibb:1e-4").unwrap()),
-        ),
-        (
-            "qat_ftt_sa_1e-3",
-            true,
-            Some(FaultModel::parse_weight_flag("sa:1e-3").unwrap()),
-        ),
-    ];
     for (name, qat, fm) in variants {
         let mut cfg = TrainConfig::new(1, BATCH);
         cfg.qat = qat;
@@ -55,38 +79,8 @@ fn bench_train(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| t.train_step(&train.images, &train.labels))
         });
-        cpu_throughput(name, &mut t, &train.images, &train.labels);
-    }
-    group.finish();
-
-    let graph = load_model(std::path::Path::new("models/mobilenetv2.toml"), train.shape).unwrap();
-    let mut group = c.benchmark_group("train_step_mobilenetv2_b128");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(40))
-        .throughput(Throughput::Elements(BATCH as u64));
-    let variants: [(&str, Option<FaultModel>); 2] = [
-        ("qat", None),
-        (
-            "qat_ftt_mibb_1e-4",
-            Some(FaultModel::parse_feature_flag("mibb:1e-4").unwrap()),
-        ),
-    ];
-    for (name, fm) in variants {
-        let mut cfg = TrainConfig::new(1, BATCH);
-        cfg.qat_warmup_steps = 0;
-        cfg.ftt = fm.map(|model| Ftt { model, alpha: 0.5 });
-        let mut t = Trainer::new(&graph, cfg, Params::init(&graph, 0)).unwrap();
-        t.calibrate(&train.images);
-        group.bench_function(name, |b| {
-            b.iter(|| t.train_step(&train.images, &train.labels))
-        });
-        cpu_throughput(
-            &format!("mobilenetv2 {name}"),
-            &mut t,
-            &train.images,
-            &train.labels,
-        );
+        let label = format!("{model} {name}");
+        cpu_throughput(&label, &mut t, &train.images, &train.labels);
     }
     group.finish();
 }

@@ -299,16 +299,7 @@ pub(crate) fn run_exact_from_clean_trusted(
     clean: Vec<i64>,
 ) -> Result<HwRun, HwSimError> {
     let mapping = array.mapping(gemm.e, gemm.k, gemm.m);
-    for (index, f) in faults.iter().enumerate() {
-        f.check(array.rows, array.cols, dp, mapping.cycles)
-            .map_err(|reason| HwSimError::Fault {
-                index,
-                site: f.site,
-                row: f.row,
-                col: f.col,
-                reason,
-            })?;
-    }
+    array.check_faults(dp, &mapping, faults)?;
     Ok(correct(array, gemm, dp, faults, mapping, clean))
 }
 

@@ -285,6 +285,18 @@ pub(crate) struct Operands<'a> {
     pub m: usize,
 }
 
+impl<'a> From<&Gemm<'a>> for Operands<'a> {
+    fn from(g: &Gemm<'a>) -> Self {
+        Operands {
+            a: g.a,
+            w: g.w,
+            e: g.e,
+            k: g.k,
+            m: g.m,
+        }
+    }
+}
+
 impl SystolicArray {
     pub fn new(rows: usize, cols: usize, dataflow: Dataflow) -> Result<Self, HwSimError> {
         if rows == 0 || cols == 0 {
@@ -344,6 +356,18 @@ impl SystolicArray {
         dp.validate().map_err(HwSimError::Datapath)?;
         check_gemm(gemm, dp)?;
         let mapping = self.mapping(gemm.e, gemm.k, gemm.m);
+        self.check_faults(dp, &mapping, faults)?;
+        Ok(mapping)
+    }
+
+    /// Every fault must name a PE of this array, a bit of the datapath and
+    /// a cycle of the mapping; the first that does not is the error.
+    pub(crate) fn check_faults(
+        &self,
+        dp: &Datapath,
+        mapping: &Mapping,
+        faults: &[HwFault],
+    ) -> Result<(), HwSimError> {
         for (index, f) in faults.iter().enumerate() {
             f.check(self.rows, self.cols, dp, mapping.cycles)
                 .map_err(|reason| HwSimError::Fault {
@@ -354,7 +378,7 @@ impl SystolicArray {
                     reason,
                 })?;
         }
-        Ok(mapping)
+        Ok(())
     }
 
     /// Execute the GEMM cycle by cycle with the given faults (none for a
@@ -376,13 +400,7 @@ impl SystolicArray {
             t: mapping.t,
             cycles_per_fold: mapping.cycles_per_fold,
         };
-        let ops = Operands {
-            a: gemm.a,
-            w: gemm.w,
-            e: gemm.e,
-            k: gemm.k,
-            m: gemm.m,
-        };
+        let ops = Operands::from(gemm);
         let rule = PsumRule::new(dp);
         let mut out = vec![0i64; gemm.e * gemm.m];
         let stepped_cycles = match self.dataflow {

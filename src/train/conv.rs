@@ -292,10 +292,14 @@ pub fn forward(geom: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out:
                 vec![0.0f32; if direct { 0 } else { k * p }]
             },
             |col, (o, xi)| {
-                if geom.is_depthwise() {
+                // depthwise: direct loops; otherwise one GEMM per group
+                let groups = if geom.is_depthwise() {
                     geom.depthwise_forward(xi, w, o);
-                }
-                for g in (0..geom.groups).filter(|_| !geom.is_depthwise()) {
+                    0
+                } else {
+                    geom.groups
+                };
+                for g in 0..groups {
                     let wg = Mat::rm(&w[g * cout_g * k..][..cout_g * k], cout_g, k);
                     let og = &mut o[g * cout_g * p..][..cout_g * p];
                     if geom.is_pointwise() {
@@ -342,13 +346,16 @@ pub fn backward(
         for i in first..(first + GRAD_CHUNK).min(n) {
             let xi = &x[i * in_n..][..in_n];
             let di = &dout[i * out_n..][..out_n];
-            if depthwise {
+            let groups = if depthwise {
                 let dxi = dx
                     .as_deref_mut()
                     .map(|d| &mut d[(i - first) * in_n..][..in_n]);
                 geom.depthwise_backward(xi, w, di, dxi, &mut pdw);
-            }
-            for g in (0..geom.groups).filter(|_| !depthwise) {
+                0
+            } else {
+                geom.groups
+            };
+            for g in 0..groups {
                 let dg = Mat::rm(&di[g * cout_g * p..][..cout_g * p], cout_g, p);
                 let colm = if pointwise {
                     &xi[g * k * p..][..k * p]

@@ -80,16 +80,7 @@ pub(crate) fn apply(
         return Ok(false);
     }
     let mapping = array.mapping(ops.e, ops.k, ops.m);
-    for (index, f) in faults.iter().enumerate() {
-        f.check(array.rows, array.cols, dp, mapping.cycles)
-            .map_err(|reason| HwSimError::Fault {
-                index,
-                site: f.site,
-                row: f.row,
-                col: f.col,
-                reason,
-            })?;
-    }
+    array.check_faults(dp, &mapping, faults)?;
     if faults.is_empty() {
         return Ok(true);
     }

@@ -267,13 +267,7 @@ fn faulty<R: OutputCoords + Sync>(
     extra: &[usize],
     clean: &[i64],
 ) -> Vec<(usize, i64)> {
-    let ops = Operands {
-        a: gemm.a,
-        w: gemm.w,
-        e: gemm.e,
-        k: gemm.k,
-        m: gemm.m,
-    };
+    let ops = Operands::from(gemm);
     let (rows, cols, row_folds) = (mapping.rows, mapping.cols, mapping.row_folds);
     let mut ix = Index {
         streaming: Vec::new(),

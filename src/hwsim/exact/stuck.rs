@@ -85,13 +85,7 @@ pub(super) fn changes(gemm: &Gemm, dp: &Datapath, mapping: &Mapping, events: &[E
     };
     let linear = dp.overflow == Overflow::Wrap || Arith::new(dp, positions).never_saturates;
     let pes = pe_masks(dp, mapping, events);
-    let ops = Operands {
-        a: gemm.a,
-        w: gemm.w,
-        e: gemm.e,
-        k: gemm.k,
-        m: gemm.m,
-    };
+    let ops = Operands::from(gemm);
     let rule = PsumRule::new(dp);
     match mapping.dataflow {
         Dataflow::Os => os_changes(&ops, mapping, &pes, linear, rule),
