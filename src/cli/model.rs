@@ -4,14 +4,18 @@
 //! node (name, op, output shape, MACs, parameters) and the totals;
 //! `--json F` also writes them as JSON, `--weights W` checks a safetensors
 //! file against the graph. `init` writes random weights (Kaiming-uniform,
-//! seeded) for untrained runs and tests.
+//! seeded) for untrained runs and tests. `convert` checks a weights file
+//! against the graph and rewrites it in another element type (F16 halves
+//! a shipped file; BF16/F64 checkpoints become F32).
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::model::safetensors_io::{load_weights_with_extras, save_weights};
+use crate::model::safetensors_io::{
+    load_weights_with_extras, save_weights, save_weights_as, WeightDtype,
+};
 use crate::model::{load_model, Graph, Op, Shape, Weights};
 
 #[derive(Debug, clap::Args)]
@@ -26,6 +30,27 @@ pub enum ModelCommand {
     Show(ShowArgs),
     /// Write random (seeded) weights for a model file.
     Init(InitArgs),
+    /// Rewrite a weights file in another element type (only the model's
+    /// tensors are kept).
+    Convert(ConvertArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConvertArgs {
+    /// Model file (TOML) the weights belong to.
+    pub model: PathBuf,
+    /// Input weights (safetensors: F32, F16, BF16 or F64 tensors).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Input shape CxHxW.
+    #[arg(long, default_value = "1x28x28", value_parser = parse_shape)]
+    pub input: Shape,
+    /// Element type to write.
+    #[arg(long, value_enum)]
+    pub dtype: WeightDtype,
+    /// Output safetensors file.
+    #[arg(long, short)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,7 +108,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         ModelCommand::Show(a) => show(a),
         ModelCommand::Init(a) => init(a),
+        ModelCommand::Convert(a) => convert(a),
     }
+}
+
+fn convert(args: ConvertArgs) -> anyhow::Result<()> {
+    let graph = load_model(&args.model, args.input)?;
+    let (weights, extras) = load_weights_with_extras(&args.weights, &graph)?;
+    save_weights_as(&args.output, &weights, args.dtype)?;
+    let bytes = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} tensors ({} parameters) as {:?} to {} ({:.2} MB){}",
+        weights.tensors.len(),
+        graph.total_params(),
+        args.dtype,
+        args.output.display(),
+        bytes as f64 / 1e6,
+        if extras.is_empty() {
+            String::new()
+        } else {
+            format!(", dropped {} unused tensor(s)", extras.len())
+        }
+    );
+    Ok(())
 }
 
 /// One row of the layer table.

@@ -44,4 +44,4 @@ pub mod vgg;
 
 pub use file::{read_model, ModelSpec};
 pub use genotype::{CellNetConfig, CellOp, Edge, Genotype};
-pub use safetensors_io::{load_weights, save_weights};
+pub use safetensors_io::{load_weights, save_weights, save_weights_as, WeightDtype};
