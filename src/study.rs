@@ -32,12 +32,13 @@ use crate::derive::calibrate::{
     agrees, chip_at, derived_accuracy, flips_per_cycle, hardware_accuracy, rate_shape,
 };
 use crate::derive::layer::GemmLayer;
-use crate::derive::network::{derive_network, pe_transient_rates, NetworkDerivation};
+use crate::derive::network::{derive_from_spec, derive_network, NetworkDerivation};
 use crate::engine::{EngineError, FastEngine};
 use crate::eval::pipeline::TestSet;
 use crate::eval::stats::pct;
 use crate::eval::{accuracy, Summary};
 use crate::fixed::Datapath;
+use crate::hwsim::sram::SramBuffer;
 use crate::hwsim::{HwFaultSpec, HwNetError, HwNetwork};
 use crate::model::Graph;
 use crate::quant::QModel;
@@ -246,8 +247,15 @@ fn fault_study(
     cfg: &StudyConfig,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<FaultStudy, HwNetError> {
-    let (rates, left_out) = pe_transient_rates(spec, net.clock_mhz());
-    let derivation = derive_network(net.array(), m.qmodel, m.layers, &rates);
+    let (derivation, left_out) = derive_from_spec(
+        net.array(),
+        net.sram_words(SramBuffer::Filter),
+        net.clock_mhz(),
+        m.qmodel,
+        m.layers,
+        spec,
+    );
+    let rates = derivation.rates;
     let derived = Summary::of(&derived_accuracy(
         m.qmodel,
         &derivation,

@@ -73,6 +73,77 @@ fn derive_writes_a_fault_model_that_infer_uses() {
     succeeded(&infer);
 }
 
+/// Stuck cells that hold weights become per-layer `stuck_at` weight
+/// faults: on a WS array from the filter SRAM and the PE weight registers
+/// (`p0 = r0 + (1 - r0 - r1) s0`), on an OS array from the SRAM only (the
+/// moving weight register is reported as not derived).
+#[test]
+fn derive_turns_stuck_weight_cells_into_weight_faults() {
+    use ftnas::fault::stuck_at::PerBit;
+    use ftnas::fault::WeightFault;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.toml");
+    std::fs::write(&model, "family = \"vgg\"\nchannels = [[4], [8]]\n").unwrap();
+    let weights = dir.path().join("tiny.safetensors");
+    init_weights(&model, "1x28x28", 3, &weights);
+    let spec = repo_file("accelerators/faults/stuck_weight_cells.toml");
+    for (accel, want) in [
+        ("accelerators/eyeriss.toml", 5e-4 + (1.0 - 1e-3) * 5e-4),
+        ("accelerators/edge_16x16_os.toml", 5e-4),
+    ] {
+        let fm = dir.path().join("stuck.toml");
+        let out = run([
+            "derive",
+            "--accel",
+            s(&repo_file(accel)),
+            "--model",
+            s(&model),
+            "--weights",
+            s(&weights),
+            "--faults",
+            s(&spec),
+            "--calib",
+            "16",
+            "--images",
+            "2",
+            "--out",
+            s(&fm),
+        ]);
+        let stdout = succeeded(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stdout.contains("p_stuck0"), "{stdout}");
+        let os = accel.contains("_os");
+        assert_eq!(
+            stderr.contains("pe.weight_reg stuck-at"),
+            os,
+            "{accel}: {stderr}"
+        );
+        let loaded = FaultModel::load(&fm).unwrap();
+        let layers = &loaded.spec().layers;
+        assert!(layers.len() >= 3);
+        for l in layers {
+            match &l.weight {
+                Some(WeightFault::StuckAt(m)) => {
+                    for p in [&m.p0, &m.p1] {
+                        let PerBit::Uniform(p) = p else {
+                            panic!("{}: {p:?}", l.name)
+                        };
+                        assert!(
+                            (p - want).abs() < 1e-12,
+                            "{accel} {}: {p} vs {want}",
+                            l.name
+                        );
+                    }
+                }
+                other => panic!("{accel} {}: weight {other:?}", l.name),
+            }
+        }
+        let csv = std::fs::read_to_string(fm.with_extension("weights.csv")).unwrap();
+        assert_eq!(csv.lines().count(), layers.len() + 1, "{csv}");
+        assert!(csv.starts_with("layer,weights,bits,p_stuck0"), "{csv}");
+    }
+}
+
 #[test]
 fn derive_rejects_bad_inputs_clearly() {
     let dir = tempfile::tempdir().unwrap();

@@ -146,3 +146,156 @@ fn derived_hit_rates_match_hardware_injection() {
         }
     }
 }
+
+/// Permanent faults as weight faults: on a weight-stationary array, stuck
+/// filter-SRAM cells and stuck PE weight registers are drawn per chip as
+/// the hardware spec draws them (every bit independently); the array runs
+/// the GEMM cycle by cycle with them. Two checks: (1) every chip's output
+/// is exactly the GEMM of weights with the forced bits the derivation's
+/// rule assigns (SRAM word `i mod words`, then the register of PE
+/// `(k mod R, m mod C)`): stuck weight bits are weight faults; (2) over the
+/// chips, the fraction of weight bits forced to 0 / 1 matches the derived
+/// `p0` / `p1`.
+#[test]
+fn derived_weight_stuck_rates_match_hardware_injection() {
+    use ftnas::derive::permanent::{derive_weight_faults, StuckPair, StuckRates};
+    use ftnas::hwsim::sram::{SramBuffer, SramFault};
+    use ftnas::hwsim::FaultKind;
+
+    let (e, k, m, rows, cols, words) = (6usize, 11usize, 5usize, 4usize, 3usize, 17usize);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+    let a: Vec<i32> = (0..e * k).map(|_| rng.random_range(-90..91)).collect();
+    let w: Vec<i32> = (0..k * m).map(|_| rng.random_range(-100..101)).collect();
+    let dp = Datapath {
+        act_bits: 8,
+        weight_bits: 8,
+        psum_bits: 24,
+        overflow: Overflow::Wrap,
+    };
+    let arr = SystolicArray::new(rows, cols, Dataflow::Ws).unwrap();
+    let rates = StuckRates {
+        sram_filter: StuckPair { p0: 0.02, p1: 0.03 },
+        weight_reg: StuckPair { p0: 0.04, p1: 0.01 },
+        weight_stationary: true,
+    };
+    let layer = GemmLayer {
+        name: "t".into(),
+        e,
+        k,
+        m,
+        groups: 1,
+        shift: SHIFT,
+        out_bits: 8,
+        weights: Magnitudes::from_codes(w.iter().copied()),
+        inputs: Magnitudes::from_codes(a.iter().copied()),
+    };
+    let d = &derive_weight_faults((rows, cols), words, 8, &[layer], &rates)[0];
+    let draw = |rng: &mut Xoshiro256PlusPlus, p: StuckPair| -> Option<bool> {
+        let u = rng.random::<f64>();
+        (u < p.p0 + p.p1).then_some(u >= p.p0)
+    };
+    let chips = 600;
+    let (mut forced0, mut forced1, mut total) = (0u64, 0u64, 0u64);
+    for _ in 0..chips {
+        // stuck cells: (word, bit) and (PE, bit)
+        let mut sram = Vec::new();
+        for addr in 0..words {
+            for bit in 0..8u8 {
+                if let Some(one) = draw(&mut rng, rates.sram_filter) {
+                    sram.push(SramFault {
+                        buffer: SramBuffer::Filter,
+                        address: addr,
+                        bit,
+                        kind: if one {
+                            FaultKind::StuckAt1
+                        } else {
+                            FaultKind::StuckAt0
+                        },
+                    });
+                }
+            }
+        }
+        let mut pe = Vec::new();
+        for r in 0..rows {
+            for c in 0..cols {
+                for bit in 0..8u8 {
+                    if let Some(one) = draw(&mut rng, rates.weight_reg) {
+                        pe.push(HwFault::stuck(FaultSite::WeightReg, r, c, bit, one));
+                    }
+                }
+            }
+        }
+        // The hardware: SRAM cells force the codes the buffer delivers (the
+        // filter buffer holds W in [out, in] order: code `m*K + k`), then
+        // the array latches them into its stuck registers.
+        let mut buf: Vec<i32> = (0..m * k).map(|i| w[(i % k) * m + i / k]).collect();
+        for f in &sram {
+            f.apply(&mut buf, 8, words, 1);
+        }
+        let w_read: Vec<i32> = (0..k * m).map(|i| buf[(i % m) * k + i / m]).collect();
+        let g = Gemm {
+            a: &a,
+            w: &w_read,
+            e,
+            k,
+            m,
+        };
+        let hw = arr.run(&g, &dp, &pe).unwrap().out;
+        // The derivation's rule: each weight's forced bits.
+        let mut w_fault = vec![0i32; k * m];
+        for kk in 0..k {
+            for mm in 0..m {
+                let addr = (mm * k + kk) % words;
+                let mut mask: [Option<bool>; 8] = [None; 8];
+                for f in sram.iter().filter(|f| f.address == addr) {
+                    mask[f.bit as usize] = Some(f.kind == FaultKind::StuckAt1);
+                }
+                for f in pe
+                    .iter()
+                    .filter(|f| f.row == kk % rows && f.col == mm % cols)
+                {
+                    mask[f.bit as usize] = Some(f.kind == FaultKind::StuckAt1);
+                }
+                let mut v = w[kk * m + mm] as u32 & 0xff;
+                for (b, s) in mask.iter().enumerate() {
+                    total += 1;
+                    match s {
+                        Some(true) => {
+                            forced1 += 1;
+                            v |= 1 << b;
+                        }
+                        Some(false) => {
+                            forced0 += 1;
+                            v &= !(1 << b);
+                        }
+                        None => {}
+                    }
+                }
+                w_fault[kk * m + mm] = v as u8 as i8 as i32;
+            }
+        }
+        let g = Gemm {
+            a: &a,
+            w: &w_fault,
+            e,
+            k,
+            m,
+        };
+        let want = arr.run(&g, &dp, &[]).unwrap().out;
+        assert_eq!(hw, want, "stuck weight bits are not weight faults here");
+    }
+    // Shared cells: ~chips * (words + rows*cols) * 8 independent draws
+    // behind each rate; allow 5 sigma of that.
+    let cells = (chips * (words + rows * cols) * 8) as f64;
+    for (name, got, want) in [
+        ("p0", forced0 as f64 / total as f64, d.bit.p0),
+        ("p1", forced1 as f64 / total as f64, d.bit.p1),
+    ] {
+        let tol = 5.0 * (want * (1.0 - want) / cells).sqrt() * 2.0;
+        assert!(
+            (got - want).abs() <= tol,
+            "{name}: measured {got:.5}, derived {want:.5} (tolerance {tol:.5})"
+        );
+    }
+    assert!((d.expected_stuck_bits - (k * m * 8) as f64 * (d.bit.p0 + d.bit.p1)).abs() < 1e-9);
+}

@@ -96,7 +96,10 @@ fn init_writes_weights_that_show_accepts() {
 #[test]
 fn convert_to_f16_halves_the_file_and_show_accepts_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (w16, w32) = (dir.path().join("h.safetensors"), dir.path().join("f.safetensors"));
+    let (w16, w32) = (
+        dir.path().join("h.safetensors"),
+        dir.path().join("f.safetensors"),
+    );
     let demo = model("demo-cnn.toml");
     let shipped = model("demo-cnn.safetensors");
     let args = |w: &PathBuf, dtype: &'static str| {
@@ -115,11 +118,24 @@ fn convert_to_f16_halves_the_file_and_show_accepts_it() {
     assert!(succeeded(&args(&w16, "f16")).contains("as F16"));
     // f16 back to f32 keeps the f16 values: the same size as the original
     let back = run([
-        "model", "convert", s(&demo), "--weights", s(&w16), "--dtype", "f32", "-o", s(&w32),
+        "model",
+        "convert",
+        s(&demo),
+        "--weights",
+        s(&w16),
+        "--dtype",
+        "f32",
+        "-o",
+        s(&w32),
     ]);
     succeeded(&back);
     let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len();
-    assert!(size(&w16) * 10 < size(&shipped) * 6, "{} vs {}", size(&w16), size(&shipped));
+    assert!(
+        size(&w16) * 10 < size(&shipped) * 6,
+        "{} vs {}",
+        size(&w16),
+        size(&shipped)
+    );
     assert!(size(&w32).abs_diff(size(&shipped)) < 256);
     let shown = succeeded(&run(["model", "show", s(&demo), "--weights", s(&w16)]));
     assert!(shown.contains("tensors present"), "{shown}");

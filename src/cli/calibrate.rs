@@ -155,7 +155,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let acc = Accelerator::load(&inp.accel)?;
     let spec = HwFaultSpec::load(&inp.faults)?;
-    let (base, skipped) = pe_transient_rates(&spec, acc.clock_mhz);
+    let (base, mut skipped) = pe_transient_rates(&spec, acc.clock_mhz);
+    let sys = acc.systolic.as_ref().map(|s| s.dataflow);
+    if let Some(df) = sys {
+        let (stuck, not_weights) = crate::derive::permanent::stuck_rates(&spec, df);
+        if stuck.weight_bit().any() {
+            skipped.push("stuck-at weight cells (derived by `ftnas derive`; calibration sweeps transient rates)".into());
+        }
+        skipped.extend(not_weights);
+    }
     if base.act_reg + base.weight_reg + base.psum_reg + base.mult_out <= 0.0 {
         bail!(
             "{}: no PE transient rate (sites.\"pe.*\".transient_per_bit_cycle or fit_per_mbit); calibration sweeps PE register upsets",

@@ -1,7 +1,9 @@
 //! `ftnas derive`: the algorithmic fault model a systolic accelerator's raw
 //! hardware fault rates imply for a quantized network — per layer, the
 //! probability that an output element is hit and the distribution of the
-//! hit bit (`output_hit`), written as a fault-model file that `infer`,
+//! hit bit (`output_hit`) from PE transient rates, and the per-bit weight
+//! stuck-at probabilities from stuck filter-SRAM cells and (on WS arrays)
+//! stuck weight registers — written as a fault-model file that `infer`,
 //! `eval`, `train` and `search` read. See [`crate::derive`] for the
 //! formulas.
 
@@ -11,7 +13,7 @@ use anyhow::{bail, Context};
 
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
-use crate::derive::network::{derive_network, gemm_layers, NetworkDerivation};
+use crate::derive::network::{derive_from_spec, gemm_layers, NetworkDerivation};
 use crate::eval;
 use crate::fault::FaultModel;
 use crate::hwsim::spec::HwFaultSpec;
@@ -69,14 +71,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let array = SystolicArray::new(sys.rows, sys.cols, sys.dataflow)?;
     let spec = HwFaultSpec::load(&inp.faults)?;
-    let (rates, skipped) = pe_transient_rates(&spec, acc.clock_mhz);
-    if !skipped.is_empty() {
-        eprintln!(
-            "note: {}: not part of the derived feature model (use `ftnas inject` for them): {}",
-            inp.faults.display(),
-            skipped.join(", ")
-        );
-    }
     if args.images == 0 {
         bail!("--images must be at least 1 (operand statistics need real layer inputs)");
     }
@@ -85,10 +79,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let n = args.images.min(train.len());
     let per = train.shape.numel();
     let layers = gemm_layers(&q.qmodel, &train.images[..n * per]);
-    let d = derive_network(&array, &q.qmodel, &layers, &rates);
+    let filter_words = acc.derived().filter_sram_words;
+    let (d, skipped) = derive_from_spec(
+        &array,
+        filter_words,
+        acc.clock_mhz,
+        &q.qmodel,
+        &layers,
+        &spec,
+    );
+    if !skipped.is_empty() {
+        eprintln!(
+            "note: {}: not part of the derived fault model (use `ftnas inject` for them): {}",
+            inp.faults.display(),
+            skipped.join(", ")
+        );
+    }
+    let rates = d.rates;
 
     let desc = format!(
-        "derived by ftnas derive: accel {}, model {}, weights {}, faults {}; PE transient rates per bit per cycle: act {:e}, weight {:e}, psum {:e}, mult {:e}",
+        "derived by ftnas derive: accel {}, model {}, weights {}, faults {}; PE transient rates per bit per cycle: act {:e}, weight {:e}, psum {:e}, mult {:e}; stuck-at per bit: filter SRAM {:e}/{:e}, WS weight register {:e}/{:e}",
         inp.accel.display(),
         inp.model.display(),
         inp.weights.display(),
@@ -96,7 +106,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rates.act_reg,
         rates.weight_reg,
         rates.psum_reg,
-        rates.mult_out
+        rates.mult_out,
+        d.stuck.sram_filter.p0,
+        d.stuck.sram_filter.p1,
+        if d.stuck.weight_stationary { d.stuck.weight_reg.p0 } else { 0.0 },
+        if d.stuck.weight_stationary { d.stuck.weight_reg.p1 } else { 0.0 },
     );
     let model = FaultModel::from_spec(d.fault_spec(desc))?;
     model.save(&args.out)?;
@@ -106,8 +120,61 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let csv_path = args.out.with_extension("csv");
     csv.write(&csv_path)
         .with_context(|| format!("writing {}", csv_path.display()))?;
-    println!("wrote {} and {}", args.out.display(), csv_path.display());
+    if let Some((table, csv)) = weight_table(&d)? {
+        println!("\nweight faults (stuck-at, per bit of every weight code, drawn once per chip):");
+        print!("{table}");
+        let path = weights_csv_path(&args.out);
+        csv.write(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "wrote {}, {} and {}",
+            args.out.display(),
+            csv_path.display(),
+            path.display()
+        );
+    } else {
+        println!("wrote {} and {}", args.out.display(), csv_path.display());
+    }
     Ok(())
+}
+
+/// Where `derive --out FM.toml` writes the weight-fault CSV: `FM.weights.csv`.
+pub fn weights_csv_path(out: &std::path::Path) -> PathBuf {
+    out.with_extension("weights.csv")
+}
+
+/// The per-layer weight faults as a table and CSV, when any were derived.
+pub fn weight_table(d: &NetworkDerivation) -> anyhow::Result<Option<(Table, Csv)>> {
+    if d.weights.is_empty() {
+        return Ok(None);
+    }
+    let header = [
+        "layer",
+        "weights",
+        "bits",
+        "p_stuck0",
+        "p_stuck1",
+        "stuck_bits_per_chip",
+        "weights_per_sram_word",
+        "weights_per_pe_reg",
+    ];
+    let mut table = Table::new(header);
+    let mut csv = Csv::new(header);
+    for w in &d.weights {
+        let row = vec![
+            w.name.clone(),
+            w.weights.to_string(),
+            w.bits.to_string(),
+            format!("{:.3e}", w.bit.p0),
+            format!("{:.3e}", w.bit.p1),
+            format!("{:.3}", w.expected_stuck_bits),
+            format!("{:.2}", w.sram_share),
+            w.reg_share.map_or("-".into(), |r| format!("{r:.2}")),
+        ];
+        table.push(row.clone());
+        csv.push(row)?;
+    }
+    Ok(Some((table, csv)))
 }
 
 /// The per-layer derivation as a table for stdout and a CSV (same rows).

@@ -116,7 +116,9 @@ fn convert(args: ConvertArgs) -> anyhow::Result<()> {
     let graph = load_model(&args.model, args.input)?;
     let (weights, extras) = load_weights_with_extras(&args.weights, &graph)?;
     save_weights_as(&args.output, &weights, args.dtype)?;
-    let bytes = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
+    let bytes = std::fs::metadata(&args.output)
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!(
         "wrote {} tensors ({} parameters) as {:?} to {} ({:.2} MB){}",
         weights.tensors.len(),

@@ -5,10 +5,12 @@
 //! This module owns the bridge from `hwsim` (where faults live in
 //! registers and cycles) to `fault` (where they live in tensors): the
 //! exposure of each output value to each register site ([`exposure`]), and
-//! the per-layer parameters built from it.
+//! the per-layer parameters built from it; and from permanent stuck-at
+//! cells to weight stuck-at faults ([`permanent`]).
 
 pub mod calibrate;
 pub mod exposure;
 pub mod layer;
 pub mod measure;
 pub mod network;
+pub mod permanent;

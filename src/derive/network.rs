@@ -2,7 +2,9 @@
 //! the operand statistics each layer needs (its weight codes, and its input
 //! codes as the GEMM sees them, measured on real images), the per-layer
 //! parameters of [`super::layer`], and the algorithmic fault model they make
-//! (`output_hit` per layer), ready for `infer`, `eval`, `train` and `search`.
+//! (`output_hit` per layer), ready for `infer`, `eval`, `train` and `search`;
+//! with stuck-at densities in the spec, also per-layer weight stuck-at
+//! faults ([`super::permanent`]).
 
 use rayon::prelude::*;
 
@@ -14,7 +16,11 @@ use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::quant::{MacLayer, QModel, QOp};
 
+use crate::fault::stuck_at::{PerBit, StuckAt};
+use crate::fault::WeightFault;
+
 use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRates};
+use super::permanent::{derive_weight_faults, stuck_rates, StuckRates, WeightDerivation};
 
 /// Magnitudes of the im2col operand of `layer` for one image's input codes
 /// (CHW): every (output pixel, tap, channel) entry of every group's GEMM,
@@ -34,6 +40,11 @@ pub fn add_im2col_magnitudes(layer: &MacLayer, input: &[i32], mags: &mut Magnitu
 pub struct NetworkDerivation {
     pub rates: SiteRates,
     pub layers: Vec<LayerDerivation>,
+    /// Stuck-at densities behind `weights`.
+    pub stuck: StuckRates,
+    /// Weight faults per layer (same order as `layers`; empty when the
+    /// spec has no stuck cell that holds weights).
+    pub weights: Vec<WeightDerivation>,
 }
 
 /// The GEMM view of every MAC layer of `model`, with input magnitudes
@@ -93,12 +104,77 @@ pub fn derive_network(
             .par_iter()
             .map(|l| derive_layer(array, widths, l, rates))
             .collect(),
+        stuck: StuckRates::default(),
+        weights: Vec::new(),
     }
 }
 
+/// Everything derivation covers of a hardware spec on `array` (with a
+/// filter SRAM of `filter_words` words at `clock_mhz`): feature faults from
+/// the PE transient rates, weight faults from the stuck cells that hold
+/// weights. Also returns what the spec has that is not derived (by name).
+pub fn derive_from_spec(
+    array: &SystolicArray,
+    filter_words: usize,
+    clock_mhz: f64,
+    model: &QModel,
+    layers: &[GemmLayer],
+    spec: &HwFaultSpec,
+) -> (NetworkDerivation, Vec<String>) {
+    let (rates, mut left_out) = pe_transient_rates(spec, clock_mhz);
+    let (stuck, not_weights) = stuck_rates(spec, array.dataflow);
+    left_out.extend(not_weights);
+    let d = derive_network(array, model, layers, &rates).with_weight_faults(
+        array,
+        filter_words,
+        model,
+        layers,
+        &stuck,
+    );
+    (d, left_out)
+}
+
 impl NetworkDerivation {
+    /// Add the weight faults of stuck densities `stuck` (nothing when no
+    /// density is set).
+    pub fn with_weight_faults(
+        mut self,
+        array: &SystolicArray,
+        filter_words: usize,
+        model: &QModel,
+        layers: &[GemmLayer],
+        stuck: &StuckRates,
+    ) -> NetworkDerivation {
+        self.stuck = *stuck;
+        self.weights = if stuck.weight_bit().any() {
+            derive_weight_faults(
+                (array.rows, array.cols),
+                filter_words,
+                u32::from(model.datapath.weight_bits),
+                layers,
+                stuck,
+            )
+        } else {
+            Vec::new()
+        };
+        self
+    }
+
+    /// The weight fault of layer `name`, if derived and not zero.
+    fn weight_fault(&self, name: &str) -> Option<WeightFault> {
+        let w = self.weights.iter().find(|w| w.name == name)?;
+        w.bit.any().then(|| {
+            WeightFault::StuckAt(StuckAt {
+                p0: PerBit::Uniform(w.bit.p0),
+                p1: PerBit::Uniform(w.bit.p1),
+            })
+        })
+    }
+
     /// The algorithmic fault model: one `output_hit` feature model per layer
-    /// (additive `+-2^b` errors that saturate, one bit per hit).
+    /// (additive `+-2^b` errors that saturate, one bit per hit), and per
+    /// layer a `stuck_at` weight model when stuck cells hold weights (drawn
+    /// once per chip: no `[weight]` section means persistent).
     pub fn fault_spec(&self, description: String) -> FaultSpec {
         FaultSpec {
             description: Some(description),
@@ -119,7 +195,7 @@ impl NetworkDerivation {
                     } else {
                         FeatureFault::Off
                     }),
-                    weight: None,
+                    weight: self.weight_fault(&l.name),
                 })
                 .collect(),
         }
@@ -127,7 +203,9 @@ impl NetworkDerivation {
 }
 
 /// The PE transient rates of a hardware spec (per bit per cycle at the
-/// accelerator's clock), and the sites the derivation does not cover.
+/// accelerator's clock), and the transient rates and explicit faults the
+/// feature derivation does not cover (stuck-at densities are
+/// [`super::permanent::stuck_rates`]'s).
 pub fn pe_transient_rates(spec: &HwFaultSpec, clock_mhz: f64) -> (SiteRates, Vec<String>) {
     let mut rates = SiteRates::default();
     let mut skipped = Vec::new();
@@ -142,9 +220,6 @@ pub fn pe_transient_rates(spec: &HwFaultSpec, clock_mhz: f64) -> (SiteRates, Vec
             }
         } else if r.transient.is_some() {
             skipped.push(format!("{} transient", site.name()));
-        }
-        if r.stuck_at_0 > 0.0 || r.stuck_at_1 > 0.0 {
-            skipped.push(format!("{} stuck-at", site.name()));
         }
     }
     if !spec.faults.is_empty() {

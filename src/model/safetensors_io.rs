@@ -79,9 +79,7 @@ pub fn load_weights_with_extras(
             other => {
                 return Err(weights_error(
                     path,
-                    format!(
-                        "tensor `{name}` has dtype {other:?}, expected F32, F16, BF16 or F64"
-                    ),
+                    format!("tensor `{name}` has dtype {other:?}, expected F32, F16, BF16 or F64"),
                 ))
             }
         };
@@ -209,7 +207,10 @@ mod tests {
         for (name, t) in &w.tensors {
             for (a, b) in t.data.iter().zip(&back.tensors[name].data) {
                 assert_eq!(*b, half::f16::from_f32(*a).to_f32(), "{name}");
-                assert!((a - b).abs() <= a.abs() * 2f32.powi(-11) + 6e-8, "{name}: {a} {b}");
+                assert!(
+                    (a - b).abs() <= a.abs() * 2f32.powi(-11) + 6e-8,
+                    "{name}: {a} {b}"
+                );
             }
         }
         let (n32, n16) = (
@@ -244,7 +245,10 @@ mod tests {
         let mut raw: HashMap<String, (Dtype, Vec<u8>, Vec<usize>)> = HashMap::new();
         for (i, (name, t)) in w.tensors.iter().enumerate() {
             let (dt, bytes) = if i % 2 == 0 {
-                let b = t.data.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes());
+                let b = t
+                    .data
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes());
                 (Dtype::BF16, b.collect())
             } else {
                 let b = t.data.iter().flat_map(|v| (*v as f64).to_le_bytes());
@@ -262,7 +266,11 @@ mod tests {
         for (name, t) in &w.tensors {
             let wide = raw[name].0 == Dtype::F64;
             for (a, b) in t.data.iter().zip(&back.tensors[name].data) {
-                let want = if wide { *a } else { half::bf16::from_f32(*a).to_f32() };
+                let want = if wide {
+                    *a
+                } else {
+                    half::bf16::from_f32(*a).to_f32()
+                };
                 assert_eq!(*b, want, "{name}");
             }
         }
