@@ -2,6 +2,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     ftnas::malloc::keep_freed_memory();
+    ftnas::cli::die_quietly_on_closed_stdout();
     let cli = ftnas::cli::Cli::parse();
     match ftnas::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

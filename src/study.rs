@@ -601,6 +601,7 @@ mod tests {
             k: 1,
             m: 1,
             groups: 1,
+            taps: 1,
             shift: 0,
             out_bits: 8,
             weights: Magnitudes::from_codes(weights.iter().copied()),

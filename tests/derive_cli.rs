@@ -144,6 +144,65 @@ fn derive_turns_stuck_weight_cells_into_weight_faults() {
     }
 }
 
+/// On a bit-serial design the SIP weight registers hold weights like a WS
+/// array's PEs: stuck filter-SRAM cells and SIP weight-register bits become
+/// weight faults; SIP transients are reported as not derived.
+#[test]
+fn derive_on_a_bit_serial_design_gives_weight_faults() {
+    use ftnas::fault::stuck_at::PerBit;
+    use ftnas::fault::WeightFault;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.toml");
+    std::fs::write(&model, "family = \"vgg\"\nchannels = [[4], [8]]\n").unwrap();
+    let weights = dir.path().join("tiny.safetensors");
+    init_weights(&model, "1x28x28", 3, &weights);
+    let spec = dir.path().join("bs.toml");
+    std::fs::write(
+        &spec,
+        "[sites.\"sram.filter\"]\nstuck_at_1 = 1e-3\n[sites.\"sip.weight_reg\"]\nstuck_at_0 = 2e-3\n[sites.\"sip.act_reg\"]\ntransient_per_bit_cycle = 1e-9\n",
+    )
+    .unwrap();
+    let fm = dir.path().join("bs-fm.toml");
+    let out = run([
+        "derive",
+        "--accel",
+        s(&repo_file("accelerators/stripes_a8.toml")),
+        "--model",
+        s(&model),
+        "--weights",
+        s(&weights),
+        "--faults",
+        s(&spec),
+        "--calib",
+        "16",
+        "--images",
+        "2",
+        "--out",
+        s(&fm),
+    ]);
+    let stdout = succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sip.act_reg transient"), "{stderr}");
+    assert!(stdout.contains("weights_per_pe_reg"), "{stdout}");
+    let loaded = FaultModel::load(&fm).unwrap();
+    let layers = &loaded.spec().layers;
+    assert!(layers.len() >= 3);
+    for l in layers {
+        assert!(l.feature.is_none(), "{}", l.name);
+        let Some(WeightFault::StuckAt(m)) = &l.weight else {
+            panic!("{}: {:?}", l.name, l.weight)
+        };
+        // p0 = r0 + (1 - r0 - r1) s0 = 2e-3; p1 = (1 - 2e-3) * 1e-3
+        assert_eq!(m.p0, PerBit::Uniform(2e-3));
+        let PerBit::Uniform(p1) = m.p1 else { panic!() };
+        assert!((p1 - 0.998e-3).abs() < 1e-15, "{p1}");
+    }
+    assert!(
+        !fm.with_extension("csv").exists(),
+        "no feature table without feature faults"
+    );
+}
+
 #[test]
 fn derive_rejects_bad_inputs_clearly() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,7 +235,12 @@ fn derive_rejects_bad_inputs_clearly() {
     let edge = repo_file("accelerators/edge_16x16_os.toml");
     failed_naming(
         &run(args(s(&repo_file("accelerators/stripes.toml")), s(&spec))),
-        &["stripes.toml", "systolic"],
+        &[
+            "stripes.toml",
+            "pe.psum_reg",
+            "bit-serial",
+            "sip.weight_reg",
+        ],
     );
     failed_naming(
         &run(args(s(&edge), s(&dir.path().join("missing.toml")))),

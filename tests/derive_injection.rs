@@ -73,6 +73,7 @@ fn derived_hit_rates_match_hardware_injection() {
         k,
         m,
         groups: 1,
+        taps: 1,
         shift: SHIFT,
         out_bits: 8,
         weights: Magnitudes::from_codes(w.iter().copied()),
@@ -158,7 +159,7 @@ fn derived_hit_rates_match_hardware_injection() {
 /// `p0` / `p1`.
 #[test]
 fn derived_weight_stuck_rates_match_hardware_injection() {
-    use ftnas::derive::permanent::{derive_weight_faults, StuckPair, StuckRates};
+    use ftnas::derive::permanent::{derive_weight_faults, StuckPair, StuckRates, WeightHolder};
     use ftnas::hwsim::sram::{SramBuffer, SramFault};
     use ftnas::hwsim::FaultKind;
 
@@ -184,12 +185,18 @@ fn derived_weight_stuck_rates_match_hardware_injection() {
         k,
         m,
         groups: 1,
+        taps: 1,
         shift: SHIFT,
         out_bits: 8,
         weights: Magnitudes::from_codes(w.iter().copied()),
         inputs: Magnitudes::from_codes(a.iter().copied()),
     };
-    let d = &derive_weight_faults((rows, cols), words, 8, &[layer], &rates)[0];
+    let holder = WeightHolder::Systolic {
+        rows,
+        cols,
+        dataflow: Dataflow::Ws,
+    };
+    let d = &derive_weight_faults(&holder, words, 8, &[layer], &rates)[0];
     let draw = |rng: &mut Xoshiro256PlusPlus, p: StuckPair| -> Option<bool> {
         let u = rng.random::<f64>();
         (u < p.p0 + p.p1).then_some(u >= p.p0)

@@ -179,6 +179,63 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Chips with only stuck activation/weight SIP register bits (and stuck
+    /// SRAM cells): the exact executor computes those groups with the
+    /// engine's GEMM on corrupted operand copies (per-layer precision, wrap)
+    /// and still gives the cycle-level logits; with run-time precision
+    /// (per group) it steps them.
+    #[test]
+    fn stuck_operand_registers_on_the_exact_path_match_cycle_level(
+        seed in any::<u64>(),
+        act in any::<u8>(),
+        weight in any::<u8>(),
+        psum in any::<u8>(),
+        b in design_strategy(),
+        density in prop_oneof![Just(3e-3), Just(3e-2)],
+    ) {
+        let g = random_graph(seed);
+        let w = Weights::random(&g, seed ^ 1);
+        let dp = datapath(act, weight, psum, false);
+        let q = quant::quantize(&g, &w, dp, &images(g.input_shape(), 2, seed ^ 2)).unwrap();
+        let per_layer = b.precision == Precision::PerLayer;
+        let acc = accelerator(b, dp);
+        let cycle = BitSerialNetwork::new(&acc, &q).unwrap();
+        let exact = cycle.clone().with_executor(BsExecutor::Exact);
+        let mut text = String::new();
+        for site in ["sip.act_reg", "sip.weight_reg", "sram.filter", "sram.ifmap"] {
+            text += &format!(
+                "[sites.\"{site}\"]\nstuck_at_0 = {density:e}\nstuck_at_1 = {density:e}\n"
+            );
+        }
+        let spec = HwFaultSpec::parse(&text, Path::new("t.toml")).unwrap();
+        let imgs = images(g.input_shape(), 2, seed ^ 3);
+        let n = q.input_shape().numel();
+        for chip in 0..3 {
+            let faults = spec.sample_chip(seed, chip, &cycle).unwrap();
+            let image = faults.for_image(0, &cycle);
+            let mut codes = vec![0; n];
+            q.quantize_input(&imgs[..n], &mut codes);
+            let fast = exact.run_codes(&codes, &image).unwrap();
+            let slow = cycle.run_codes(&codes, &image).unwrap();
+            prop_assert_eq!(&fast.logits, &slow.logits);
+            let stuck: usize = fast.layers.iter().map(|l| l.stuck_groups).sum();
+            let stepped: usize = fast.layers.iter().map(|l| l.stepped_groups).sum();
+            if per_layer {
+                prop_assert_eq!(stepped, 0, "stuck operand bits need no stepping");
+            } else {
+                prop_assert_eq!(stuck, 0);
+            }
+            prop_assert_eq!(
+                exact.run_images(&imgs, 0, &faults).unwrap(),
+                cycle.run_images(&imgs, 0, &faults).unwrap()
+            );
+        }
+    }
+}
+
 /// A spec is checked against the hardware: PE sites on a bit-serial design
 /// and SIP sites on a systolic array are errors naming the key and the
 /// sites the accelerator has; SIP coordinates and bits are checked against

@@ -156,9 +156,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let acc = Accelerator::load(&inp.accel)?;
     let spec = HwFaultSpec::load(&inp.faults)?;
     let (base, mut skipped) = pe_transient_rates(&spec, acc.clock_mhz);
-    let sys = acc.systolic.as_ref().map(|s| s.dataflow);
-    if let Some(df) = sys {
-        let (stuck, not_weights) = crate::derive::permanent::stuck_rates(&spec, df);
+    if let Some(sys) = acc.systolic.as_ref() {
+        let holder = crate::derive::permanent::WeightHolder::Systolic {
+            rows: sys.rows,
+            cols: sys.cols,
+            dataflow: sys.dataflow,
+        };
+        let (stuck, not_weights) = crate::derive::permanent::stuck_rates(&spec, &holder);
         if stuck.weight_bit().any() {
             skipped.push("stuck-at weight cells (derived by `ftnas derive`; calibration sweeps transient rates)".into());
         }

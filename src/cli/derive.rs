@@ -13,10 +13,12 @@ use anyhow::{bail, Context};
 
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
-use crate::derive::network::{derive_from_spec, gemm_layers, NetworkDerivation};
+use crate::derive::network::{
+    derive_bitserial_from_spec, derive_from_spec, gemm_layers, NetworkDerivation,
+};
 use crate::eval;
 use crate::fault::FaultModel;
-use crate::hwsim::spec::HwFaultSpec;
+use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::report::{Csv, Table};
 
@@ -63,14 +65,29 @@ pub use crate::derive::network::pe_transient_rates;
 pub fn run(args: Args) -> anyhow::Result<()> {
     let inp = &args.inputs;
     let acc = Accelerator::load(&inp.accel)?;
-    let Some(sys) = acc.systolic.as_ref() else {
-        bail!(
-            "{}: derivation needs a systolic accelerator (kind = \"systolic\"); bit-serial designs are simulated by `ftnas inject` but not derived yet",
-            inp.accel.display()
-        );
-    };
-    let array = SystolicArray::new(sys.rows, sys.cols, sys.dataflow)?;
     let spec = HwFaultSpec::load(&inp.faults)?;
+    let bit_serial = acc.systolic.is_none();
+    for site in spec.rates.keys() {
+        let exists = match site {
+            Site::Pe(_) => !bit_serial,
+            Site::Sip(_) => bit_serial,
+            Site::Sram(_) => true,
+        };
+        if !exists {
+            bail!(
+                "{}: sites.\"{}\": no such site on {} (a {} design has {})",
+                inp.faults.display(),
+                site.name(),
+                inp.accel.display(),
+                if bit_serial { "bit-serial" } else { "systolic" },
+                if bit_serial {
+                    "sip.act_reg, sip.weight_reg, sip.psum_reg and the sram.* buffers"
+                } else {
+                    "pe.act_reg, pe.weight_reg, pe.psum_reg, pe.mult_out and the sram.* buffers"
+                }
+            );
+        }
+    }
     if args.images == 0 {
         bail!("--images must be at least 1 (operand statistics need real layer inputs)");
     }
@@ -80,14 +97,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let per = train.shape.numel();
     let layers = gemm_layers(&q.qmodel, &train.images[..n * per]);
     let filter_words = acc.derived().filter_sram_words;
-    let (d, skipped) = derive_from_spec(
-        &array,
-        filter_words,
-        acc.clock_mhz,
-        &q.qmodel,
-        &layers,
-        &spec,
-    );
+    let (d, skipped) = match (&acc.systolic, &acc.bitserial) {
+        (Some(sys), _) => {
+            let array = SystolicArray::new(sys.rows, sys.cols, sys.dataflow)?;
+            derive_from_spec(
+                &array,
+                filter_words,
+                acc.clock_mhz,
+                &q.qmodel,
+                &layers,
+                &spec,
+            )
+        }
+        (None, Some(bs)) => derive_bitserial_from_spec(
+            (bs.tiles * bs.filters, bs.lanes),
+            filter_words,
+            &q.qmodel,
+            &layers,
+            &spec,
+        ),
+        (None, None) => bail!(
+            "{}: neither a [systolic] nor a [bitserial] section",
+            inp.accel.display()
+        ),
+    };
     if !skipped.is_empty() {
         eprintln!(
             "note: {}: not part of the derived fault model (use `ftnas inject` for them): {}",
@@ -115,26 +148,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = FaultModel::from_spec(d.fault_spec(desc))?;
     model.save(&args.out)?;
 
-    let (table, csv) = derivation_table(&d)?;
-    print!("{table}");
-    let csv_path = args.out.with_extension("csv");
-    csv.write(&csv_path)
-        .with_context(|| format!("writing {}", csv_path.display()))?;
+    let mut written = vec![args.out.display().to_string()];
+    if !d.layers.is_empty() {
+        let (table, csv) = derivation_table(&d)?;
+        print!("{table}");
+        let path = args.out.with_extension("csv");
+        csv.write(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path.display().to_string());
+    }
     if let Some((table, csv)) = weight_table(&d)? {
-        println!("\nweight faults (stuck-at, per bit of every weight code, drawn once per chip):");
+        if !d.layers.is_empty() {
+            println!();
+        }
+        println!("weight faults (stuck-at, per bit of every weight code, drawn once per chip):");
         print!("{table}");
         let path = weights_csv_path(&args.out);
         csv.write(&path)
             .with_context(|| format!("writing {}", path.display()))?;
-        println!(
-            "wrote {}, {} and {}",
-            args.out.display(),
-            csv_path.display(),
-            path.display()
-        );
-    } else {
-        println!("wrote {} and {}", args.out.display(), csv_path.display());
+        written.push(path.display().to_string());
     }
+    println!("wrote {}", written.join(", "));
     Ok(())
 }
 

@@ -55,6 +55,28 @@ pub enum Command {
     Search(search::Args),
 }
 
+/// Let a closed stdout end the process quietly, as other Unix tools do
+/// (`ftnas derive ... | head`). Rust ignores SIGPIPE, so a write to a closed
+/// pipe is an error that `println!` turns into a panic; with the default
+/// disposition the kernel ends the process instead. Results files are
+/// written atomically, so nothing half-written is left behind.
+pub fn die_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    {
+        use std::os::raw::c_int;
+        const SIGPIPE: c_int = 13;
+        const SIG_DFL: usize = 0;
+        extern "C" {
+            fn signal(signum: c_int, handler: usize) -> usize;
+        }
+        // SAFETY: restores the default disposition of one signal before any
+        // thread is started; no handler code of ours is involved.
+        unsafe {
+            signal(SIGPIPE, SIG_DFL);
+        }
+    }
+}
+
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

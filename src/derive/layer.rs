@@ -177,6 +177,9 @@ pub struct GemmLayer {
     pub k: usize,
     pub m: usize,
     pub groups: usize,
+    /// Kernel taps `kh * kw` (1 for a linear layer): the reduction index is
+    /// `k = c * taps + tap`.
+    pub taps: usize,
     /// Requantization right shift `acc_frac - out_frac`.
     pub shift: i32,
     pub out_bits: u8,
@@ -194,6 +197,7 @@ impl GemmLayer {
             k: layer.macs_per_output(),
             m: layer.cout_per_group(),
             groups: layer.groups,
+            taps: layer.kernel.0 * layer.kernel.1,
             shift: layer.acc_frac - layer.out_format.frac,
             out_bits: layer.out_format.bits,
             weights: Magnitudes::from_codes(layer.weights.iter().copied()),
@@ -312,6 +316,7 @@ mod special_cases {
             k,
             m,
             groups: 1,
+            taps: 1,
             shift,
             out_bits: 8,
             weights: Magnitudes::from_codes([5, -9, 17]),

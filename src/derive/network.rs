@@ -20,7 +20,9 @@ use crate::fault::stuck_at::{PerBit, StuckAt};
 use crate::fault::WeightFault;
 
 use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRates};
-use super::permanent::{derive_weight_faults, stuck_rates, StuckRates, WeightDerivation};
+use super::permanent::{
+    derive_weight_faults, stuck_rates, StuckRates, WeightDerivation, WeightHolder,
+};
 
 /// Magnitudes of the im2col operand of `layer` for one image's input codes
 /// (CHW): every (output pixel, tap, channel) entry of every group's GEMM,
@@ -122,10 +124,15 @@ pub fn derive_from_spec(
     spec: &HwFaultSpec,
 ) -> (NetworkDerivation, Vec<String>) {
     let (rates, mut left_out) = pe_transient_rates(spec, clock_mhz);
-    let (stuck, not_weights) = stuck_rates(spec, array.dataflow);
+    let holder = WeightHolder::Systolic {
+        rows: array.rows,
+        cols: array.cols,
+        dataflow: array.dataflow,
+    };
+    let (stuck, not_weights) = stuck_rates(spec, &holder);
     left_out.extend(not_weights);
     let d = derive_network(array, model, layers, &rates).with_weight_faults(
-        array,
+        &holder,
         filter_words,
         model,
         layers,
@@ -139,7 +146,7 @@ impl NetworkDerivation {
     /// density is set).
     pub fn with_weight_faults(
         mut self,
-        array: &SystolicArray,
+        holder: &WeightHolder,
         filter_words: usize,
         model: &QModel,
         layers: &[GemmLayer],
@@ -148,7 +155,7 @@ impl NetworkDerivation {
         self.stuck = *stuck;
         self.weights = if stuck.weight_bit().any() {
             derive_weight_faults(
-                (array.rows, array.cols),
+                holder,
                 filter_words,
                 u32::from(model.datapath.weight_bits),
                 layers,
@@ -163,12 +170,10 @@ impl NetworkDerivation {
     /// The weight fault of layer `name`, if derived and not zero.
     fn weight_fault(&self, name: &str) -> Option<WeightFault> {
         let w = self.weights.iter().find(|w| w.name == name)?;
-        w.bit.any().then(|| {
-            WeightFault::StuckAt(StuckAt {
-                p0: PerBit::Uniform(w.bit.p0),
-                p1: PerBit::Uniform(w.bit.p1),
-            })
-        })
+        w.bit.any().then_some(WeightFault::StuckAt(StuckAt {
+            p0: PerBit::Uniform(w.bit.p0),
+            p1: PerBit::Uniform(w.bit.p1),
+        }))
     }
 
     /// The algorithmic fault model: one `output_hit` feature model per layer
@@ -176,30 +181,80 @@ impl NetworkDerivation {
     /// layer a `stuck_at` weight model when stuck cells hold weights (drawn
     /// once per chip: no `[weight]` section means persistent).
     pub fn fault_spec(&self, description: String) -> FaultSpec {
+        let feature = |l: &LayerDerivation| {
+            if l.p_out > 0.0 {
+                FeatureFault::OutputHit(OutputHit {
+                    p_out: l.p_out.min(1.0),
+                    bit_weights: l.bit_weights.clone(),
+                    sign: HitSign::Random,
+                    multiplicity: vec![1.0],
+                })
+            } else {
+                FeatureFault::Off
+            }
+        };
+        // Feature derivation covers every MAC layer when it ran; a
+        // weight-only derivation (bit-serial) lists its layers itself.
+        let layers = if self.layers.is_empty() {
+            self.weights
+                .iter()
+                .map(|w| LayerOverride {
+                    name: w.name.clone(),
+                    feature: None,
+                    weight: self.weight_fault(&w.name),
+                })
+                .collect()
+        } else {
+            self.layers
+                .iter()
+                .map(|l| LayerOverride {
+                    name: l.name.clone(),
+                    feature: Some(feature(l)),
+                    weight: self.weight_fault(&l.name),
+                })
+                .collect()
+        };
         FaultSpec {
             description: Some(description),
             feature: None,
             weight: None,
-            layers: self
-                .layers
-                .iter()
-                .map(|l| LayerOverride {
-                    name: l.name.clone(),
-                    feature: Some(if l.p_out > 0.0 {
-                        FeatureFault::OutputHit(OutputHit {
-                            p_out: l.p_out.min(1.0),
-                            bit_weights: l.bit_weights.clone(),
-                            sign: HitSign::Random,
-                            multiplicity: vec![1.0],
-                        })
-                    } else {
-                        FeatureFault::Off
-                    }),
-                    weight: self.weight_fault(&l.name),
-                })
-                .collect(),
+            layers,
         }
     }
+}
+
+/// What derivation covers of a hardware spec on a bit-serial design
+/// (`filter_rows = tiles * filters` by `lanes` SIP weight registers, a
+/// filter SRAM of `filter_words` words): the weight faults of stuck
+/// filter-SRAM cells and SIP weight registers. Transient SIP rates are not
+/// derived yet (returned with the other sites left out).
+pub fn derive_bitserial_from_spec(
+    (filter_rows, lanes): (usize, usize),
+    filter_words: usize,
+    model: &QModel,
+    layers: &[GemmLayer],
+    spec: &HwFaultSpec,
+) -> (NetworkDerivation, Vec<String>) {
+    let mut left_out: Vec<String> = spec
+        .rates
+        .iter()
+        .filter(|(_, r)| r.transient.is_some())
+        .map(|(site, _)| format!("{} transient", site.name()))
+        .collect();
+    if !spec.faults.is_empty() {
+        left_out.push(format!("{} explicit [[fault]] entries", spec.faults.len()));
+    }
+    let holder = WeightHolder::BitSerial { filter_rows, lanes };
+    let (stuck, not_weights) = stuck_rates(spec, &holder);
+    left_out.extend(not_weights);
+    let d = NetworkDerivation {
+        rates: SiteRates::default(),
+        layers: Vec::new(),
+        stuck: StuckRates::default(),
+        weights: Vec::new(),
+    }
+    .with_weight_faults(&holder, filter_words, model, layers, &stuck);
+    (d, left_out)
 }
 
 /// The PE transient rates of a hardware spec (per bit per cycle at the

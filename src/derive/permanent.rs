@@ -18,11 +18,18 @@
 //!   fold and used for every output of the fold, so the register's stuck
 //!   bits act on that weight for every output, after the SRAM's (the
 //!   register latches the code the buffer delivered).
+//! - `sip.weight_reg` on a **bit-serial** design (Stripes, Loom): the
+//!   weight of input channel `c` (`k = c * taps + tap`) and filter `m` is
+//!   held in the register of filter row `m mod (tiles * filters)` and lane
+//!   `c mod lanes` for every step that uses it, and every window reads it
+//!   there ([`crate::hwsim::bitserial`]; `tests/hwsim_bitserial.rs` proves
+//!   a stuck bit there is that bit stuck in every weight it holds).
 //!
 //! # Formulas
 //!
 //! With per-bit stuck densities `(s0, s1)` of the filter SRAM and `(r0, r1)`
-//! of the PE weight register (each bit independently stuck at 0 or 1 per
+//! of the weight register that holds the weight (WS PE or SIP; each bit
+//! independently stuck at 0 or 1 per
 //! chip, as [`crate::hwsim::spec::HwFaultSpec::sample_chip`] draws them),
 //! bit `b` of a weight code ends up forced to 0 or 1 with
 //!
@@ -30,8 +37,8 @@
 //! p0 = r0 + (1 - r0 - r1) * s0        p1 = r1 + (1 - r0 - r1) * s1
 //! ```
 //!
-//! (the register wins where both are stuck); without a WS register term
-//! `p0 = s0`, `p1 = s1`. These marginals are exact for every weight. A
+//! (the register wins where both are stuck); without a holding register
+//! (OS, IS) `p0 = s0`, `p1 = s1`. These marginals are exact for every weight. A
 //! forced bit that already has the stuck value changes nothing; the
 //! algorithmic model applies the same rule ([`crate::fault::stuck_at`]).
 //! Expected stuck weight bits per chip and layer: `n * w * (p0 + p1)` for
@@ -44,7 +51,8 @@
 //! held at address `a`), and of every layer of the network at that address;
 //! one stuck WS weight register forces the same bit of every weight mapped
 //! to its PE, `ceil(K/R) * ceil(M/C)` per group when the layer fills the
-//! array. The algorithmic model draws every weight independently, so it has
+//! array (bit-serial: every tap, and every channel and filter that wraps
+//! around the lanes and filter rows). The algorithmic model draws every weight independently, so it has
 //! the same expected damage but less variance across chips; `sram_share` and
 //! `reg_share` report the mean number of weights per stuck cell so a user
 //! sees how far apart the two are (calibration measures the accuracy
@@ -61,6 +69,7 @@
 //! them as not derived.
 
 use crate::accel::Dataflow;
+use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::sram::SramBuffer;
 use crate::hwsim::FaultSite;
@@ -87,14 +96,62 @@ impl StuckPair {
     }
 }
 
+/// What holds a layer's weights on their way from the filter SRAM to the
+/// multipliers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightHolder {
+    /// A systolic array: on WS the PE weight register holds each weight for
+    /// every output; on OS/IS weights move through the registers.
+    Systolic {
+        rows: usize,
+        cols: usize,
+        dataflow: Dataflow,
+    },
+    /// A bit-serial design: SIP weight registers, `filter_rows = tiles *
+    /// filters` by `lanes`.
+    BitSerial { filter_rows: usize, lanes: usize },
+}
+
+impl WeightHolder {
+    /// Whether a stuck bit of the weight register is a stuck bit of every
+    /// weight it holds (for every output).
+    pub fn register_holds_weights(&self) -> bool {
+        match self {
+            WeightHolder::Systolic { dataflow, .. } => *dataflow == Dataflow::Ws,
+            WeightHolder::BitSerial { .. } => true,
+        }
+    }
+
+    /// The weight-register site of this hardware.
+    pub fn register_site(&self) -> Site {
+        match self {
+            WeightHolder::Systolic { .. } => Site::Pe(FaultSite::WeightReg),
+            WeightHolder::BitSerial { .. } => Site::Sip(SipSite::WeightReg),
+        }
+    }
+
+    /// Distinct weight registers the weights of `l` are held in.
+    fn used_registers(&self, l: &GemmLayer) -> usize {
+        match *self {
+            WeightHolder::Systolic { rows, cols, .. } => l.k.min(rows) * l.m.min(cols),
+            WeightHolder::BitSerial { filter_rows, lanes } => {
+                let channels = l.k / l.taps.max(1);
+                l.m.min(filter_rows) * channels.min(lanes)
+            }
+        }
+    }
+}
+
 /// The stuck-at densities that derivation turns into weight faults.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StuckRates {
     /// `sram.filter` cells.
     pub sram_filter: StuckPair,
-    /// `pe.weight_reg` bits, used when the array is weight stationary.
+    /// Weight register bits (`pe.weight_reg` or `sip.weight_reg`), used when
+    /// the register holds weights ([`WeightHolder::register_holds_weights`]).
     pub weight_reg: StuckPair,
-    /// Whether `weight_reg` is the stationary register (WS).
+    /// Whether `weight_reg` holds each weight for every output (WS,
+    /// bit-serial).
     pub weight_stationary: bool,
 }
 
@@ -124,12 +181,11 @@ impl StuckRates {
     }
 }
 
-/// The stuck-at densities of `spec` that become weight faults on an array
-/// with `dataflow`, and the stuck-at sites that do not (by name, with the
-/// reason).
-pub fn stuck_rates(spec: &HwFaultSpec, dataflow: Dataflow) -> (StuckRates, Vec<String>) {
+/// The stuck-at densities of `spec` that become weight faults on `holder`,
+/// and the stuck-at sites that do not (by name, with the reason).
+pub fn stuck_rates(spec: &HwFaultSpec, holder: &WeightHolder) -> (StuckRates, Vec<String>) {
     let mut rates = StuckRates {
-        weight_stationary: dataflow == Dataflow::Ws,
+        weight_stationary: holder.register_holds_weights(),
         ..StuckRates::default()
     };
     let mut not_derived = Vec::new();
@@ -141,13 +197,19 @@ pub fn stuck_rates(spec: &HwFaultSpec, dataflow: Dataflow) -> (StuckRates, Vec<S
         if !pair.any() {
             continue;
         }
-        match site {
-            Site::Sram(SramBuffer::Filter) => rates.sram_filter = pair,
-            Site::Pe(FaultSite::WeightReg) if dataflow == Dataflow::Ws => rates.weight_reg = pair,
-            Site::Pe(FaultSite::WeightReg) => not_derived.push(format!(
+        match (site, holder) {
+            (Site::Sram(SramBuffer::Filter), _) => rates.sram_filter = pair,
+            (s, h) if *s == h.register_site() && h.register_holds_weights() => {
+                rates.weight_reg = pair
+            }
+            (Site::Pe(_), WeightHolder::BitSerial { .. }) => not_derived.push(format!(
+                "{} stuck-at (no such site on a bit-serial design)",
+                site.name()
+            )),
+            (Site::Pe(FaultSite::WeightReg), WeightHolder::Systolic { dataflow, .. }) => not_derived.push(format!(
                 "pe.weight_reg stuck-at (a moving register on {dataflow:?}: it corrupts a weight only for the outputs downstream of the PE)"
             )),
-            other => not_derived.push(format!(
+            (other, _) => not_derived.push(format!(
                 "{} stuck-at (corrupts features, not weights)",
                 other.name()
             )),
@@ -171,14 +233,15 @@ pub struct WeightDerivation {
     /// Mean weights of this layer per filter-SRAM word it uses (how many
     /// codes one stuck cell forces).
     pub sram_share: f64,
-    /// Mean weights per PE weight register on a WS array (`None` for OS/IS).
+    /// Mean weights per weight register that holds them (WS PE, SIP;
+    /// `None` for OS/IS).
     pub reg_share: Option<f64>,
 }
 
-/// Weight faults of every layer: `rows x cols` array, `filter_words` words
-/// in the filter SRAM, `weight_bits`-bit codes.
+/// Weight faults of every layer: weights held by `holder`, `filter_words`
+/// words in the filter SRAM, `weight_bits`-bit codes.
 pub fn derive_weight_faults(
-    (rows, cols): (usize, usize),
+    holder: &WeightHolder,
     filter_words: usize,
     weight_bits: u32,
     layers: &[GemmLayer],
@@ -190,9 +253,9 @@ pub fn derive_weight_faults(
         .map(|l| {
             let n = l.k * l.m * l.groups;
             let used_words = n.min(filter_words.max(1));
-            // Distinct PEs the layer's weights are latched in: the union
-            // over groups of each group's `min(K,R) x min(M,C)` corner.
-            let used_pes = l.k.min(rows) * l.m.min(cols);
+            // Distinct registers the layer's weights are held in: the same
+            // corner of the array for every group.
+            let used_regs = holder.used_registers(l);
             WeightDerivation {
                 name: l.name.clone(),
                 weights: n,
@@ -202,7 +265,7 @@ pub fn derive_weight_faults(
                 sram_share: n as f64 / used_words.max(1) as f64,
                 reg_share: rates
                     .weight_stationary
-                    .then(|| n as f64 / used_pes.max(1) as f64),
+                    .then(|| n as f64 / used_regs.max(1) as f64),
             }
         })
         .collect()
@@ -267,6 +330,7 @@ mod tests {
             k,
             m,
             groups,
+            taps: 1,
             shift: 4,
             out_bits: 8,
             weights: Magnitudes::default(),
@@ -289,7 +353,12 @@ mod tests {
                 weight_stationary: true,
                 ..StuckRates::default()
             };
-            let d = &derive_weight_faults((rows, cols), words, 8, &[gemm(k, m, g)], &rates)[0];
+            let holder = WeightHolder::Systolic {
+                rows,
+                cols,
+                dataflow: Dataflow::Ws,
+            };
+            let d = &derive_weight_faults(&holder, words, 8, &[gemm(k, m, g)], &rates)[0];
             let n = k * m * g;
             // brute force: codes per used address, weights per used PE
             let mut per_word = vec![0usize; words];
@@ -308,6 +377,23 @@ mod tests {
                 }
             }
             let mean = n as f64 / per_pe.len() as f64;
+            assert!((d.reg_share.unwrap() - mean).abs() < 1e-9);
+            // bit-serial: register (m mod filter_rows, c mod lanes)
+            let taps = rng.random_range(1..4);
+            let mut l = gemm(k * taps, m, g);
+            l.taps = taps;
+            let holder = WeightHolder::BitSerial {
+                filter_rows: rows,
+                lanes: cols,
+            };
+            let d = &derive_weight_faults(&holder, words, 8, &[l], &rates)[0];
+            let mut regs = std::collections::HashSet::new();
+            for c in 0..k {
+                for mm in 0..m {
+                    regs.insert((mm % rows, c % cols));
+                }
+            }
+            let mean = (n * taps) as f64 / regs.len() as f64;
             assert!((d.reg_share.unwrap() - mean).abs() < 1e-9);
         }
     }

@@ -211,6 +211,64 @@ impl SipFault {
     }
 }
 
+/// The operands of one layer group as the SIPs see them under stuck-at
+/// activation/weight register bits: the register at `(window, lane)`
+/// holds `A[e][c*taps+tap]` for every `e = window (mod windows)`,
+/// `c = lane (mod lanes)`, the one at `(filter row, lane)` holds
+/// `W[c*taps+tap][m]` for every `m = row (mod tiles*filters)`, and a stuck
+/// bit is that bit stuck in every value the register holds (proven against
+/// the stepping loop in `tests/hwsim_bitserial.rs`). Faults apply in list
+/// order, as the stepping loop applies them. Exact only when the layer runs
+/// at the registers' full width (per-layer precision at the datapath's
+/// widths): with run-time precision detection a stuck bit above a step's
+/// detected width is never shifted out. `None` if `faults` holds anything
+/// else (flips, accumulator bits), which needs the stepping loop.
+pub fn stuck_operand_copies(
+    design: &BitSerial,
+    gemm: &Gemm,
+    taps: usize,
+    dp: &Datapath,
+    faults: &[SipFault],
+) -> Option<(Vec<i32>, Vec<i32>)> {
+    if faults
+        .iter()
+        .any(|f| f.site == SipSite::PsumReg || matches!(f.kind, FaultKind::Flip { .. }))
+        || taps == 0
+    {
+        return None;
+    }
+    let (e, k, m) = (gemm.e, gemm.k, gemm.m);
+    let channels = k / taps;
+    let filter_rows = design.tiles * design.filters;
+    let (mut a, mut w) = (gemm.a.to_vec(), gemm.w.to_vec());
+    let (aw, ww) = (u32::from(dp.act_bits), u32::from(dp.weight_bits));
+    for f in faults {
+        let op = f.op();
+        for c in (f.col..channels).step_by(design.lanes) {
+            let ks = c * taps..(c + 1) * taps;
+            match f.site {
+                SipSite::ActReg => {
+                    for ei in (f.row..e).step_by(design.windows) {
+                        for v in &mut a[ei * k + ks.start..ei * k + ks.end] {
+                            *v = op.apply(*v, aw);
+                        }
+                    }
+                }
+                SipSite::WeightReg => {
+                    for kk in ks.clone() {
+                        for mi in (f.row..m).step_by(filter_rows) {
+                            let v = &mut w[kk * m + mi];
+                            *v = op.apply(*v, ww);
+                        }
+                    }
+                }
+                SipSite::PsumReg => unreachable!("excluded above"),
+            }
+        }
+    }
+    Some((a, w))
+}
+
 /// The precisions a layer runs at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerPrecision {

@@ -35,21 +35,25 @@
 //! Sites `sip.act_reg`, `sip.weight_reg`, `sip.psum_reg` (coordinates of
 //! [`super::bitserial::SipSite::grid`]) and the three SRAM buffers, with the SRAM rules of
 //! [`super::sram`] (as on a systolic array). Executors: `cycle-level` steps
-//! every layer; `exact` steps only the layer groups a SIP fault acts on and
-//! computes the others with the engine's integer GEMM — exact in wrap mode
-//! (the sum modulo `2^psum_bits` does not depend on the order), so with a
-//! saturating accumulator every group is stepped.
+//! every layer; `exact` computes fault-free groups with the engine's integer
+//! GEMM — exact in wrap mode (the sum modulo `2^psum_bits` does not depend
+//! on the order), so with a saturating accumulator every group is stepped —
+//! and groups whose only SIP faults are stuck activation/weight register
+//! bits with the same GEMM on operand copies carrying those bits
+//! ([`super::bitserial::stuck_operand_copies`]; per-layer precision at the
+//! datapath's widths, where every register bit is shifted out). Groups with
+//! SIP flips or accumulator faults are stepped.
 
 use serde::Serialize;
 
-use super::bitserial::{BitSerialArray, LayerPrecision, SipFault};
+use super::bitserial::{stuck_operand_copies, BitSerialArray, LayerPrecision, SipFault};
 use super::exact::clean_gemm;
 use super::layer::{filter_operand, finish_group, ifmap_operand};
 use super::network::{ActingFaults, ChipFault, HwNetError, ImageFaults, LayerBuffers};
 use super::spec::{ChipFaults, FaultTarget, Site};
 use super::sram::SramBuffer;
 use super::{FaultKind, Gemm, HwSimError};
-use crate::accel::description::{Kind, Serial};
+use crate::accel::description::{Kind, Precision, Serial};
 use crate::accel::Accelerator;
 use crate::engine::{exec_non_mac, finish_mac_output};
 use crate::fixed::{Datapath, Overflow};
@@ -102,6 +106,9 @@ pub struct BsLayerStats {
     /// Groups stepped cycle by cycle (the others were computed with the
     /// engine's GEMM by the exact executor).
     pub stepped_groups: usize,
+    /// Groups the exact executor computed with the engine's GEMM on
+    /// operand copies carrying stuck SIP register bits (not stepped).
+    pub stuck_groups: usize,
     /// Whether a saturating accumulator clamped an intermediate sum.
     pub saturated: bool,
 }
@@ -428,6 +435,10 @@ impl BitSerialNetwork {
                     let mut weights = layer.weights.clone();
                     acting.corrupt(&lb, layer, SramBuffer::Filter, &mut weights);
                     let mut st = BsLayerStats::default();
+                    let full_width = self.array.design.precision == Precision::PerLayer
+                        && bl.act_precision == dp.act_bits
+                        && bl.weight_precision == dp.weight_bits
+                        && dp.act_bits <= 16;
                     for gi in 0..bl.groups {
                         ifmap_operand(layer, &ifmap, gi, &mut a);
                         filter_operand(layer, &weights, gi, &mut w);
@@ -445,13 +456,35 @@ impl BitSerialNetwork {
                             name: bl.name.clone(),
                             source,
                         };
-                        let acc = if group_faults.is_empty()
-                            && self.executor == BsExecutor::Exact
-                            && dp.overflow == Overflow::Wrap
-                        {
+                        let fast =
+                            self.executor == BsExecutor::Exact && dp.overflow == Overflow::Wrap;
+                        // Stuck operand-register bits are corrupted operands
+                        // when every register bit is shifted out.
+                        let stuck_copies = if fast && !group_faults.is_empty() && full_width {
+                            stuck_operand_copies(
+                                &self.array.design,
+                                &gemm,
+                                bl.taps,
+                                &dp,
+                                &group_faults,
+                            )
+                        } else {
+                            None
+                        };
+                        let acc = if fast && group_faults.is_empty() {
                             super::check_gemm_codes(&gemm, dp.act_bits, dp.weight_bits)
                                 .map_err(err)?;
                             clean_gemm(&gemm, &dp)
+                        } else if let Some((a2, w2)) = &stuck_copies {
+                            super::check_gemm_codes(&gemm, dp.act_bits, dp.weight_bits)
+                                .map_err(err)?;
+                            st.stuck_groups += 1;
+                            let g2 = Gemm {
+                                a: a2,
+                                w: w2,
+                                ..gemm
+                            };
+                            clean_gemm(&g2, &dp)
                         } else {
                             let run = self
                                 .array
