@@ -52,6 +52,7 @@ fn bench(c: &mut Criterion) {
     let sa = StuckAt {
         p0: PerBit::Uniform(5e-4),
         p1: PerBit::Uniform(5e-4),
+        shared: None,
     };
     g.bench_function("stuck_at_1e-3_37k_weights", |b| {
         b.iter(|| {

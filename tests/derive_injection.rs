@@ -306,3 +306,120 @@ fn derived_weight_stuck_rates_match_hardware_injection() {
     }
     assert!((d.expected_stuck_bits - (k * m * 8) as f64 * (d.bit.p0 + d.bit.p1)).abs() < 1e-9);
 }
+
+/// The algorithmic model's shared register bits sit where the hardware's
+/// do: for every weight register of a bit-serial design (SIP `(f, l)`,
+/// cycle-level `BitSerialArray`) and of a WS array (PE `(r, c)`,
+/// cycle-level `SystolicArray`), the weights one stuck bit corrupts on the
+/// hardware are exactly `SharedStuck::weights_held_by` of the register file
+/// `derive` writes for that hardware. Identity activations make the
+/// layer's outputs its (corrupted) weights.
+#[test]
+fn shared_stuck_registers_hold_the_weights_the_hardware_registers_hold() {
+    use ftnas::accel::description::{BitSerial, Precision, Serial};
+    use ftnas::derive::permanent::{StuckPair, WeightHolder};
+    use ftnas::hwsim::bitserial::{BitSerialArray, LayerPrecision, SipFault, SipSite};
+    use ftnas::hwsim::FaultKind;
+    use std::collections::BTreeSet;
+
+    let (m, channels, taps) = (7usize, 5usize, 3usize);
+    let k = channels * taps;
+    // a[e][k] = [e == k], every weight 2 (bit 0 clear): an output equal to
+    // 3 is a weight whose bit 0 the stuck register forced to 1.
+    let a: Vec<i32> = (0..k * k).map(|i| i32::from(i / k == i % k)).collect();
+    let w = vec![2i32; k * m];
+    let g = Gemm {
+        a: &a,
+        w: &w,
+        e: k,
+        k,
+        m,
+    };
+    let dp = Datapath {
+        act_bits: 8,
+        weight_bits: 8,
+        psum_bits: 32,
+        overflow: Overflow::Wrap,
+    };
+    let hit = |out: &[i64]| -> BTreeSet<usize> {
+        // out[e][mm] is W'[e][mm]; the model indexes weights as mm*K + k.
+        (0..k * m)
+            .filter(|&i| out[i] == 3)
+            .map(|i| (i % m) * k + i / m)
+            .collect()
+    };
+    let r = StuckPair { p0: 0.0, p1: 1e-3 };
+
+    let design = BitSerial {
+        tiles: 1,
+        windows: 2,
+        filters: 3,
+        lanes: 2,
+        serial: Serial::Activations,
+        bits_per_cycle: 1,
+        precision: Precision::PerLayer,
+        group_size: None,
+    };
+    let holder = WeightHolder::BitSerial {
+        filter_rows: 3,
+        lanes: 2,
+    };
+    let shared = holder.shared_stuck(r).expect("SIP registers hold weights");
+    let arr = BitSerialArray::new(design).unwrap();
+    let mut covered = BTreeSet::new();
+    for f in 0..3 {
+        for l in 0..2 {
+            let fault = SipFault {
+                site: SipSite::WeightReg,
+                row: f,
+                col: l,
+                bit: 0,
+                kind: FaultKind::StuckAt1,
+            };
+            let prec = LayerPrecision { act: 8, weight: 8 };
+            let out = arr.run(&g, taps, &dp, prec, &[fault]).unwrap().out;
+            let hw = hit(&out);
+            let model: BTreeSet<usize> = shared
+                .weights_held_by(f, l, m, k, taps, 1)
+                .into_iter()
+                .collect();
+            assert!(!hw.is_empty());
+            assert_eq!(hw, model, "SIP ({f}, {l})");
+            covered.extend(hw);
+        }
+    }
+    assert_eq!(covered.len(), k * m, "every weight sits in some SIP");
+
+    let (rows, cols) = (4usize, 3usize);
+    let holder = WeightHolder::Systolic {
+        rows,
+        cols,
+        dataflow: Dataflow::Ws,
+    };
+    let shared = holder.shared_stuck(r).expect("WS registers hold weights");
+    let arr = SystolicArray::new(rows, cols, Dataflow::Ws).unwrap();
+    let mut covered = BTreeSet::new();
+    for pr in 0..rows {
+        for pc in 0..cols {
+            let fault = HwFault::stuck(FaultSite::WeightReg, pr, pc, 0, true);
+            let out = arr.run(&g, &dp, &[fault]).unwrap().out;
+            let hw = hit(&out);
+            // The model indexes registers (filter, reduction): PE (r, c)
+            // holds W[k][m] with m = c mod C, k = r mod R.
+            let model: BTreeSet<usize> = shared
+                .weights_held_by(pc, pr, m, k, taps, 1)
+                .into_iter()
+                .collect();
+            assert_eq!(hw, model, "PE ({pr}, {pc})");
+            covered.extend(hw);
+        }
+    }
+    assert_eq!(covered.len(), k * m, "every weight sits in some PE");
+    // OS: the register moves, nothing is shared.
+    let os = WeightHolder::Systolic {
+        rows,
+        cols,
+        dataflow: Dataflow::Os,
+    };
+    assert!(os.shared_stuck(r).is_none());
+}

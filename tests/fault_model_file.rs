@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ftnas::fault::{
     AdSaf, FaultError, FaultModel, FaultSpec, FeatureFault, FeatureSection, HitSign, LayerOverride,
-    LayerSelection, Mibb, OutputHit, PerBit, Sa1Sign, StuckAt, WeightFault, WeightSection,
+    LayerSelection, Mibb, OutputHit, PerBit, Sa1Sign, ShareUnit, SharedStuck, StuckAt, WeightFault,
+    WeightSection,
 };
 
 fn examples() -> PathBuf {
@@ -82,7 +83,8 @@ fn adsaf_example_and_defaults() {
         w.fault,
         WeightFault::StuckAt(StuckAt {
             p0: PerBit::Uniform(1e-3),
-            p1: PerBit::Uniform(0.0)
+            p1: PerBit::Uniform(0.0),
+            shared: None,
         })
     );
 }
@@ -138,6 +140,7 @@ fn rich_spec() -> FaultSpec {
                 weight: Some(WeightFault::StuckAt(StuckAt {
                     p0: PerBit::Bits(vec![0.0, 1e-3, 2e-3, 3e-3]),
                     p1: PerBit::Bits(vec![1e-9, 0.0, 0.5, 0.0]),
+                    shared: None,
                 })),
             },
             LayerOverride {
@@ -197,6 +200,7 @@ fn from_spec_rejects_broken_rules() {
     s.layers[0].weight = Some(WeightFault::StuckAt(StuckAt {
         p0: PerBit::Uniform(0.7),
         p1: PerBit::Uniform(0.7),
+        shared: None,
     }));
     let e = FaultModel::from_spec(s).unwrap_err().to_string();
     assert!(
@@ -209,10 +213,59 @@ fn from_spec_rejects_broken_rules() {
     assert!(e.contains("duplicate"), "{e}");
 }
 
+/// `shared` register bits parse, and a file needs no independent part.
+#[test]
+fn shared_register_bits_parse() {
+    let m = parse(
+        "[weight]\nkind = \"stuck_at\"\nshared = { p0 = 2e-4, p1 = 3e-4, filters = 256, reduction = 16, per = \"channel\" }\n",
+    )
+    .unwrap();
+    let w = m.spec().weight.as_ref().unwrap();
+    assert_eq!(
+        w.fault,
+        WeightFault::StuckAt(StuckAt {
+            p0: PerBit::Uniform(0.0),
+            p1: PerBit::Uniform(0.0),
+            shared: Some(SharedStuck {
+                p0: 2e-4,
+                p1: 3e-4,
+                filters: 256,
+                reduction: 16,
+                per: ShareUnit::Channel,
+            }),
+        })
+    );
+    let back = parse(&m.to_toml_string()).unwrap();
+    assert_eq!(back.spec(), m.spec());
+    assert!(m.describe().contains("shared"), "{}", m.describe());
+}
+
 #[test]
 fn bad_files_name_file_line_and_key() {
     // (text, expected substrings)
     let cases: &[(&str, &[&str])] = &[
+        // shared register bits: bad unit, empty register file, broken sum,
+        // unknown key
+        (
+            "[weight]\nkind = \"stuck_at\"\nshared = { p1 = 1e-3, filters = 4, reduction = 2, per = \"lane\" }\n",
+            &["bad.toml:3:", "weight.shared.per", "lane", "\"term\" or \"channel\""],
+        ),
+        (
+            "[weight]\nkind = \"stuck_at\"\np0 = 1e-3\nshared = { p1 = 1e-3, filters = 0, reduction = 2, per = \"term\" }\n",
+            &["bad.toml:4:", "weight.shared.filters", "at least 1"],
+        ),
+        (
+            "[[layer]]\nname = \"c\"\n[layer.weight]\nkind = \"stuck_at\"\nshared = { p0 = 0.6, p1 = 0.6, filters = 4, reduction = 2, per = \"term\" }\n",
+            &["bad.toml:5:", "layer[0].weight.shared.p1", "p0 + p1"],
+        ),
+        (
+            "[weight]\nkind = \"stuck_at\"\nshared = { p1 = 1e-3, filters = 4, reduction = 2, per = \"term\", lanes = 3 }\n",
+            &["bad.toml", "lanes", "line 3"],
+        ),
+        (
+            "[weight]\nkind = \"adsaf\"\np = 0.1\nshared = { p1 = 1e-3, filters = 4, reduction = 2, per = \"term\" }\n",
+            &["bad.toml:4:", "weight.shared", "not a parameter of kind `adsaf`"],
+        ),
         // unknown key (deny_unknown_fields), reported by toml with its line
         (
             "[feature]\nkind = \"mibb\"\np = 1e-4\nrate = 3\n",

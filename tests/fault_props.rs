@@ -5,7 +5,8 @@
 use ftnas::fault::twos::{flip_bit, force_bit, from_word, to_word};
 use ftnas::fault::{
     AdSaf, BitFlip, FaultModel, FaultSpec, FeatureFault, FeatureSection, HitSign, LayerOverride,
-    LayerSelection, Mibb, OutputHit, PerBit, Sa1Sign, StuckAt, WeightFault, WeightSection,
+    LayerSelection, Mibb, OutputHit, PerBit, Sa1Sign, ShareUnit, SharedStuck, StuckAt, WeightFault,
+    WeightSection,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -56,6 +57,7 @@ fn apply_all(bits: u8, codes: &[i32], p: f64, q: f64, seed: u64) -> Vec<Vec<i32>
     StuckAt {
         p0: PerBit::Uniform(p * (1.0 - q)),
         p1: PerBit::Uniform(p * q),
+        shared: None,
     }
     .apply(bits, &mut c, &mut rng);
     out.push(c);
@@ -151,7 +153,15 @@ proptest! {
     fn save_format_round_trips(
         p in prob(), q in 0.0..=1.0f64, bits in 1usize..=16, persistent in any::<bool>(),
         names in prop::collection::btree_set("[a-z][a-z0-9_.]{0,8}", 0..4),
+        share in prop::option::of((1usize..300, 1usize..300, any::<bool>())),
     ) {
+        let shared = share.map(|(filters, reduction, channel)| SharedStuck {
+            p0: p * q,
+            p1: p * (1.0 - q),
+            filters,
+            reduction,
+            per: if channel { ShareUnit::Channel } else { ShareUnit::Term },
+        });
         let per_bit: Vec<f64> = (0..bits).map(|i| p * (i as f64 + 1.0) / (bits as f64 + 1.0)).collect();
         let weights: Vec<f64> = vec![1.0 / bits as f64; bits];
         let layers: Vec<LayerOverride> = names.iter().enumerate().map(|(i, n)| LayerOverride {
@@ -162,14 +172,14 @@ proptest! {
                 _ => None,
             },
             weight: match i % 2 {
-                0 => Some(WeightFault::StuckAt(StuckAt { p0: PerBit::Bits(per_bit.iter().map(|x| x * (1.0 - q)).collect()), p1: PerBit::Bits(per_bit.iter().map(|x| x * q).collect()) })),
+                0 => Some(WeightFault::StuckAt(StuckAt { p0: PerBit::Bits(per_bit.iter().map(|x| x * (1.0 - q)).collect()), p1: PerBit::Bits(per_bit.iter().map(|x| x * q).collect()), shared: shared.clone() })),
                 _ => Some(WeightFault::AdSaf(AdSaf { p, sa1_fraction: q, sa1_sign: Sa1Sign::Own })),
             },
         }).filter(|l| l.feature.is_some() || l.weight.is_some()).collect();
         let spec = FaultSpec {
             description: Some(format!("p={p}")),
             feature: Some(FeatureSection { fault: FeatureFault::BitFlip(BitFlip { p }), layers: LayerSelection::All }),
-            weight: Some(WeightSection { fault: WeightFault::StuckAt(StuckAt { p0: PerBit::Uniform(p * q), p1: PerBit::Uniform(p * (1.0 - q)) }), layers: LayerSelection::Names(vec!["x".into()]), persistent }),
+            weight: Some(WeightSection { fault: WeightFault::StuckAt(StuckAt { p0: PerBit::Uniform(p * q), p1: PerBit::Uniform(p * (1.0 - q)), shared: None }), layers: LayerSelection::Names(vec!["x".into()]), persistent }),
             layers,
         };
         let m = FaultModel::from_spec(spec).unwrap();

@@ -25,6 +25,8 @@ fn site(name: &str, is_conv: bool, n: usize, bits: u8) -> LayerSite<'_> {
         name,
         is_conv,
         macs_per_output: n,
+        taps: 1,
+        groups: 1,
         format: Format { bits, frac: 4 },
     }
 }
@@ -347,6 +349,7 @@ fn stuck_at_rates_per_bit() {
     let model = StuckAt {
         p0: PerBit::Uniform(p0),
         p1: PerBit::Uniform(p1),
+        shared: None,
     };
     let s = site("w", true, 1, 8);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(17);
@@ -390,6 +393,7 @@ fn stuck_at_per_bit_lists() {
     let model = StuckAt {
         p0: PerBit::Bits(p0),
         p1: PerBit::Bits(p1),
+        shared: None,
     };
     let s = site("w", false, 1, 8);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(18);

@@ -58,6 +58,12 @@ pub struct Args {
     /// with the extension `.csv`.
     #[arg(long)]
     pub out: PathBuf,
+    /// Write stuck weight-register bits as independent per-weight faults
+    /// (the same per-bit rates, without the register sharing): the paper's
+    /// i.i.d. kind of model, optimistic where one register holds many
+    /// weights.
+    #[arg(long)]
+    pub independent_weights: bool,
 }
 
 pub use crate::derive::network::pe_transient_rates;
@@ -128,10 +134,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             skipped.join(", ")
         );
     }
+    let d = if args.independent_weights {
+        d.without_register_sharing()
+    } else {
+        d
+    };
     let rates = d.rates;
 
     let desc = format!(
-        "derived by ftnas derive: accel {}, model {}, weights {}, faults {}; PE transient rates per bit per cycle: act {:e}, weight {:e}, psum {:e}, mult {:e}; stuck-at per bit: filter SRAM {:e}/{:e}, WS weight register {:e}/{:e}",
+        "derived by ftnas derive: accel {}, model {}, weights {}, faults {}; PE transient rates per bit per cycle: act {:e}, weight {:e}, psum {:e}, mult {:e}; stuck-at per bit: filter SRAM {:e}/{:e}, weight register {:e}/{:e} ({})",
         inp.accel.display(),
         inp.model.display(),
         inp.weights.display(),
@@ -144,6 +155,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         d.stuck.sram_filter.p1,
         if d.stuck.weight_stationary { d.stuck.weight_reg.p0 } else { 0.0 },
         if d.stuck.weight_stationary { d.stuck.weight_reg.p1 } else { 0.0 },
+        if args.independent_weights {
+            "drawn independently per weight"
+        } else {
+            "shared by the weights each register holds"
+        },
     );
     let model = FaultModel::from_spec(d.fault_spec(desc))?;
     model.save(&args.out)?;

@@ -16,7 +16,6 @@ use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::quant::{MacLayer, QModel, QOp};
 
-use crate::fault::stuck_at::{PerBit, StuckAt};
 use crate::fault::WeightFault;
 
 use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRates};
@@ -170,10 +169,17 @@ impl NetworkDerivation {
     /// The weight fault of layer `name`, if derived and not zero.
     fn weight_fault(&self, name: &str) -> Option<WeightFault> {
         let w = self.weights.iter().find(|w| w.name == name)?;
-        w.bit.any().then_some(WeightFault::StuckAt(StuckAt {
-            p0: PerBit::Uniform(w.bit.p0),
-            p1: PerBit::Uniform(w.bit.p1),
-        }))
+        w.bit.any().then(|| WeightFault::StuckAt(w.model.clone()))
+    }
+
+    /// Replace every layer's weight model by its i.i.d. counterpart (same
+    /// per-bit marginals, no register sharing) — the paper's kind of model,
+    /// e.g. to compare with hardware injection how much the sharing costs.
+    pub fn without_register_sharing(mut self) -> NetworkDerivation {
+        for w in &mut self.weights {
+            w.model = w.independent_model();
+        }
+        self
     }
 
     /// The algorithmic fault model: one `output_hit` feature model per layer

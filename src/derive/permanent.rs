@@ -44,19 +44,24 @@
 //! Expected stuck weight bits per chip and layer: `n * w * (p0 + p1)` for
 //! `n` codes of `w` bits.
 //!
-//! # Where the algorithmic model differs: sharing
+//! # Sharing
 //!
-//! The hardware's stuck bits are shared. One stuck filter-SRAM cell forces
-//! the same bit of `ceil((n - a) / words)` codes of every layer (every tile
-//! held at address `a`), and of every layer of the network at that address;
-//! one stuck WS weight register forces the same bit of every weight mapped
-//! to its PE, `ceil(K/R) * ceil(M/C)` per group when the layer fills the
-//! array (bit-serial: every tap, and every channel and filter that wraps
-//! around the lanes and filter rows). The algorithmic model draws every weight independently, so it has
-//! the same expected damage but less variance across chips; `sram_share` and
-//! `reg_share` report the mean number of weights per stuck cell so a user
-//! sees how far apart the two are (calibration measures the accuracy
-//! effect).
+//! The hardware's stuck bits are shared. One stuck WS weight register
+//! forces the same bit of every weight mapped to its PE, `ceil(K/R) *
+//! ceil(M/C)` per group when the layer fills the array; a SIP weight
+//! register every tap of every channel and filter that wraps around the
+//! lanes and filter rows — weights of the same output channel, so their
+//! errors add up there. [`WeightDerivation::model`] carries the register
+//! part as [`crate::fault::SharedStuck`] bits (drawn per register, forced
+//! into every weight it holds, after the SRAM's independent bits): the same
+//! marginals, with the hardware's alignment within a layer. Left out: the
+//! same register is stuck in every layer of a chip (the model draws each
+//! layer's registers anew), and one stuck filter-SRAM cell forces the same
+//! bit of `ceil((n - a) / words)` codes of every layer (every tile held at
+//! address `a`) — one per layer in practice. `sram_share` and `reg_share`
+//! report the mean number of weights per stuck cell;
+//! [`WeightDerivation::independent_model`] is the i.i.d. model with the
+//! same marginals (ResNet-20 on Stripes: 18 points optimistic, README).
 //!
 //! # Not weight faults
 //!
@@ -69,6 +74,7 @@
 //! them as not derived.
 
 use crate::accel::Dataflow;
+use crate::fault::{PerBit, ShareUnit, SharedStuck, StuckAt};
 use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::sram::SramBuffer;
@@ -128,6 +134,30 @@ impl WeightHolder {
             WeightHolder::Systolic { .. } => Site::Pe(FaultSite::WeightReg),
             WeightHolder::BitSerial { .. } => Site::Sip(SipSite::WeightReg),
         }
+    }
+
+    /// The register file as the algorithmic model's shared stuck bits
+    /// ([`crate::fault::SharedStuck`]), with per-bit densities `r`; `None`
+    /// when the register does not hold weights.
+    pub fn shared_stuck(&self, r: StuckPair) -> Option<SharedStuck> {
+        if !self.register_holds_weights() || !r.any() {
+            return None;
+        }
+        let (filters, reduction, per) = match *self {
+            // W[k][m] in PE (k mod R, m mod C).
+            WeightHolder::Systolic { rows, cols, .. } => (cols, rows, ShareUnit::Term),
+            // Filter m, channel c (all taps) in SIP (m mod F, c mod lanes).
+            WeightHolder::BitSerial { filter_rows, lanes } => {
+                (filter_rows, lanes, ShareUnit::Channel)
+            }
+        };
+        Some(SharedStuck {
+            p0: r.p0,
+            p1: r.p1,
+            filters,
+            reduction,
+            per,
+        })
     }
 
     /// Distinct weight registers the weights of `l` are held in.
@@ -236,6 +266,22 @@ pub struct WeightDerivation {
     /// Mean weights per weight register that holds them (WS PE, SIP;
     /// `None` for OS/IS).
     pub reg_share: Option<f64>,
+    /// The algorithmic model of the layer: the SRAM's bits independent per
+    /// weight, the registers' bits shared by the weights each holds (same
+    /// marginals as `bit`, with the hardware's alignment).
+    pub model: StuckAt,
+}
+
+impl WeightDerivation {
+    /// The same marginals (`bit`) drawn independently for every weight:
+    /// the paper-style i.i.d. model, without the register alignment.
+    pub fn independent_model(&self) -> StuckAt {
+        StuckAt {
+            p0: PerBit::Uniform(self.bit.p0),
+            p1: PerBit::Uniform(self.bit.p1),
+            shared: None,
+        }
+    }
 }
 
 /// Weight faults of every layer: weights held by `holder`, `filter_words`
@@ -248,6 +294,18 @@ pub fn derive_weight_faults(
     rates: &StuckRates,
 ) -> Vec<WeightDerivation> {
     let bit = rates.weight_bit();
+    let model = match holder.shared_stuck(rates.weight_reg) {
+        Some(shared) => StuckAt {
+            p0: PerBit::Uniform(rates.sram_filter.p0),
+            p1: PerBit::Uniform(rates.sram_filter.p1),
+            shared: Some(shared),
+        },
+        None => StuckAt {
+            p0: PerBit::Uniform(bit.p0),
+            p1: PerBit::Uniform(bit.p1),
+            shared: None,
+        },
+    };
     layers
         .iter()
         .map(|l| {
@@ -266,6 +324,7 @@ pub fn derive_weight_faults(
                 reg_share: rates
                     .weight_stationary
                     .then(|| n as f64 / used_regs.max(1) as f64),
+                model: model.clone(),
             }
         })
         .collect()

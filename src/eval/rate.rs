@@ -41,7 +41,7 @@ use serde::Serialize;
 
 use super::EvalError;
 use crate::fault::{
-    FaultModel, FaultSpec, FeatureFault, LayerOverride, PerBit, StuckAt, WeightFault,
+    FaultModel, FaultSpec, FeatureFault, LayerOverride, PerBit, SharedStuck, StuckAt, WeightFault,
 };
 
 /// How sweep rates map onto a fault model (see the module doc).
@@ -269,12 +269,22 @@ fn scale_stuck_at(s: &StuckAt, k: f64, weight_bits: u8) -> StuckAt {
             (a, b)
         }
     };
+    // Register bits scale like cell bits: both are densities of stuck cells.
+    let shared = s.shared.as_ref().map(|sh| {
+        let (p0, p1) = pair(sh.p0, sh.p1);
+        SharedStuck {
+            p0,
+            p1,
+            ..sh.clone()
+        }
+    });
     match (&s.p0, &s.p1) {
         (PerBit::Uniform(p0), PerBit::Uniform(p1)) => {
             let (a, b) = pair(*p0, *p1);
             StuckAt {
                 p0: PerBit::Uniform(a),
                 p1: PerBit::Uniform(b),
+                shared,
             }
         }
         (p0, p1) => {
@@ -288,6 +298,7 @@ fn scale_stuck_at(s: &StuckAt, k: f64, weight_bits: u8) -> StuckAt {
             StuckAt {
                 p0: PerBit::Bits(a),
                 p1: PerBit::Bits(b),
+                shared,
             }
         }
     }

@@ -26,7 +26,7 @@ pub use spec::{
     FaultSpec, FeatureFault, FeatureSection, LayerOverride, LayerSelection, WeightFault,
     WeightSection,
 };
-pub use stuck_at::{PerBit, StuckAt};
+pub use stuck_at::{PerBit, ShareUnit, SharedStuck, StuckAt};
 
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -44,6 +44,11 @@ pub struct LayerSite<'a> {
     pub is_conv: bool,
     /// MACs per output element: `C_in/groups*kh*kw` (the MiBB `n`).
     pub macs_per_output: usize,
+    /// Kernel taps `kh*kw` (1 for linear layers): weight `k` of a filter
+    /// is tap `k mod taps` of input channel `k / taps`.
+    pub taps: usize,
+    /// Convolution groups (1 for linear layers).
+    pub groups: usize,
     /// Format of the codes handed to the injector (output codes for feature
     /// faults, weight codes for weight faults).
     pub format: Format,

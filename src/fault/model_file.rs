@@ -44,6 +44,11 @@
 //! kind = "stuck_at"
 //! p0 = [0, 0, 0, 0, 0, 0, 1e-3, 1e-3]
 //! p1 = [0, 0, 0, 0, 0, 0, 0, 1e-3]
+//! # optional: stuck bits of registers that each hold many weights (what
+//! # `ftnas derive` writes for WS arrays and bit-serial designs): register
+//! # (m mod filters, u mod reduction), u = k ("term") or k / taps
+//! # ("channel"), each bit stuck with p0 / p1, applied after the above
+//! shared = { p0 = 5e-4, p1 = 5e-4, filters = 256, reduction = 16, per = "channel" }
 //!
 //! [[layer]]
 //! name = "classifier"
@@ -94,7 +99,7 @@ use super::spec::{
     FaultSpec, FeatureFault, FeatureSection, LayerOverride, LayerSelection, WeightFault,
     WeightSection,
 };
-use super::stuck_at::{PerBit, StuckAt};
+use super::stuck_at::{PerBit, ShareUnit, SharedStuck, StuckAt};
 use super::{FeatureInjector, LayerSite, WeightInjector};
 
 /// Errors reading, parsing or writing a fault model.
@@ -216,6 +221,7 @@ impl FaultModel {
             WeightFault::StuckAt(StuckAt {
                 p0: PerBit::Uniform(p0),
                 p1: PerBit::Uniform(p1),
+                shared: None,
             })
         };
         let (fault, mut layers) = match flag.kind.as_str() {
@@ -629,7 +635,21 @@ fn fault_summary_weight(w: &WeightFault) -> String {
     };
     match w {
         WeightFault::Off => "none".into(),
-        WeightFault::StuckAt(s) => format!("stuck_at p0={} p1={}", pb(&s.p0), pb(&s.p1)),
+        WeightFault::StuckAt(s) => {
+            let mut t = format!("stuck_at p0={} p1={}", pb(&s.p0), pb(&s.p1));
+            if let Some(sh) = &s.shared {
+                let _ = write!(
+                    t,
+                    " + shared p0={} p1={} over {}x{} registers per {}",
+                    sh.p0,
+                    sh.p1,
+                    sh.filters,
+                    sh.reduction,
+                    sh.per.name()
+                );
+            }
+            t
+        }
         WeightFault::AdSaf(a) => format!("adsaf p={} sa1={}", a.p, a.sa1_fraction),
     }
 }
@@ -701,6 +721,18 @@ fn weight_table(w: &WeightFault) -> KeyValues {
         WeightFault::StuckAt(s) => {
             t.push(("p0", per_bit_value(&s.p0)));
             t.push(("p1", per_bit_value(&s.p1)));
+            if let Some(sh) = &s.shared {
+                let mut tab = toml::map::Map::new();
+                tab.insert("p0".into(), toml::Value::Float(sh.p0));
+                tab.insert("p1".into(), toml::Value::Float(sh.p1));
+                tab.insert("filters".into(), toml::Value::Integer(sh.filters as i64));
+                tab.insert(
+                    "reduction".into(),
+                    toml::Value::Integer(sh.reduction as i64),
+                );
+                tab.insert("per".into(), toml::Value::String(sh.per.name().into()));
+                t.push(("shared", toml::Value::Table(tab)));
+            }
         }
         WeightFault::AdSaf(a) => {
             t.push(("p", toml::Value::Float(a.p)));
@@ -744,8 +776,21 @@ struct RawWeight {
     p1: Option<Spanned<toml::Value>>,
     sa1_fraction: Option<Spanned<f64>>,
     sa1_sign: Option<Spanned<String>>,
+    shared: Option<Spanned<RawShared>>,
     layers: Option<Spanned<toml::Value>>,
     persistent: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShared {
+    #[serde(default)]
+    p0: f64,
+    #[serde(default)]
+    p1: f64,
+    filters: usize,
+    reduction: usize,
+    per: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -1089,6 +1134,7 @@ impl Ctx<'_> {
             ("p1", w.p1.as_ref().map(Spanned::span)),
             ("sa1_fraction", w.sa1_fraction.as_ref().map(Spanned::span)),
             ("sa1_sign", w.sa1_sign.as_ref().map(Spanned::span)),
+            ("shared", w.shared.as_ref().map(Spanned::span)),
         ];
         let fault = match kind {
             "none" => {
@@ -1096,14 +1142,38 @@ impl Ctx<'_> {
                 WeightFault::Off
             }
             "stuck_at" => {
-                self.only(&present, &["p0", "p1"], kind, prefix)?;
-                if w.p0.is_none() && w.p1.is_none() {
+                self.only(&present, &["p0", "p1", "shared"], kind, prefix)?;
+                if w.p0.is_none() && w.p1.is_none() && w.shared.is_none() {
                     return Err(self.err(
                         w.kind.span(),
                         &format!("{prefix}.p0"),
-                        "kind `stuck_at` needs `p0` and/or `p1`",
+                        "kind `stuck_at` needs `p0`, `p1` and/or `shared`",
                     ));
                 }
+                let shared = match &w.shared {
+                    None => None,
+                    Some(sh) => {
+                        let r = sh.get_ref();
+                        let per = match r.per.get_ref().as_str() {
+                            "term" => ShareUnit::Term,
+                            "channel" => ShareUnit::Channel,
+                            o => {
+                                return Err(self.err(
+                                    r.per.span(),
+                                    &format!("{prefix}.shared.per"),
+                                    format!("`{o}`: expected \"term\" or \"channel\""),
+                                ))
+                            }
+                        };
+                        Some(SharedStuck {
+                            p0: r.p0,
+                            p1: r.p1,
+                            filters: r.filters,
+                            reduction: r.reduction,
+                            per,
+                        })
+                    }
+                };
                 let get = |v: &Option<Spanned<toml::Value>>, k: &str| match v {
                     Some(v) => self.per_bit(v, &format!("{prefix}.{k}")),
                     None => Ok(PerBit::Uniform(0.0)),
@@ -1111,6 +1181,7 @@ impl Ctx<'_> {
                 WeightFault::StuckAt(StuckAt {
                     p0: get(&w.p0, "p0")?,
                     p1: get(&w.p1, "p1")?,
+                    shared,
                 })
             }
             "adsaf" => {
@@ -1159,9 +1230,10 @@ impl Ctx<'_> {
             }
         };
         if let Err((k, m)) = fault.validate() {
+            let head = k.split('.').next().unwrap_or(k);
             let span = present
                 .iter()
-                .find(|(name, _)| *name == k)
+                .find(|(name, _)| *name == head)
                 .and_then(|(_, s)| s.clone())
                 .unwrap_or_else(|| w.kind.span());
             return Err(self.err(span, &format!("{prefix}.{k}"), m));

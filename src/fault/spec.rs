@@ -89,7 +89,7 @@ impl WeightFault {
         let bits = site.format.bits;
         match self {
             WeightFault::Off => {}
-            WeightFault::StuckAt(m) => m.apply(bits, codes, rng),
+            WeightFault::StuckAt(m) => m.apply_layer(site, codes, rng),
             WeightFault::AdSaf(m) => m.apply(bits, codes, rng),
         }
     }

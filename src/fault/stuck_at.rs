@@ -8,6 +8,27 @@
 //!
 //! Sampling: for each bit position, geometric skipping over the weights
 //! with `q = p0[b] + p1[b]`; a hit is stuck-at-0 with probability `p0/q`.
+//!
+//! # Shared stuck bits (`shared`)
+//!
+//! On hardware one stuck register bit is a stuck bit of *every* weight the
+//! register holds: a weight-stationary PE's weight register holds `W[k][m]`
+//! for `k = r, r + R, ...` and `m = c, c + C, ...`; a bit-serial SIP weight
+//! register holds every tap of channels `l, l + lanes, ...` of filters
+//! `f, f + filter_rows, ...`. Drawn independently per weight, the same
+//! number of stuck bits spreads over many output channels; held by one
+//! register they line up in one, which costs far more accuracy (README,
+//! "weight faults from stuck cells"). [`SharedStuck`] describes such a
+//! register file: `filters x reduction` registers, weight `(m, k)` of a
+//! group held by register `(m mod filters, u mod reduction)` with `u = k`
+//! (`per = "term"`) or `u = k / taps` (`per = "channel"`), each register
+//! bit stuck at 0 / 1 with `p0` / `p1` once per draw. Groups of a grouped
+//! convolution run one after another through the same registers, so group
+//! `g`'s weight `(m, k)` shares with every other group's. The shared bits
+//! act after the independent ones (the register latches what the buffer
+//! delivered), so a weight bit ends up forced to 0 with
+//! `r0 + (1 - r0 - r1) * p0` — the marginals of a register-free model with
+//! those rates, with the hardware's alignment.
 
 use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -63,8 +84,173 @@ impl PerBit {
 /// Stuck-at-0 / stuck-at-1 probabilities per bit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StuckAt {
+    /// Each weight bit independently (e.g. its own SRAM cell).
     pub p0: PerBit,
     pub p1: PerBit,
+    /// Stuck bits of registers that hold many weights (module doc).
+    pub shared: Option<SharedStuck>,
+}
+
+/// What indexes the reduction dimension of a register file that holds
+/// weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareUnit {
+    /// Every term `k = c * taps + tap` on its own (systolic array rows).
+    Term,
+    /// Every input channel `c = k / taps`, all its taps in one register
+    /// (bit-serial lanes).
+    Channel,
+}
+
+impl ShareUnit {
+    /// The name in fault-model files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ShareUnit::Term => "term",
+            ShareUnit::Channel => "channel",
+        }
+    }
+}
+
+/// Stuck bits of a `filters x reduction` register file holding weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedStuck {
+    /// Probability that a register bit is stuck at 0 / at 1.
+    pub p0: f64,
+    pub p1: f64,
+    /// Registers along the filters (output channels of one group).
+    pub filters: usize,
+    /// Registers along the reduction.
+    pub reduction: usize,
+    pub per: ShareUnit,
+}
+
+impl SharedStuck {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        check_prob("shared.p0", self.p0)?;
+        check_prob("shared.p1", self.p1)?;
+        if self.p0 + self.p1 > 1.0 + 1e-12 {
+            return Err((
+                "shared.p1",
+                format!(
+                    "p0 + p1 must be <= 1 (disjoint events), found {}",
+                    self.p0 + self.p1
+                ),
+            ));
+        }
+        for (k, v) in [
+            ("shared.filters", self.filters),
+            ("shared.reduction", self.reduction),
+        ] {
+            if v == 0 {
+                return Err((k, "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Weight indices (layout `[out, in/groups, kh, kw]`) held by register
+    /// `(row, col)` of a layer with `out` filters, `k` weights per filter,
+    /// `taps` taps and `groups` groups.
+    fn held_by(
+        &self,
+        row: usize,
+        col: usize,
+        shape: LayerShape,
+    ) -> impl Iterator<Item = usize> + '_ {
+        let LayerShape {
+            k,
+            taps,
+            per_group,
+            groups,
+        } = shape;
+        let span = match self.per {
+            ShareUnit::Term => 1,
+            ShareUnit::Channel => taps,
+        };
+        let units = k / span;
+        (0..groups).flat_map(move |g| {
+            (row..per_group).step_by(self.filters).flat_map(move |m| {
+                let base = (g * per_group + m) * k;
+                (col..units)
+                    .step_by(self.reduction)
+                    .flat_map(move |u| base + u * span..base + (u + 1) * span)
+            })
+        })
+    }
+
+    /// Indices of the weights (layout `[out, in/groups, kh, kw]`, `k =
+    /// C_in/groups * taps` per filter) that register `(row, col)` holds in
+    /// a layer of `out` filters: what one stuck bit of it corrupts.
+    pub fn weights_held_by(
+        &self,
+        row: usize,
+        col: usize,
+        out: usize,
+        k: usize,
+        taps: usize,
+        groups: usize,
+    ) -> Vec<usize> {
+        let groups = groups.max(1);
+        let shape = LayerShape {
+            k,
+            taps: taps.max(1),
+            per_group: out / groups,
+            groups,
+        };
+        self.held_by(row, col, shape).collect()
+    }
+
+    /// Draw the register file's stuck bits and force them into `codes`.
+    fn apply<R: Rng + ?Sized>(&self, bits: u8, shape: LayerShape, codes: &mut [i32], rng: &mut R) {
+        let units = match self.per {
+            ShareUnit::Term => shape.k,
+            ShareUnit::Channel => shape.k / shape.taps,
+        };
+        // Registers the layer never uses cannot corrupt it; drawing only
+        // the used ones keeps the draw per layer small.
+        let (rows, cols) = (self.filters.min(shape.per_group), self.reduction.min(units));
+        let q = self.p0 + self.p1;
+        let zero_given_hit = if q > 0.0 { self.p0 / q } else { 0.0 };
+        for b in 0..bits as u32 {
+            Skipper::new(q).for_each_hit(rows * cols, rng, |r, rng| {
+                let one = rng.random::<f64>() >= zero_given_hit;
+                for i in self.held_by(r / cols, r % cols, shape) {
+                    codes[i] = force_bit(codes[i], b, one, bits);
+                }
+            });
+        }
+    }
+}
+
+/// The shape of one layer's weight tensor, as [`SharedStuck`] maps it.
+#[derive(Debug, Clone, Copy)]
+struct LayerShape {
+    /// Weights per filter (`C_in/groups * taps`).
+    k: usize,
+    taps: usize,
+    /// Filters per group.
+    per_group: usize,
+    groups: usize,
+}
+
+impl LayerShape {
+    fn of(site: &LayerSite, len: usize) -> Option<LayerShape> {
+        let (k, taps, groups) = (site.macs_per_output, site.taps.max(1), site.groups.max(1));
+        if k == 0
+            || !len.is_multiple_of(k)
+            || !k.is_multiple_of(taps)
+            || !(len / k).is_multiple_of(groups)
+        {
+            return None;
+        }
+        Some(LayerShape {
+            k,
+            taps,
+            per_group: len / k / groups,
+            groups,
+        })
+    }
 }
 
 impl StuckAt {
@@ -91,10 +277,30 @@ impl StuckAt {
                 ));
             }
         }
-        Ok(())
+        match &self.shared {
+            Some(sh) => sh.validate(),
+            None => Ok(()),
+        }
     }
 
-    /// Stick bits of `codes` (signed `bits`-bit codes).
+    /// Stick bits of one layer's weight codes (layout `[out, in/groups, kh,
+    /// kw]`): the independent bits, then the shared register bits.
+    pub fn apply_layer<R: Rng + ?Sized>(&self, site: &LayerSite, codes: &mut [i32], rng: &mut R) {
+        let bits = site.format.bits;
+        self.apply(bits, codes, rng);
+        if let Some(sh) = &self.shared {
+            if !supported_width(bits) {
+                return;
+            }
+            // A tensor whose length does not fit the site's shape is not a
+            // weight tensor of this layer; nothing to map registers onto.
+            if let Some(shape) = LayerShape::of(site, codes.len()) {
+                sh.apply(bits, shape, codes, rng);
+            }
+        }
+    }
+
+    /// Stick the independent bits of `codes` (signed `bits`-bit codes).
     pub fn apply<R: Rng + ?Sized>(&self, bits: u8, codes: &mut [i32], rng: &mut R) {
         if !supported_width(bits) {
             return;
@@ -113,7 +319,7 @@ impl StuckAt {
 
 impl WeightInjector for StuckAt {
     fn corrupt(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
-        self.apply(site.format.bits, codes, rng);
+        self.apply_layer(site, codes, rng);
     }
 }
 
@@ -129,10 +335,80 @@ mod tests {
         let m = StuckAt {
             p0: PerBit::Bits(vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]),
             p1: PerBit::Bits(vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+            shared: None,
         };
         let mut codes = vec![0, 1, -1, -128, 127];
         m.apply(8, &mut codes, &mut rng);
         assert_eq!(codes, vec![1, 1, 127, 1, 127]);
+    }
+
+    fn site(k: usize, taps: usize, groups: usize) -> LayerSite<'static> {
+        LayerSite {
+            node: 0,
+            name: "t",
+            is_conv: true,
+            macs_per_output: k,
+            taps,
+            groups,
+            format: crate::fixed::Format { bits: 8, frac: 4 },
+        }
+    }
+
+    /// With only shared stuck-at-1 bits on all-zero codes, every weight a
+    /// register holds carries exactly that register's stuck bits: the
+    /// codes are constant on each register class (module doc mapping,
+    /// written out here independently), differ between classes, and each
+    /// register bit is stuck with `p1`.
+    #[test]
+    fn shared_bits_are_constant_on_each_register_class() {
+        let (groups, per_group, channels, taps) = (2usize, 5usize, 3usize, 4usize);
+        let k = channels * taps;
+        let n = groups * per_group * k;
+        for per in [ShareUnit::Term, ShareUnit::Channel] {
+            let sh = SharedStuck {
+                p0: 0.0,
+                p1: 0.3,
+                filters: 2,
+                reduction: 2,
+                per,
+            };
+            let m = StuckAt {
+                p0: PerBit::Uniform(0.0),
+                p1: PerBit::Uniform(0.0),
+                shared: Some(sh),
+            };
+            let class = |i: usize| {
+                let (m_, kk) = ((i / k) % per_group, i % k);
+                let u = match per {
+                    ShareUnit::Term => kk,
+                    ShareUnit::Channel => kk / taps,
+                };
+                (m_ % 2, u % 2)
+            };
+            let (mut set, mut total, mut distinct) = (0u64, 0u64, 0usize);
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+            for _ in 0..400 {
+                let mut codes = vec![0i32; n];
+                m.apply_layer(&site(k, taps, groups), &mut codes, &mut rng);
+                let mut seen = std::collections::HashMap::new();
+                for (i, &c) in codes.iter().enumerate() {
+                    let prev = *seen.entry(class(i)).or_insert(c);
+                    assert_eq!(prev, c, "{per:?}: weight {i} differs within its class");
+                }
+                let mut vals: Vec<i32> = seen.values().copied().collect();
+                vals.sort_unstable();
+                vals.dedup();
+                distinct = distinct.max(vals.len());
+                for v in seen.values() {
+                    set += u64::from((*v as u8).count_ones());
+                    total += 8;
+                }
+            }
+            assert!(distinct > 1, "{per:?}: classes never differ");
+            let rate = set as f64 / total as f64;
+            let se = (0.3f64 * 0.7 / total as f64).sqrt();
+            assert!((rate - 0.3).abs() < 4.0 * se, "{per:?}: rate {rate}");
+        }
     }
 
     #[test]
@@ -140,21 +416,25 @@ mod tests {
         let ok = StuckAt {
             p0: PerBit::Uniform(0.4),
             p1: PerBit::Uniform(0.6),
+            shared: None,
         };
         assert!(ok.validate().is_ok());
         let over = StuckAt {
             p0: PerBit::Uniform(0.5),
             p1: PerBit::Uniform(0.6),
+            shared: None,
         };
         assert!(over.validate().unwrap_err().1.contains("p0 + p1"));
         let lens = StuckAt {
             p0: PerBit::Bits(vec![0.1; 8]),
             p1: PerBit::Bits(vec![0.1; 4]),
+            shared: None,
         };
         assert_eq!(lens.validate().unwrap_err().0, "p1");
         let neg = StuckAt {
             p0: PerBit::Uniform(-0.1),
             p1: PerBit::Uniform(0.0),
+            shared: None,
         };
         assert_eq!(neg.validate().unwrap_err().0, "p0");
     }

@@ -436,6 +436,22 @@ impl Graph {
         }
     }
 
+    /// Kernel taps `kh*kw` of conv `id` (1 for linear and other nodes).
+    pub fn mac_taps(&self, id: NodeId) -> usize {
+        match &self.nodes[id].op {
+            Op::Conv2d { kernel, .. } => kernel.0 * kernel.1,
+            _ => 1,
+        }
+    }
+
+    /// Groups of conv `id` (1 for linear and other nodes).
+    pub fn mac_groups(&self, id: NodeId) -> usize {
+        match &self.nodes[id].op {
+            Op::Conv2d { groups, .. } => *groups,
+            _ => 1,
+        }
+    }
+
     /// Parameter tensors of node `id`: `(full name, shape)`.
     pub fn params_of(&self, id: NodeId) -> Vec<(String, Vec<usize>)> {
         let n = &self.nodes[id];

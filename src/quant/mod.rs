@@ -140,6 +140,8 @@ impl MacLayer {
             name: &self.name,
             is_conv: self.is_conv,
             macs_per_output: self.macs_per_output(),
+            taps: self.kernel.0 * self.kernel.1,
+            groups: self.groups,
             format: self.out_format,
         }
     }

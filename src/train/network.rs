@@ -147,6 +147,8 @@ impl<'g> Network<'g> {
             name: &g.nodes[mac].name,
             is_conv: matches!(g.nodes[mac].op, Op::Conv2d { .. }),
             macs_per_output: g.macs_per_output(mac),
+            taps: g.mac_taps(mac),
+            groups: g.mac_groups(mac),
             format,
         }
     }
