@@ -27,6 +27,7 @@ fn site(name: &str, is_conv: bool, n: usize, bits: u8) -> LayerSite<'_> {
         macs_per_output: n,
         taps: 1,
         groups: 1,
+        draw: 0,
         format: Format { bits, frac: 4 },
     }
 }

@@ -52,13 +52,13 @@
 //! register every tap of every channel and filter that wraps around the
 //! lanes and filter rows — weights of the same output channel, so their
 //! errors add up there. [`WeightDerivation::model`] carries the register
-//! part as [`crate::fault::SharedStuck`] bits (drawn per register, forced
-//! into every weight it holds, after the SRAM's independent bits): the same
-//! marginals, with the hardware's alignment within a layer. Left out: the
-//! same register is stuck in every layer of a chip (the model draws each
-//! layer's registers anew), and one stuck filter-SRAM cell forces the same
-//! bit of `ceil((n - a) / words)` codes of every layer (every tile held at
-//! address `a`) — one per layer in practice. `sram_share` and `reg_share`
+//! part as [`crate::fault::SharedStuck`] bits (drawn per register once per
+//! chip — the same stuck registers in every layer — and forced into every
+//! weight a register holds, after the SRAM's independent bits): the same
+//! marginals, with the hardware's alignment. Left out: one stuck
+//! filter-SRAM cell forces the same bit of `ceil((n - a) / words)` codes of
+//! every layer (every tile held at address `a`) — one per layer in
+//! practice, and unrelated weights across layers. `sram_share` and `reg_share`
 //! report the mean number of weights per stuck cell;
 //! [`WeightDerivation::independent_model`] is the i.i.d. model with the
 //! same marginals (ResNet-20 on Stripes: 18 points optimistic, README).

@@ -49,6 +49,12 @@ pub struct LayerSite<'a> {
     pub taps: usize,
     /// Convolution groups (1 for linear layers).
     pub groups: usize,
+    /// Identifies one weight-fault draw (a simulated chip, or one training
+    /// forward) and is equal for every layer of it, so that state shared by
+    /// all layers — a stuck register that holds weights of every layer — is
+    /// drawn once per draw ([`draw_key`], [`shared_stream`]). 0 for feature
+    /// sites.
+    pub draw: u64,
     /// Format of the codes handed to the injector (output codes for feature
     /// faults, weight codes for weight faults).
     pub format: Format,
@@ -71,6 +77,16 @@ pub trait WeightInjector: Send + Sync {
 /// The random stream for one (seed, trial, item, layer) tuple. Splitting
 /// streams by these indices keeps results independent of batching, thread
 /// count and sharding.
+/// The [`LayerSite::draw`] key of the weight-fault draw `(seed, trial)`.
+pub fn draw_key(seed: u64, trial: u64) -> u64 {
+    splitmix64(seed ^ splitmix64(trial ^ 0x5EED_D2A3_0000_0001))
+}
+
+/// The random stream of state shared by every layer of draw `key`.
+pub fn shared_stream(key: u64) -> Xoshiro256PlusPlus {
+    stream(key, 0, u64::MAX - 3, 0)
+}
+
 pub fn stream(seed: u64, trial: u64, item: u64, layer: u64) -> Xoshiro256PlusPlus {
     let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
     for v in [trial, item, layer] {

@@ -22,7 +22,10 @@
 //! register file: `filters x reduction` registers, weight `(m, k)` of a
 //! group held by register `(m mod filters, u mod reduction)` with `u = k`
 //! (`per = "term"`) or `u = k / taps` (`per = "channel"`), each register
-//! bit stuck at 0 / 1 with `p0` / `p1` once per draw. Groups of a grouped
+//! bit stuck at 0 / 1 with `p0` / `p1` once per draw — a chip, or a training
+//! forward: the register bits come from [`super::shared_stream`] of
+//! [`LayerSite::draw`], not from the layer's stream, so every layer of a
+//! chip sees the same stuck registers, as on the hardware. Groups of a grouped
 //! convolution run one after another through the same registers, so group
 //! `g`'s weight `(m, k)` shares with every other group's. The shared bits
 //! act after the independent ones (the register latches what the buffer
@@ -201,22 +204,26 @@ impl SharedStuck {
         self.held_by(row, col, shape).collect()
     }
 
-    /// Draw the register file's stuck bits and force them into `codes`.
+    /// Draw the register file's stuck bits from `rng` and force them into
+    /// `codes`. The whole file is drawn, in the same order for every layer,
+    /// so layers drawing from equal streams see the same stuck registers
+    /// (those outside the layer's corner of the file corrupt nothing).
     fn apply<R: Rng + ?Sized>(&self, bits: u8, shape: LayerShape, codes: &mut [i32], rng: &mut R) {
         let units = match self.per {
             ShareUnit::Term => shape.k,
             ShareUnit::Channel => shape.k / shape.taps,
         };
-        // Registers the layer never uses cannot corrupt it; drawing only
-        // the used ones keeps the draw per layer small.
-        let (rows, cols) = (self.filters.min(shape.per_group), self.reduction.min(units));
+        let (rows, cols) = (self.filters, self.reduction);
         let q = self.p0 + self.p1;
         let zero_given_hit = if q > 0.0 { self.p0 / q } else { 0.0 };
         for b in 0..bits as u32 {
             Skipper::new(q).for_each_hit(rows * cols, rng, |r, rng| {
                 let one = rng.random::<f64>() >= zero_given_hit;
-                for i in self.held_by(r / cols, r % cols, shape) {
-                    codes[i] = force_bit(codes[i], b, one, bits);
+                let (row, col) = (r / cols, r % cols);
+                if row < shape.per_group && col < units {
+                    for i in self.held_by(row, col, shape) {
+                        codes[i] = force_bit(codes[i], b, one, bits);
+                    }
                 }
             });
         }
@@ -284,7 +291,9 @@ impl StuckAt {
     }
 
     /// Stick bits of one layer's weight codes (layout `[out, in/groups, kh,
-    /// kw]`): the independent bits, then the shared register bits.
+    /// kw]`): the independent bits from `rng`, then the shared register
+    /// bits, which depend only on `site.draw` (the same stuck registers for
+    /// every layer of one chip or training forward).
     pub fn apply_layer<R: Rng + ?Sized>(&self, site: &LayerSite, codes: &mut [i32], rng: &mut R) {
         let bits = site.format.bits;
         self.apply(bits, codes, rng);
@@ -294,8 +303,10 @@ impl StuckAt {
             }
             // A tensor whose length does not fit the site's shape is not a
             // weight tensor of this layer; nothing to map registers onto.
+            // One register file serves every layer: its stuck bits come
+            // from the draw's shared stream, not the layer's.
             if let Some(shape) = LayerShape::of(site, codes.len()) {
-                sh.apply(bits, shape, codes, rng);
+                sh.apply(bits, shape, codes, &mut super::shared_stream(site.draw));
             }
         }
     }
@@ -342,7 +353,7 @@ mod tests {
         assert_eq!(codes, vec![1, 1, 127, 1, 127]);
     }
 
-    fn site(k: usize, taps: usize, groups: usize) -> LayerSite<'static> {
+    fn site(k: usize, taps: usize, groups: usize, draw: u64) -> LayerSite<'static> {
         LayerSite {
             node: 0,
             name: "t",
@@ -350,6 +361,7 @@ mod tests {
             macs_per_output: k,
             taps,
             groups,
+            draw,
             format: crate::fixed::Format { bits: 8, frac: 4 },
         }
     }
@@ -387,9 +399,9 @@ mod tests {
             };
             let (mut set, mut total, mut distinct) = (0u64, 0u64, 0usize);
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
-            for _ in 0..400 {
+            for draw in 0..400 {
                 let mut codes = vec![0i32; n];
-                m.apply_layer(&site(k, taps, groups), &mut codes, &mut rng);
+                m.apply_layer(&site(k, taps, groups, draw), &mut codes, &mut rng);
                 let mut seen = std::collections::HashMap::new();
                 for (i, &c) in codes.iter().enumerate() {
                     let prev = *seen.entry(class(i)).or_insert(c);
@@ -409,6 +421,50 @@ mod tests {
             let se = (0.3f64 * 0.7 / total as f64).sqrt();
             assert!((rate - 0.3).abs() < 4.0 * se, "{per:?}: rate {rate}");
         }
+    }
+
+    /// One register file serves every layer of a chip: two layers of one
+    /// draw (different shapes, different layer streams) carry the same
+    /// stuck bits in the registers both use; another draw differs.
+    #[test]
+    fn layers_of_one_draw_share_their_stuck_registers() {
+        let m = StuckAt {
+            p0: PerBit::Uniform(0.0),
+            p1: PerBit::Uniform(0.0),
+            shared: Some(SharedStuck {
+                p0: 0.0,
+                p1: 0.2,
+                filters: 4,
+                reduction: 3,
+                per: ShareUnit::Channel,
+            }),
+        };
+        // Layer A: 4 filters, 3 channels x 2 taps; layer B: 6 filters, 5
+        // channels x 1 tap. Register (f, l) value: any weight it holds.
+        let reg =
+            |codes: &[i32], k: usize, taps: usize, f: usize, l: usize| codes[f * k + l * taps];
+        let mut same_draw_differs = false;
+        for draw in 0..50u64 {
+            let mut a = vec![0i32; 4 * 6];
+            let mut b = vec![0i32; 6 * 5];
+            let mut rng_a = Xoshiro256PlusPlus::seed_from_u64(1);
+            let mut rng_b = Xoshiro256PlusPlus::seed_from_u64(2);
+            m.apply_layer(&site(6, 2, 1, draw), &mut a, &mut rng_a);
+            m.apply_layer(&site(5, 1, 1, draw), &mut b, &mut rng_b);
+            for f in 0..4 {
+                for l in 0..3 {
+                    assert_eq!(
+                        reg(&a, 6, 2, f, l),
+                        reg(&b, 5, 1, f, l),
+                        "draw {draw} ({f}, {l})"
+                    );
+                }
+            }
+            let mut c = vec![0i32; 4 * 6];
+            m.apply_layer(&site(6, 2, 1, draw + 1000), &mut c, &mut rng_a);
+            same_draw_differs |= c != a;
+        }
+        assert!(same_draw_differs, "other draws give other registers");
     }
 
     #[test]

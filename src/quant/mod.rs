@@ -142,6 +142,7 @@ impl MacLayer {
             macs_per_output: self.macs_per_output(),
             taps: self.kernel.0 * self.kernel.1,
             groups: self.groups,
+            draw: 0,
             format: self.out_format,
         }
     }
@@ -272,7 +273,11 @@ impl QModel {
                 let mut codes = layer.weights.clone();
                 let mut rng: Xoshiro256PlusPlus =
                     crate::fault::stream(seed, trial, u64::MAX, layer.node as u64);
-                injector.corrupt(&layer.weight_site(), &mut codes, &mut rng);
+                let site = LayerSite {
+                    draw: crate::fault::draw_key(seed, trial),
+                    ..layer.weight_site()
+                };
+                injector.corrupt(&site, &mut codes, &mut rng);
                 for c in &mut codes {
                     *c = saturate(*c as i64, layer.weight_format.bits) as i32;
                 }

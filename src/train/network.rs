@@ -149,6 +149,7 @@ impl<'g> Network<'g> {
             macs_per_output: g.macs_per_output(mac),
             taps: g.mac_taps(mac),
             groups: g.mac_groups(mac),
+            draw: 0,
             format,
         }
     }
@@ -192,7 +193,11 @@ impl<'g> Network<'g> {
             if let Some(inj) = f.weight {
                 let before = codes.clone();
                 let mut rng = crate::fault::stream(f.seed, f.trial, u64::MAX, id as u64);
-                inj.corrupt(&self.site(id, wfmt), &mut codes, &mut rng);
+                let site = LayerSite {
+                    draw: crate::fault::draw_key(f.seed, f.trial),
+                    ..self.site(id, wfmt)
+                };
+                inj.corrupt(&site, &mut codes, &mut rng);
                 for c in &mut codes {
                     *c = saturate(*c as i64, wfmt.bits) as i32;
                 }
