@@ -7,7 +7,7 @@ fn main() -> std::process::ExitCode {
     match ftnas::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", ftnas::cli::error_message(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -183,3 +183,14 @@ fn bad_invocations_fail_cleanly() {
     ]);
     failed_naming(&o, &["systolic"]);
 }
+
+/// A missing file is named with its reason, and the reason is said once.
+#[test]
+fn missing_accelerator_file_names_the_reason_once() {
+    let err = failed_naming(
+        &run(["accel", "check", "no-such-accelerator.toml"]),
+        &["no-such-accelerator.toml", "cannot read"],
+    );
+    let reason = "No such file or directory";
+    assert_eq!(err.matches(reason).count(), 1, "{err}");
+}

@@ -3,8 +3,12 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
 use common::{failed_naming, init_weights, repo_file, run, s, succeeded};
-use ftnas::fault::FaultModel;
+use ftnas::accel::Accelerator;
+use ftnas::fault::{FaultModel, ShareUnit, SharedStuck};
 
 const SPEC: &str = r#"
 [sites."pe.psum_reg"]
@@ -15,33 +19,61 @@ transient_per_bit_cycle = 1e-7
 fit_per_mbit = 1000.0
 "#;
 
-#[test]
-fn derive_writes_a_fault_model_that_infer_uses() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny.toml");
-    std::fs::write(&model, "family = \"vgg\"\nchannels = [[4], [8]]\n").unwrap();
-    let weights = dir.path().join("tiny.safetensors");
-    init_weights(&model, "1x28x28", 3, &weights);
-    let spec = dir.path().join("seu.toml");
-    std::fs::write(&spec, SPEC).unwrap();
-    let fm = dir.path().join("out/derived.toml");
-    let out = run([
+/// A tiny VGG (`channels`) with seeded random weights in `dir`.
+fn tiny_vgg(dir: &Path, channels: &str, seed: u64) -> (PathBuf, PathBuf) {
+    let model = dir.join("tiny.toml");
+    std::fs::write(&model, format!("family = \"vgg\"\nchannels = {channels}\n")).unwrap();
+    let weights = dir.join("tiny.safetensors");
+    init_weights(&model, "1x28x28", seed, &weights);
+    (model, weights)
+}
+
+/// `ftnas derive` of `model`/`weights` on `accel` under `faults` into
+/// `out` (16 calibration images, 2 statistics images), plus `extra` flags.
+fn derive(
+    accel: &Path,
+    model: &Path,
+    weights: &Path,
+    faults: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Output {
+    let mut args: Vec<&str> = vec![
         "derive",
         "--accel",
-        s(&repo_file("accelerators/edge_16x16_os.toml")),
+        s(accel),
         "--model",
-        s(&model),
+        s(model),
         "--weights",
-        s(&weights),
+        s(weights),
         "--faults",
-        s(&spec),
+        s(faults),
         "--calib",
         "16",
         "--images",
         "2",
         "--out",
-        s(&fm),
-    ]);
+        s(out),
+    ];
+    args.extend_from_slice(extra);
+    run(args)
+}
+
+#[test]
+fn derive_writes_a_fault_model_that_infer_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, weights) = tiny_vgg(dir.path(), "[[4], [8]]", 3);
+    let spec = dir.path().join("seu.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let fm = dir.path().join("out/derived.toml");
+    let out = derive(
+        &repo_file("accelerators/edge_16x16_os.toml"),
+        &model,
+        &weights,
+        &spec,
+        &fm,
+        &[],
+    );
     let stdout = succeeded(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sram.ifmap transient"), "{stderr}");
@@ -82,33 +114,20 @@ fn derive_turns_stuck_weight_cells_into_weight_faults() {
     use ftnas::fault::stuck_at::PerBit;
     use ftnas::fault::WeightFault;
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny.toml");
-    std::fs::write(&model, "family = \"vgg\"\nchannels = [[4], [8]]\n").unwrap();
-    let weights = dir.path().join("tiny.safetensors");
-    init_weights(&model, "1x28x28", 3, &weights);
+    let (model, weights) = tiny_vgg(dir.path(), "[[4], [8]]", 3);
     let spec = repo_file("accelerators/faults/stuck_weight_cells.toml");
-    for (accel, want) in [
-        ("accelerators/eyeriss.toml", 5e-4 + (1.0 - 1e-3) * 5e-4),
-        ("accelerators/edge_16x16_os.toml", 5e-4),
+    for (accel, independent) in [
+        ("accelerators/eyeriss.toml", false),
+        ("accelerators/eyeriss.toml", true),
+        ("accelerators/edge_16x16_os.toml", false),
     ] {
         let fm = dir.path().join("stuck.toml");
-        let out = run([
-            "derive",
-            "--accel",
-            s(&repo_file(accel)),
-            "--model",
-            s(&model),
-            "--weights",
-            s(&weights),
-            "--faults",
-            s(&spec),
-            "--calib",
-            "16",
-            "--images",
-            "2",
-            "--out",
-            s(&fm),
-        ]);
+        let extra: &[&str] = if independent {
+            &["--independent-weights"]
+        } else {
+            &[]
+        };
+        let out = derive(&repo_file(accel), &model, &weights, &spec, &fm, extra);
         let stdout = succeeded(&out);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stdout.contains("p_stuck0"), "{stdout}");
@@ -118,6 +137,27 @@ fn derive_turns_stuck_weight_cells_into_weight_faults() {
             os,
             "{accel}: {stderr}"
         );
+        let sys = Accelerator::load(&repo_file(accel))
+            .unwrap()
+            .systolic
+            .unwrap();
+        // WS: the SRAM's bits per weight, the PE registers' shared by the
+        // weights each holds (or folded into the per-weight rate with
+        // --independent-weights); OS: the SRAM's only.
+        let (want, want_shared) = match (os, independent) {
+            (true, _) => (5e-4, None),
+            (false, true) => (5e-4 + (1.0 - 1e-3) * 5e-4, None),
+            (false, false) => (
+                5e-4,
+                Some(SharedStuck {
+                    p0: 5e-4,
+                    p1: 5e-4,
+                    filters: sys.cols,
+                    reduction: sys.rows,
+                    per: ShareUnit::Term,
+                }),
+            ),
+        };
         let loaded = FaultModel::load(&fm).unwrap();
         let layers = &loaded.spec().layers;
         assert!(layers.len() >= 3);
@@ -134,6 +174,7 @@ fn derive_turns_stuck_weight_cells_into_weight_faults() {
                             l.name
                         );
                     }
+                    assert_eq!(m.shared, want_shared, "{accel} {}", l.name);
                 }
                 other => panic!("{accel} {}: weight {other:?}", l.name),
             }
@@ -152,10 +193,7 @@ fn derive_on_a_bit_serial_design_gives_weight_faults() {
     use ftnas::fault::stuck_at::PerBit;
     use ftnas::fault::WeightFault;
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny.toml");
-    std::fs::write(&model, "family = \"vgg\"\nchannels = [[4], [8]]\n").unwrap();
-    let weights = dir.path().join("tiny.safetensors");
-    init_weights(&model, "1x28x28", 3, &weights);
+    let (model, weights) = tiny_vgg(dir.path(), "[[4], [8]]", 3);
     let spec = dir.path().join("bs.toml");
     std::fs::write(
         &spec,
@@ -163,23 +201,14 @@ fn derive_on_a_bit_serial_design_gives_weight_faults() {
     )
     .unwrap();
     let fm = dir.path().join("bs-fm.toml");
-    let out = run([
-        "derive",
-        "--accel",
-        s(&repo_file("accelerators/stripes_a8.toml")),
-        "--model",
-        s(&model),
-        "--weights",
-        s(&weights),
-        "--faults",
-        s(&spec),
-        "--calib",
-        "16",
-        "--images",
-        "2",
-        "--out",
-        s(&fm),
-    ]);
+    let out = derive(
+        &repo_file("accelerators/stripes_a8.toml"),
+        &model,
+        &weights,
+        &spec,
+        &fm,
+        &[],
+    );
     let stdout = succeeded(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sip.act_reg transient"), "{stderr}");
@@ -192,10 +221,39 @@ fn derive_on_a_bit_serial_design_gives_weight_faults() {
         let Some(WeightFault::StuckAt(m)) = &l.weight else {
             panic!("{}: {:?}", l.name, l.weight)
         };
-        // p0 = r0 + (1 - r0 - r1) s0 = 2e-3; p1 = (1 - 2e-3) * 1e-3
+        // the SRAM's bits per weight, the SIP registers' shared by every
+        // tap of the channels and filters each holds
+        assert_eq!(m.p0, PerBit::Uniform(0.0));
+        assert_eq!(m.p1, PerBit::Uniform(1e-3));
+        assert_eq!(
+            m.shared,
+            Some(SharedStuck {
+                p0: 2e-3,
+                p1: 0.0,
+                filters: 16 * 16,
+                reduction: 16,
+                per: ShareUnit::Channel,
+            })
+        );
+    }
+    // The i.i.d. form: p0 = r0 + (1 - r0 - r1) s0 = 2e-3, p1 = (1 - 2e-3) * 1e-3.
+    let out = derive(
+        &repo_file("accelerators/stripes_a8.toml"),
+        &model,
+        &weights,
+        &spec,
+        &fm,
+        &["--independent-weights"],
+    );
+    succeeded(&out);
+    for l in &FaultModel::load(&fm).unwrap().spec().layers {
+        let Some(WeightFault::StuckAt(m)) = &l.weight else {
+            panic!("{}: {:?}", l.name, l.weight)
+        };
         assert_eq!(m.p0, PerBit::Uniform(2e-3));
         let PerBit::Uniform(p1) = m.p1 else { panic!() };
         assert!((p1 - 0.998e-3).abs() < 1e-15, "{p1}");
+        assert_eq!(m.shared, None);
     }
     assert!(
         !fm.with_extension("csv").exists(),
@@ -206,35 +264,20 @@ fn derive_on_a_bit_serial_design_gives_weight_faults() {
 #[test]
 fn derive_rejects_bad_inputs_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny.toml");
-    std::fs::write(&model, "family = \"vgg\"\nchannels = [[2]]\n").unwrap();
-    let weights = dir.path().join("tiny.safetensors");
-    init_weights(&model, "1x28x28", 1, &weights);
+    let (model, weights) = tiny_vgg(dir.path(), "[[2]]", 1);
     let spec = dir.path().join("seu.toml");
     std::fs::write(&spec, SPEC).unwrap();
     let out_fm = dir.path().join("fm.toml");
-    let args = |accel: &str, faults: &str| {
-        vec![
-            "derive".to_string(),
-            "--accel".into(),
-            accel.into(),
-            "--model".into(),
-            s(&model).into(),
-            "--weights".into(),
-            s(&weights).into(),
-            "--faults".into(),
-            faults.into(),
-            "--calib".into(),
-            "8".into(),
-            "--images".into(),
-            "1".into(),
-            "--out".into(),
-            s(&out_fm).into(),
-        ]
-    };
     let edge = repo_file("accelerators/edge_16x16_os.toml");
     failed_naming(
-        &run(args(s(&repo_file("accelerators/stripes.toml")), s(&spec))),
+        &derive(
+            &repo_file("accelerators/stripes.toml"),
+            &model,
+            &weights,
+            &spec,
+            &out_fm,
+            &[],
+        ),
         &[
             "stripes.toml",
             "pe.psum_reg",
@@ -243,7 +286,14 @@ fn derive_rejects_bad_inputs_clearly() {
         ],
     );
     failed_naming(
-        &run(args(s(&edge), s(&dir.path().join("missing.toml")))),
+        &derive(
+            &edge,
+            &model,
+            &weights,
+            &dir.path().join("missing.toml"),
+            &out_fm,
+            &[],
+        ),
         &["missing.toml"],
     );
     let typo = dir.path().join("typo.toml");
@@ -253,7 +303,7 @@ fn derive_rejects_bad_inputs_clearly() {
     )
     .unwrap();
     failed_naming(
-        &run(args(s(&edge), s(&typo))),
+        &derive(&edge, &model, &weights, &typo, &out_fm, &[]),
         &["typo.toml", "transient_per_bit_cyle"],
     );
     assert!(!out_fm.exists(), "nothing written on failure");

@@ -77,6 +77,22 @@ pub fn die_quietly_on_closed_stdout() {
     }
 }
 
+/// The message of a failed command: the error, then each cause in its
+/// chain that the text does not already carry. Library errors name their
+/// file and reason in one line and also keep the reason as their `source`;
+/// printing the whole chain would say the reason twice.
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -93,5 +109,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merge(a) => merge::run(a),
         Command::Hwrun(a) => hwrun::run(a),
         Command::Search(a) => search::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_message;
+    use anyhow::Context;
+
+    #[test]
+    fn error_message_says_each_reason_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("a.toml: cannot read: {source}")]
+        struct ReadError {
+            source: std::io::Error,
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(ReadError { source: io });
+        assert_eq!(error_message(&e), "a.toml: cannot read: no such file");
+        // context above an error whose text is not repeated keeps both
+        let e = Err::<(), _>(anyhow::anyhow!("bad value"))
+            .context("study")
+            .unwrap_err();
+        assert_eq!(error_message(&e), "study: bad value");
     }
 }
