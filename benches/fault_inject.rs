@@ -5,7 +5,10 @@
 //! (64 channels, 3x3), and that conv's 36,864 8-bit weights.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ftnas::fault::{AdSaf, BitFlip, Mibb, PerBit, Sa1Sign, StuckAt};
+use ftnas::fault::{
+    AdSaf, BitFlip, LayerSite, Mibb, PerBit, Sa1Sign, ShareUnit, SharedStuck, StuckAt,
+};
+use ftnas::fixed::Format;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::hint::black_box;
@@ -58,6 +61,37 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut codes = weights.clone();
             sa.apply(8, &mut codes, &mut rng);
+            black_box(codes)
+        })
+    });
+    // The derived model of a TPU-like WS array: the SRAM's bits per weight
+    // and a 256x256 register file's shared bits, drawn whole for every
+    // layer (so all layers of a chip agree) and forced into every weight a
+    // register holds.
+    let shared = StuckAt {
+        shared: Some(SharedStuck {
+            p0: 5e-4,
+            p1: 5e-4,
+            filters: 256,
+            reduction: 256,
+            per: ShareUnit::Term,
+        }),
+        ..sa.clone()
+    };
+    let site = LayerSite {
+        node: 0,
+        name: "conv",
+        is_conv: true,
+        macs_per_output: 576,
+        taps: 9,
+        groups: 1,
+        draw: 7,
+        format: Format { bits: 8, frac: 6 },
+    };
+    g.bench_function("stuck_at_1e-3_shared_256x256_37k_weights", |b| {
+        b.iter(|| {
+            let mut codes = weights.clone();
+            shared.apply_layer(&site, &mut codes, &mut rng);
             black_box(codes)
         })
     });
