@@ -259,6 +259,11 @@ fn specs_name_the_sites_the_hardware_has() {
         "{e}"
     );
     assert!(e.contains("sip.act_reg"), "{e}");
+    assert_eq!(
+        e.matches("sram.filter").count(),
+        1,
+        "each site named once: {e}"
+    );
     let sip = "[[fault]]\nsite = \"sip.psum_reg\"\nrow = 16\ncol = 0\nbit = 3\nstuck_at = 1\n";
     let e = HwFaultSpec::parse(sip, Path::new("sip.toml"))
         .unwrap()

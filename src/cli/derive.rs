@@ -18,7 +18,8 @@ use crate::derive::network::{
 };
 use crate::eval;
 use crate::fault::FaultModel;
-use crate::hwsim::spec::{HwFaultSpec, Site};
+use crate::hwsim::spec::HwFaultSpec;
+use crate::hwsim::AnyHwNetwork;
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::report::{Csv, Table};
 
@@ -72,28 +73,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let inp = &args.inputs;
     let acc = Accelerator::load(&inp.accel)?;
     let spec = HwFaultSpec::load(&inp.faults)?;
-    let bit_serial = acc.systolic.is_none();
-    for site in spec.rates.keys() {
-        let exists = match site {
-            Site::Pe(_) => !bit_serial,
-            Site::Sip(_) => bit_serial,
-            Site::Sram(_) => true,
-        };
-        if !exists {
-            bail!(
-                "{}: sites.\"{}\": no such site on {} (a {} design has {})",
-                inp.faults.display(),
-                site.name(),
-                inp.accel.display(),
-                if bit_serial { "bit-serial" } else { "systolic" },
-                if bit_serial {
-                    "sip.act_reg, sip.weight_reg, sip.psum_reg and the sram.* buffers"
-                } else {
-                    "pe.act_reg, pe.weight_reg, pe.psum_reg, pe.mult_out and the sram.* buffers"
-                }
-            );
-        }
-    }
     if args.images == 0 {
         bail!("--images must be at least 1 (operand statistics need real layer inputs)");
     }
@@ -101,6 +80,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let q = eval::load_quantized(&inp.model, &inp.weights, &train, inp.calib, acc.datapath)?;
     let n = args.images.min(train.len());
     let per = train.shape.numel();
+    // The spec's sites must exist on this hardware (the same check as
+    // `inject`'s, on the model mapped onto it).
+    let net = AnyHwNetwork::new(&acc, &q.qmodel, true).with_context(|| {
+        format!(
+            "mapping {} onto {}",
+            inp.model.display(),
+            inp.accel.display()
+        )
+    })?;
+    let kind = if acc.systolic.is_some() {
+        "systolic"
+    } else {
+        "bit-serial"
+    };
+    spec.check(&net)
+        .with_context(|| format!("{} is a {kind} design", inp.accel.display()))?;
     let layers = gemm_layers(&q.qmodel, &train.images[..n * per]);
     let filter_words = acc.derived().filter_sram_words;
     let (d, skipped) = match (&acc.systolic, &acc.bitserial) {

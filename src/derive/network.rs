@@ -16,7 +16,7 @@ use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::quant::{MacLayer, QModel, QOp};
 
-use crate::fault::WeightFault;
+use crate::fault::{PerBit, SharedStuck, StuckAt, WeightFault};
 
 use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRates};
 use super::permanent::{
@@ -46,6 +46,11 @@ pub struct NetworkDerivation {
     /// Weight faults per layer (same order as `layers`; empty when the
     /// spec has no stuck cell that holds weights).
     pub weights: Vec<WeightDerivation>,
+    /// The weight-register file whose stuck bits the weight model carries
+    /// as shared bits (`stuck.weight_reg` on the hardware's register
+    /// mapping); `None`: no register holds weights, or its bits are folded
+    /// into the per-weight rates ([`NetworkDerivation::without_register_sharing`]).
+    pub shared: Option<SharedStuck>,
 }
 
 /// The GEMM view of every MAC layer of `model`, with input magnitudes
@@ -107,6 +112,7 @@ pub fn derive_network(
             .collect(),
         stuck: StuckRates::default(),
         weights: Vec::new(),
+        shared: None,
     }
 }
 
@@ -152,6 +158,7 @@ impl NetworkDerivation {
         stuck: &StuckRates,
     ) -> NetworkDerivation {
         self.stuck = *stuck;
+        self.shared = holder.shared_stuck(stuck.weight_reg);
         self.weights = if stuck.weight_bit().any() {
             derive_weight_faults(
                 holder,
@@ -169,16 +176,28 @@ impl NetworkDerivation {
     /// The weight fault of layer `name`, if derived and not zero.
     fn weight_fault(&self, name: &str) -> Option<WeightFault> {
         let w = self.weights.iter().find(|w| w.name == name)?;
-        w.bit.any().then(|| WeightFault::StuckAt(w.model.clone()))
+        if !w.bit.any() {
+            return None;
+        }
+        // With a shared register file the per-weight part is the SRAM's
+        // alone; the register's bits act after it on every weight it holds
+        // (same marginals `w.bit`).
+        let (own, shared) = match &self.shared {
+            Some(sh) => (self.stuck.sram_filter, Some(sh.clone())),
+            None => (w.bit, None),
+        };
+        Some(WeightFault::StuckAt(StuckAt {
+            p0: PerBit::Uniform(own.p0),
+            p1: PerBit::Uniform(own.p1),
+            shared,
+        }))
     }
 
     /// Replace every layer's weight model by its i.i.d. counterpart (same
     /// per-bit marginals, no register sharing) — the paper's kind of model,
     /// e.g. to compare with hardware injection how much the sharing costs.
     pub fn without_register_sharing(mut self) -> NetworkDerivation {
-        for w in &mut self.weights {
-            w.model = w.independent_model();
-        }
+        self.shared = None;
         self
     }
 
@@ -258,6 +277,7 @@ pub fn derive_bitserial_from_spec(
         layers: Vec::new(),
         stuck: StuckRates::default(),
         weights: Vec::new(),
+        shared: None,
     }
     .with_weight_faults(&holder, filter_words, model, layers, &stuck);
     (d, left_out)

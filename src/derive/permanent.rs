@@ -51,7 +51,7 @@
 //! ceil(M/C)` per group when the layer fills the array; a SIP weight
 //! register every tap of every channel and filter that wraps around the
 //! lanes and filter rows — weights of the same output channel, so their
-//! errors add up there. [`WeightDerivation::model`] carries the register
+//! errors add up there. The derived model carries the register
 //! part as [`crate::fault::SharedStuck`] bits (drawn per register once per
 //! chip — the same stuck registers in every layer — and forced into every
 //! weight a register holds, after the SRAM's independent bits): the same
@@ -60,8 +60,8 @@
 //! every layer (every tile held at address `a`) — one per layer in
 //! practice, and unrelated weights across layers. `sram_share` and `reg_share`
 //! report the mean number of weights per stuck cell;
-//! [`WeightDerivation::independent_model`] is the i.i.d. model with the
-//! same marginals (ResNet-20 on Stripes: 18 points optimistic, README).
+//! `NetworkDerivation::without_register_sharing` gives the i.i.d. model with
+//! the same marginals (ResNet-20 on Stripes: 18 points optimistic, README).
 //!
 //! # Not weight faults
 //!
@@ -74,7 +74,7 @@
 //! them as not derived.
 
 use crate::accel::Dataflow;
-use crate::fault::{PerBit, ShareUnit, SharedStuck, StuckAt};
+use crate::fault::{ShareUnit, SharedStuck};
 use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::sram::SramBuffer;
@@ -266,22 +266,6 @@ pub struct WeightDerivation {
     /// Mean weights per weight register that holds them (WS PE, SIP;
     /// `None` for OS/IS).
     pub reg_share: Option<f64>,
-    /// The algorithmic model of the layer: the SRAM's bits independent per
-    /// weight, the registers' bits shared by the weights each holds (same
-    /// marginals as `bit`, with the hardware's alignment).
-    pub model: StuckAt,
-}
-
-impl WeightDerivation {
-    /// The same marginals (`bit`) drawn independently for every weight:
-    /// the paper-style i.i.d. model, without the register alignment.
-    pub fn independent_model(&self) -> StuckAt {
-        StuckAt {
-            p0: PerBit::Uniform(self.bit.p0),
-            p1: PerBit::Uniform(self.bit.p1),
-            shared: None,
-        }
-    }
 }
 
 /// Weight faults of every layer: weights held by `holder`, `filter_words`
@@ -294,18 +278,6 @@ pub fn derive_weight_faults(
     rates: &StuckRates,
 ) -> Vec<WeightDerivation> {
     let bit = rates.weight_bit();
-    let model = match holder.shared_stuck(rates.weight_reg) {
-        Some(shared) => StuckAt {
-            p0: PerBit::Uniform(rates.sram_filter.p0),
-            p1: PerBit::Uniform(rates.sram_filter.p1),
-            shared: Some(shared),
-        },
-        None => StuckAt {
-            p0: PerBit::Uniform(bit.p0),
-            p1: PerBit::Uniform(bit.p1),
-            shared: None,
-        },
-    };
     layers
         .iter()
         .map(|l| {
@@ -324,7 +296,6 @@ pub fn derive_weight_faults(
                 reg_share: rates
                     .weight_stationary
                     .then(|| n as f64 / used_regs.max(1) as f64),
-                model: model.clone(),
             }
         })
         .collect()

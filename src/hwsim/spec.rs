@@ -607,12 +607,13 @@ impl HwFaultSpec {
     pub fn check<N: FaultTarget + ?Sized>(&self, net: &N) -> Result<(), HwSpecError> {
         for &site in self.rates.keys() {
             if net.site_grid(site).is_none() {
-                let here: Vec<&str> = Site::ALL
-                    .into_iter()
-                    .chain(Site::BITSERIAL)
-                    .filter(|&s| net.site_grid(s).is_some())
-                    .map(|s| s.name())
-                    .collect();
+                let mut here: Vec<&str> = Vec::new();
+                // Both lists hold the SRAM sites; name each site once.
+                for s in Site::ALL.into_iter().chain(Site::BITSERIAL) {
+                    if net.site_grid(s).is_some() && !here.contains(&s.name()) {
+                        here.push(s.name());
+                    }
+                }
                 return Err(HwSpecError::Invalid {
                     path: self.path.clone(),
                     key: format!("sites.\"{}\"", site.name()),
