@@ -606,6 +606,7 @@ mod tests {
             out_bits: 8,
             weights: Magnitudes::from_codes(weights.iter().copied()),
             inputs: Magnitudes::from_codes(inputs.iter().copied()),
+            psum_signs: None,
         }
     }
 

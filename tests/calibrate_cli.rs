@@ -83,6 +83,20 @@ fn calibrate_writes_reports_and_both_paths_agree() {
     }
     let csv = std::fs::read_to_string(exact.join("calibration.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "header + one row per rate");
+    // Per layer: post-activation errors on the table, bit histograms (one
+    // share per output bit, `;`-separated) in the CSV only.
+    assert!(
+        out.contains("act_err_measured") && !out.contains("bits_measured"),
+        "{out}"
+    );
+    let layers = std::fs::read_to_string(exact.join("layers.csv")).unwrap();
+    let mut lines = layers.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "bits_measured").unwrap();
+    for l in lines {
+        let bits = l.split(',').nth(col).unwrap();
+        assert_eq!(bits.split(';').count(), 8, "{l}");
+    }
     let svg = std::fs::read_to_string(exact.join("calibration.svg")).unwrap();
     assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"));
     assert!(svg.contains("hardware-level injection"));

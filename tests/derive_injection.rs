@@ -78,6 +78,7 @@ fn derived_hit_rates_match_hardware_injection() {
         out_bits: 8,
         weights: Magnitudes::from_codes(w.iter().copied()),
         inputs: Magnitudes::from_codes(a.iter().copied()),
+        psum_signs: None,
     };
     let trials = 300;
     for df in [Dataflow::Os, Dataflow::Ws, Dataflow::Is] {
@@ -190,6 +191,7 @@ fn derived_weight_stuck_rates_match_hardware_injection() {
         out_bits: 8,
         weights: Magnitudes::from_codes(w.iter().copied()),
         inputs: Magnitudes::from_codes(a.iter().copied()),
+        psum_signs: None,
     };
     let holder = WeightHolder::Systolic {
         rows,

@@ -136,6 +136,7 @@ fn rich_spec() -> FaultSpec {
                     bit_weights: vec![0.1, 0.2, 0.3, 0.4],
                     sign: HitSign::Random,
                     multiplicity: vec![0.75, 0.25],
+                    up: vec![vec![0.0, 0.0, 0.25, 1.0, 0.5, 0.5, 0.75, 0.125]; 4],
                 })),
                 weight: Some(WeightFault::StuckAt(StuckAt {
                     p0: PerBit::Bits(vec![0.0, 1e-3, 2e-3, 3e-3]),
@@ -265,6 +266,20 @@ fn bad_files_name_file_line_and_key() {
         (
             "[weight]\nkind = \"adsaf\"\np = 0.1\nshared = { p1 = 1e-3, filters = 4, reduction = 2, per = \"term\" }\n",
             &["bad.toml:4:", "weight.shared", "not a parameter of kind `adsaf`"],
+        ),
+        // `up`: one row per bit, 2 * bits classes per row, and only with
+        // a random sign
+        (
+            "[feature]\nkind = \"output_hit\"\np_out = 0.1\nbit_weights = [0.5, 0.5]\nup = [[0.5, 0.5, 0.5, 0.5]]\n",
+            &["bad.toml:5:", "feature.up", "one row per bit"],
+        ),
+        (
+            "[feature]\nkind = \"output_hit\"\np_out = 0.1\nbit_weights = [0.5, 0.5]\nup = [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]\n",
+            &["bad.toml:5:", "feature.up", "row 0", "class"],
+        ),
+        (
+            "[feature]\nkind = \"output_hit\"\np_out = 0.1\nbit_weights = [0.5, 0.5]\nsign = \"flip\"\nup = [[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]\n",
+            &["bad.toml:6:", "feature.up", "random"],
         ),
         // unknown key (deny_unknown_fields), reported by toml with its line
         (

@@ -50,6 +50,11 @@ fn apply_all(bits: u8, codes: &[i32], p: f64, q: f64, seed: u64) -> Vec<Vec<i32>
             HitSign::Flip
         },
         multiplicity: vec![0.5, 0.5],
+        up: if q < 0.25 {
+            vec![vec![q; 2 * bits as usize]; bits as usize]
+        } else {
+            vec![]
+        },
     }
     .apply(bits, &mut c, &mut rng);
     out.push(c);
@@ -166,8 +171,9 @@ proptest! {
         let weights: Vec<f64> = vec![1.0 / bits as f64; bits];
         let layers: Vec<LayerOverride> = names.iter().enumerate().map(|(i, n)| LayerOverride {
             name: n.clone(),
-            feature: match i % 3 {
-                0 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Flip, multiplicity: vec![q, 1.0 - q] })),
+            feature: match i % 4 {
+                0 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Flip, multiplicity: vec![q, 1.0 - q], up: vec![] })),
+                3 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Random, multiplicity: vec![1.0], up: per_bit.iter().map(|x| vec![x * q; 2 * bits]).collect() })),
                 1 => Some(FeatureFault::Off),
                 _ => None,
             },

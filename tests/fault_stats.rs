@@ -167,6 +167,7 @@ fn output_hit_follows_bit_weights_and_multiplicity() {
         bit_weights: weights.clone(),
         sign: HitSign::Flip,
         multiplicity: vec![1.0],
+        up: vec![],
     };
     let s = site("c", true, 1, 8);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(14);
@@ -201,6 +202,7 @@ fn output_hit_follows_bit_weights_and_multiplicity() {
         bit_weights: vec![1.0 / 16.0; 16],
         sign: HitSign::Flip,
         multiplicity: vec![0.0, 1.0],
+        up: vec![],
     };
     let s = site("c", true, 1, 16);
     let mut codes = vec![0i32; 20_000];
@@ -225,6 +227,7 @@ fn output_hit_with_mibb_parameters_matches_mibb() {
         bit_weights: vec![1.0 / 8.0; 8],
         sign: HitSign::Random,
         multiplicity: vec![1.0],
+        up: vec![],
     };
     let s = site("c", true, n, bits);
     let histogram = |inj: &dyn FeatureInjector, seed: u64| {

@@ -15,7 +15,7 @@ use super::infer::image_progress;
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
 use crate::derive::calibrate::{calibrate, work, Calibration, CalibrationConfig};
-use crate::derive::network::gemm_layers;
+use crate::derive::network::{gemm_layers, with_psum_signs};
 use crate::eval;
 use crate::hwsim::network::HwNetwork;
 use crate::hwsim::spec::HwFaultSpec;
@@ -95,8 +95,21 @@ fn report(cal: &Calibration, title: &str) -> anyhow::Result<(Table, Csv, Table, 
         "correction",
         "err_derived",
         "err_measured",
+        "act_err_derived",
+        "act_err_measured",
+        "bits_derived",
+        "bits_measured",
     ];
-    let mut lt = Table::new(lheader);
+    // Per-bit hit shares, LSB first, `;`-separated (one CSV cell).
+    let bit_list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2e}"))
+            .collect::<Vec<_>>()
+            .join(";")
+    };
+    // The bit histograms go to the CSV only: too wide for a terminal.
+    let shown = lheader.len() - 2;
+    let mut lt = Table::new(lheader[..shown].to_vec());
     let mut lc = Csv::new(lheader);
     for l in &cal.layers {
         let row = vec![
@@ -108,8 +121,12 @@ fn report(cal: &Calibration, title: &str) -> anyhow::Result<(Table, Csv, Table, 
             format!("{:.3}", l.correction),
             format!("{:.2}", l.derived_error),
             format!("{:.2}", l.measured_error),
+            format!("{:.2}", l.derived_act_error),
+            format!("{:.2}", l.measured_act_error),
+            bit_list(&l.derived_bits),
+            bit_list(&l.measured_bits),
         ];
-        lt.push(row.clone());
+        lt.push(row[..shown].to_vec());
         lc.push(row)?;
     }
     let mut plot = Plot::new(
@@ -186,6 +203,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let per = train.shape.numel();
     let n_stats = 16.min(train.len());
     let layers = gemm_layers(&q.qmodel, &train.images[..n_stats * per]);
+    let layers = with_psum_signs(
+        layers,
+        net.array(),
+        &q.qmodel,
+        &train.images[..n_stats * per],
+    );
     let cfg = CalibrationConfig {
         rates: args.rates.clone(),
         chips: args.chips,

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
 use crate::derive::network::{
-    derive_bitserial_from_spec, derive_from_spec, gemm_layers, NetworkDerivation,
+    derive_bitserial_from_spec, derive_from_spec, gemm_layers, with_psum_signs, NetworkDerivation,
 };
 use crate::eval;
 use crate::fault::FaultModel;
@@ -101,6 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (d, skipped) = match (&acc.systolic, &acc.bitserial) {
         (Some(sys), _) => {
             let array = SystolicArray::new(sys.rows, sys.cols, sys.dataflow)?;
+            let layers = with_psum_signs(layers, &array, &q.qmodel, &train.images[..n * per]);
             derive_from_spec(
                 &array,
                 filter_words,

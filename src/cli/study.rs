@@ -16,7 +16,7 @@ use super::hwrun::ExecutorChoice;
 use super::infer::image_progress;
 use crate::accel::Accelerator;
 use crate::data::{self, Split};
-use crate::derive::network::gemm_layers;
+use crate::derive::network::{gemm_layers, with_psum_signs};
 use crate::eval;
 use crate::fault::FaultModel;
 use crate::hwsim::{HwFaultSpec, HwNetwork};
@@ -165,12 +165,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bar.set_message(name.clone());
         let q = eval::load_quantized(model, weights, &train, args.calib, acc.datapath)?;
         let n_stats = args.stats_images.min(train.len());
-        let layers = gemm_layers(&q.qmodel, &train.images[..n_stats * per]);
+        let mut layers = gemm_layers(&q.qmodel, &train.images[..n_stats * per]);
         let net = if systolic {
             let net = HwNetwork::new(&acc, &q.qmodel)
                 .with_context(|| format!("{} on {}", model.display(), args.accel.display()))?;
             spec.check(&net)
                 .with_context(|| format!("{} on {}", model.display(), args.accel.display()))?;
+            layers = with_psum_signs(
+                layers,
+                net.array(),
+                &q.qmodel,
+                &train.images[..n_stats * per],
+            );
             Some(args.executor.apply(net))
         } else {
             None

@@ -63,6 +63,15 @@ pub struct LayerCheck {
     pub correction: f64,
     pub measured_error: f64,
     pub derived_error: f64,
+    /// Mean |error| after the layer's activation per hit: measured, and
+    /// the derived model's on the same clean codes (Monte Carlo).
+    pub measured_act_error: f64,
+    pub derived_act_error: f64,
+    /// Share of output elements changed with `floor(log2 |error|) = b`
+    /// (LSB first): measured, and derived (`p_out` times the realized
+    /// outcome of the derived hits on the same clean codes).
+    pub derived_bits: Vec<f64>,
+    pub measured_bits: Vec<f64>,
 }
 
 /// Accuracy at one rate.
@@ -286,6 +295,7 @@ pub fn calibrate(
             name: layer.name.clone(),
             source,
         })?;
+        let realized = derived_realized(net, layer, &dp, &inputs, &d, cfg.seed)?;
         let derived_error: f64 = d
             .bit_weights
             .iter()
@@ -305,6 +315,14 @@ pub fn calibrate(
             },
             measured_error: m.mean_error,
             derived_error,
+            measured_act_error: m.mean_act_error,
+            derived_bits: realized.bits.iter().map(|w| w * d.p_out).collect(),
+            measured_bits: m
+                .bit_hist
+                .iter()
+                .map(|&h| h as f64 / m.outputs.max(1) as f64)
+                .collect(),
+            derived_act_error: realized.act_error,
         });
         progress((n_img as u64) * cfg.layer_trials / 8);
     }
@@ -340,6 +358,70 @@ pub fn calibrate(
         clean_accuracy,
         layers: checks,
         points,
+    })
+}
+
+/// What `d`'s derived model does to real codes: one hit on every clean
+/// pre-activation code of `inputs` (bit, sign and `up` as derived; 8
+/// draws per code), the outcome measured as [`super::measure`] measures
+/// the hardware's.
+struct Realized {
+    /// Mean |error| after the activation per changed output.
+    act_error: f64,
+    /// Per hit, the chance that it changes the code with `floor(log2
+    /// |error|) = b` (saturation can leave a hit unchanged, or shorten it).
+    bits: Vec<f64>,
+}
+
+fn derived_realized(
+    net: &HwNetwork,
+    layer: &crate::quant::MacLayer,
+    dp: &crate::fixed::Datapath,
+    inputs: &[Vec<i32>],
+    d: &super::layer::LayerDerivation,
+    seed: u64,
+) -> Result<Realized, HwNetError> {
+    use crate::fault::output_hit::{HitSign, OutputHit};
+    use rand::SeedableRng;
+    let model = OutputHit {
+        p_out: 1.0,
+        bit_weights: d.bit_weights.clone(),
+        sign: HitSign::Random,
+        multiplicity: vec![1.0],
+        up: d.up.clone(),
+    };
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed ^ layer.node as u64);
+    let top = layer.out_format.bits as usize - 1;
+    let (mut draws, mut hits, mut err) = (0u64, 0u64, 0.0f64);
+    let mut hist = vec![0u64; top + 1];
+    for x in inputs {
+        let clean = super::measure::layer_outputs(net.executor(), net.array(), layer, dp, x, &[])
+            .map_err(|source| HwNetError::Layer {
+            layer: layer.node,
+            name: layer.name.clone(),
+            source,
+        })?;
+        let act = |v: i32| layer.activation.apply(v, layer.out_format);
+        for _ in 0..8 {
+            let mut hit = clean.clone();
+            model.apply(layer.out_format.bits, &mut hit, &mut rng);
+            draws += hit.len() as u64;
+            for (h, c) in hit.iter().zip(&clean) {
+                if h != c {
+                    hits += 1;
+                    err += f64::from((act(*h) - act(*c)).abs());
+                    let e = (h - c).unsigned_abs();
+                    hist[((u32::BITS - 1 - e.leading_zeros()) as usize).min(top)] += 1;
+                }
+            }
+        }
+    }
+    Ok(Realized {
+        act_error: err / hits.max(1) as f64,
+        bits: hist
+            .iter()
+            .map(|&h| h as f64 / draws.max(1) as f64)
+            .collect(),
     })
 }
 

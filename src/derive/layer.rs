@@ -41,6 +41,7 @@ use crate::hwsim::{FaultSite, SystolicArray};
 use crate::quant::MacLayer;
 
 use super::exposure::site_exposure;
+use super::psum_sign::PsumSigns;
 
 /// Raw transient upset rates of the four PE register sites, per bit per
 /// clock cycle (0 = no faults at that site).
@@ -165,6 +166,11 @@ pub struct LayerDerivation {
     /// Distribution of the hit bit over the output code's bits (LSB first),
     /// sums to 1 (uniform when nothing is visible).
     pub bit_weights: Vec<f64>,
+    /// Per output bit and class of the code, the probability that a hit
+    /// adds `+2^b` (psum-register flips go the way their partial sum
+    /// points, see [`super::psum_sign`]); empty when the layer's psum
+    /// directions were not measured (a fair coin).
+    pub up: Vec<Vec<f64>>,
     pub sites: Vec<SiteDerivation>,
 }
 
@@ -186,6 +192,10 @@ pub struct GemmLayer {
     pub weights: Magnitudes,
     /// The layer's input codes as the GEMM sees them (padding zeros included).
     pub inputs: Magnitudes,
+    /// How often a psum-register flip moves the output in the direction of
+    /// the output code's own bit, measured on real images for the array
+    /// being derived for (`None`: unknown, hits keep a random sign).
+    pub psum_signs: Option<PsumSigns>,
 }
 
 impl GemmLayer {
@@ -202,6 +212,7 @@ impl GemmLayer {
             out_bits: layer.out_format.bits,
             weights: Magnitudes::from_codes(layer.weights.iter().copied()),
             inputs,
+            psum_signs: None,
         }
     }
 }
@@ -221,6 +232,9 @@ pub fn derive_layer(
     let (weights, inputs) = (&layer.weights, &layer.inputs);
     let mut mu = vec![0.0f64; e * m];
     let mut bit_mass = vec![0.0f64; out_bits as usize];
+    // Visible errors of psum bits at or above the shift (whole steps), by
+    // output bit: the ones whose direction `up` describes.
+    let mut psum_whole = vec![0.0f64; out_bits as usize];
     let mut sites = Vec::new();
     for site in FaultSite::ALL {
         let (width, mags) = match site {
@@ -243,6 +257,12 @@ pub fn derive_layer(
         for (t, b) in bit_mass.iter_mut().zip(&bits) {
             *t += mass * b;
         }
+        if site == FaultSite::PsumReg {
+            let top = i32::from(out_bits) - 1;
+            for b in shift.max(0)..width as i32 {
+                psum_whole[(b - shift).min(top) as usize] += mass / f64::from(width);
+            }
+        }
         sites.push(SiteDerivation {
             site,
             mean_slots: ex.mean_slots(),
@@ -259,10 +279,28 @@ pub fn derive_layer(
     } else {
         vec![1.0 / f64::from(out_bits); out_bits as usize]
     };
+    // up_{b,c} = (1 - s_b)/2 + s_b u_{b,c}: psum hits go the measured
+    // way, the other sites' hits toss a coin.
+    let up = match &layer.psum_signs {
+        Some(signs) => (0..out_bits as usize)
+            .map(|b| {
+                let share = if bit_mass[b] > 0.0 {
+                    (psum_whole[b] / bit_mass[b]).min(1.0)
+                } else {
+                    0.0
+                };
+                (0..2 * out_bits as usize)
+                    .map(|c| 0.5 * (1.0 - share) + share * signs.up_share(b, c))
+                    .collect()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     LayerDerivation {
         name: layer.name.clone(),
         gemm: (e, k, m),
         groups: layer.groups,
+        up,
         p_out,
         p_min: p.iter().copied().fold(f64::INFINITY, f64::min),
         p_max: p.iter().copied().fold(0.0, f64::max),
@@ -321,6 +359,7 @@ mod special_cases {
             out_bits: 8,
             weights: Magnitudes::from_codes([5, -9, 17]),
             inputs: Magnitudes::from_codes([0, 3, 40]),
+            psum_signs: None,
         }
     }
 

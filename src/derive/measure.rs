@@ -36,6 +36,9 @@ pub struct LayerMeasurement {
     pub p_out_se: f64,
     /// Mean |error| of a changed output, in output steps.
     pub mean_error: f64,
+    /// Mean |error| after the layer's activation per changed output: what
+    /// survives ReLU, so it sees the errors' direction, not only size.
+    pub mean_act_error: f64,
     /// Histogram of `floor(log2 |error|)` of changed outputs (capped at the
     /// top bit), LSB first.
     pub bit_hist: Vec<u64>,
@@ -44,7 +47,7 @@ pub struct LayerMeasurement {
 }
 
 /// Requantized pre-activation output codes of `layer` (CHW) for one image.
-fn layer_outputs(
+pub fn layer_outputs(
     exec: &dyn GemmExecutor,
     array: &SystolicArray,
     layer: &MacLayer,
@@ -130,6 +133,7 @@ pub fn measure_layer(
     struct Run {
         hits: u64,
         err: f64,
+        act_err: f64,
         hist: Vec<u64>,
         flips: u64,
     }
@@ -141,6 +145,7 @@ pub fn measure_layer(
             let mut r = Run {
                 hits: 0,
                 err: 0.0,
+                act_err: 0.0,
                 hist: vec![0; top + 1],
                 flips: faults.len() as u64,
             };
@@ -153,7 +158,9 @@ pub fn measure_layer(
                     let d = (x - y).unsigned_abs();
                     r.hits += 1;
                     r.err += d as f64;
-                    r.hist[(63 - d.leading_zeros() as usize).min(top)] += 1;
+                    let act = |v: i32| layer.activation.apply(v, layer.out_format);
+                    r.act_err += f64::from((act(*x) - act(*y)).abs());
+                    r.hist[((u32::BITS - 1 - d.leading_zeros()) as usize).min(top)] += 1;
                 }
             }
             Ok(r)
@@ -182,6 +189,7 @@ pub fn measure_layer(
         p_out: mean,
         p_out_se: (var / n).sqrt(),
         mean_error: runs.iter().map(|r| r.err).sum::<f64>() / hits.max(1) as f64,
+        mean_act_error: runs.iter().map(|r| r.act_err).sum::<f64>() / hits.max(1) as f64,
         bit_hist,
         flips: runs.iter().map(|r| r.flips).sum(),
     })

@@ -14,3 +14,4 @@ pub mod layer;
 pub mod measure;
 pub mod network;
 pub mod permanent;
+pub mod psum_sign;

@@ -22,6 +22,7 @@ use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRat
 use super::permanent::{
     derive_weight_faults, stuck_rates, StuckRates, WeightDerivation, WeightHolder,
 };
+use super::psum_sign::{layer_psum_signs, sum_signs, PsumSigns};
 
 /// Magnitudes of the im2col operand of `layer` for one image's input codes
 /// (CHW): every (output pixel, tap, channel) entry of every group's GEMM,
@@ -93,6 +94,53 @@ pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
             GemmLayer::of(l, inputs)
         })
         .collect()
+}
+
+/// Images whose partial sums [`with_psum_signs`] counts: the statistic
+/// sums over every output and slot of a layer, so a few images settle it.
+pub const PSUM_SIGN_IMAGES: usize = 16;
+
+/// `layers` (from [`gemm_layers`] on the same `model`) with the flip
+/// directions of their psum registers on `array` ([`super::psum_sign`]),
+/// counted on the first [`PSUM_SIGN_IMAGES`] of `images`: derivation on
+/// that array then gives psum hits the sign they really have.
+pub fn with_psum_signs(
+    mut layers: Vec<GemmLayer>,
+    array: &SystolicArray,
+    model: &QModel,
+    images: &[f32],
+) -> Vec<GemmLayer> {
+    let n = model.input_shape().numel();
+    let count = (images.len() / n.max(1)).min(PSUM_SIGN_IMAGES);
+    let macs: Vec<(usize, &MacLayer)> = model
+        .nodes
+        .iter()
+        .filter_map(|node| match &node.op {
+            QOp::Mac(l) => Some((node.inputs[0], l.as_ref())),
+            _ => None,
+        })
+        .collect();
+    let dp = model.datapath;
+    let per_image: Vec<Vec<PsumSigns>> = (0..count)
+        .into_par_iter()
+        .map(|i| {
+            let outs = run_image_all(model, &images[i * n..(i + 1) * n], i as u64, None);
+            macs.par_iter()
+                .map(|(input, l)| {
+                    let mp = array.mapping(
+                        l.out_shape.h * l.out_shape.w,
+                        l.macs_per_output(),
+                        l.cout_per_group(),
+                    );
+                    layer_psum_signs(&mp, &dp, l, &outs[*input])
+                })
+                .collect()
+        })
+        .collect();
+    for (j, layer) in layers.iter_mut().enumerate() {
+        layer.psum_signs = sum_signs(per_image.iter().map(|img| &img[j]));
+    }
+    layers
 }
 
 /// Derive every layer of `layers` on `array` (datapath widths from `model`).
@@ -213,6 +261,7 @@ impl NetworkDerivation {
                     bit_weights: l.bit_weights.clone(),
                     sign: HitSign::Random,
                     multiplicity: vec![1.0],
+                    up: l.up.clone(),
                 })
             } else {
                 FeatureFault::Off

@@ -365,6 +365,7 @@ mod tests {
             out_bits: 8,
             weights: Magnitudes::default(),
             inputs: Magnitudes::default(),
+            psum_signs: None,
         }
     }
 

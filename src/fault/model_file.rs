@@ -39,6 +39,12 @@
 //! bit_weights = [0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125]
 //! sign = "random"         # "random" (+-2^b, saturate) | "flip" (XOR bit b)
 //! multiplicity = [1.0]    # P(1 bit), P(2 bits), ... per hit
+//! # optional, sign = "random" only: up[b][c] = probability that a bit-b
+//! # hit on a code of class c adds +2^b (else -2^b); c = bit length of y
+//! # for y >= 0 (0..bits-1), bits-1 + bit length of |y| for y < 0; one row
+//! # per bit, 2*bits classes each. `ftnas derive` writes it for the psum
+//! # registers' flips, which go the way the held partial sum points.
+//! up = [[0.5, 0.5, ...], ..., [0.9, 0.8, 0.7, 0.7, 0.8, 0.9, 0.9, 0.9, 0.3, 0.2, ...]]
 //!
 //! [layer.weight]          # this layer's weight model: per-bit stuck-at
 //! kind = "stuck_at"
@@ -709,6 +715,12 @@ fn feature_table(f: &FeatureFault) -> KeyValues {
             t.push(("bit_weights", floats(&h.bit_weights)));
             t.push(("sign", toml::Value::String(h.sign.name().into())));
             t.push(("multiplicity", floats(&h.multiplicity)));
+            if !h.up.is_empty() {
+                t.push((
+                    "up",
+                    toml::Value::Array(h.up.iter().map(|r| floats(r)).collect()),
+                ));
+            }
         }
     }
     t
@@ -764,6 +776,7 @@ struct RawFeature {
     bit_weights: Option<Spanned<Vec<f64>>>,
     sign: Option<Spanned<String>>,
     multiplicity: Option<Spanned<Vec<f64>>>,
+    up: Option<Spanned<Vec<Vec<f64>>>>,
     layers: Option<Spanned<toml::Value>>,
 }
 
@@ -998,6 +1011,7 @@ impl Ctx<'_> {
             ("bit_weights", f.bit_weights.as_ref().map(Spanned::span)),
             ("sign", f.sign.as_ref().map(Spanned::span)),
             ("multiplicity", f.multiplicity.as_ref().map(Spanned::span)),
+            ("up", f.up.as_ref().map(Spanned::span)),
         ];
         let need_p = |what: &str| -> Result<f64, FaultError> {
             f.p.as_ref().map(|p| *p.get_ref()).ok_or_else(|| {
@@ -1028,7 +1042,7 @@ impl Ctx<'_> {
             "output_hit" => {
                 self.only(
                     &present,
-                    &["p_out", "bit_weights", "sign", "multiplicity"],
+                    &["p_out", "bit_weights", "sign", "multiplicity", "up"],
                     kind,
                     prefix,
                 )?;
@@ -1064,11 +1078,13 @@ impl Ctx<'_> {
                     .multiplicity
                     .as_ref()
                     .map_or_else(|| vec![1.0], |m| m.get_ref().clone());
+                let up = f.up.as_ref().map_or_else(Vec::new, |v| v.get_ref().clone());
                 FeatureFault::OutputHit(OutputHit {
                     p_out,
                     bit_weights,
                     sign,
                     multiplicity,
+                    up,
                 })
             }
             o => {

@@ -12,6 +12,19 @@
 //! - [`HitSign::Flip`]: invert bit `b` of the two's-complement code (a
 //!   flipped register bit; the result is a valid code, no saturation).
 //!
+//! With `sign = random`, `up[b][c]` (optional) replaces the fair coin:
+//! the probability that a bit-`b` hit on a code of class `c` adds `+2^b`
+//! (else `-2^b`). The class is the code's sign and magnitude: `c = len(y)`
+//! for `y >= 0` (`0 ..= bits-1`), `c = bits - 1 + len(|y|)` for `y < 0`
+//! (`bits ..= 2 bits - 1`), `len` the bit length. Flipped bits of a wide
+//! accumulator move the value the way the partial sum it held points: a
+//! flip above its magnitude pushes it away from zero, so a clearly
+//! negative pre-activation is pushed further down (and ReLU masks it)
+//! rather than up to the positive rail, while outputs whose partial sums
+//! sat at zero (zero inputs) are pushed up whatever their bias. The class
+//! carries how sure that direction is. Derivation measures it from the
+//! partial sums the psum registers really hold (`crate::derive::psum_sign`).
+//!
 //! MiBB is the special case `p_out = 1-(1-p)^n`, uniform `bit_weights`,
 //! `sign = random`, `multiplicity = [1.0]`. A bit position at or beyond the
 //! code width (a `bit_weights` longer than the layer's bits) changes
@@ -52,6 +65,9 @@ pub struct OutputHit {
     pub bit_weights: Vec<f64>,
     pub sign: HitSign,
     pub multiplicity: Vec<f64>,
+    /// `up[b][c]`: probability that a bit-`b` hit on a code of class `c`
+    /// ([`sign_class`]) is `+2^b`; empty: a fair coin.
+    pub up: Vec<Vec<f64>>,
 }
 
 impl OutputHit {
@@ -61,6 +77,46 @@ impl OutputHit {
         check_prob("p_out", self.p_out)?;
         check_distribution("bit_weights", &self.bit_weights)?;
         check_distribution("multiplicity", &self.multiplicity)?;
+        if !self.up.is_empty() {
+            if self.sign != HitSign::Random {
+                return Err((
+                    "up",
+                    "applies only to sign = \"random\" (a flip has no sign to choose)".into(),
+                ));
+            }
+            if self.up.len() != self.bit_weights.len() {
+                return Err((
+                    "up",
+                    format!(
+                        "needs one row per bit of `bit_weights` ({}), found {}",
+                        self.bit_weights.len(),
+                        self.up.len()
+                    ),
+                ));
+            }
+            let classes = 2 * self.bit_weights.len();
+            for (b, row) in self.up.iter().enumerate() {
+                if row.len() != classes {
+                    return Err((
+                        "up",
+                        format!(
+                            "row {b} needs one entry per code class 0..{classes} (sign and bit length), found {}",
+                            row.len()
+                        ),
+                    ));
+                }
+                if let Some((c, v)) = row
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| !(v.is_finite() && (0.0..=1.0).contains(*v)))
+                {
+                    return Err((
+                        "up",
+                        format!("entry [{b}][{c}] must be a probability in [0, 1], found {v}"),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -85,7 +141,16 @@ impl OutputHit {
                 codes[i] = match self.sign {
                     HitSign::Random => {
                         let delta = 1i64 << b;
-                        let v = if rng.random_bool(0.5) {
+                        // One uniform either way, so a model with `up`
+                        // draws as many numbers as one without.
+                        let up = match self.up.get(b as usize) {
+                            Some(row) => {
+                                rng.random::<f64>()
+                                    < row[sign_class(codes[i], bits).min(row.len() - 1)]
+                            }
+                            None => rng.random_bool(0.5),
+                        };
+                        let v = if up {
                             codes[i] as i64 + delta
                         } else {
                             codes[i] as i64 - delta
@@ -102,6 +167,18 @@ impl OutputHit {
 impl FeatureInjector for OutputHit {
     fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
         self.apply(site.format.bits, codes, rng);
+    }
+}
+
+/// The class of a `bits`-bit code for `up`: its bit length for `y >= 0`
+/// (`0 ..= bits-1`), `bits - 1 +` the bit length of `|y|` for `y < 0`
+/// (`bits ..= 2 bits - 1`).
+pub fn sign_class(code: i32, bits: u8) -> usize {
+    let len = (32 - code.unsigned_abs().leading_zeros()) as usize;
+    if code >= 0 {
+        len
+    } else {
+        bits as usize - 1 + len
     }
 }
 
@@ -169,6 +246,7 @@ mod tests {
             bit_weights: vec![0.0, 0.0, 0.0, 1.0],
             sign: HitSign::Flip,
             multiplicity: vec![1.0],
+            up: vec![],
         };
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let mut codes = vec![0, 7, -8, -1];
@@ -184,6 +262,7 @@ mod tests {
             bit_weights: vec![0.0, 1.0],
             sign: HitSign::Flip,
             multiplicity: vec![0.0, 1.0],
+            up: vec![],
         };
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let mut codes = vec![0, 1, -1, -2];
@@ -198,6 +277,7 @@ mod tests {
             bit_weights: vec![0.5, 0.5],
             sign: HitSign::Random,
             multiplicity: vec![1.0],
+            up: vec![],
         };
         assert!(ok.validate().is_ok());
         let mut bad = ok.clone();
@@ -206,8 +286,71 @@ mod tests {
         let mut bad = ok.clone();
         bad.bit_weights = vec![0.5, 0.6];
         assert_eq!(bad.validate().unwrap_err().0, "bit_weights");
-        let mut bad = ok;
+        let mut bad = ok.clone();
         bad.multiplicity = vec![];
         assert_eq!(bad.validate().unwrap_err().0, "multiplicity");
+        let mut good = ok.clone();
+        good.up = vec![vec![0.0, 1.0, 0.5, 0.5]; 2];
+        assert!(good.validate().is_ok());
+        let mut bad = ok.clone();
+        bad.up = vec![vec![0.5; 4]];
+        assert_eq!(bad.validate().unwrap_err().0, "up");
+        let mut bad = ok.clone();
+        bad.up = vec![vec![0.5; 3]; 2];
+        assert_eq!(bad.validate().unwrap_err().0, "up");
+        let mut bad = ok.clone();
+        bad.up = vec![vec![0.5, 1.5, 0.0, 0.0]; 2];
+        assert_eq!(bad.validate().unwrap_err().0, "up");
+        let mut bad = ok;
+        bad.sign = HitSign::Flip;
+        bad.up = vec![vec![0.5; 4]; 2];
+        assert_eq!(bad.validate().unwrap_err().0, "up");
+    }
+
+    #[test]
+    fn sign_classes_split_sign_and_length() {
+        let classes: Vec<usize> = [0, 1, 2, 3, 7, -1, -2, -3, -4, -8]
+            .iter()
+            .map(|&c| sign_class(c, 4))
+            .collect();
+        assert_eq!(classes, vec![0, 1, 2, 2, 3, 4, 5, 5, 6, 7]);
+    }
+
+    /// `up` picks the direction by class: here non-negative codes go up,
+    /// negative ones down, so top-bit hits send each code to its own rail;
+    /// a class at 0.5 tosses a coin.
+    #[test]
+    fn up_sets_the_direction_per_class() {
+        let top = OutputHit {
+            p_out: 1.0,
+            bit_weights: vec![0.0, 0.0, 0.0, 1.0],
+            sign: HitSign::Random,
+            multiplicity: vec![1.0],
+            up: vec![vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]; 4],
+        };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        for _ in 0..20 {
+            let mut codes = vec![0, 3, 7, -1, -8, -5];
+            top.apply(4, &mut codes, &mut rng);
+            assert_eq!(codes, vec![7, 7, 7, -8, -8, -8]);
+        }
+        let coin = OutputHit {
+            up: vec![vec![0.5; 8]; 4],
+            ..top.clone()
+        };
+        let mut codes = vec![0; 200];
+        coin.apply(4, &mut codes, &mut rng);
+        assert!(codes.contains(&7) && codes.contains(&-8));
+        // Only class 5 (-2, -3) goes up.
+        let mut row = vec![0.0; 8];
+        row[5] = 1.0;
+        let one = OutputHit {
+            bit_weights: vec![0.0, 1.0, 0.0, 0.0],
+            up: vec![row; 4],
+            ..top
+        };
+        let mut codes = vec![-3, -4, 2];
+        one.apply(4, &mut codes, &mut rng);
+        assert_eq!(codes, vec![-1, -6, 0]);
     }
 }
