@@ -44,7 +44,7 @@
 //! # for y >= 0 (0..bits-1), bits-1 + bit length of |y| for y < 0; one row
 //! # per bit, 2*bits classes each. `ftnas derive` writes it for the psum
 //! # registers' flips, which go the way the held partial sum points.
-//! up = [[0.5, 0.5, ...], ..., [0.9, 0.8, 0.7, 0.7, 0.8, 0.9, 0.9, 0.9, 0.3, 0.2, ...]]
+//! # e.g. up = [[0.5, ... (16 entries)], ..., [0.9, 0.8, ..., 0.3, 0.2]]
 //!
 //! [layer.weight]          # this layer's weight model: per-bit stuck-at
 //! kind = "stuck_at"
