@@ -54,19 +54,25 @@ pub struct NetworkDerivation {
     pub shared: Option<SharedStuck>,
 }
 
-/// The GEMM view of every MAC layer of `model`, with input magnitudes
-/// measured on `images` (`n * input numel` floats) by the reference engine.
-pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
-    let n = model.input_shape().numel();
-    let count = images.len() / n.max(1);
-    let macs: Vec<(usize, &MacLayer)> = model
+/// Every MAC layer of `model` with the node id of its input, in graph order
+/// (the order of [`gemm_layers`]).
+fn mac_layers_with_inputs(model: &QModel) -> Vec<(usize, &MacLayer)> {
+    model
         .nodes
         .iter()
         .filter_map(|node| match &node.op {
             QOp::Mac(l) => Some((node.inputs[0], l.as_ref())),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The GEMM view of every MAC layer of `model`, with input magnitudes
+/// measured on `images` (`n * input numel` floats) by the reference engine.
+pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
+    let n = model.input_shape().numel();
+    let count = images.len() / n.max(1);
+    let macs = mac_layers_with_inputs(model);
     let per_image: Vec<Vec<Magnitudes>> = (0..count)
         .into_par_iter()
         .map(|i| {
@@ -112,14 +118,7 @@ pub fn with_psum_signs(
 ) -> Vec<GemmLayer> {
     let n = model.input_shape().numel();
     let count = (images.len() / n.max(1)).min(PSUM_SIGN_IMAGES);
-    let macs: Vec<(usize, &MacLayer)> = model
-        .nodes
-        .iter()
-        .filter_map(|node| match &node.op {
-            QOp::Mac(l) => Some((node.inputs[0], l.as_ref())),
-            _ => None,
-        })
-        .collect();
+    let macs = mac_layers_with_inputs(model);
     let dp = model.datapath;
     let per_image: Vec<Vec<PsumSigns>> = (0..count)
         .into_par_iter()
