@@ -9,37 +9,38 @@
 //!    ([`mac_precisions`]: the bits its quantized activation and weight codes
 //!    actually use), systolic arrays are bit-parallel.
 //! 2. **The derived fault model** ([`crate::derive`]): the per-layer feature
-//!    faults the spec's PE transient rates imply on this array.
+//!    faults the spec's register transient rates imply on this hardware.
 //! 3. **Accuracy**: clean and under the derived model on the fixed-point
 //!    engine (many images, several chips), and a short **hardware-level
 //!    cross-check** — the whole spec (every site, SRAM and stuck-at
 //!    included) injected into the functional accelerator model on fewer
 //!    images — with the derived model run on the same images beside it.
-//! 4. **A sweep of the raw rate**: the spec's PE site mix scaled so that the
+//! 4. **A sweep of the raw rate**: the spec's register site mix scaled so that the
 //!    strongest site flips at each rate, hardware-level injection against the
 //!    derived model, from no visible effect to heavy degradation.
 //!
 //! This module computes ([`study_model`]) and renders ([`Report`]); the CLI
 //! (`cli::study`) finds the files, shows progress and writes the report.
-//! Only systolic arrays have a functional model that the derivation covers;
-//! for bit-serial designs the study gives the timing and says so.
+//! Systolic arrays and bit-serial designs with per-layer precision get all
+//! four parts (PE or SIP register sites); for a bit-serial design with
+//! run-time precision detection the study gives the timing and says so.
 
 use std::fmt::Write as _;
 
 use crate::accel::network::TimingError;
 use crate::accel::{time_graph, Accelerator, NetworkTiming};
-use crate::derive::calibrate::{
-    agrees, chip_at, derived_accuracy, flips_per_cycle, hardware_accuracy, rate_shape,
-};
+use crate::derive::calibrate::{agrees, derived_accuracy, hardware_accuracy, rate_shape};
+use crate::derive::hardware::Hardware;
 use crate::derive::layer::GemmLayer;
-use crate::derive::network::{derive_from_spec, derive_network, NetworkDerivation};
+use crate::derive::network::{derive_bitserial_from_spec, derive_from_spec, NetworkDerivation};
 use crate::engine::{EngineError, FastEngine};
 use crate::eval::pipeline::TestSet;
 use crate::eval::stats::pct;
 use crate::eval::{accuracy, Summary};
 use crate::fixed::Datapath;
+use crate::hwsim::spec::FaultTarget;
 use crate::hwsim::sram::SramBuffer;
-use crate::hwsim::{HwFaultSpec, HwNetError, HwNetwork};
+use crate::hwsim::{HwFaultSpec, HwNetError};
 use crate::model::Graph;
 use crate::quant::QModel;
 use crate::report::{Csv, Plot, ReportError, Series, Style, Table};
@@ -62,7 +63,7 @@ pub enum StudyError {
 /// How much of each measurement to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StudyConfig {
-    /// Raw rates of the sweep (per bit per cycle of the strongest PE site).
+    /// Raw rates of the sweep (per bit per cycle of the strongest register site).
     pub rates: Vec<f64>,
     /// Simulated chips (fault samples) per accuracy figure.
     pub chips: u64,
@@ -151,9 +152,9 @@ pub fn mac_precisions(layers: &[GemmLayer], dp: &Datapath) -> Vec<(u8, u8)> {
 }
 
 /// Work units [`study_model`] reports (images run) for a model.
-pub fn work(cfg: &StudyConfig, images: usize, hw_images: usize, systolic: bool) -> u64 {
+pub fn work(cfg: &StudyConfig, images: usize, hw_images: usize, derived: bool) -> u64 {
     let mut w = images as u64;
-    if systolic {
+    if derived {
         w += cfg.chips * images as u64 + 2 * cfg.chips * hw_images as u64;
         w += cfg.rates.len() as u64 * 2 * cfg.chips * hw_images as u64;
     }
@@ -170,7 +171,7 @@ pub struct ModelInputs<'a> {
     pub layers: &'a [GemmLayer],
     /// The model on the accelerator's functional model (`None` for designs
     /// the derivation does not cover).
-    pub net: Option<&'a HwNetwork>,
+    pub net: Option<Hardware<'a>>,
 }
 
 /// Study one model on `acc` under `spec`: `test` is the large image set
@@ -217,11 +218,17 @@ pub fn study_model(
     }
     let faults = match m.net {
         None => {
-            notes.push(format!(
-                "`{}` is a {} design: the fault derivation and the hardware-level cross-check need a systolic array's functional model",
-                acc.name,
-                if acc.bitserial.is_some() { "bit-serial" } else { "non-systolic" }
-            ));
+            notes.push(if acc.bitserial.is_some() {
+                format!(
+                    "`{}` detects precision at run time: its step lengths depend on the data, which the fault derivation does not cover (timing only)",
+                    acc.name
+                )
+            } else {
+                format!(
+                    "`{}` has no functional model the fault derivation covers (timing only)",
+                    acc.name
+                )
+            });
             None
         }
         Some(net) => Some(fault_study(m, net, spec, test, cross, cfg, progress).map_err(hw_err)?),
@@ -240,21 +247,31 @@ pub fn study_model(
 
 fn fault_study(
     m: &ModelInputs<'_>,
-    net: &HwNetwork,
+    hw: Hardware<'_>,
     spec: &HwFaultSpec,
     test: TestSet<'_>,
     cross: TestSet<'_>,
     cfg: &StudyConfig,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<FaultStudy, HwNetError> {
-    let (derivation, left_out) = derive_from_spec(
-        net.array(),
-        net.sram_words(SramBuffer::Filter),
-        net.clock_mhz(),
-        m.qmodel,
-        m.layers,
-        spec,
-    );
+    let (derivation, left_out) = match hw {
+        Hardware::Systolic(net) => derive_from_spec(
+            net.array(),
+            net.sram_words(SramBuffer::Filter),
+            net.clock_mhz(),
+            m.qmodel,
+            m.layers,
+            spec,
+        ),
+        Hardware::BitSerial(net) => derive_bitserial_from_spec(
+            &net.array().design,
+            net.sram_words(SramBuffer::Filter),
+            net.clock_mhz(),
+            m.qmodel,
+            m.layers,
+            spec,
+        ),
+    };
     let rates = derivation.rates;
     let derived = Summary::of(&derived_accuracy(
         m.qmodel,
@@ -273,11 +290,11 @@ fn fault_study(
         progress,
     )?);
     let hardware = Summary::of(&hardware_accuracy(
-        net,
+        &hw,
         cross,
         cfg.chips,
         &|chip| {
-            spec.sample_chip(cfg.seed, chip, net)
+            hw.sample_chip(spec, cfg.seed, chip)
                 .map_err(|e| HwNetError::Fault {
                     what: "fault spec".into(),
                     reason: e.to_string(),
@@ -285,26 +302,26 @@ fn fault_study(
         },
         progress,
     )?);
-    let expected_flips = spec.expected_transients_per_image(net);
+    let expected_flips = hw.expected_transients_per_image(spec);
     let shape = rate_shape(&rates);
-    let unit = flips_per_cycle(&shape, net);
+    let unit = hw.flips_per_cycle(&shape);
     let mut sweep = Vec::new();
     if unit > 0.0 {
         for &r in &cfg.rates {
             let rates = shape.scaled(r);
-            let hw = hardware_accuracy(
-                net,
+            let hw_acc = hardware_accuracy(
+                &hw,
                 cross,
                 cfg.chips,
-                &|chip| Ok(chip_at(&rates, cfg.seed, chip)),
+                &|chip| Ok(hw.chip_at(&rates, cfg.seed, chip)),
                 progress,
             )?;
-            let d = derive_network(net.array(), m.qmodel, m.layers, &rates);
+            let d = hw.derive_network(m.layers, &rates);
             let alg = derived_accuracy(m.qmodel, &d, cross, cfg.chips, cfg.seed, progress)?;
             sweep.push(SweepPoint {
                 rate: r,
-                flips_per_image: r * unit * net.cycles() as f64,
-                hardware: Summary::of(&hw),
+                flips_per_image: r * unit * hw.cycles() as f64,
+                hardware: Summary::of(&hw_acc),
                 derived: Summary::of(&alg),
             });
         }
@@ -415,8 +432,8 @@ pub fn render(studies: &[ModelStudy], ctx: &ReportContext<'_>) -> Result<Report,
     let mut sweep_csv = Csv::new(sheader);
     let ci = Summary::ci_pct;
     let mut plot = Plot::new(
-        format!("accuracy vs raw PE flip rate on {}", ctx.acc.name),
-        "raw flip rate per bit per cycle (strongest PE site)",
+        format!("accuracy vs raw register flip rate on {}", ctx.acc.name),
+        "raw flip rate per bit per cycle (strongest register site)",
         "top-1 accuracy (%)",
     )
     .y_range(0.0, 100.0);
@@ -562,7 +579,7 @@ pub fn render(studies: &[ModelStudy], ctx: &ReportContext<'_>) -> Result<Report,
                 w(
                     &mut md,
                     format!(
-                        "Sweep of the raw rate (the spec's PE site mix scaled): the derived model agrees with hardware-level injection at {n} of {} rates.\n",
+                        "Sweep of the raw rate (the spec's register site mix scaled): the derived model agrees with hardware-level injection at {n} of {} rates.\n",
                         f.sweep.len()
                     ),
                 );
@@ -606,6 +623,8 @@ mod tests {
             out_bits: 8,
             weights: Magnitudes::from_codes(weights.iter().copied()),
             inputs: Magnitudes::from_codes(inputs.iter().copied()),
+            negative_weights: Magnitudes::from_codes(weights.iter().copied().filter(|&c| c < 0)),
+            negative_inputs: Magnitudes::from_codes(inputs.iter().copied().filter(|&c| c < 0)),
             psum_signs: None,
         }
     }

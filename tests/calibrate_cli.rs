@@ -17,10 +17,28 @@ transient_per_bit_cycle = 1e-7
 "#;
 
 fn args(model: &str, weights: &str, spec: &str, path: &str, out: &str) -> Vec<String> {
+    args_on(
+        s(&repo_file("accelerators/edge_16x16_os.toml")),
+        model,
+        weights,
+        spec,
+        path,
+        out,
+    )
+}
+
+fn args_on(
+    accel: &str,
+    model: &str,
+    weights: &str,
+    spec: &str,
+    path: &str,
+    out: &str,
+) -> Vec<String> {
     [
         "calibrate",
         "--accel",
-        s(&repo_file("accelerators/edge_16x16_os.toml")),
+        accel,
         "--model",
         model,
         "--weights",
@@ -104,6 +122,121 @@ fn calibrate_writes_reports_and_both_paths_agree() {
     assert!(md.contains("agrees with hardware-level injection"));
 }
 
+/// A small Stripes-like design (2 tiles of 4 windows x 4 filters, 4 lanes,
+/// one activation bit per cycle, per-layer precision).
+const SMALL_STRIPES: &str = r#"
+name = "small-stripes"
+clock_mhz = 500.0
+kind = "bit-serial"
+[bitserial]
+tiles = 2
+windows = 4
+filters = 4
+lanes = 4
+serial = "activations"
+bits_per_cycle = 1
+precision = "per-layer"
+[datapath]
+act_bits = 8
+weight_bits = 8
+psum_bits = 32
+[buffers]
+ifmap_kib = 64
+filter_kib = 64
+ofmap_kib = 64
+word_bytes = 1
+[dram]
+bandwidth = "calc"
+"#;
+
+const SIP_SPEC: &str = r#"
+[sites."sip.act_reg"]
+transient_per_bit_cycle = 1e-7
+[sites."sip.weight_reg"]
+transient_per_bit_cycle = 1e-7
+[sites."sip.psum_reg"]
+transient_per_bit_cycle = 1e-7
+"#;
+
+/// On a bit-serial design: SIP-register flips on both sides, the exact
+/// and cycle-level paths identical, the per-layer hit rates measured on
+/// the SIPs close to the derived ones, and the derived model agreeing with
+/// hardware injection where the flips are few.
+#[test]
+fn calibrate_on_a_bit_serial_design() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.toml");
+    std::fs::write(&model, "family = \"vgg\"\nchannels = [[4], [8]]\n").unwrap();
+    let weights = dir.path().join("tiny.safetensors");
+    init_weights(&model, "1x28x28", 2, &weights);
+    let accel = dir.path().join("small-stripes.toml");
+    std::fs::write(&accel, SMALL_STRIPES).unwrap();
+    let spec = dir.path().join("sip.toml");
+    std::fs::write(&spec, SIP_SPEC).unwrap();
+    let (exact, cycle) = (dir.path().join("exact"), dir.path().join("cycle"));
+    let mut a = args_on(
+        s(&accel),
+        s(&model),
+        s(&weights),
+        s(&spec),
+        "exact",
+        s(&exact),
+    );
+    let i = a.iter().position(|x| x == "1e-6,1e-4").unwrap();
+    a[i] = "1e-7,1e-5".into();
+    let j = a.iter().position(|x| x == "--layer-trials").unwrap();
+    a[j + 1] = "40".into();
+    succeeded(&run(a.clone()));
+    let mut c = a.clone();
+    let p = c.iter().position(|x| x == "exact").unwrap();
+    c[p] = "cycle-level".into();
+    let o = c.iter().position(|x| x == s(&exact)).unwrap();
+    c[o] = s(&cycle).into();
+    succeeded(&run(c));
+    for f in ["calibration.csv", "layers.csv"] {
+        let x = std::fs::read_to_string(exact.join(f)).unwrap();
+        let y = std::fs::read_to_string(cycle.join(f)).unwrap();
+        assert_eq!(x, y, "{f}: exact and cycle-level paths differ");
+    }
+    let md = std::fs::read_to_string(exact.join("calibration.md")).unwrap();
+    assert!(
+        md.contains("SIP site ratios") && md.contains("small-stripes"),
+        "{md}"
+    );
+    // Per layer, the measured hit rate is within four standard errors of
+    // the derived one (40 trials at about four flips each).
+    let layers = std::fs::read_to_string(exact.join("layers.csv")).unwrap();
+    let mut lines = layers.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (pd, pm, se) = (col("p_derived"), col("p_measured"), col("se"));
+    let mut checked = 0;
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        let num = |i: usize| f[i].parse::<f64>().unwrap();
+        let (d, m, e) = (num(pd), num(pm), num(se));
+        assert!(d > 0.0 && m > 0.0, "{l}");
+        assert!((d - m).abs() <= 4.0 * e + 0.1 * d, "{l}");
+        checked += 1;
+    }
+    assert!(checked >= 3);
+    // The lighter rate: few flips per image, both sides near clean.
+    let csv = std::fs::read_to_string(exact.join("calibration.csv")).unwrap();
+    let first = csv.lines().nth(1).unwrap();
+    assert!(first.starts_with("1e-7,"), "{first}");
+    let agrees = header_col(&csv, "derived_agrees");
+    assert_eq!(first.split(',').nth(agrees), Some("yes"), "{csv}");
+}
+
+fn header_col(csv: &str, name: &str) -> usize {
+    csv.lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|h| h == name)
+        .unwrap()
+}
+
 #[test]
 fn calibrate_rejects_bad_inputs() {
     let dir = tempfile::tempdir().unwrap();
@@ -130,5 +263,15 @@ fn calibrate_rejects_bad_inputs() {
     let i = bad_rate.iter().position(|a| a == "1e-6,1e-4").unwrap();
     bad_rate[i] = "1e-6,2".into();
     failed_naming(&run(bad_rate), &["--rates"]);
+    // Run-time precision detection: step lengths depend on the data.
+    let loom = args_on(
+        s(&repo_file("accelerators/loom.toml")),
+        s(&model),
+        s(&weights),
+        s(&spec),
+        "exact",
+        s(&out),
+    );
+    failed_naming(&run(loom), &["loom.toml", "per-group"]);
     assert!(!out.exists());
 }

@@ -1,8 +1,10 @@
 //! Derived per-layer statistics against layer-isolated hardware injection on
 //! a quantized model and real Fashion-MNIST inputs, on every dataflow.
 
+use ftnas::accel::description::{Accelerator, BandwidthMode, Buffers, Dram, Kind, Systolic};
 use ftnas::accel::Dataflow;
 use ftnas::data::{self, Split};
+use ftnas::derive::hardware::Hardware;
 use ftnas::derive::layer::{derive_layer, GemmLayer, Magnitudes, SiteRates};
 use ftnas::derive::measure::measure_layer;
 use ftnas::derive::network::add_im2col_magnitudes;
@@ -12,12 +14,54 @@ use ftnas::fault::output_hit::{HitSign, OutputHit};
 use ftnas::fixed::{Datapath, Overflow};
 use ftnas::hwsim::layer::run_mac_layer_requantized;
 use ftnas::hwsim::layer::{CycleLevel, LayerGemm};
-use ftnas::hwsim::SystolicArray;
+use ftnas::hwsim::{HwNetwork, SystolicArray};
 use ftnas::model::{file::parse_model, Weights};
 use ftnas::quant::Activation;
 use ftnas::quant::{quantize, QOp};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// `q` on an 8x8 array of dataflow `df` (its datapath), stepped cycle by
+/// cycle.
+fn network(q: &ftnas::quant::QModel, df: Dataflow) -> HwNetwork {
+    let acc = Accelerator {
+        name: format!("test-8x8-{df:?}"),
+        clock_mhz: 500.0,
+        kind: Kind::Systolic,
+        systolic: Some(Systolic {
+            rows: 8,
+            cols: 8,
+            dataflow: df,
+        }),
+        bitserial: None,
+        datapath: q.datapath,
+        buffers: Buffers {
+            ifmap_kib: 64,
+            filter_kib: 64,
+            ofmap_kib: 64,
+            word_bytes: 1,
+            banks: 1,
+            double_buffered: true,
+        },
+        dram: Dram {
+            bandwidth: BandwidthMode::Calc,
+            words_per_cycle: None,
+        },
+    };
+    HwNetwork::new(&acc, q).unwrap()
+}
+
+/// Index of the layer named `name` among `q`'s conv/linear layers.
+fn mac_index(q: &ftnas::quant::QModel, name: &str) -> usize {
+    q.nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            QOp::Mac(l) => Some(l.name.as_str()),
+            _ => None,
+        })
+        .position(|n| n == name)
+        .unwrap()
+}
 
 #[test]
 fn derived_layer_statistics_match_layer_injection() {
@@ -43,11 +87,11 @@ fn derived_layer_statistics_match_layer_injection() {
         for node in &q.nodes {
             let QOp::Mac(layer) = &node.op else { continue };
             let inputs: Vec<Vec<i32>> = outs.iter().map(|o| o[node.inputs[0]].clone()).collect();
-            let mut mags = Magnitudes::default();
+            let (mut mags, mut negative) = (Magnitudes::default(), Magnitudes::default());
             for x in &inputs {
-                add_im2col_magnitudes(layer, x, &mut mags);
+                add_im2col_magnitudes(layer, x, &mut mags, &mut negative);
             }
-            let gl = GemmLayer::of(layer, mags);
+            let gl = GemmLayer::of(layer, mags, negative);
             let shape = LayerGemm::new(&arr, layer);
             // About four flips per layer run, spread over all four sites.
             let bits_per_cycle = 64.0 * (8.0 + 8.0 + 24.0 + 16.0);
@@ -59,7 +103,18 @@ fn derived_layer_statistics_match_layer_injection() {
                 mult_out: lambda,
             };
             let d = derive_layer(&arr, (8, 8, 24), &gl, &rates);
-            let m = measure_layer(&CycleLevel, &arr, layer, &dp, &inputs, &rates, 60, 11).unwrap();
+            let net = network(&q, df);
+            let li = mac_index(&q, &layer.name);
+            let m = measure_layer(
+                &Hardware::Systolic(&net),
+                li,
+                layer,
+                &inputs,
+                &rates,
+                60,
+                11,
+            )
+            .unwrap();
             let tol = 4.0 * m.p_out_se + 0.15 * d.p_out;
             eprintln!(
                 "{df:?} {}: p_out measured {:.4e} (se {:.1e}) derived {:.4e}; flips {}",
@@ -117,9 +172,9 @@ fn psum_flip_directions_match_layer_injection() {
             continue;
         }
         let inputs: Vec<Vec<i32>> = outs.iter().map(|o| o[node.inputs[0]].clone()).collect();
-        let mut mags = Magnitudes::default();
+        let (mut mags, mut negative) = (Magnitudes::default(), Magnitudes::default());
         for x in &inputs {
-            add_im2col_magnitudes(layer, x, &mut mags);
+            add_im2col_magnitudes(layer, x, &mut mags, &mut negative);
         }
         let (e, k, m) = (
             layer.out_shape.h * layer.out_shape.w,
@@ -131,7 +186,7 @@ fn psum_flip_directions_match_layer_injection() {
             .iter()
             .map(|x| layer_psum_signs(&mp, &dp, layer, x))
             .collect();
-        let mut gl = GemmLayer::of(layer, mags);
+        let mut gl = GemmLayer::of(layer, mags, negative);
         gl.psum_signs = sum_signs(&signs);
         let shape = LayerGemm::new(&arr, layer);
         let lambda = 4.0 / (64.0 * 24.0 * shape.cycles as f64);
@@ -140,8 +195,18 @@ fn psum_flip_directions_match_layer_injection() {
             ..SiteRates::default()
         };
         let d = derive_layer(&arr, (8, 8, 24), &gl, &rates);
-        let measured =
-            measure_layer(&CycleLevel, &arr, layer, &dp, &inputs, &rates, 200, 5).unwrap();
+        let net = network(&q, Dataflow::Os);
+        let li = mac_index(&q, &layer.name);
+        let measured = measure_layer(
+            &Hardware::Systolic(&net),
+            li,
+            layer,
+            &inputs,
+            &rates,
+            200,
+            5,
+        )
+        .unwrap();
         let model = |up: Vec<Vec<f64>>| OutputHit {
             p_out: 1.0,
             bit_weights: d.bit_weights.clone(),

@@ -8,6 +8,7 @@ use std::process::Output;
 
 use common::{failed_naming, init_weights, repo_file, run, s, succeeded};
 use ftnas::accel::Accelerator;
+use ftnas::fault::spec::FeatureFault;
 use ftnas::fault::{FaultModel, ShareUnit, SharedStuck};
 
 const SPEC: &str = r#"
@@ -187,9 +188,11 @@ fn derive_turns_stuck_weight_cells_into_weight_faults() {
 
 /// On a bit-serial design the SIP weight registers hold weights like a WS
 /// array's PEs: stuck filter-SRAM cells and SIP weight-register bits become
-/// weight faults; SIP transients are reported as not derived.
+/// weight faults; SIP transients become feature faults (per-layer
+/// precision; a design with run-time precision detection reports them as
+/// not derived).
 #[test]
-fn derive_on_a_bit_serial_design_gives_weight_faults() {
+fn derive_on_a_bit_serial_design_gives_weight_and_feature_faults() {
     use ftnas::fault::stuck_at::PerBit;
     use ftnas::fault::WeightFault;
     let dir = tempfile::tempdir().unwrap();
@@ -211,13 +214,19 @@ fn derive_on_a_bit_serial_design_gives_weight_faults() {
     );
     let stdout = succeeded(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("sip.act_reg transient"), "{stderr}");
-    assert!(stdout.contains("weights_per_pe_reg"), "{stdout}");
+    assert!(!stderr.contains("sip.act_reg transient"), "{stderr}");
+    assert!(
+        stdout.contains("weights_per_pe_reg") && stdout.contains("mu_act"),
+        "{stdout}"
+    );
     let loaded = FaultModel::load(&fm).unwrap();
     let layers = &loaded.spec().layers;
     assert!(layers.len() >= 3);
     for l in layers {
-        assert!(l.feature.is_none(), "{}", l.name);
+        let Some(FeatureFault::OutputHit(h)) = &l.feature else {
+            panic!("{}: {:?}", l.name, l.feature)
+        };
+        assert!(h.p_out > 0.0 && h.p_out < 1e-3, "{}: {}", l.name, h.p_out);
         let Some(WeightFault::StuckAt(m)) = &l.weight else {
             panic!("{}: {:?}", l.name, l.weight)
         };
@@ -255,10 +264,25 @@ fn derive_on_a_bit_serial_design_gives_weight_faults() {
         assert!((p1 - 0.998e-3).abs() < 1e-15, "{p1}");
         assert_eq!(m.shared, None);
     }
-    assert!(
-        !fm.with_extension("csv").exists(),
-        "no feature table without feature faults"
+    assert!(fm.with_extension("csv").exists(), "the feature table");
+    // Loom detects precision at run time: its transients are left out.
+    let out = derive(
+        &repo_file("accelerators/loom.toml"),
+        &model,
+        &weights,
+        &spec,
+        &fm,
+        &[],
     );
+    succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sip.act_reg transient (run-time precision detection"),
+        "{stderr}"
+    );
+    for l in &FaultModel::load(&fm).unwrap().spec().layers {
+        assert!(l.feature.is_none(), "{}", l.name);
+    }
 }
 
 #[test]

@@ -78,6 +78,8 @@ fn derived_hit_rates_match_hardware_injection() {
         out_bits: 8,
         weights: Magnitudes::from_codes(w.iter().copied()),
         inputs: Magnitudes::from_codes(a.iter().copied()),
+        negative_weights: Magnitudes::from_codes(w.iter().copied().filter(|&c| c < 0)),
+        negative_inputs: Magnitudes::from_codes(a.iter().copied().filter(|&c| c < 0)),
         psum_signs: None,
     };
     let trials = 300;
@@ -191,6 +193,8 @@ fn derived_weight_stuck_rates_match_hardware_injection() {
         out_bits: 8,
         weights: Magnitudes::from_codes(w.iter().copied()),
         inputs: Magnitudes::from_codes(a.iter().copied()),
+        negative_weights: Magnitudes::from_codes(w.iter().copied().filter(|&c| c < 0)),
+        negative_inputs: Magnitudes::from_codes(a.iter().copied().filter(|&c| c < 0)),
         psum_signs: None,
     };
     let holder = WeightHolder::Systolic {

@@ -25,12 +25,28 @@ fn models_dir(dir: &Path) {
 }
 
 fn study(models_dir: &Path, accel: &str, rates: &str, out: &Path) -> std::process::Output {
+    study_under(
+        models_dir,
+        accel,
+        "accelerators/faults/pe_registers.toml",
+        rates,
+        out,
+    )
+}
+
+fn study_under(
+    models_dir: &Path,
+    accel: &str,
+    faults: &str,
+    rates: &str,
+    out: &Path,
+) -> std::process::Output {
     run([
         "study",
         "--accel",
         s(&repo_file(accel)),
         "--faults",
-        s(&repo_file("accelerators/faults/pe_registers.toml")),
+        s(&repo_file(faults)),
         "--models-dir",
         s(models_dir),
         "--images",
@@ -145,21 +161,49 @@ fn study_reports_timing_derivation_and_accuracy() {
     assert!(svg.contains("tiny hardware-level") && svg.contains("tiny derived model"));
 }
 
+/// Stripes (per-layer precision) gets the whole study under SIP-register
+/// upsets; Loom (run-time precision detection) gets timing and a note; a
+/// PE-register spec on a bit-serial design is an error naming the sites.
 #[test]
-fn study_on_a_bit_serial_design_gives_timing_with_real_precisions() {
+fn study_on_bit_serial_designs() {
     let dir = tempfile::tempdir().unwrap();
     models_dir(dir.path());
     let out = dir.path().join("out");
-    let stdout = succeeded(&study(
+    let sip = "accelerators/faults/sip_registers.toml";
+    let stdout = succeeded(&study_under(
         dir.path(),
         "accelerators/stripes.toml",
+        sip,
         "1e-6",
         &out,
     ));
-    assert!(stdout.contains("bit-serial"), "{stdout}");
     assert!(stdout.contains("per-layer precisions"), "{stdout}");
+    assert!(
+        stdout.contains("sweep of the raw register flip rate"),
+        "{stdout}"
+    );
     assert!(out.join("timing-tiny.csv").is_file());
-    assert!(!out.join("tiny.fault-model.toml").exists());
+    let fm = std::fs::read_to_string(out.join("tiny.fault-model.toml")).unwrap();
+    assert!(fm.contains("output_hit"), "{fm}");
+    let loom = dir.path().join("loom");
+    let stdout = succeeded(&study_under(
+        dir.path(),
+        "accelerators/loom.toml",
+        sip,
+        "1e-6",
+        &loom,
+    ));
+    assert!(stdout.contains("detects precision at run time"), "{stdout}");
+    assert!(!loom.join("tiny.fault-model.toml").exists());
+    failed_naming(
+        &study(
+            dir.path(),
+            "accelerators/stripes.toml",
+            "1e-6",
+            &dir.path().join("pe"),
+        ),
+        &["pe_registers.toml", "no such site", "sip.psum_reg"],
+    );
     // Real precisions are at most the 16-bit datapath, so Stripes is
     // faster than at full precision (`ftnas sim` without --precisions).
     let sim = dir.path().join("sim");

@@ -1,5 +1,6 @@
 //! `ftnas calibrate`: the derived algorithmic fault model against
-//! hardware-level injection on a systolic accelerator — per-layer hit rates
+//! hardware-level injection on a systolic array or a bit-serial design
+//! (per-layer precision) — per-layer hit rates
 //! and network accuracy across a sweep of raw rates, with 95% confidence
 //! intervals. Writes `calibration.md`, `calibration.csv`, `layers.csv` and
 //! `calibration.svg` to `--out`. See [`crate::derive::calibrate`].
@@ -14,9 +15,14 @@ use super::hwrun::ExecutorChoice;
 use super::infer::image_progress;
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
+use crate::derive::bitserial;
 use crate::derive::calibrate::{calibrate, work, Calibration, CalibrationConfig};
+use crate::derive::hardware::Hardware;
 use crate::derive::network::{gemm_layers, with_psum_signs};
+use crate::derive::network::{sip_transient_rates, with_bitserial_psum_signs};
+use crate::derive::permanent::{stuck_rates, WeightHolder};
 use crate::eval;
+use crate::hwsim::bsnet::BitSerialNetwork;
 use crate::hwsim::network::HwNetwork;
 use crate::hwsim::spec::HwFaultSpec;
 use crate::report::{write_atomic, Csv, Plot, Series, Table};
@@ -172,23 +178,48 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let acc = Accelerator::load(&inp.accel)?;
     let spec = HwFaultSpec::load(&inp.faults)?;
-    let (base, mut skipped) = pe_transient_rates(&spec, acc.clock_mhz);
-    if let Some(sys) = acc.systolic.as_ref() {
-        let holder = crate::derive::permanent::WeightHolder::Systolic {
+    let (base, mut skipped) = match (&acc.systolic, &acc.bitserial) {
+        (Some(_), _) => pe_transient_rates(&spec, acc.clock_mhz),
+        (None, Some(bs)) => {
+            if !bitserial::derivable(bs) {
+                bail!(
+                    "{}: run-time precision detection (precision = \"per-group\") makes step lengths data-dependent; calibration derives bit-serial designs with per-layer precision",
+                    inp.accel.display()
+                );
+            }
+            sip_transient_rates(&spec, acc.clock_mhz)
+        }
+        (None, None) => bail!(
+            "{}: neither a [systolic] nor a [bitserial] section",
+            inp.accel.display()
+        ),
+    };
+    let holder = match (&acc.systolic, &acc.bitserial) {
+        (Some(sys), _) => WeightHolder::Systolic {
             rows: sys.rows,
             cols: sys.cols,
             dataflow: sys.dataflow,
-        };
-        let (stuck, not_weights) = crate::derive::permanent::stuck_rates(&spec, &holder);
-        if stuck.weight_bit().any() {
-            skipped.push("stuck-at weight cells (derived by `ftnas derive`; calibration sweeps transient rates)".into());
-        }
-        skipped.extend(not_weights);
+        },
+        (None, Some(bs)) => WeightHolder::BitSerial {
+            filter_rows: bs.tiles * bs.filters,
+            lanes: bs.lanes,
+        },
+        (None, None) => unreachable!("checked above"),
+    };
+    let (stuck, not_weights) = stuck_rates(&spec, &holder);
+    if stuck.weight_bit().any() {
+        skipped.push(
+            "stuck-at weight cells (derived by `ftnas derive`; calibration sweeps transient rates)"
+                .into(),
+        );
     }
+    skipped.extend(not_weights);
+    let kind = if acc.systolic.is_some() { "PE" } else { "SIP" };
     if base.act_reg + base.weight_reg + base.psum_reg + base.mult_out <= 0.0 {
         bail!(
-            "{}: no PE transient rate (sites.\"pe.*\".transient_per_bit_cycle or fit_per_mbit); calibration sweeps PE register upsets",
-            inp.faults.display()
+            "{}: no {kind} transient rate (sites.\"{}.*\".transient_per_bit_cycle or fit_per_mbit); calibration sweeps register upsets",
+            inp.faults.display(),
+            kind.to_lowercase()
         );
     }
     if !skipped.is_empty() {
@@ -198,17 +229,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let test_data = data::load(inp.data.as_deref(), Split::Test)?;
     let test = eval::first_images(&test_data, Some(args.images))?;
     let q = eval::load_quantized(&inp.model, &inp.weights, &train, inp.calib, acc.datapath)?;
-    let net = HwNetwork::new(&acc, &q.qmodel).with_context(|| inp.accel.display().to_string())?;
-    let net = args.executor.apply(net);
     let per = train.shape.numel();
     let n_stats = 16.min(train.len());
-    let layers = gemm_layers(&q.qmodel, &train.images[..n_stats * per]);
-    let layers = with_psum_signs(
-        layers,
-        net.array(),
-        &q.qmodel,
-        &train.images[..n_stats * per],
-    );
+    let stats_images = &train.images[..n_stats * per];
+    let layers = gemm_layers(&q.qmodel, stats_images);
+    let (systolic, bitserial_net, layers) = match &acc.bitserial {
+        None => {
+            let net =
+                HwNetwork::new(&acc, &q.qmodel).with_context(|| inp.accel.display().to_string())?;
+            let net = args.executor.apply(net);
+            let layers = with_psum_signs(layers, net.array(), &q.qmodel, stats_images);
+            (Some(net), None, layers)
+        }
+        Some(bs) => {
+            let net = BitSerialNetwork::new(&acc, &q.qmodel)
+                .with_context(|| inp.accel.display().to_string())?
+                .with_executor(args.executor.bitserial());
+            let layers = with_bitserial_psum_signs(layers, bs, &q.qmodel, stats_images);
+            (None, Some(net), layers)
+        }
+    };
+    let (hw, path) = match (&systolic, &bitserial_net) {
+        (Some(n), _) => (Hardware::Systolic(n), n.executor().name()),
+        (None, Some(n)) => (Hardware::BitSerial(n), n.executor().name()),
+        (None, None) => unreachable!("one of the two was built"),
+    };
     let cfg = CalibrationConfig {
         rates: args.rates.clone(),
         chips: args.chips,
@@ -217,14 +262,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         layer_images: args.layer_images,
     };
     let bar = image_progress(work(&cfg, test.len(), layers.len()));
-    let cal = calibrate(&net, &layers, &base, test, &cfg, &|k| bar.inc(k))?;
+    let cal = calibrate(&hw, &layers, &base, test, &cfg, &|k| bar.inc(k))?;
     bar.finish_and_clear();
 
     let title = format!(
         "{} on {} ({} path): accuracy vs raw rate, {} images, {} chips",
         inp.model.display(),
         acc.name,
-        net.executor().name(),
+        path,
         test.len(),
         args.chips
     );
@@ -242,7 +287,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     writeln!(md, "# Calibration: {title}\n")?;
     writeln!(
         md,
-        "Accelerator `{}`, model `{}`, weights `{}`, fault spec `{}` (PE site ratios: act {:.3}, weight {:.3}, psum {:.3}, mult {:.3}); seed {}.\n",
+        "Accelerator `{}`, model `{}`, weights `{}`, fault spec `{}` ({kind} site ratios: act {:.3}, weight {:.3}, psum {:.3}, mult {:.3}); seed {}.\n",
         inp.accel.display(),
         inp.model.display(),
         inp.weights.display(),

@@ -13,12 +13,15 @@ use anyhow::{bail, Context};
 
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
+use crate::derive::bitserial;
 use crate::derive::network::{
-    derive_bitserial_from_spec, derive_from_spec, gemm_layers, with_psum_signs, NetworkDerivation,
+    derive_bitserial_from_spec, derive_from_spec, gemm_layers, sip_transient_rates,
+    with_bitserial_psum_signs, with_psum_signs, NetworkDerivation,
 };
 use crate::eval;
 use crate::fault::FaultModel;
-use crate::hwsim::spec::HwFaultSpec;
+use crate::hwsim::bitserial::SipSite;
+use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::AnyHwNetwork;
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::report::{Csv, Table};
@@ -111,13 +114,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &spec,
             )
         }
-        (None, Some(bs)) => derive_bitserial_from_spec(
-            (bs.tiles * bs.filters, bs.lanes),
-            filter_words,
-            &q.qmodel,
-            &layers,
-            &spec,
-        ),
+        (None, Some(bs)) => {
+            // Psum flip directions only matter when psum flips are derived.
+            let (rates, _) = sip_transient_rates(&spec, acc.clock_mhz);
+            let layers = if rates.psum_reg > 0.0 && bitserial::derivable(bs) {
+                with_bitserial_psum_signs(layers, bs, &q.qmodel, &train.images[..n * per])
+            } else {
+                layers
+            };
+            derive_bitserial_from_spec(bs, filter_words, acc.clock_mhz, &q.qmodel, &layers, &spec)
+        }
         (None, None) => bail!(
             "{}: neither a [systolic] nor a [bitserial] section",
             inp.accel.display()
@@ -138,11 +144,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rates = d.rates;
 
     let desc = format!(
-        "derived by ftnas derive: accel {}, model {}, weights {}, faults {}; PE transient rates per bit per cycle: act {:e}, weight {:e}, psum {:e}, mult {:e}; stuck-at per bit: filter SRAM {:e}/{:e}, weight register {:e}/{:e} ({})",
+        "derived by ftnas derive: accel {}, model {}, weights {}, faults {}; {} transient rates per bit per cycle: act {:e}, weight {:e}, psum {:e}, mult {:e}; stuck-at per bit: filter SRAM {:e}/{:e}, weight register {:e}/{:e} ({})",
         inp.accel.display(),
         inp.model.display(),
         inp.weights.display(),
         inp.faults.display(),
+        if acc.systolic.is_some() { "PE" } else { "SIP register" },
         rates.act_reg,
         rates.weight_reg,
         rates.psum_reg,
@@ -245,13 +252,21 @@ pub fn derivation_table(d: &NetworkDerivation) -> anyhow::Result<(Table, Csv)> {
     let mut table = Table::new(header);
     let mut csv = Csv::new(header);
     for l in &d.layers {
-        let mu = |s: FaultSite| l.sites.iter().find(|x| x.site == s).map_or(0.0, |x| x.mu);
-        let mult = |s: FaultSite| {
+        // A SIP register plays the same role as the PE register of its
+        // name (bit-serial designs have no separate multiplier register).
+        let find = |s: FaultSite| {
+            let sip = match s {
+                FaultSite::ActReg => Some(SipSite::ActReg),
+                FaultSite::WeightReg => Some(SipSite::WeightReg),
+                FaultSite::PsumReg => Some(SipSite::PsumReg),
+                FaultSite::MultOut => None,
+            };
             l.sites
                 .iter()
-                .find(|x| x.site == s)
-                .map_or(0.0, |x| x.multiplicity)
+                .find(|x| x.site == Site::Pe(s) || sip.is_some_and(|p| x.site == Site::Sip(p)))
         };
+        let mu = |s: FaultSite| find(s).map_or(0.0, |x| x.mu);
+        let mult = |s: FaultSite| find(s).map_or(0.0, |x| x.multiplicity);
         let top = l
             .bit_weights
             .iter()

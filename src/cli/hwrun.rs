@@ -75,6 +75,14 @@ pub enum ExecutorChoice {
 }
 
 impl ExecutorChoice {
+    /// The same choice for a bit-serial network.
+    pub fn bitserial(self) -> crate::hwsim::bsnet::BsExecutor {
+        match self {
+            ExecutorChoice::CycleLevel => crate::hwsim::bsnet::BsExecutor::CycleLevel,
+            ExecutorChoice::Exact => crate::hwsim::bsnet::BsExecutor::Exact,
+        }
+    }
+
     /// Put this executor into `net`.
     pub fn apply(self, net: HwNetwork) -> HwNetwork {
         match self {

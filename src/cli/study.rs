@@ -4,7 +4,8 @@
 //!
 //! Defaults are the shipped files, so `ftnas study` alone runs: the edge
 //! 16x16 output-stationary array, PE-register upsets
-//! (`accelerators/faults/pe_registers.toml`), and every `models/*.toml`
+//! (`accelerators/faults/pe_registers.toml`; SIP-register upsets,
+//! `sip_registers.toml`, on a bit-serial design), and every `models/*.toml`
 //! that has trained weights (`.safetensors`) beside it.
 
 use std::path::{Path, PathBuf};
@@ -16,9 +17,12 @@ use super::hwrun::ExecutorChoice;
 use super::infer::image_progress;
 use crate::accel::Accelerator;
 use crate::data::{self, Split};
-use crate::derive::network::{gemm_layers, with_psum_signs};
+use crate::derive::bitserial;
+use crate::derive::hardware::Hardware;
+use crate::derive::network::{gemm_layers, with_bitserial_psum_signs, with_psum_signs};
 use crate::eval;
 use crate::fault::FaultModel;
+use crate::hwsim::bsnet::BitSerialNetwork;
 use crate::hwsim::{HwFaultSpec, HwNetwork};
 use crate::report::write_atomic;
 use crate::study::{self, ModelInputs, ReportContext, StudyConfig};
@@ -28,9 +32,11 @@ pub struct Args {
     /// Accelerator description.
     #[arg(long, default_value = "accelerators/edge_16x16_os.toml")]
     pub accel: PathBuf,
-    /// Hardware fault specification.
-    #[arg(long, default_value = "accelerators/faults/pe_registers.toml")]
-    pub faults: PathBuf,
+    /// Hardware fault specification [default: accelerators/faults/pe_registers.toml
+    /// on a systolic array, accelerators/faults/sip_registers.toml on a
+    /// bit-serial design].
+    #[arg(long)]
+    pub faults: Option<PathBuf>,
     /// Model files, comma separated; each needs its weights beside it
     /// (same name, `.safetensors`). Default: every models/*.toml that has.
     #[arg(long, value_delimiter = ',')]
@@ -51,7 +57,7 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     pub chips: u64,
     /// Raw rates of the sweep (flip probability per bit per cycle of the
-    /// spec's most upset-prone PE site), comma separated; `--rates ''` for none.
+    /// spec's most upset-prone register site (PE or SIP)), comma separated; `--rates ''` for none.
     #[arg(
         long,
         value_delimiter = ',',
@@ -108,7 +114,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--rates: {r} is not a probability per bit per cycle in [0, 0.5]");
     }
     let acc = Accelerator::load(&args.accel)?;
-    let spec = HwFaultSpec::load(&args.faults)?;
+    let faults = args.faults.clone().unwrap_or_else(|| {
+        PathBuf::from(if acc.bitserial.is_some() {
+            "accelerators/faults/sip_registers.toml"
+        } else {
+            "accelerators/faults/pe_registers.toml"
+        })
+    });
+    let spec = HwFaultSpec::load(&faults)?;
     let models = if args.models.is_empty() {
         let found = trained_models(&args.models_dir)?;
         if found.is_empty() {
@@ -153,10 +166,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
 
-    let systolic = acc.systolic.is_some();
+    // The fault part needs a functional model the derivation covers.
+    let derived =
+        acc.systolic.is_some() || acc.bitserial.as_ref().is_some_and(bitserial::derivable);
     let total: u64 = files
         .iter()
-        .map(|_| study::work(&cfg, test.len(), cross.len(), systolic))
+        .map(|_| study::work(&cfg, test.len(), cross.len(), derived))
         .sum();
     let bar = image_progress(total);
     let mut studies = Vec::new();
@@ -166,27 +181,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let q = eval::load_quantized(model, weights, &train, args.calib, acc.datapath)?;
         let n_stats = args.stats_images.min(train.len());
         let mut layers = gemm_layers(&q.qmodel, &train.images[..n_stats * per]);
-        let net = if systolic {
-            let net = HwNetwork::new(&acc, &q.qmodel)
-                .with_context(|| format!("{} on {}", model.display(), args.accel.display()))?;
-            spec.check(&net)
-                .with_context(|| format!("{} on {}", model.display(), args.accel.display()))?;
-            layers = with_psum_signs(
-                layers,
-                net.array(),
-                &q.qmodel,
-                &train.images[..n_stats * per],
-            );
-            Some(args.executor.apply(net))
-        } else {
-            None
+        let stats_images = &train.images[..n_stats * per];
+        let on = || format!("{} on {}", model.display(), args.accel.display());
+        let (mut sys_net, mut bs_net) = (None, None);
+        match &acc.bitserial {
+            None => {
+                let net = HwNetwork::new(&acc, &q.qmodel).with_context(on)?;
+                spec.check(&net).with_context(on)?;
+                layers = with_psum_signs(layers, net.array(), &q.qmodel, stats_images);
+                sys_net = Some(args.executor.apply(net));
+            }
+            Some(bs) if derived => {
+                let net = BitSerialNetwork::new(&acc, &q.qmodel)
+                    .with_context(on)?
+                    .with_executor(args.executor.bitserial());
+                spec.check(&net).with_context(on)?;
+                layers = with_bitserial_psum_signs(layers, bs, &q.qmodel, stats_images);
+                bs_net = Some(net);
+            }
+            Some(_) => {}
+        }
+        let net = match (&sys_net, &bs_net) {
+            (Some(n), _) => Some(Hardware::Systolic(n)),
+            (None, Some(n)) => Some(Hardware::BitSerial(n)),
+            (None, None) => None,
         };
         let inputs = ModelInputs {
             name,
             graph: &q.graph,
             qmodel: &q.qmodel,
             layers: &layers,
-            net: net.as_ref(),
+            net,
         };
         let s = study::study_model(&inputs, &acc, &spec, test, cross, &cfg, &|k| bar.inc(k))?;
         // Per-model files.
@@ -198,7 +223,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.accel.display(),
                 model.display(),
                 weights.display(),
-                args.faults.display()
+                faults.display()
             );
             FaultModel::from_spec(f.derivation.fault_spec(desc))?
                 .save(&args.out.join(format!("{name}.fault-model.toml")))?;
@@ -214,7 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|(m, w)| (m.display().to_string(), w.display().to_string()))
         .collect();
     let accel_path = args.accel.display().to_string();
-    let faults_path = args.faults.display().to_string();
+    let faults_path = faults.display().to_string();
     let ctx = ReportContext {
         accel_path: &accel_path,
         faults_path: &faults_path,
@@ -232,14 +257,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{} on {} under {} ({} chips; clean/derived on {} images, hardware-level on {})",
         names.join(", "),
         acc.name,
-        args.faults.display(),
+        faults.display(),
         args.chips,
         test.len(),
         cross.len()
     );
     print!("{}", report.summary);
     if !report.sweep_csv.is_empty() {
-        println!("\nsweep of the raw PE flip rate:");
+        println!("\nsweep of the raw register flip rate:");
         print!("{}", report.sweep);
     }
     for s in &studies {

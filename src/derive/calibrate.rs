@@ -26,14 +26,15 @@ use crate::engine::{Engine, FastEngine};
 use crate::eval::pipeline::TestSet;
 use crate::eval::{chip_accuracy, Summary};
 use crate::fault::FaultModel;
-use crate::hwsim::network::{HwNetError, HwNetwork};
-use crate::hwsim::spec::{ChipFaults, Site};
+use crate::hwsim::network::HwNetError;
+use crate::hwsim::spec::ChipFaults;
 use crate::hwsim::FaultSite;
 use crate::quant::{argmax, QModel, QOp};
 
+use super::hardware::Hardware;
 use super::layer::{GemmLayer, SiteRates};
 use super::measure::measure_layer;
-use super::network::{derive_network, NetworkDerivation};
+use super::network::NetworkDerivation;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,25 +133,11 @@ pub fn rate_shape(rates: &SiteRates) -> SiteRates {
     }
 }
 
-/// A fault-free chip whose PE registers flip at `rates`.
-pub fn chip_at(rates: &SiteRates, seed: u64, chip: u64) -> ChipFaults {
-    ChipFaults {
-        seed,
-        chip,
-        transient_rates: FaultSite::ALL
-            .iter()
-            .filter(|&&s| rates.of(s) > 0.0)
-            .map(|&s| (Site::Pe(s), rates.of(s)))
-            .collect(),
-        ..ChipFaults::default()
-    }
-}
-
 /// Top-1 accuracy of `chips` simulated chips (chip `c` has the faults
 /// `chip_faults(c)`) running `test` on the hardware model, one value per
 /// chip. Images run in parallel; `progress` gets one unit per image.
 pub fn hardware_accuracy(
-    net: &HwNetwork,
+    net: &Hardware<'_>,
     test: TestSet<'_>,
     chips: u64,
     chip_faults: &(dyn Fn(u64) -> Result<ChipFaults, HwNetError> + Sync),
@@ -203,15 +190,6 @@ pub fn derived_accuracy(
         .collect()
 }
 
-/// Expected transient flips per cycle over every PE register bit of the
-/// array at `rates`.
-pub fn flips_per_cycle(rates: &SiteRates, net: &HwNetwork) -> f64 {
-    FaultSite::ALL
-        .iter()
-        .map(|&s| rates.of(s) * Site::Pe(s).bits(net) as f64)
-        .sum()
-}
-
 /// Fitted fault model: each layer's `p_out` corrected by its factor.
 fn fitted(d: &NetworkDerivation, layers: &[LayerCheck]) -> NetworkDerivation {
     let mut f = d.clone();
@@ -226,7 +204,7 @@ fn fitted(d: &NetworkDerivation, layers: &[LayerCheck]) -> NetworkDerivation {
 /// `base` the spec's PE transient rates, on `test`. `progress` is called
 /// with work units done (images run).
 pub fn calibrate(
-    net: &HwNetwork,
+    net: &Hardware<'_>,
     layers: &[GemmLayer],
     base: &SiteRates,
     test: TestSet<'_>,
@@ -258,14 +236,12 @@ pub fn calibrate(
             )
         })
         .collect();
-    let dp = model.datapath;
-    let widths = (dp.act_bits, dp.weight_bits, dp.psum_bits);
     // Expected flips per cycle over the whole array at `r = 1`.
-    let unit_flips_per_cycle = flips_per_cycle(&shape, net);
+    let unit_flips_per_cycle = net.flips_per_cycle(&shape);
     if unit_flips_per_cycle == 0.0 {
         return Err(HwNetError::Fault {
             what: "calibration".into(),
-            reason: "no PE site has a transient rate".into(),
+            reason: "no register site has a transient rate".into(),
         });
     }
     let mut checks = Vec::new();
@@ -274,28 +250,21 @@ pub fn calibrate(
         let QOp::Mac(layer) = &node.op else { continue };
         let gl = &layers[li];
         li += 1;
-        let lg = crate::hwsim::layer::LayerGemm::new(net.array(), layer);
         // A rate giving about four flips per layer run.
-        let rate = 4.0 / (unit_flips_per_cycle * lg.cycles as f64);
+        let rate = 4.0 / (unit_flips_per_cycle * net.layer_cycles(li - 1, layer) as f64);
         let rates = shape.scaled(rate);
-        let d = super::layer::derive_layer(net.array(), widths, gl, &rates);
+        let d = net.derive_layer(gl, &rates);
         let inputs: Vec<Vec<i32>> = outs.iter().map(|o| o[node.inputs[0]].clone()).collect();
         let m = measure_layer(
-            net.executor(),
-            net.array(),
+            net,
+            li - 1,
             layer,
-            &dp,
             &inputs,
             &rates,
             cfg.layer_trials,
             cfg.seed,
-        )
-        .map_err(|source| HwNetError::Layer {
-            layer: li - 1,
-            name: layer.name.clone(),
-            source,
-        })?;
-        let realized = derived_realized(net, layer, &dp, &inputs, &d, cfg.seed)?;
+        )?;
+        let realized = derived_realized(net, li - 1, layer, &inputs, &d, cfg.seed)?;
         let derived_error: f64 = d
             .bit_weights
             .iter()
@@ -336,10 +305,10 @@ pub fn calibrate(
             net,
             test,
             cfg.chips,
-            &|chip| Ok(chip_at(&rates, cfg.seed, chip)),
+            &|chip| Ok(net.chip_at(&rates, cfg.seed, chip)),
             progress,
         )?;
-        let derived = derive_network(net.array(), model, layers, &rates);
+        let derived = net.derive_network(layers, &rates);
         let fit = fitted(&derived, &checks);
         points.push(RatePoint {
             rate: r,
@@ -374,9 +343,9 @@ struct Realized {
 }
 
 fn derived_realized(
-    net: &HwNetwork,
+    net: &Hardware<'_>,
+    li: usize,
     layer: &crate::quant::MacLayer,
-    dp: &crate::fixed::Datapath,
     inputs: &[Vec<i32>],
     d: &super::layer::LayerDerivation,
     seed: u64,
@@ -395,12 +364,7 @@ fn derived_realized(
     let (mut draws, mut hits, mut err) = (0u64, 0u64, 0.0f64);
     let mut hist = vec![0u64; top + 1];
     for x in inputs {
-        let clean = super::measure::layer_outputs(net.executor(), net.array(), layer, dp, x, &[])
-            .map_err(|source| HwNetError::Layer {
-            layer: layer.node,
-            name: layer.name.clone(),
-            source,
-        })?;
+        let clean = net.layer_outputs(li, layer, x, &net.no_flips())?;
         let act = |v: i32| layer.activation.apply(v, layer.out_format);
         for _ in 0..8 {
             let mut hit = clean.clone();

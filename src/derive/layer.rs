@@ -37,6 +37,7 @@
 //! (`n(o)` is not uniform: `p_min`/`p_max` report the spread); low
 //! accumulator and product bits fall below the output step.
 
+use crate::hwsim::spec::Site;
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::quant::MacLayer;
 
@@ -96,6 +97,14 @@ impl Magnitudes {
         }
         self.counts[v] += n;
     }
+    /// Add every value of `other`.
+    pub fn merge(&mut self, other: &Magnitudes) {
+        for (v, &n) in other.counts.iter().enumerate() {
+            if n > 0 {
+                self.add(v, n);
+            }
+        }
+    }
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
@@ -110,37 +119,54 @@ impl Magnitudes {
 /// visibility), averaged over `bits` register bits and the magnitudes.
 fn visible_bits(bits: u32, mags: &Magnitudes, shift: i32, out_bits: u8) -> (f64, Vec<f64>) {
     let mut w = vec![0.0; out_bits as usize];
-    let total = mags.total();
-    if total == 0 || bits == 0 {
+    if bits == 0 {
         return (0.0, w);
     }
-    let top = out_bits as usize - 1;
-    for b in 0..bits {
-        for (v, &n) in mags.counts.iter().enumerate() {
-            if n == 0 || v == 0 {
-                continue;
-            }
-            let p = n as f64 / total as f64 / f64::from(bits);
-            let d = (v as f64) * 2f64.powi(b as i32 - shift);
-            if d < 1.0 {
-                w[0] += p * d;
-            } else {
-                let f = d.log2().floor();
-                let frac = d / 2f64.powf(f) - 1.0;
-                let lo = (f as usize).min(top);
-                let hi = (f as usize + 1).min(top);
-                w[lo] += p * (1.0 - frac);
-                w[hi] += p * frac;
-            }
+    let vis: f64 = (0..bits)
+        .map(|b| visible_bit(b, mags, shift, 1.0 / f64::from(bits), &mut w))
+        .sum();
+    (vis, w)
+}
+
+/// Visibility of one flip of register bit `b` whose error is `2^b * |x|`
+/// with `|x|` drawn from `mags` (`x = 0` masks it), at an output
+/// requantized by `shift` into `w.len()` bits: adds `scale` times its
+/// output-bit distribution to `w` and returns `scale` times the
+/// visibility (the mean of `min(d, 1)`).
+pub(super) fn visible_bit(b: u32, mags: &Magnitudes, shift: i32, scale: f64, w: &mut [f64]) -> f64 {
+    let total = mags.total();
+    if total == 0 || w.is_empty() {
+        return 0.0;
+    }
+    let top = w.len() - 1;
+    let mut vis = 0.0;
+    for (v, &n) in mags.counts.iter().enumerate() {
+        if n == 0 || v == 0 {
+            continue;
+        }
+        let p = scale * n as f64 / total as f64;
+        let d = (v as f64) * 2f64.powi(b as i32 - shift);
+        if d < 1.0 {
+            w[0] += p * d;
+            vis += p * d;
+        } else {
+            let f = d.log2().floor();
+            let frac = d / 2f64.powf(f) - 1.0;
+            let lo = (f as usize).min(top);
+            let hi = (f as usize + 1).min(top);
+            w[lo] += p * (1.0 - frac);
+            w[hi] += p * frac;
+            vis += p;
         }
     }
-    (w.iter().sum(), w)
+    vis
 }
 
 /// One site's share of a layer's derived faults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SiteDerivation {
-    pub site: FaultSite,
+    /// A PE site (systolic) or a SIP site (bit-serial).
+    pub site: Site,
     /// Mean slots per output (register-cycles exposing one output).
     pub mean_slots: f64,
     /// Mean visibility of one flipped bit at the output (0..1).
@@ -192,6 +218,11 @@ pub struct GemmLayer {
     pub weights: Magnitudes,
     /// The layer's input codes as the GEMM sees them (padding zeros included).
     pub inputs: Magnitudes,
+    /// The negative ones among `weights` and `inputs` (bit-serial designs
+    /// consume codes bit group by bit group, and the partial value of a
+    /// code's high groups depends on its sign).
+    pub negative_weights: Magnitudes,
+    pub negative_inputs: Magnitudes,
     /// How often a psum-register flip moves the output in the direction of
     /// the output code's own bit, measured on real images for the array
     /// being derived for (`None`: unknown, hits keep a random sign).
@@ -199,8 +230,9 @@ pub struct GemmLayer {
 }
 
 impl GemmLayer {
-    /// The GEMM view of a quantized layer with input magnitudes `inputs`.
-    pub fn of(layer: &MacLayer, inputs: Magnitudes) -> GemmLayer {
+    /// The GEMM view of a quantized layer with input magnitudes `inputs`
+    /// (`negative_inputs` of them negative).
+    pub fn of(layer: &MacLayer, inputs: Magnitudes, negative_inputs: Magnitudes) -> GemmLayer {
         GemmLayer {
             name: layer.name.clone(),
             e: layer.out_shape.h * layer.out_shape.w,
@@ -212,6 +244,10 @@ impl GemmLayer {
             out_bits: layer.out_format.bits,
             weights: Magnitudes::from_codes(layer.weights.iter().copied()),
             inputs,
+            negative_weights: Magnitudes::from_codes(
+                layer.weights.iter().copied().filter(|&w| w < 0),
+            ),
+            negative_inputs,
             psum_signs: None,
         }
     }
@@ -264,13 +300,29 @@ pub fn derive_layer(
             }
         }
         sites.push(SiteDerivation {
-            site,
+            site: Site::Pe(site),
             mean_slots: ex.mean_slots(),
             visibility: vis,
             multiplicity: ex.multiplicity(),
             mu: per_slot * ex.mean_slots(),
         });
     }
+    assemble(layer, (e, k, m), &mu, &bit_mass, &psum_whole, sites)
+}
+
+/// The derived parameters of `layer` from its expected visible errors per
+/// output `mu`, their mass per output bit `bit_mass`, the part of it that
+/// psum-register bits at or above the shift carry (`psum_whole`, whose
+/// directions `layer.psum_signs` describes) and the per-site shares.
+pub(super) fn assemble(
+    layer: &GemmLayer,
+    gemm: (usize, usize, usize),
+    mu: &[f64],
+    bit_mass: &[f64],
+    psum_whole: &[f64],
+    sites: Vec<SiteDerivation>,
+) -> LayerDerivation {
+    let out_bits = layer.out_bits;
     let p: Vec<f64> = mu.iter().map(|&x| -(-x).exp_m1()).collect();
     let p_out = p.iter().sum::<f64>() / p.len().max(1) as f64;
     let total: f64 = bit_mass.iter().sum();
@@ -298,7 +350,7 @@ pub fn derive_layer(
     };
     LayerDerivation {
         name: layer.name.clone(),
-        gemm: (e, k, m),
+        gemm,
         groups: layer.groups,
         up,
         p_out,
@@ -359,6 +411,8 @@ mod special_cases {
             out_bits: 8,
             weights: Magnitudes::from_codes([5, -9, 17]),
             inputs: Magnitudes::from_codes([0, 3, 40]),
+            negative_weights: Magnitudes::from_codes([-9]),
+            negative_inputs: Magnitudes::default(),
             psum_signs: None,
         }
     }

@@ -4,22 +4,20 @@
 //! Each MAC layer is measured in isolation: its GEMMs are built from the
 //! layer's real input codes (one per image), transient flips are sampled at
 //! the raw rates over every register bit-cycle of the layer (Bernoulli per
-//! bit-cycle, visited by geometric skipping), the GEMMs run on a
-//! [`GemmExecutor`] (cycle-level, or any executor proven equal to it), and
+//! bit-cycle, visited by geometric skipping), the layer runs on the
+//! hardware model ([`Hardware`]: a systolic array's GEMM executor, or a
+//! bit-serial design's SIPs), and
 //! the requantized pre-activation output codes are compared with the
 //! fault-free ones. Layer isolation matters: in a whole-network run the
 //! errors of earlier layers propagate, which is the network-level
 //! comparison's business, not the per-layer statistic's.
 
-use rand::Rng;
 use rayon::prelude::*;
 
-use crate::fixed::Datapath;
-use crate::hwsim::layer::{run_mac_layer_requantized, GemmExecutor, LayerGemm};
-use crate::hwsim::spec::for_each_transient;
-use crate::hwsim::{FaultSite, HwFault, HwSimError, SystolicArray};
+use crate::hwsim::network::HwNetError;
 use crate::quant::MacLayer;
 
+use super::hardware::Hardware;
 use super::layer::SiteRates;
 
 /// Measured statistics of one layer.
@@ -46,86 +44,24 @@ pub struct LayerMeasurement {
     pub flips: u64,
 }
 
-/// Requantized pre-activation output codes of `layer` (CHW) for one image.
-pub fn layer_outputs(
-    exec: &dyn GemmExecutor,
-    array: &SystolicArray,
-    layer: &MacLayer,
-    dp: &Datapath,
-    input: &[i32],
-    faults: &[HwFault],
-) -> Result<Vec<i32>, HwSimError> {
-    let mut out = vec![0i32; layer.out_shape.numel()];
-    run_mac_layer_requantized(
-        exec,
-        array,
-        layer,
-        dp,
-        input,
-        &layer.weights,
-        faults,
-        &mut out,
-    )?;
-    Ok(out)
-}
-
-/// Sample the transient flips of one layer run: every bit of every PE
-/// register site in every cycle of the layer flips with its site's rate
-/// (the sampling of hardware fault specs, [`for_each_transient`]).
-pub fn sample_layer_flips<R: Rng>(
-    array: &SystolicArray,
-    dp: &Datapath,
-    shape: &LayerGemm,
-    rates: &SiteRates,
-    rng: &mut R,
-) -> Vec<HwFault> {
-    let mut faults = Vec::new();
-    let pes = (array.rows * array.cols) as u64;
-    for site in FaultSite::ALL {
-        let p = rates.of(site);
-        if p <= 0.0 {
-            continue;
-        }
-        for_each_transient(
-            p,
-            pes,
-            site.width(dp),
-            shape.cycles,
-            rng,
-            |cycle, pe, bit| {
-                let pe = pe as usize;
-                faults.push(HwFault::flip(
-                    site,
-                    pe / array.cols,
-                    pe % array.cols,
-                    bit,
-                    cycle,
-                ));
-            },
-        );
-    }
-    faults
-}
-
 /// Measure `layer` on `inputs` (one input-code tensor per image), `trials`
 /// fault samples per image, streams from `crate::fault::stream(seed, trial,
 /// image, layer.node)`.
 #[allow(clippy::too_many_arguments)]
 pub fn measure_layer(
-    exec: &dyn GemmExecutor,
-    array: &SystolicArray,
+    hw: &Hardware<'_>,
+    li: usize,
     layer: &MacLayer,
-    dp: &Datapath,
     inputs: &[Vec<i32>],
     rates: &SiteRates,
     trials: u64,
     seed: u64,
-) -> Result<LayerMeasurement, HwSimError> {
-    let shape = LayerGemm::new(array, layer);
+) -> Result<LayerMeasurement, HwNetError> {
     let top = layer.out_format.bits as usize - 1;
+    let none = hw.no_flips();
     let clean: Vec<Vec<i32>> = inputs
         .par_iter()
-        .map(|x| layer_outputs(exec, array, layer, dp, x, &[]))
+        .map(|x| hw.layer_outputs(li, layer, x, &none))
         .collect::<Result<_, _>>()?;
     let jobs: Vec<(usize, u64)> = (0..inputs.len())
         .flat_map(|i| (0..trials).map(move |t| (i, t)))
@@ -141,7 +77,7 @@ pub fn measure_layer(
         .par_iter()
         .map(|&(img, trial)| {
             let mut rng = crate::fault::stream(seed, trial, img as u64, layer.node as u64);
-            let faults = sample_layer_flips(array, dp, &shape, rates, &mut rng);
+            let faults = hw.sample_layer_flips(li, layer, rates, &mut rng);
             let mut r = Run {
                 hits: 0,
                 err: 0.0,
@@ -152,7 +88,7 @@ pub fn measure_layer(
             if faults.is_empty() {
                 return Ok(r);
             }
-            let out = layer_outputs(exec, array, layer, dp, &inputs[img], &faults)?;
+            let out = hw.layer_outputs(li, layer, &inputs[img], &faults)?;
             for (x, y) in out.iter().zip(&clean[img]) {
                 if x != y {
                     let d = (x - y).unsigned_abs();
@@ -165,7 +101,7 @@ pub fn measure_layer(
             }
             Ok(r)
         })
-        .collect::<Result<_, HwSimError>>()?;
+        .collect::<Result<_, HwNetError>>()?;
     let n_out = layer.out_shape.numel() as f64;
     let fractions: Vec<f64> = runs.iter().map(|r| r.hits as f64 / n_out).collect();
     let n = fractions.len().max(1) as f64;

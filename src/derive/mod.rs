@@ -8,8 +8,10 @@
 //! the per-layer parameters built from it; and from permanent stuck-at
 //! cells to weight stuck-at faults ([`permanent`]).
 
+pub mod bitserial;
 pub mod calibrate;
 pub mod exposure;
+pub mod hardware;
 pub mod layer;
 pub mod measure;
 pub mod network;

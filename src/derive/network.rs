@@ -8,9 +8,11 @@
 
 use rayon::prelude::*;
 
+use crate::accel::description::BitSerial;
 use crate::engine::reference::run_image_all;
 use crate::fault::output_hit::{HitSign, OutputHit};
 use crate::fault::spec::{FaultSpec, FeatureFault, LayerOverride};
+use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::layer::ifmap_operand;
 use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::{FaultSite, SystolicArray};
@@ -18,6 +20,7 @@ use crate::quant::{MacLayer, QModel, QOp};
 
 use crate::fault::{PerBit, SharedStuck, StuckAt, WeightFault};
 
+use super::bitserial::{self, derive_bitserial_layer, sip_rate};
 use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRates};
 use super::permanent::{
     derive_weight_faults, stuck_rates, StuckRates, WeightDerivation, WeightHolder,
@@ -26,19 +29,28 @@ use super::psum_sign::{layer_psum_signs, sum_signs, PsumSigns};
 
 /// Magnitudes of the im2col operand of `layer` for one image's input codes
 /// (CHW): every (output pixel, tap, channel) entry of every group's GEMM,
-/// zeros for padding — exactly the operand the array streams.
-pub fn add_im2col_magnitudes(layer: &MacLayer, input: &[i32], mags: &mut Magnitudes) {
+/// zeros for padding — exactly the operand the array streams; the negative
+/// entries' magnitudes also go to `negative`.
+pub fn add_im2col_magnitudes(
+    layer: &MacLayer,
+    input: &[i32],
+    mags: &mut Magnitudes,
+    negative: &mut Magnitudes,
+) {
     let mut a = Vec::new();
     for gi in 0..layer.groups {
         ifmap_operand(layer, input, gi, &mut a);
         for &v in &a {
             mags.add(v.unsigned_abs() as usize, 1);
+            if v < 0 {
+                negative.add(v.unsigned_abs() as usize, 1);
+            }
         }
     }
 }
 
 /// A network's derived feature faults.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NetworkDerivation {
     pub rates: SiteRates,
     pub layers: Vec<LayerDerivation>,
@@ -73,15 +85,15 @@ pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
     let n = model.input_shape().numel();
     let count = images.len() / n.max(1);
     let macs = mac_layers_with_inputs(model);
-    let per_image: Vec<Vec<Magnitudes>> = (0..count)
+    let per_image: Vec<Vec<(Magnitudes, Magnitudes)>> = (0..count)
         .into_par_iter()
         .map(|i| {
             let outs = run_image_all(model, &images[i * n..(i + 1) * n], i as u64, None);
             macs.iter()
                 .map(|(input, l)| {
-                    let mut m = Magnitudes::default();
-                    add_im2col_magnitudes(l, &outs[*input], &mut m);
-                    m
+                    let (mut m, mut neg) = (Magnitudes::default(), Magnitudes::default());
+                    add_im2col_magnitudes(l, &outs[*input], &mut m, &mut neg);
+                    (m, neg)
                 })
                 .collect()
         })
@@ -89,15 +101,12 @@ pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
     macs.iter()
         .enumerate()
         .map(|(j, (_, l))| {
-            let mut inputs = Magnitudes::default();
+            let (mut inputs, mut negative) = (Magnitudes::default(), Magnitudes::default());
             for img in &per_image {
-                for (v, &c) in img[j].counts.iter().enumerate() {
-                    if c > 0 {
-                        inputs.add(v, c);
-                    }
-                }
+                inputs.merge(&img[j].0);
+                negative.merge(&img[j].1);
             }
-            GemmLayer::of(l, inputs)
+            GemmLayer::of(l, inputs, negative)
         })
         .collect()
 }
@@ -111,28 +120,54 @@ pub const PSUM_SIGN_IMAGES: usize = 16;
 /// counted on the first [`PSUM_SIGN_IMAGES`] of `images`: derivation on
 /// that array then gives psum hits the sign they really have.
 pub fn with_psum_signs(
-    mut layers: Vec<GemmLayer>,
+    layers: Vec<GemmLayer>,
     array: &SystolicArray,
     model: &QModel,
     images: &[f32],
 ) -> Vec<GemmLayer> {
+    let dp = model.datapath;
+    with_layer_signs(layers, model, images, &|l, input| {
+        let mp = array.mapping(
+            l.out_shape.h * l.out_shape.w,
+            l.macs_per_output(),
+            l.cout_per_group(),
+        );
+        layer_psum_signs(&mp, &dp, l, input)
+    })
+}
+
+/// [`with_psum_signs`] for a bit-serial `design`
+/// ([`bitserial::bitserial_psum_signs`]: one slot per cycle of an output's
+/// block).
+pub fn with_bitserial_psum_signs(
+    layers: Vec<GemmLayer>,
+    design: &BitSerial,
+    model: &QModel,
+    images: &[f32],
+) -> Vec<GemmLayer> {
+    let dp = model.datapath;
+    with_layer_signs(layers, model, images, &|l, input| {
+        bitserial::bitserial_psum_signs(design, &dp, l, input)
+    })
+}
+
+/// `layers` with the psum signs `signs` counts for each MAC layer on one
+/// image's layer input, summed over the first [`PSUM_SIGN_IMAGES`] images.
+fn with_layer_signs(
+    mut layers: Vec<GemmLayer>,
+    model: &QModel,
+    images: &[f32],
+    signs: &(dyn Fn(&MacLayer, &[i32]) -> PsumSigns + Sync),
+) -> Vec<GemmLayer> {
     let n = model.input_shape().numel();
     let count = (images.len() / n.max(1)).min(PSUM_SIGN_IMAGES);
     let macs = mac_layers_with_inputs(model);
-    let dp = model.datapath;
     let per_image: Vec<Vec<PsumSigns>> = (0..count)
         .into_par_iter()
         .map(|i| {
             let outs = run_image_all(model, &images[i * n..(i + 1) * n], i as u64, None);
             macs.par_iter()
-                .map(|(input, l)| {
-                    let mp = array.mapping(
-                        l.out_shape.h * l.out_shape.w,
-                        l.macs_per_output(),
-                        l.cout_per_group(),
-                    );
-                    layer_psum_signs(&mp, &dp, l, &outs[*input])
-                })
+                .map(|(input, l)| signs(l, &outs[*input]))
                 .collect()
         })
         .collect();
@@ -296,39 +331,87 @@ impl NetworkDerivation {
     }
 }
 
-/// What derivation covers of a hardware spec on a bit-serial design
-/// (`filter_rows = tiles * filters` by `lanes` SIP weight registers, a
-/// filter SRAM of `filter_words` words): the weight faults of stuck
-/// filter-SRAM cells and SIP weight registers. Transient SIP rates are not
-/// derived yet (returned with the other sites left out).
+/// What derivation covers of a hardware spec on a bit-serial `design`
+/// (with a filter SRAM of `filter_words` words at `clock_mhz`): feature
+/// faults from the transient rates of the SIP registers
+/// ([`super::bitserial`]; designs with per-layer precision), and the weight
+/// faults of stuck filter-SRAM cells and SIP weight registers. Also returns
+/// what the spec has that is not derived (by name).
 pub fn derive_bitserial_from_spec(
-    (filter_rows, lanes): (usize, usize),
+    design: &BitSerial,
     filter_words: usize,
+    clock_mhz: f64,
     model: &QModel,
     layers: &[GemmLayer],
     spec: &HwFaultSpec,
 ) -> (NetworkDerivation, Vec<String>) {
-    let mut left_out: Vec<String> = spec
-        .rates
-        .iter()
-        .filter(|(_, r)| r.transient.is_some())
-        .map(|(site, _)| format!("{} transient", site.name()))
-        .collect();
-    if !spec.faults.is_empty() {
-        left_out.push(format!("{} explicit [[fault]] entries", spec.faults.len()));
-    }
-    let holder = WeightHolder::BitSerial { filter_rows, lanes };
+    let (rates, mut left_out) = sip_transient_rates(spec, clock_mhz);
+    let dp = model.datapath;
+    let any = SipSite::ALL.iter().any(|&s| sip_rate(&rates, s) > 0.0);
+    let (rates, derived) = if any && !bitserial::derivable(design) {
+        left_out.extend(
+            SipSite::ALL
+                .iter()
+                .filter(|&&s| sip_rate(&rates, s) > 0.0)
+                .map(|s| {
+                    format!(
+                        "{} transient (run-time precision detection: data-dependent step lengths)",
+                        s.name()
+                    )
+                }),
+        );
+        (SiteRates::default(), Vec::new())
+    } else if any {
+        let d = layers
+            .par_iter()
+            .map(|l| derive_bitserial_layer(design, &dp, l, &rates))
+            .collect();
+        (rates, d)
+    } else {
+        (rates, Vec::new())
+    };
+    let holder = WeightHolder::BitSerial {
+        filter_rows: design.tiles * design.filters,
+        lanes: design.lanes,
+    };
     let (stuck, not_weights) = stuck_rates(spec, &holder);
     left_out.extend(not_weights);
     let d = NetworkDerivation {
-        rates: SiteRates::default(),
-        layers: Vec::new(),
+        rates,
+        layers: derived,
         stuck: StuckRates::default(),
         weights: Vec::new(),
         shared: None,
     }
     .with_weight_faults(&holder, filter_words, model, layers, &stuck);
     (d, left_out)
+}
+
+/// The SIP-register transient rates of a hardware spec (per bit per cycle
+/// at the design's clock, in the act / weight / psum roles of
+/// [`SiteRates`]), and the transient rates and explicit faults the feature
+/// derivation does not cover.
+pub fn sip_transient_rates(spec: &HwFaultSpec, clock_mhz: f64) -> (SiteRates, Vec<String>) {
+    let mut rates = SiteRates::default();
+    let mut skipped = Vec::new();
+    for (site, r) in &spec.rates {
+        match (site, r.transient) {
+            (Site::Sip(s), Some(t)) => {
+                let p = t.per_bit_cycle(clock_mhz);
+                match s {
+                    SipSite::ActReg => rates.act_reg = p,
+                    SipSite::WeightReg => rates.weight_reg = p,
+                    SipSite::PsumReg => rates.psum_reg = p,
+                }
+            }
+            (_, Some(_)) => skipped.push(format!("{} transient", site.name())),
+            _ => {}
+        }
+    }
+    if !spec.faults.is_empty() {
+        skipped.push(format!("{} explicit [[fault]] entries", spec.faults.len()));
+    }
+    (rates, skipped)
 }
 
 /// The PE transient rates of a hardware spec (per bit per cycle at the
@@ -393,13 +476,13 @@ mod tests {
         for (pad, stride) in [(0, 1), (1, 1), (1, 2)] {
             let l = conv(pad, stride);
             let mut m = Magnitudes::default();
-            add_im2col_magnitudes(&l, &input, &mut m);
+            add_im2col_magnitudes(&l, &input, &mut m, &mut Magnitudes::default());
             let e = l.out_shape.h * l.out_shape.w;
             assert_eq!(m.total(), (e * l.macs_per_output()) as u64);
         }
         let l = conv(1, 1);
         let mut m = Magnitudes::default();
-        add_im2col_magnitudes(&l, &[5; 32], &mut m);
+        add_im2col_magnitudes(&l, &[5; 32], &mut m, &mut Magnitudes::default());
         assert_eq!(m.counts[5] + m.counts[0], 2 * 16 * 9);
         // Each of the 16 outputs sees 9 taps; interior pixels of a 4x4 map
         // see all 9, edges 6, corners 4: 4*9 + 8*6 + 4*4 = 100 valid.

@@ -365,6 +365,8 @@ mod tests {
             out_bits: 8,
             weights: Magnitudes::default(),
             inputs: Magnitudes::default(),
+            negative_weights: Magnitudes::default(),
+            negative_inputs: Magnitudes::default(),
             psum_signs: None,
         }
     }

@@ -85,7 +85,7 @@ fn count_ones(partials: &[i64], full: u64, bits: u32, ones: &mut [u64]) {
 /// directions are the same residue, so there the final value's sign
 /// decides; a saturating one keeps the direction (its sign bit: a clear
 /// bit drops the value to the negative rail, a set one lifts it).
-fn ups(dp: &Datapath, acc: i64, ones: u64, n: u64, b: u32) -> u64 {
+pub(crate) fn ups(dp: &Datapath, acc: i64, ones: u64, n: u64, b: u32) -> u64 {
     let bits = u32::from(dp.psum_bits);
     let (clear_up, set_up) = match dp.overflow {
         Overflow::Wrap => (
@@ -181,6 +181,28 @@ impl PsumSigns {
 /// Count [`PsumSigns`] of `layer` mapped as `mp` per group on one image
 /// (`input`: the layer's input codes, CHW).
 pub fn layer_psum_signs(mp: &Mapping, dp: &Datapath, layer: &MacLayer, input: &[i32]) -> PsumSigns {
+    let k = layer.macs_per_output();
+    let mut partials = vec![0i64; k];
+    count_layer_signs(dp, layer, input, |a_row, w, (ei, mi, m), ones| {
+        partial_sums(dp, a_row, w, m, mi, &mut partials);
+        let (zero, full) = psum_slot_split(mp, k, ei, mi);
+        count_ones(&partials, full, u32::from(dp.psum_bits), ones);
+        (partials[k - 1], zero + (k as u64 - 1) + full)
+    })
+}
+
+/// [`PsumSigns`] of `layer` on one image (`input`: its input codes, CHW)
+/// on hardware whose psum slots `slots` describes: for one output (its
+/// GEMM row `a_row`, the group's filter operand `w` (`K x m`), pixel `ei`
+/// and filter `mi` of `m`) it counts in `ones[B]` the slots exposing the
+/// output whose partial sum has register bit `B` set, and returns the final
+/// accumulator and the number of slots.
+pub(super) fn count_layer_signs(
+    dp: &Datapath,
+    layer: &MacLayer,
+    input: &[i32],
+    mut slots: impl FnMut(&[i32], &[i32], (usize, usize, usize), &mut [u64]) -> (i64, u64),
+) -> PsumSigns {
     let out_bits = layer.out_format.bits;
     let top = i32::from(out_bits) - 1;
     let sh = layer.acc_frac - layer.out_format.frac;
@@ -194,15 +216,13 @@ pub fn layer_psum_signs(mp: &Mapping, dp: &Datapath, layer: &MacLayer, input: &[
     let (k, m) = (layer.macs_per_output(), layer.cout_per_group());
     let e = layer.out_shape.h * layer.out_shape.w;
     let (mut a, mut w) = (Vec::new(), Vec::new());
-    let mut partials = vec![0i64; k];
     let mut ones = vec![0u64; bits as usize];
     for gi in 0..layer.groups {
         ifmap_operand(layer, input, gi, &mut a);
         filter_operand(layer, &layer.weights, gi, &mut w);
         for ei in 0..e {
             for mi in 0..m {
-                partial_sums(dp, &a[ei * k..][..k], &w, m, mi, &mut partials);
-                let acc = partials[k - 1];
+                let (acc, n) = slots(&a[ei * k..][..k], &w, (ei, mi, m), &mut ones);
                 let bias = i64::from(layer.bias[gi * m + mi]);
                 let y = requantize(
                     dp.acc_limit(acc + bias),
@@ -211,9 +231,6 @@ pub fn layer_psum_signs(mp: &Mapping, dp: &Datapath, layer: &MacLayer, input: &[
                     out_bits,
                 );
                 let class = sign_class(y as i32, out_bits);
-                let (zero, full) = psum_slot_split(mp, k, ei, mi);
-                count_ones(&partials, full, bits, &mut ones);
-                let n = zero + (k as u64 - 1) + full;
                 for b in lo..bits {
                     let ob = (b as i32 - sh).min(top) as usize;
                     signs.up[ob][class] += ups(dp, acc, ones[b as usize], n, b) as f64;

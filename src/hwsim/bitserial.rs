@@ -308,7 +308,7 @@ pub fn signed_bits(v: i64) -> u8 {
 /// The signed value of bit group `i` (`b` bits) of code `a` at precision
 /// `p`: bits above `p` are ignored, bit `p-1` counts negatively.
 #[inline]
-fn bit_group(a: i64, i: u32, b: u32, p: u32) -> i64 {
+pub(crate) fn bit_group(a: i64, i: u32, b: u32, p: u32) -> i64 {
     let lo = i * b;
     let hi = (lo + b).min(p);
     let mut g = 0i64;

@@ -57,7 +57,7 @@ use crate::accel::description::{Kind, Precision, Serial};
 use crate::accel::Accelerator;
 use crate::engine::{exec_non_mac, finish_mac_output};
 use crate::fixed::{Datapath, Overflow};
-use crate::quant::{QModel, QOp};
+use crate::quant::{MacLayer, QModel, QOp};
 
 /// One conv/linear layer as the bit-serial design runs it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -417,87 +417,22 @@ impl BitSerialNetwork {
             });
         }
         self.check_faults(faults)?;
-        let dp = model.datapath;
         let mut outs: Vec<Vec<i32>> = Vec::with_capacity(model.nodes.len());
         let mut stats = Vec::with_capacity(self.layers.len());
-        let (mut a, mut w) = (Vec::new(), Vec::new());
         let mut li = 0;
         for (q, node) in model.nodes.iter().enumerate() {
             let mut out = vec![0i32; node.shape.numel()];
             match &node.op {
                 QOp::Input => out.copy_from_slice(input),
                 QOp::Mac(layer) => {
-                    let bl = &self.layers[li];
                     let acting = ActingFaults::new(faults, li);
                     let lb = self.layer_buffers(li);
                     let mut ifmap = outs[node.inputs[0]].clone();
                     acting.corrupt(&lb, layer, SramBuffer::Ifmap, &mut ifmap);
                     let mut weights = layer.weights.clone();
                     acting.corrupt(&lb, layer, SramBuffer::Filter, &mut weights);
-                    let mut st = BsLayerStats::default();
-                    let full_width = self.array.design.precision == Precision::PerLayer
-                        && bl.act_precision == dp.act_bits
-                        && bl.weight_precision == dp.weight_bits
-                        && dp.act_bits <= 16;
-                    for gi in 0..bl.groups {
-                        ifmap_operand(layer, &ifmap, gi, &mut a);
-                        filter_operand(layer, &weights, gi, &mut w);
-                        let gemm = Gemm {
-                            a: &a,
-                            w: &w,
-                            e: bl.e,
-                            k: bl.k,
-                            m: bl.m,
-                        };
-                        let took = self.array.cycles(&gemm, bl.taps, bl.precision());
-                        let group_faults = group_faults(&acting.sip, gi, bl.group_cycles, took);
-                        let err = |source| HwNetError::Layer {
-                            layer: li,
-                            name: bl.name.clone(),
-                            source,
-                        };
-                        let fast =
-                            self.executor == BsExecutor::Exact && dp.overflow == Overflow::Wrap;
-                        // Stuck operand-register bits are corrupted operands
-                        // when every register bit is shifted out.
-                        let stuck_copies = if fast && !group_faults.is_empty() && full_width {
-                            stuck_operand_copies(
-                                &self.array.design,
-                                &gemm,
-                                bl.taps,
-                                &dp,
-                                &group_faults,
-                            )
-                        } else {
-                            None
-                        };
-                        let acc = if fast && group_faults.is_empty() {
-                            super::check_gemm_codes(&gemm, dp.act_bits, dp.weight_bits)
-                                .map_err(err)?;
-                            clean_gemm(&gemm, &dp)
-                        } else if let Some((a2, w2)) = &stuck_copies {
-                            super::check_gemm_codes(&gemm, dp.act_bits, dp.weight_bits)
-                                .map_err(err)?;
-                            st.stuck_groups += 1;
-                            let g2 = Gemm {
-                                a: a2,
-                                w: w2,
-                                ..gemm
-                            };
-                            clean_gemm(&g2, &dp)
-                        } else {
-                            let run = self
-                                .array
-                                .run(&gemm, bl.taps, &dp, bl.precision(), &group_faults)
-                                .map_err(err)?;
-                            st.stepped_groups += 1;
-                            st.saturated |= run.saturated;
-                            run.out
-                        };
-                        st.steps += bl.steps / bl.groups as u64;
-                        st.cycles += took;
-                        finish_group(layer, &dp, bl.e, bl.m, gi, &acc, &mut out);
-                    }
+                    let st =
+                        self.run_mac_groups(li, layer, &ifmap, &weights, &acting.sip, &mut out)?;
                     finish_mac_output(layer, &mut out, 0, None);
                     acting.corrupt(&lb, layer, SramBuffer::Ofmap, &mut out);
                     stats.push(st);
@@ -511,6 +446,103 @@ impl BitSerialNetwork {
             logits: outs.pop().unwrap_or_default(),
             layers: stats,
         })
+    }
+}
+
+impl BitSerialNetwork {
+    /// Run conv/linear layer `li` (`layer`, its node) on input codes
+    /// `ifmap` with weight codes `weights` under SIP faults `sip` (cycles
+    /// numbered over the layer, every group reserving the timing model's
+    /// cycles): its requantized pre-activation codes (CHW) into `out`.
+    pub fn run_mac_groups(
+        &self,
+        li: usize,
+        layer: &MacLayer,
+        ifmap: &[i32],
+        weights: &[i32],
+        sip: &[SipFault],
+        out: &mut [i32],
+    ) -> Result<BsLayerStats, HwNetError> {
+        let dp = self.model.datapath;
+        let bl = &self.layers[li];
+        let (mut a, mut w) = (Vec::new(), Vec::new());
+        let mut st = BsLayerStats::default();
+        let full_width = self.array.design.precision == Precision::PerLayer
+            && bl.act_precision == dp.act_bits
+            && bl.weight_precision == dp.weight_bits
+            && dp.act_bits <= 16;
+        for gi in 0..bl.groups {
+            ifmap_operand(layer, ifmap, gi, &mut a);
+            filter_operand(layer, weights, gi, &mut w);
+            let gemm = Gemm {
+                a: &a,
+                w: &w,
+                e: bl.e,
+                k: bl.k,
+                m: bl.m,
+            };
+            let took = self.array.cycles(&gemm, bl.taps, bl.precision());
+            let group_faults = group_faults(sip, gi, bl.group_cycles, took);
+            let err = |source| HwNetError::Layer {
+                layer: li,
+                name: bl.name.clone(),
+                source,
+            };
+            let fast = self.executor == BsExecutor::Exact && dp.overflow == Overflow::Wrap;
+            // Stuck operand-register bits are corrupted operands when every
+            // register bit is shifted out.
+            let stuck_copies = if fast && !group_faults.is_empty() && full_width {
+                stuck_operand_copies(&self.array.design, &gemm, bl.taps, &dp, &group_faults)
+            } else {
+                None
+            };
+            let acc = if fast && group_faults.is_empty() {
+                super::check_gemm_codes(&gemm, dp.act_bits, dp.weight_bits).map_err(err)?;
+                clean_gemm(&gemm, &dp)
+            } else if let Some((a2, w2)) = &stuck_copies {
+                super::check_gemm_codes(&gemm, dp.act_bits, dp.weight_bits).map_err(err)?;
+                st.stuck_groups += 1;
+                let g2 = Gemm {
+                    a: a2,
+                    w: w2,
+                    ..gemm
+                };
+                clean_gemm(&g2, &dp)
+            } else {
+                let run = self
+                    .array
+                    .run(&gemm, bl.taps, &dp, bl.precision(), &group_faults)
+                    .map_err(err)?;
+                st.stepped_groups += 1;
+                st.saturated |= run.saturated;
+                run.out
+            };
+            st.steps += bl.steps / bl.groups as u64;
+            st.cycles += took;
+            finish_group(layer, &dp, bl.e, bl.m, gi, &acc, out);
+        }
+        Ok(st)
+    }
+
+    /// Run one image (`c*h*w` floats, dataset index `image_index`) on
+    /// `chip`: its logit codes.
+    pub fn run_image(
+        &self,
+        image: &[f32],
+        image_index: u64,
+        chip: &ChipFaults,
+    ) -> Result<Vec<i32>, HwNetError> {
+        let n = self.model.input_shape().numel();
+        if image.len() != n {
+            return Err(HwNetError::InputSize {
+                got: image.len(),
+                expected: n,
+            });
+        }
+        let mut codes = vec![0i32; n];
+        self.model.quantize_input(image, &mut codes);
+        let faults = chip.for_image(image_index, self);
+        Ok(self.run_codes(&codes, &faults)?.logits)
     }
 }
 
