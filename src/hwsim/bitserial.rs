@@ -376,6 +376,46 @@ impl BitSerialArray {
         prec: LayerPrecision,
         faults: &[SipFault],
     ) -> Result<BsRun, HwSimError> {
+        self.run_blocks(gemm, taps, dp, prec, faults, None)
+    }
+
+    /// [`BitSerialArray::run`] given the fault-free accumulators `clean`
+    /// (`e x m`, e.g. the engine's GEMM in wrap mode): a block (filter set x
+    /// window set) is stepped only if a transient flip lands on one of its
+    /// live windows' or filters' registers during its cycles or a stuck bit
+    /// exists; the others are copied from `clean`. Exact: a block's
+    /// accumulators start from zero, its operand registers are reloaded
+    /// every step, and a transient flip lives only in its step (tested
+    /// against stepping every block).
+    pub fn run_with_clean(
+        &self,
+        gemm: &Gemm,
+        taps: usize,
+        dp: &Datapath,
+        prec: LayerPrecision,
+        faults: &[SipFault],
+        clean: &[i64],
+    ) -> Result<BsRun, HwSimError> {
+        if clean.len() != gemm.e * gemm.m {
+            return Err(HwSimError::Datapath(format!(
+                "{} clean accumulators for a {}x{} output",
+                clean.len(),
+                gemm.e,
+                gemm.m
+            )));
+        }
+        self.run_blocks(gemm, taps, dp, prec, faults, Some(clean))
+    }
+
+    fn run_blocks(
+        &self,
+        gemm: &Gemm,
+        taps: usize,
+        dp: &Datapath,
+        prec: LayerPrecision,
+        faults: &[SipFault],
+        clean: Option<&[i64]>,
+    ) -> Result<BsRun, HwSimError> {
         dp.validate().map_err(HwSimError::Datapath)?;
         let (e, k, m) = (gemm.e, gemm.k, gemm.m);
         check_gemm_codes(gemm, dp.act_bits, dp.weight_bits)?;
@@ -427,11 +467,72 @@ impl BitSerialArray {
         let mut wgt = vec![0i64; nf * b.lanes];
         let mut acc = vec![0i64; b.windows * nf];
         let mut flips: Vec<SipFault> = Vec::new();
+        let mut mask = vec![false; b.windows * nf];
+        let mut sips: Vec<(usize, usize)> = Vec::with_capacity(b.windows * nf);
+        let mut groups_now = vec![0i64; b.windows * b.lanes];
         for fs in 0..m.div_ceil(nf) {
             for ws in 0..e.div_ceil(b.windows) {
                 acc.fill(0);
                 let live_w = |w: usize| ws * b.windows + w < e;
                 let live_f = |f: usize| fs * nf + f < m;
+                // Stepping only the SIPs in `mask` (the others are clean).
+                let mut masked = false;
+                if let Some(clean) = clean.filter(|_| faults.permanent.is_empty()) {
+                    let lane_sets = channels.div_ceil(b.lanes);
+                    let len: u64 = (0..taps)
+                        .flat_map(|tap| (0..lane_sets).map(move |ls| (tap, ls)))
+                        .map(|(tap, ls)| step_len(ws, tap, ls))
+                        .sum();
+                    let end = cycle + len;
+                    // The SIPs a flip of this block can reach: a psum flip
+                    // its own, an activation flip its window's row, a
+                    // weight flip its filter's column.
+                    mask.fill(false);
+                    let mut hit = false;
+                    for (_, f) in faults.transient[cursor..]
+                        .iter()
+                        .skip_while(|(c, _)| *c < cycle)
+                        .take_while(|(c, _)| *c < end)
+                    {
+                        match f.site {
+                            SipSite::ActReg if live_w(f.row) => {
+                                mask[f.row * nf..(f.row + 1) * nf].fill(true);
+                                hit = true;
+                            }
+                            SipSite::WeightReg if live_f(f.row) => {
+                                for w in 0..b.windows {
+                                    mask[w * nf + f.row] = true;
+                                }
+                                hit = true;
+                            }
+                            SipSite::PsumReg if live_w(f.row) && live_f(f.col) => {
+                                mask[f.row * nf + f.col] = true;
+                                hit = true;
+                            }
+                            _ => {}
+                        }
+                    }
+                    if !hit {
+                        for w in (0..b.windows).filter(|&w| live_w(w)) {
+                            for f in (0..nf).filter(|&f| live_f(f)) {
+                                let o = (ws * b.windows + w) * m + fs * nf + f;
+                                out[o] = clean[o];
+                            }
+                        }
+                        cycle = end;
+                        continue;
+                    }
+                    masked = true;
+                }
+                // The SIPs stepped: every live one, or the masked ones.
+                sips.clear();
+                for w in (0..b.windows).filter(|&w| live_w(w)) {
+                    for f in (0..nf).filter(|&f| live_f(f)) {
+                        if !masked || mask[w * nf + f] {
+                            sips.push((w, f));
+                        }
+                    }
+                }
                 for tap in 0..taps {
                     for ls in 0..channels.div_ceil(b.lanes) {
                         let live_l = |l: usize| ls * b.lanes + l < channels;
@@ -526,46 +627,42 @@ impl BitSerialArray {
                                     SipSite::PsumReg => {}
                                 }
                             }
+                            // Each live lane's bit group once per cycle.
                             for w in 0..b.windows {
-                                if !live_w(w) {
-                                    continue;
-                                }
-                                for f in 0..nf {
-                                    if !live_f(f) {
-                                        continue;
-                                    }
-                                    let mut sum = 0i64;
-                                    for l in 0..b.lanes {
-                                        if !live_l(l) {
-                                            continue;
-                                        }
-                                        let g = bit_group(act[w * b.lanes + l], i, bpc, p_eff);
-                                        let wv = wgt[f * b.lanes + l];
-                                        sum += match j {
-                                            None => g * wv,
-                                            Some(j) => g * ((wv >> j) & 1),
-                                        };
-                                    }
-                                    let term = match j {
-                                        None => sum << (i * bpc),
-                                        Some(j) if j == pw - 1 => -(sum << (i * bpc + j)),
-                                        Some(j) => sum << (i * bpc + j),
+                                for l in 0..b.lanes {
+                                    groups_now[w * b.lanes + l] = if live_w(w) && live_l(l) {
+                                        bit_group(act[w * b.lanes + l], i, bpc, p_eff)
+                                    } else {
+                                        0
                                     };
-                                    let a = &mut acc[w * nf + f];
-                                    for fl in flips.iter().chain(faults.permanent.iter()) {
-                                        if fl.site == SipSite::PsumReg && fl.row == w && fl.col == f
-                                        {
-                                            *a = corrupt(*a, fl.op(), psum_w);
-                                        }
-                                    }
-                                    let raw = *a + term;
-                                    let lim = dp.acc_limit(raw);
-                                    if lim != raw && dp.overflow == crate::fixed::Overflow::Saturate
-                                    {
-                                        saturated = true;
-                                    }
-                                    *a = lim;
                                 }
+                            }
+                            for &(w, f) in &sips {
+                                let gs = &groups_now[w * b.lanes..(w + 1) * b.lanes];
+                                let ws_ = &wgt[f * b.lanes..(f + 1) * b.lanes];
+                                let sum: i64 = match j {
+                                    None => gs.iter().zip(ws_).map(|(g, wv)| g * wv).sum(),
+                                    Some(j) => {
+                                        gs.iter().zip(ws_).map(|(g, wv)| g * ((wv >> j) & 1)).sum()
+                                    }
+                                };
+                                let term = match j {
+                                    None => sum << (i * bpc),
+                                    Some(j) if j == pw - 1 => -(sum << (i * bpc + j)),
+                                    Some(j) => sum << (i * bpc + j),
+                                };
+                                let a = &mut acc[w * nf + f];
+                                for fl in flips.iter().chain(faults.permanent.iter()) {
+                                    if fl.site == SipSite::PsumReg && fl.row == w && fl.col == f {
+                                        *a = corrupt(*a, fl.op(), psum_w);
+                                    }
+                                }
+                                let raw = *a + term;
+                                let lim = dp.acc_limit(raw);
+                                if lim != raw && dp.overflow == crate::fixed::Overflow::Saturate {
+                                    saturated = true;
+                                }
+                                *a = lim;
                             }
                             cycle += 1;
                         }
@@ -586,7 +683,11 @@ impl BitSerialArray {
                                 v = corrupt(v, p.op(), psum_w);
                             }
                         }
-                        out[(ws * b.windows + w) * m + fs * nf + f] = v;
+                        let o = (ws * b.windows + w) * m + fs * nf + f;
+                        out[o] = match clean {
+                            Some(clean) if masked && !mask[w * nf + f] => clean[o],
+                            _ => v,
+                        };
                     }
                 }
             }
@@ -856,6 +957,39 @@ mod tests {
         }
         fn run(&self, faults: &[SipFault]) -> BsRun {
             self.run_with(PREC8, faults).unwrap()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Stepping only the blocks a flip reaches, with the others from
+        /// the fault-free result, equals stepping every block.
+        #[test]
+        fn blockwise_run_equals_full_stepping(
+            (e, c, taps, m, a, w) in layer(),
+            serial in prop_oneof![Just(Serial::Activations), Just(Serial::Both)],
+            bits in 1u8..=3,
+            per_group in any::<bool>(),
+            flips in proptest::collection::vec((0usize..3, 0usize..16, 0usize..16, 0u8..32, any::<u64>()), 0..6),
+        ) {
+            let precision = if per_group { Precision::PerGroup } else { Precision::PerLayer };
+            let arr = BitSerialArray::new(design(serial, bits, precision)).unwrap();
+            let gemm = Gemm { a: &a, w: &w, e, k: c * taps, m };
+            let dp = Datapath::INT8;
+            let clean = arr.run(&gemm, taps, &dp, PREC8, &[]).unwrap();
+            let faults: Vec<SipFault> = flips
+                .iter()
+                .map(|&(s, r, c, bit, cy)| {
+                    let site = SipSite::ALL[s];
+                    let (rows, cols) = site.grid(&arr.design);
+                    let width = site.width(&dp) as u8;
+                    SipFault::flip(site, r % rows, c % cols, bit % width, cy % clean.cycles)
+                })
+                .collect();
+            let full = arr.run(&gemm, taps, &dp, PREC8, &faults).unwrap();
+            let blocks = arr.run_with_clean(&gemm, taps, &dp, PREC8, &faults, &clean.out).unwrap();
+            prop_assert_eq!(&blocks.out, &full.out);
+            prop_assert_eq!(blocks.cycles, full.cycles);
         }
     }
 

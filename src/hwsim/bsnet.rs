@@ -42,7 +42,9 @@
 //! bits with the same GEMM on operand copies carrying those bits
 //! ([`super::bitserial::stuck_operand_copies`]; per-layer precision at the
 //! datapath's widths, where every register bit is shifted out). Groups with
-//! SIP flips or accumulator faults are stepped.
+//! SIP flips or accumulator faults are stepped — with flips only, just the
+//! blocks (filter set x window set) a flip reaches
+//! ([`BitSerialArray::run_with_clean`]).
 
 use serde::Serialize;
 
@@ -509,10 +511,27 @@ impl BitSerialNetwork {
                 };
                 clean_gemm(&g2, &dp)
             } else {
-                let run = self
-                    .array
-                    .run(&gemm, bl.taps, &dp, bl.precision(), &group_faults)
-                    .map_err(err)?;
+                // Transient flips only (wrap mode): the engine's GEMM gives
+                // the blocks no flip reaches, only the others are stepped.
+                let flips_only = group_faults
+                    .iter()
+                    .all(|f| matches!(f.kind, FaultKind::Flip { .. }));
+                let run = if fast && flips_only {
+                    super::check_gemm_codes(&gemm, dp.act_bits, dp.weight_bits).map_err(err)?;
+                    let clean = clean_gemm(&gemm, &dp);
+                    self.array.run_with_clean(
+                        &gemm,
+                        bl.taps,
+                        &dp,
+                        bl.precision(),
+                        &group_faults,
+                        &clean,
+                    )
+                } else {
+                    self.array
+                        .run(&gemm, bl.taps, &dp, bl.precision(), &group_faults)
+                }
+                .map_err(err)?;
                 st.stepped_groups += 1;
                 st.saturated |= run.saturated;
                 run.out

@@ -172,36 +172,63 @@ struct ConvGeom {
     groups: usize,
 }
 
+/// Direct convolution. Every output adds its bias, then its terms in
+/// `(ci, ky, kx)` order — the loops run output rows innermost so that a
+/// stride-1 row is one contiguous multiply-add the compiler vectorizes, but
+/// each output still sees the same additions in the same order as a
+/// per-output loop (the quantizer's calibration ranges depend on these
+/// exact floats; `tests::conv_matches_the_per_output_loop` checks bit
+/// equality).
 fn conv2d(x: &[f32], s: Shape, o: Shape, w: &[f32], bias: Option<&[f32]>, g: ConvGeom) -> Vec<f32> {
     let cin_g = s.c / g.groups;
     let cout_g = o.c / g.groups;
     let (kh, kw) = g.kernel;
     let mut out = vec![0.0f32; o.numel()];
-    for oc in 0..o.c {
+    let plane = o.h * o.w;
+    for (oc, out_c) in out.chunks_mut(plane.max(1)).enumerate().take(o.c) {
+        out_c.fill(bias.map_or(0.0, |b| b[oc]));
         let grp = oc / cout_g;
-        for oy in 0..o.h {
-            for ox in 0..o.w {
-                let mut acc = bias.map_or(0.0, |b| b[oc]);
-                for ci in 0..cin_g {
-                    let c = grp * cin_g + ci;
-                    for ky in 0..kh {
+        for ci in 0..cin_g {
+            let c = grp * cin_g + ci;
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let wv = w[((oc * cin_g + ci) * kh + ky) * kw + kx];
+                    // Output columns whose input column is inside the map:
+                    // ix = ox*sx + kx*dx - px in [0, s.w).
+                    let off = (kx * g.dilation.1) as isize - g.padding.1 as isize;
+                    let sx = g.stride.1 as isize;
+                    let lo = if off >= 0 { 0 } else { (-off + sx - 1) / sx };
+                    let hi = if (s.w as isize) > off {
+                        ((s.w as isize - off + sx - 1) / sx).min(o.w as isize)
+                    } else {
+                        0
+                    };
+                    if lo >= hi {
+                        continue;
+                    }
+                    let (lo, hi) = (lo as usize, hi as usize);
+                    for oy in 0..o.h {
                         let iy =
                             (oy * g.stride.0 + ky * g.dilation.0) as isize - g.padding.0 as isize;
                         if iy < 0 || iy >= s.h as isize {
                             continue;
                         }
-                        for kx in 0..kw {
-                            let ix = (ox * g.stride.1 + kx * g.dilation.1) as isize
-                                - g.padding.1 as isize;
-                            if ix < 0 || ix >= s.w as isize {
-                                continue;
+                        let row = &x[(c * s.h + iy as usize) * s.w..][..s.w];
+                        let dst = &mut out_c[oy * o.w + lo..oy * o.w + hi];
+                        let first = (lo as isize * sx + off) as usize;
+                        if sx == 1 {
+                            for (d, &v) in dst.iter_mut().zip(&row[first..]) {
+                                *d += v * wv;
                             }
-                            acc += x[(c * s.h + iy as usize) * s.w + ix as usize]
-                                * w[((oc * cin_g + ci) * kh + ky) * kw + kx];
+                        } else {
+                            for (d, &v) in
+                                dst.iter_mut().zip(row[first..].iter().step_by(sx as usize))
+                            {
+                                *d += v * wv;
+                            }
                         }
                     }
                 }
-                out[(oc * o.h + oy) * o.w + ox] = acc;
             }
         }
     }
@@ -246,6 +273,82 @@ fn pool(x: &[f32], s: Shape, o: Shape, (k, st, p): PoolGeom, max: bool) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-output loop the vectorized conv must equal bit for bit.
+    fn conv_per_output(
+        x: &[f32],
+        s: Shape,
+        o: Shape,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        g: &ConvGeom,
+    ) -> Vec<f32> {
+        let cin_g = s.c / g.groups;
+        let cout_g = o.c / g.groups;
+        let (kh, kw) = g.kernel;
+        let mut out = vec![0.0f32; o.numel()];
+        for oc in 0..o.c {
+            let grp = oc / cout_g;
+            for oy in 0..o.h {
+                for ox in 0..o.w {
+                    let mut acc = bias.map_or(0.0, |b| b[oc]);
+                    for ci in 0..cin_g {
+                        let c = grp * cin_g + ci;
+                        for ky in 0..kh {
+                            let iy = (oy * g.stride.0 + ky * g.dilation.0) as isize
+                                - g.padding.0 as isize;
+                            if iy < 0 || iy >= s.h as isize {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ix = (ox * g.stride.1 + kx * g.dilation.1) as isize
+                                    - g.padding.1 as isize;
+                                if ix < 0 || ix >= s.w as isize {
+                                    continue;
+                                }
+                                acc += x[(c * s.h + iy as usize) * s.w + ix as usize]
+                                    * w[((oc * cin_g + ci) * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                    out[(oc * o.h + oy) * o.w + ox] = acc;
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn conv_matches_the_per_output_loop(
+            (cg, og, groups) in (1usize..4, 1usize..4, 1usize..3),
+            (h, wd) in (1usize..9, 1usize..9),
+            (kh, kw) in (1usize..4, 1usize..4),
+            (sy, sx) in (1usize..3, 1usize..4),
+            (py, px) in (0usize..3, 0usize..3),
+            (dy, dx) in (1usize..3, 1usize..3),
+            with_bias in proptest::prelude::any::<bool>(),
+            seed in proptest::prelude::any::<u32>(),
+        ) {
+            let eh = (kh - 1) * dy + 1;
+            let ew = (kw - 1) * dx + 1;
+            proptest::prop_assume!(h + 2 * py >= eh && wd + 2 * px >= ew);
+            let s = Shape::new(cg * groups, h, wd);
+            let o = Shape::new(og * groups, (h + 2 * py - eh) / sy + 1, (wd + 2 * px - ew) / sx + 1);
+            let mut r = seed as u64 | 1;
+            let mut next = || { r ^= r << 13; r ^= r >> 7; r ^= r << 17; (r % 2001) as f32 / 997.0 - 1.0 };
+            let x: Vec<f32> = (0..s.numel()).map(|_| next()).collect();
+            let w: Vec<f32> = (0..o.c * cg * kh * kw).map(|_| next()).collect();
+            let b: Vec<f32> = (0..o.c).map(|_| next()).collect();
+            let bias = with_bias.then_some(b.as_slice());
+            let g = ConvGeom { kernel: (kh, kw), stride: (sy, sx), padding: (py, px), dilation: (dy, dx), groups };
+            let want = conv_per_output(&x, s, o, &w, bias, &g);
+            let got = conv2d(&x, s, o, &w, bias, g);
+            let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+            proptest::prop_assert!(same, "{:?} vs {:?}", want, got);
+        }
+    }
     use crate::model::{GraphBuilder, Tensor};
 
     #[test]
