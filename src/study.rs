@@ -21,9 +21,9 @@
 //!
 //! This module computes ([`study_model`]) and renders ([`Report`]); the CLI
 //! (`cli::study`) finds the files, shows progress and writes the report.
-//! Systolic arrays and bit-serial designs with per-layer precision get all
-//! four parts (PE or SIP register sites); for a bit-serial design with
-//! run-time precision detection the study gives the timing and says so.
+//! Systolic arrays (PE register sites) and bit-serial designs (SIP
+//! register sites; with run-time precision detection, the steps' widths
+//! measured on real images) get all four parts.
 
 use std::fmt::Write as _;
 
@@ -218,17 +218,10 @@ pub fn study_model(
     }
     let faults = match m.net {
         None => {
-            notes.push(if acc.bitserial.is_some() {
-                format!(
-                    "`{}` detects precision at run time: its step lengths depend on the data, which the fault derivation does not cover (timing only)",
-                    acc.name
-                )
-            } else {
-                format!(
-                    "`{}` has no functional model the fault derivation covers (timing only)",
-                    acc.name
-                )
-            });
+            notes.push(format!(
+                "`{}` has no functional model the fault derivation covers (timing only)",
+                acc.name
+            ));
             None
         }
         Some(net) => Some(fault_study(m, net, spec, test, cross, cfg, progress).map_err(hw_err)?),
@@ -626,6 +619,7 @@ mod tests {
             negative_weights: Magnitudes::from_codes(weights.iter().copied().filter(|&c| c < 0)),
             negative_inputs: Magnitudes::from_codes(inputs.iter().copied().filter(|&c| c < 0)),
             psum_signs: None,
+            step_profile: None,
         }
     }
 

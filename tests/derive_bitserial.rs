@@ -8,7 +8,9 @@ use ftnas::accel::description::{
     Accelerator, BandwidthMode, BitSerial, Buffers, Dram, Kind, Precision, Serial,
 };
 use ftnas::data::{self, Split};
-use ftnas::derive::bitserial::{bitserial_psum_signs, derive_bitserial_layer};
+use ftnas::derive::bitserial::{
+    bitserial_psum_signs, derive_bitserial_layer, step_profile, StepProfile,
+};
 use ftnas::derive::hardware::Hardware;
 use ftnas::derive::layer::{GemmLayer, Magnitudes, SiteRates};
 use ftnas::derive::measure::measure_layer;
@@ -18,12 +20,13 @@ use ftnas::engine::reference::run_image_all;
 use ftnas::fault::output_hit::{HitSign, OutputHit};
 use ftnas::fixed::{Datapath, Overflow};
 use ftnas::hwsim::bsnet::BitSerialNetwork;
+use ftnas::hwsim::layer::{filter_operand, ifmap_operand};
 use ftnas::model::{file::parse_model, Weights};
 use ftnas::quant::{quantize, Activation, QModel, QOp};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-fn design(serial: Serial, bits: u8) -> BitSerial {
+fn design(serial: Serial, bits: u8, precision: Precision) -> BitSerial {
     BitSerial {
         tiles: 2,
         windows: 4,
@@ -31,8 +34,8 @@ fn design(serial: Serial, bits: u8) -> BitSerial {
         lanes: 4,
         serial,
         bits_per_cycle: bits,
-        precision: Precision::PerLayer,
-        group_size: None,
+        precision,
+        group_size: (precision == Precision::PerGroup).then_some(4),
     }
 }
 
@@ -85,8 +88,9 @@ fn setup(overflow: Overflow, images: usize) -> Setup {
     Setup { q, outs }
 }
 
-/// The GEMM view of `layer` with the input statistics of `inputs` and the
-/// psum directions on `b`.
+/// The GEMM view of `layer` with the input statistics of `inputs`, the
+/// psum directions on `b` and (run-time precision detection) the steps'
+/// widths.
 fn gemm_layer(
     layer: &ftnas::quant::MacLayer,
     inputs: &[Vec<i32>],
@@ -103,6 +107,19 @@ fn gemm_layer(
         .collect();
     let mut gl = GemmLayer::of(layer, mags, negative);
     gl.psum_signs = sum_signs(&signs);
+    if b.precision == Precision::PerGroup {
+        let mut profile = StepProfile::default();
+        let (mut a, mut w) = (Vec::new(), Vec::new());
+        let dims = (gl.e, gl.k, gl.m);
+        for x in inputs {
+            for gi in 0..layer.groups {
+                ifmap_operand(layer, x, gi, &mut a);
+                filter_operand(layer, &layer.weights, gi, &mut w);
+                step_profile(b, dp, gl.taps, &a, &w, dims, &mut profile);
+            }
+        }
+        gl.step_profile = Some(profile);
+    }
     gl
 }
 
@@ -111,8 +128,12 @@ fn derived_hit_rates_match_sip_injection() {
     let s = setup(Overflow::Wrap, 3);
     let dp = s.q.datapath;
     let mut checked = 0;
-    for (serial, bits) in [(Serial::Activations, 1), (Serial::Both, 2)] {
-        let b = design(serial, bits);
+    for (serial, bits, precision) in [
+        (Serial::Activations, 1, Precision::PerLayer),
+        (Serial::Both, 2, Precision::PerLayer),
+        (Serial::Both, 2, Precision::PerGroup),
+    ] {
+        let b = design(serial, bits, precision);
         let net = network(&s.q, b.clone());
         let hw = Hardware::BitSerial(&net);
         let mut li = 0;
@@ -133,13 +154,13 @@ fn derived_hit_rates_match_sip_injection() {
             let m = measure_layer(&hw, li, layer, &inputs, &rates, 60, 11).unwrap();
             let tol = 4.0 * m.p_out_se + 0.15 * d.p_out;
             eprintln!(
-                "{serial:?} {}: p_out measured {:.4e} (se {:.1e}) derived {:.4e}; flips {}",
+                "{serial:?} {precision:?} {}: p_out measured {:.4e} (se {:.1e}) derived {:.4e}; flips {}",
                 layer.name, m.p_out, m.p_out_se, d.p_out, m.flips
             );
             assert!(m.flips > 0);
             assert!(
                 (m.p_out - d.p_out).abs() <= tol,
-                "{serial:?} {}: measured {:.4e} derived {:.4e} tol {tol:.2e}",
+                "{serial:?} {precision:?} {}: measured {:.4e} derived {:.4e} tol {tol:.2e}",
                 layer.name,
                 m.p_out,
                 d.p_out
@@ -148,14 +169,14 @@ fn derived_hit_rates_match_sip_injection() {
             checked += 1;
         }
     }
-    assert!(checked >= 6);
+    assert!(checked >= 9);
 }
 
 #[test]
 fn psum_flip_directions_match_sip_injection() {
     let s = setup(Overflow::Saturate, 4);
     let dp = s.q.datapath;
-    let b = design(Serial::Activations, 1);
+    let b = design(Serial::Activations, 1, Precision::PerLayer);
     let net = network(&s.q, b.clone());
     let hw = Hardware::BitSerial(&net);
     let mut checked = 0;

@@ -188,9 +188,8 @@ fn derive_turns_stuck_weight_cells_into_weight_faults() {
 
 /// On a bit-serial design the SIP weight registers hold weights like a WS
 /// array's PEs: stuck filter-SRAM cells and SIP weight-register bits become
-/// weight faults; SIP transients become feature faults (per-layer
-/// precision; a design with run-time precision detection reports them as
-/// not derived).
+/// weight faults; SIP transients become feature faults (with run-time
+/// precision detection from the steps' widths on real images).
 #[test]
 fn derive_on_a_bit_serial_design_gives_weight_and_feature_faults() {
     use ftnas::fault::stuck_at::PerBit;
@@ -265,7 +264,8 @@ fn derive_on_a_bit_serial_design_gives_weight_and_feature_faults() {
         assert_eq!(m.shared, None);
     }
     assert!(fm.with_extension("csv").exists(), "the feature table");
-    // Loom detects precision at run time: its transients are left out.
+    // Loom detects precision at run time: its steps' widths come from the
+    // images, and its transients are derived too.
     let out = derive(
         &repo_file("accelerators/loom.toml"),
         &model,
@@ -276,12 +276,13 @@ fn derive_on_a_bit_serial_design_gives_weight_and_feature_faults() {
     );
     succeeded(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("sip.act_reg transient (run-time precision detection"),
-        "{stderr}"
-    );
+    assert!(!stderr.contains("sip.act_reg transient"), "{stderr}");
     for l in &FaultModel::load(&fm).unwrap().spec().layers {
-        assert!(l.feature.is_none(), "{}", l.name);
+        assert!(
+            matches!(&l.feature, Some(FeatureFault::OutputHit(h)) if h.p_out > 0.0),
+            "{}",
+            l.name
+        );
     }
 }
 

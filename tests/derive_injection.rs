@@ -81,6 +81,7 @@ fn derived_hit_rates_match_hardware_injection() {
         negative_weights: Magnitudes::from_codes(w.iter().copied().filter(|&c| c < 0)),
         negative_inputs: Magnitudes::from_codes(a.iter().copied().filter(|&c| c < 0)),
         psum_signs: None,
+        step_profile: None,
     };
     let trials = 300;
     for df in [Dataflow::Os, Dataflow::Ws, Dataflow::Is] {
@@ -196,6 +197,7 @@ fn derived_weight_stuck_rates_match_hardware_injection() {
         negative_weights: Magnitudes::from_codes(w.iter().copied().filter(|&c| c < 0)),
         negative_inputs: Magnitudes::from_codes(a.iter().copied().filter(|&c| c < 0)),
         psum_signs: None,
+        step_profile: None,
     };
     let holder = WeightHolder::Systolic {
         rows,

@@ -1,6 +1,6 @@
 //! `ftnas calibrate`: the derived algorithmic fault model against
-//! hardware-level injection on a systolic array or a bit-serial design
-//! (per-layer precision) — per-layer hit rates
+//! hardware-level injection on a systolic array or a bit-serial design —
+//! per-layer hit rates
 //! and network accuracy across a sweep of raw rates, with 95% confidence
 //! intervals. Writes `calibration.md`, `calibration.csv`, `layers.csv` and
 //! `calibration.svg` to `--out`. See [`crate::derive::calibrate`].
@@ -15,11 +15,10 @@ use super::hwrun::ExecutorChoice;
 use super::infer::image_progress;
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
-use crate::derive::bitserial;
 use crate::derive::calibrate::{calibrate, work, Calibration, CalibrationConfig};
 use crate::derive::hardware::Hardware;
+use crate::derive::network::{bitserial_layers, sip_transient_rates};
 use crate::derive::network::{gemm_layers, with_psum_signs};
-use crate::derive::network::{sip_transient_rates, with_bitserial_psum_signs};
 use crate::derive::permanent::{stuck_rates, WeightHolder};
 use crate::eval;
 use crate::hwsim::bsnet::BitSerialNetwork;
@@ -180,15 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let spec = HwFaultSpec::load(&inp.faults)?;
     let (base, mut skipped) = match (&acc.systolic, &acc.bitserial) {
         (Some(_), _) => pe_transient_rates(&spec, acc.clock_mhz),
-        (None, Some(bs)) => {
-            if !bitserial::derivable(bs) {
-                bail!(
-                    "{}: run-time precision detection (precision = \"per-group\") makes step lengths data-dependent; calibration derives bit-serial designs with per-layer precision",
-                    inp.accel.display()
-                );
-            }
-            sip_transient_rates(&spec, acc.clock_mhz)
-        }
+        (None, Some(_)) => sip_transient_rates(&spec, acc.clock_mhz),
         (None, None) => bail!(
             "{}: neither a [systolic] nor a [bitserial] section",
             inp.accel.display()
@@ -245,7 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let net = BitSerialNetwork::new(&acc, &q.qmodel)
                 .with_context(|| inp.accel.display().to_string())?
                 .with_executor(args.executor.bitserial());
-            let layers = with_bitserial_psum_signs(layers, bs, &q.qmodel, stats_images);
+            let layers = bitserial_layers(layers, bs, &q.qmodel, stats_images, true);
             (None, Some(net), layers)
         }
     };

@@ -13,10 +13,9 @@ use anyhow::{bail, Context};
 
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
-use crate::derive::bitserial;
 use crate::derive::network::{
-    derive_bitserial_from_spec, derive_from_spec, gemm_layers, sip_transient_rates,
-    with_bitserial_psum_signs, with_psum_signs, NetworkDerivation,
+    bitserial_layers, derive_bitserial_from_spec, derive_from_spec, gemm_layers,
+    sip_transient_rates, with_psum_signs, NetworkDerivation,
 };
 use crate::eval;
 use crate::fault::FaultModel;
@@ -117,11 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(bs)) => {
             // Psum flip directions only matter when psum flips are derived.
             let (rates, _) = sip_transient_rates(&spec, acc.clock_mhz);
-            let layers = if rates.psum_reg > 0.0 && bitserial::derivable(bs) {
-                with_bitserial_psum_signs(layers, bs, &q.qmodel, &train.images[..n * per])
-            } else {
-                layers
-            };
+            let images = &train.images[..n * per];
+            let layers = bitserial_layers(layers, bs, &q.qmodel, images, rates.psum_reg > 0.0);
             derive_bitserial_from_spec(bs, filter_words, acc.clock_mhz, &q.qmodel, &layers, &spec)
         }
         (None, None) => bail!(

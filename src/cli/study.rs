@@ -17,9 +17,8 @@ use super::hwrun::ExecutorChoice;
 use super::infer::image_progress;
 use crate::accel::Accelerator;
 use crate::data::{self, Split};
-use crate::derive::bitserial;
 use crate::derive::hardware::Hardware;
-use crate::derive::network::{gemm_layers, with_bitserial_psum_signs, with_psum_signs};
+use crate::derive::network::{bitserial_layers, gemm_layers, with_psum_signs};
 use crate::eval;
 use crate::fault::FaultModel;
 use crate::hwsim::bsnet::BitSerialNetwork;
@@ -167,8 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
 
     // The fault part needs a functional model the derivation covers.
-    let derived =
-        acc.systolic.is_some() || acc.bitserial.as_ref().is_some_and(bitserial::derivable);
+    let derived = acc.systolic.is_some() || acc.bitserial.is_some();
     let total: u64 = files
         .iter()
         .map(|_| study::work(&cfg, test.len(), cross.len(), derived))
@@ -191,15 +189,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 layers = with_psum_signs(layers, net.array(), &q.qmodel, stats_images);
                 sys_net = Some(args.executor.apply(net));
             }
-            Some(bs) if derived => {
+            Some(bs) => {
                 let net = BitSerialNetwork::new(&acc, &q.qmodel)
                     .with_context(on)?
                     .with_executor(args.executor.bitserial());
                 spec.check(&net).with_context(on)?;
-                layers = with_bitserial_psum_signs(layers, bs, &q.qmodel, stats_images);
+                layers = bitserial_layers(layers, bs, &q.qmodel, stats_images, true);
                 bs_net = Some(net);
             }
-            Some(_) => {}
         }
         let net = match (&sys_net, &bs_net) {
             (Some(n), _) => Some(Hardware::Systolic(n)),

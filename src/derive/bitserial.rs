@@ -36,13 +36,16 @@
 //! every single flip: the total accumulator error equals the table's.
 //!
 //! Run-time precision detection (`precision = "per-group"`, Loom) makes a
-//! step's length data-dependent; that is not derived here (the caller
-//! reports it).
+//! step as long as its widest activation needs: `n` and the precision the
+//! groups read vary by step. [`step_profile`] measures on real images how
+//! each layer's terms split by `n` (with the operands of each class), and
+//! the table is applied per class, the psum slots being the mean block
+//! length; the single-flip test covers this case too.
 
 use super::psum_sign::{count_layer_signs, PsumSigns};
 use crate::accel::description::{BitSerial, Precision, Serial};
 use crate::fixed::Datapath;
-use crate::hwsim::bitserial::{bit_group, SipSite};
+use crate::hwsim::bitserial::{bit_group, signed_bits, SipSite};
 use crate::hwsim::spec::Site;
 use crate::quant::MacLayer;
 
@@ -56,7 +59,7 @@ use super::layer::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct BitExposure {
     pub bit: u32,
-    pub slots: u64,
+    pub slots: f64,
     pub mags: Magnitudes,
 }
 
@@ -88,8 +91,8 @@ fn high_part(all: &Magnitudes, negative: &Magnitudes, s: u32, out: &mut Magnitud
     }
 }
 
-/// Activation bit groups of a step and cycles per step of `design` at
-/// precisions `(pa, pw)`.
+/// Activation bit groups of a step whose activations need `pa` bits, and
+/// its cycles, on `design` with weight precision `pw`.
 fn step_shape(design: &BitSerial, pa: u32, pw: u32) -> (u32, u64) {
     let b = u32::from(design.bits_per_cycle);
     match design.serial {
@@ -104,9 +107,135 @@ fn step_shape(design: &BitSerial, pa: u32, pw: u32) -> (u32, u64) {
     }
 }
 
+/// How the steps of one layer split by the number of activation bit
+/// groups they shift out, on a design with run-time precision detection
+/// (every step as long as its widest activation needs), measured on real
+/// images by [`step_profile`]. Index `n` of each table: steps of `n` groups.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StepProfile {
+    /// Sum over outputs of the terms they receive in `n`-group steps.
+    pub terms: Vec<u64>,
+    /// Magnitudes of the activations and weights those terms multiply (an
+    /// activation once per filter reading it, a weight once per window),
+    /// and the negative ones among them.
+    pub inputs: Vec<Magnitudes>,
+    pub negative_inputs: Vec<Magnitudes>,
+    pub weights: Vec<Magnitudes>,
+    pub negative_weights: Vec<Magnitudes>,
+    /// Sum over outputs of the cycles of their block (psum slots).
+    pub block_cycles: u64,
+    /// Outputs counted.
+    pub outputs: u64,
+}
+
+impl StepProfile {
+    fn class(&mut self, n: usize) {
+        if self.terms.len() <= n {
+            self.terms.resize(n + 1, 0);
+            for t in [
+                &mut self.inputs,
+                &mut self.negative_inputs,
+                &mut self.weights,
+                &mut self.negative_weights,
+            ] {
+                t.resize(n + 1, Magnitudes::default());
+            }
+        }
+    }
+
+    /// Add every count of `other`.
+    pub fn merge(&mut self, other: &StepProfile) {
+        for n in 0..other.terms.len() {
+            self.class(n);
+            self.terms[n] += other.terms[n];
+            self.inputs[n].merge(&other.inputs[n]);
+            self.negative_inputs[n].merge(&other.negative_inputs[n]);
+            self.weights[n].merge(&other.weights[n]);
+            self.negative_weights[n].merge(&other.negative_weights[n]);
+        }
+        self.block_cycles += other.block_cycles;
+        self.outputs += other.outputs;
+    }
+}
+
+/// The [`StepProfile`] of one layer group's GEMM (`a`: `E x K`, `w`:
+/// `K x M`, `k = c * taps + tap`) on `design` at the datapath's
+/// precisions, stepped as [`crate::hwsim::bitserial`] steps it.
+pub fn step_profile(
+    design: &BitSerial,
+    dp: &Datapath,
+    taps: usize,
+    a: &[i32],
+    w: &[i32],
+    (e, k, m): (usize, usize, usize),
+    profile: &mut StepProfile,
+) {
+    let (pa, pw) = (dp.act_bits, u32::from(dp.weight_bits));
+    let channels = k / taps.max(1);
+    let (windows, lanes) = (design.windows, design.lanes);
+    for ws in 0..e.div_ceil(windows) {
+        let live_w = (e - ws * windows).min(windows);
+        let mut block = 0u64;
+        for tap in 0..taps {
+            for ls in 0..channels.div_ceil(lanes) {
+                let cs = ls * lanes..((ls + 1) * lanes).min(channels);
+                let es = ws * windows..ws * windows + live_w;
+                let need = es
+                    .clone()
+                    .flat_map(|ei| cs.clone().map(move |c| a[ei * k + c * taps + tap]))
+                    .map(|v| signed_bits(i64::from(v)))
+                    .max()
+                    .unwrap_or(1)
+                    .min(pa);
+                let (n, cycles) = step_shape(design, u32::from(need), pw);
+                block += cycles;
+                let n = n as usize;
+                profile.class(n);
+                profile.terms[n] += (live_w * m * cs.len()) as u64;
+                for ei in es.clone() {
+                    for c in cs.clone() {
+                        let v = a[ei * k + c * taps + tap];
+                        profile.inputs[n].add(v.unsigned_abs() as usize, m as u64);
+                        if v < 0 {
+                            profile.negative_inputs[n].add(v.unsigned_abs() as usize, m as u64);
+                        }
+                    }
+                }
+                for c in cs.clone() {
+                    for &v in &w[(c * taps + tap) * m..][..m] {
+                        profile.weights[n].add(v.unsigned_abs() as usize, live_w as u64);
+                        if v < 0 {
+                            profile.negative_weights[n]
+                                .add(v.unsigned_abs() as usize, live_w as u64);
+                        }
+                    }
+                }
+            }
+        }
+        profile.block_cycles += block * (live_w * m) as u64;
+    }
+    profile.outputs += (e * m) as u64;
+}
+
+/// One class of steps an output's terms go through: `n` bit groups read at
+/// precision `p`, `terms` of them per output, with the operand magnitudes
+/// of those terms.
+struct StepClass<'a> {
+    n: u32,
+    p: u32,
+    terms: f64,
+    inputs: &'a Magnitudes,
+    negative_inputs: &'a Magnitudes,
+    weights: &'a Magnitudes,
+    negative_weights: &'a Magnitudes,
+}
+
 /// The exposure of one output of `layer` at SIP site `site` on `design`
 /// with datapath `dp` (the layer at precisions `dp.act_bits`,
-/// `dp.weight_bits`), per register bit (see the module doc).
+/// `dp.weight_bits`), per register bit (see the module doc). With run-time
+/// precision detection it comes from `layer.step_profile` (one entry per
+/// bit and step class); without a profile every step is taken at the
+/// layer's precision (the upper bound, as the timing model does).
 pub fn sip_exposure(
     design: &BitSerial,
     dp: &Datapath,
@@ -115,80 +244,121 @@ pub fn sip_exposure(
 ) -> Vec<BitExposure> {
     let (pa, pw) = (u32::from(dp.act_bits), u32::from(dp.weight_bits));
     let b = u32::from(design.bits_per_cycle);
-    let (n, cps) = step_shape(design, pa, pw);
-    let k = layer.k as u64;
     let taps = layer.taps.max(1);
-    let lane_sets = (layer.k / taps).div_ceil(design.lanes) as u64;
-    let (w, nw) = (&layer.weights, &layer.negative_weights);
-    let (a, na) = (&layer.inputs, &layer.negative_inputs);
-    match (site, design.serial) {
-        (SipSite::PsumReg, _) => (0..u32::from(dp.psum_bits))
+    let profile = layer
+        .step_profile
+        .as_ref()
+        .filter(|_| design.precision == Precision::PerGroup);
+    let (classes, psum_slots): (Vec<StepClass<'_>>, f64) = if let Some(pr) = profile {
+        let outputs = pr.outputs.max(1) as f64;
+        let classes = (0..pr.terms.len())
+            .filter(|&n| pr.terms[n] > 0)
+            .map(|n| StepClass {
+                n: n as u32,
+                p: (n as u32 * b).min(pa),
+                terms: pr.terms[n] as f64 / outputs,
+                inputs: &pr.inputs[n],
+                negative_inputs: &pr.negative_inputs[n],
+                weights: &pr.weights[n],
+                negative_weights: &pr.negative_weights[n],
+            })
+            .collect();
+        (classes, pr.block_cycles as f64 / outputs)
+    } else {
+        let (n, cps) = step_shape(design, pa, pw);
+        let lane_sets = (layer.k / taps).div_ceil(design.lanes) as u64;
+        let class = StepClass {
+            n,
+            p: pa,
+            terms: layer.k as f64,
+            inputs: &layer.inputs,
+            negative_inputs: &layer.negative_inputs,
+            weights: &layer.weights,
+            negative_weights: &layer.negative_weights,
+        };
+        (vec![class], (taps as u64 * lane_sets * cps) as f64)
+    };
+    if site == SipSite::PsumReg {
+        return (0..u32::from(dp.psum_bits))
             .map(|bit| BitExposure {
                 bit,
-                slots: taps as u64 * lane_sets * cps,
+                slots: psum_slots,
                 mags: Magnitudes::unit(),
             })
-            .collect(),
-        (SipSite::ActReg, Serial::Activations) => (0..pa)
-            .map(|bit| BitExposure {
-                bit,
-                slots: k * u64::from(bit / b + 1),
-                mags: w.clone(),
-            })
-            .collect(),
-        (SipSite::WeightReg, Serial::Activations) => {
-            let mut hi = Magnitudes::default();
-            for i in 0..n {
-                high_part(a, na, i * b, &mut hi, 1);
-            }
-            (0..u32::from(dp.weight_bits))
-                .map(|bit| BitExposure {
-                    bit,
-                    slots: k * u64::from(n),
-                    mags: hi.clone(),
-                })
-                .collect()
-        }
-        (SipSite::ActReg, Serial::Both) => (0..pa)
-            .map(|bit| {
-                let g = bit / b;
-                let mut mags = Magnitudes::default();
-                for jw in 0..pw {
-                    high_part(w, nw, jw, &mut mags, u64::from(g + 1));
-                    // s = Pw: nothing of the weight is left to read.
-                    let later = u64::from(n - 1 - g);
-                    if jw + 1 < pw {
-                        high_part(w, nw, jw + 1, &mut mags, later);
-                    } else {
-                        mags.add(0, w.total() * later);
-                    }
-                }
-                BitExposure {
-                    bit,
-                    slots: k * cps,
-                    mags,
-                }
-            })
-            .collect(),
-        (SipSite::WeightReg, Serial::Both) => (0..pw)
-            .map(|bit| {
-                let mut mags = Magnitudes::default();
-                // Weight bit `bit` is read in cycles (bit, i): a flip during
-                // an earlier weight bit changes all n groups' products, one
-                // during it the groups not yet read, one after it nothing.
-                high_part(a, na, 0, &mut mags, u64::from(n) * u64::from(bit));
-                for i in 0..n {
-                    high_part(a, na, i * b, &mut mags, 1);
-                }
-                mags.add(0, a.total() * u64::from(n) * u64::from(pw - 1 - bit));
-                BitExposure {
-                    bit,
-                    slots: k * cps,
-                    mags,
-                }
-            })
-            .collect(),
+            .collect();
     }
+    let mut out = Vec::new();
+    for cl in &classes {
+        let (n, k) = (cl.n, cl.terms);
+        let cps = match design.serial {
+            Serial::Activations => f64::from(n),
+            Serial::Both => f64::from(n * pw),
+        };
+        let (a, na) = (cl.inputs, cl.negative_inputs);
+        let (w, nw) = (cl.weights, cl.negative_weights);
+        match (site, design.serial) {
+            (SipSite::ActReg, Serial::Activations) => {
+                out.extend((0..cl.p).map(|bit| BitExposure {
+                    bit,
+                    slots: k * f64::from(bit / b + 1),
+                    mags: w.clone(),
+                }));
+            }
+            (SipSite::WeightReg, Serial::Activations) => {
+                let mut hi = Magnitudes::default();
+                for i in 0..n {
+                    high_part(a, na, i * b, &mut hi, 1);
+                }
+                out.extend((0..u32::from(dp.weight_bits)).map(|bit| BitExposure {
+                    bit,
+                    slots: k * f64::from(n),
+                    mags: hi.clone(),
+                }));
+            }
+            (SipSite::ActReg, Serial::Both) => {
+                out.extend((0..cl.p).map(|bit| {
+                    let g = bit / b;
+                    let mut mags = Magnitudes::default();
+                    for jw in 0..pw {
+                        high_part(w, nw, jw, &mut mags, u64::from(g + 1));
+                        // s = Pw: nothing of the weight is left to read.
+                        let later = u64::from(n - 1 - g);
+                        if jw + 1 < pw {
+                            high_part(w, nw, jw + 1, &mut mags, later);
+                        } else {
+                            mags.add(0, w.total() * later);
+                        }
+                    }
+                    BitExposure {
+                        bit,
+                        slots: k * cps,
+                        mags,
+                    }
+                }));
+            }
+            (SipSite::WeightReg, Serial::Both) => {
+                out.extend((0..pw).map(|bit| {
+                    let mut mags = Magnitudes::default();
+                    // Weight bit `bit` is read in cycles (bit, i): a flip
+                    // during an earlier weight bit changes all n groups'
+                    // products, one during it the groups not yet read, one
+                    // after it nothing.
+                    high_part(a, na, 0, &mut mags, u64::from(n) * u64::from(bit));
+                    for i in 0..n {
+                        high_part(a, na, i * b, &mut mags, 1);
+                    }
+                    mags.add(0, a.total() * u64::from(n) * u64::from(pw - 1 - bit));
+                    BitExposure {
+                        bit,
+                        slots: k * cps,
+                        mags,
+                    }
+                }));
+            }
+            (SipSite::PsumReg, _) => unreachable!("handled above"),
+        }
+    }
+    out
 }
 
 /// Mean number of outputs one live flip of `site` corrupts.
@@ -201,15 +371,16 @@ fn multiplicity(design: &BitSerial, layer: &GemmLayer, site: SipSite) -> f64 {
     }
 }
 
-/// Whether [`derive_bitserial_layer`] covers `design`: its step lengths
-/// must not depend on the data (per-layer precision).
-pub fn derivable(design: &BitSerial) -> bool {
-    design.precision == Precision::PerLayer
+/// Whether the steps of `design` have data-dependent lengths (run-time
+/// precision detection), so that derivation needs each layer's
+/// [`StepProfile`].
+pub fn needs_step_profiles(design: &BitSerial) -> bool {
+    design.precision == Precision::PerGroup
 }
 
 /// Derive `layer`'s output-hit parameters on bit-serial `design` with
 /// datapath `dp` and raw SIP rates `rates` (act / weight / psum register
-/// roles). `design` must be [`derivable`].
+/// roles).
 pub fn derive_bitserial_layer(
     design: &BitSerial,
     dp: &Datapath,
@@ -225,28 +396,22 @@ pub fn derive_bitserial_layer(
     for site in SipSite::ALL {
         let lambda = sip_rate(rates, site);
         let exposure = sip_exposure(design, dp, layer, site);
-        let (mut site_mu, mut slots) = (0.0, 0u64);
+        let (mut site_mu, mut slots) = (0.0, 0.0f64);
         for x in &exposure {
-            let vis = visible_bit(
-                x.bit,
-                &x.mags,
-                shift,
-                lambda * x.slots as f64,
-                &mut bit_mass,
-            );
+            let vis = visible_bit(x.bit, &x.mags, shift, lambda * x.slots, &mut bit_mass);
             site_mu += vis;
             slots += x.slots;
             if site == SipSite::PsumReg && x.bit as i32 >= shift {
-                psum_whole[(x.bit as i32 - shift).min(top) as usize] += lambda * x.slots as f64;
+                psum_whole[(x.bit as i32 - shift).min(top) as usize] += lambda * x.slots;
             }
         }
         mu += site_mu;
         let width = site.width(dp);
         sites.push(SiteDerivation {
             site: Site::Sip(site),
-            mean_slots: slots as f64 / f64::from(width),
-            visibility: if slots > 0 && lambda > 0.0 {
-                site_mu / (lambda * slots as f64)
+            mean_slots: slots / f64::from(width),
+            visibility: if slots > 0.0 && lambda > 0.0 {
+                site_mu / (lambda * slots)
             } else {
                 0.0
             },
@@ -285,7 +450,6 @@ pub fn held_psum_bits(
     ones.iter_mut().for_each(|o| *o = 0);
     let (pa, pw) = (u32::from(dp.act_bits), u32::from(dp.weight_bits));
     let b = u32::from(design.bits_per_cycle);
-    let (n, _) = step_shape(design, pa, pw);
     let bits = usize::from(dp.psum_bits).min(ones.len());
     let channels = a_row.len() / taps.max(1);
     let planes: Vec<Option<u32>> = match design.serial {
@@ -296,6 +460,21 @@ pub fn held_psum_bits(
     for tap in 0..taps {
         for ls in 0..channels.div_ceil(design.lanes) {
             let lanes = ls * design.lanes..((ls + 1) * design.lanes).min(channels);
+            // The step's width: the layer's, or with run-time detection
+            // this output's own activations' (the other windows of the
+            // set may widen the step; a approximation there).
+            let p = if needs_step_profiles(design) {
+                lanes
+                    .clone()
+                    .map(|c| u32::from(signed_bits(i64::from(a_row[c * taps + tap]))))
+                    .max()
+                    .unwrap_or(1)
+                    .min(pa)
+            } else {
+                pa
+            };
+            let (n, _) = step_shape(design, p, pw);
+            let p = (n * b).min(pa);
             for &plane in &planes {
                 for i in 0..n {
                     let mut x = acc as u64;
@@ -307,7 +486,7 @@ pub fn held_psum_bits(
                     let mut sum = 0i64;
                     for c in lanes.clone() {
                         let kk = c * taps + tap;
-                        let g = bit_group(i64::from(a_row[kk]), i, b, pa);
+                        let g = bit_group(i64::from(a_row[kk]), i, b, p);
                         let wv = i64::from(w[kk * m + mi]);
                         sum += match plane {
                             None => g * wv,
@@ -412,7 +591,7 @@ mod tests {
                     .map(|(v, &n)| v as f64 * n as f64)
                     .sum::<f64>()
                     / x.mags.total().max(1) as f64;
-                outputs * x.slots as f64 * 2f64.powi(x.bit as i32) * mean
+                outputs * x.slots * 2f64.powi(x.bit as i32) * mean
             })
             .sum()
     }
@@ -432,11 +611,12 @@ mod tests {
             negative_weights: Magnitudes::from_codes(w.iter().copied().filter(|&c| c < 0)),
             negative_inputs: Magnitudes::from_codes(a.iter().copied().filter(|&c| c < 0)),
             psum_signs: None,
+            step_profile: None,
         }
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(6))]
+        #![proptest_config(ProptestConfig::with_cases(12))]
         /// Every single flip of every SIP site, injected into the
         /// cycle-level model, adds up to the accumulator error the exposure
         /// table predicts — exactly (a wrapping accumulator keeps every
@@ -448,6 +628,7 @@ mod tests {
             bits in 1u8..=2,
             lanes in 1usize..=3,
             (e, channels, m, taps) in (1usize..=4, 1usize..=3, 1usize..=4, 1usize..=2),
+            per_group in any::<bool>(),
             seed in any::<u64>(),
         ) {
             let dp = Datapath { act_bits: 4, weight_bits: 3, psum_bits: 12, overflow: Overflow::Wrap };
@@ -457,12 +638,22 @@ mod tests {
                 s ^= s << 13; s ^= s >> 7; s ^= s << 17;
                 lo + (s % (hi - lo + 1) as u64) as i32
             };
-            let a: Vec<i32> = (0..e * k).map(|_| next(-8, 7)).collect();
+            // Rows of different widths, so that detected step widths vary.
+            let a: Vec<i32> = (0..e * k).map(|i| next(-8, 7) >> ((i / k) % 4)).collect();
             let w: Vec<i32> = (0..k * m).map(|_| next(-4, 3)).collect();
-            let d = design(serial, bits, lanes);
+            let mut d = design(serial, bits, lanes);
+            let mut layer = layer_of(&a, &w, (e, k, m), taps);
+            if per_group {
+                // Run-time precision detection: the steps' widths from
+                // the same operands.
+                d.precision = Precision::PerGroup;
+                d.group_size = Some(lanes);
+                let mut profile = StepProfile::default();
+                step_profile(&d, &dp, taps, &a, &w, (e, k, m), &mut profile);
+                layer.step_profile = Some(profile);
+            }
             let arr = BitSerialArray::new(d.clone()).unwrap();
             let gemm = Gemm { a: &a, w: &w, e, k, m };
-            let layer = layer_of(&a, &w, (e, k, m), taps);
             for site in SipSite::ALL {
                 let want = brute_force(&arr, &gemm, taps, &dp, site);
                 let got = predicted(&d, &dp, &layer, site);
@@ -553,7 +744,7 @@ mod tests {
         // in cycles 0..=j of each of the K = 2 terms' steps.
         assert_eq!(
             act.iter().map(|x| x.slots).collect::<Vec<_>>(),
-            vec![2, 4, 6, 8]
+            vec![2.0, 4.0, 6.0, 8.0]
         );
         let weight = sip_exposure(&d, &dp, &l, SipSite::WeightReg);
         assert_eq!(weight.len(), 8, "Stripes reads the whole weight register");

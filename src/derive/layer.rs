@@ -227,6 +227,10 @@ pub struct GemmLayer {
     /// the output code's own bit, measured on real images for the array
     /// being derived for (`None`: unknown, hits keep a random sign).
     pub psum_signs: Option<PsumSigns>,
+    /// How the layer's steps split by detected width on a bit-serial
+    /// design with run-time precision detection, measured on real images
+    /// (`None`: per-layer precision, or not measured).
+    pub step_profile: Option<super::bitserial::StepProfile>,
 }
 
 impl GemmLayer {
@@ -249,6 +253,7 @@ impl GemmLayer {
             ),
             negative_inputs,
             psum_signs: None,
+            step_profile: None,
         }
     }
 }
@@ -414,6 +419,7 @@ mod special_cases {
             negative_weights: Magnitudes::from_codes([-9]),
             negative_inputs: Magnitudes::default(),
             psum_signs: None,
+            step_profile: None,
         }
     }
 

@@ -13,14 +13,14 @@ use crate::engine::reference::run_image_all;
 use crate::fault::output_hit::{HitSign, OutputHit};
 use crate::fault::spec::{FaultSpec, FeatureFault, LayerOverride};
 use crate::hwsim::bitserial::SipSite;
-use crate::hwsim::layer::ifmap_operand;
+use crate::hwsim::layer::{filter_operand, ifmap_operand};
 use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::quant::{MacLayer, QModel, QOp};
 
 use crate::fault::{PerBit, SharedStuck, StuckAt, WeightFault};
 
-use super::bitserial::{self, derive_bitserial_layer, sip_rate};
+use super::bitserial::{self, derive_bitserial_layer, sip_rate, step_profile, StepProfile};
 use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRates};
 use super::permanent::{
     derive_weight_faults, stuck_rates, StuckRates, WeightDerivation, WeightHolder,
@@ -173,6 +173,72 @@ fn with_layer_signs(
         .collect();
     for (j, layer) in layers.iter_mut().enumerate() {
         layer.psum_signs = sum_signs(per_image.iter().map(|img| &img[j]));
+    }
+    layers
+}
+
+/// `layers` (from [`gemm_layers`] on the same `model`) made ready for
+/// derivation on bit-serial `design`: with run-time precision detection
+/// each layer's [`StepProfile`] (how its steps split by detected width),
+/// and when psum flips are derived (`psum`) the flip directions of the
+/// accumulators ([`bitserial::bitserial_psum_signs`]), both counted on the
+/// first [`PSUM_SIGN_IMAGES`] of `images`.
+pub fn bitserial_layers(
+    layers: Vec<GemmLayer>,
+    design: &BitSerial,
+    model: &QModel,
+    images: &[f32],
+    psum: bool,
+) -> Vec<GemmLayer> {
+    let mut layers = if psum {
+        with_bitserial_psum_signs(layers, design, model, images)
+    } else {
+        layers
+    };
+    if !bitserial::needs_step_profiles(design) {
+        return layers;
+    }
+    let n = model.input_shape().numel();
+    let count = (images.len() / n.max(1)).min(PSUM_SIGN_IMAGES);
+    let macs = mac_layers_with_inputs(model);
+    let dp = model.datapath;
+    let per_image: Vec<Vec<StepProfile>> = (0..count)
+        .into_par_iter()
+        .map(|i| {
+            let outs = run_image_all(model, &images[i * n..(i + 1) * n], i as u64, None);
+            macs.par_iter()
+                .map(|(input, l)| {
+                    let (mut a, mut w) = (Vec::new(), Vec::new());
+                    let mut profile = StepProfile::default();
+                    let dims = (
+                        l.out_shape.h * l.out_shape.w,
+                        l.macs_per_output(),
+                        l.cout_per_group(),
+                    );
+                    for gi in 0..l.groups {
+                        ifmap_operand(l, &outs[*input], gi, &mut a);
+                        filter_operand(l, &l.weights, gi, &mut w);
+                        step_profile(
+                            design,
+                            &dp,
+                            l.kernel.0 * l.kernel.1,
+                            &a,
+                            &w,
+                            dims,
+                            &mut profile,
+                        );
+                    }
+                    profile
+                })
+                .collect()
+        })
+        .collect();
+    for (j, layer) in layers.iter_mut().enumerate() {
+        let mut total = StepProfile::default();
+        for img in &per_image {
+            total.merge(&img[j]);
+        }
+        layer.step_profile = Some(total);
     }
     layers
 }
@@ -334,9 +400,9 @@ impl NetworkDerivation {
 /// What derivation covers of a hardware spec on a bit-serial `design`
 /// (with a filter SRAM of `filter_words` words at `clock_mhz`): feature
 /// faults from the transient rates of the SIP registers
-/// ([`super::bitserial`]; designs with per-layer precision), and the weight
-/// faults of stuck filter-SRAM cells and SIP weight registers. Also returns
-/// what the spec has that is not derived (by name).
+/// ([`super::bitserial`]; `layers` from [`bitserial_layers`]), and the
+/// weight faults of stuck filter-SRAM cells and SIP weight registers. Also
+/// returns what the spec has that is not derived (by name).
 pub fn derive_bitserial_from_spec(
     design: &BitSerial,
     filter_words: usize,
@@ -348,27 +414,13 @@ pub fn derive_bitserial_from_spec(
     let (rates, mut left_out) = sip_transient_rates(spec, clock_mhz);
     let dp = model.datapath;
     let any = SipSite::ALL.iter().any(|&s| sip_rate(&rates, s) > 0.0);
-    let (rates, derived) = if any && !bitserial::derivable(design) {
-        left_out.extend(
-            SipSite::ALL
-                .iter()
-                .filter(|&&s| sip_rate(&rates, s) > 0.0)
-                .map(|s| {
-                    format!(
-                        "{} transient (run-time precision detection: data-dependent step lengths)",
-                        s.name()
-                    )
-                }),
-        );
-        (SiteRates::default(), Vec::new())
-    } else if any {
-        let d = layers
+    let derived = if any {
+        layers
             .par_iter()
             .map(|l| derive_bitserial_layer(design, &dp, l, &rates))
-            .collect();
-        (rates, d)
+            .collect()
     } else {
-        (rates, Vec::new())
+        Vec::new()
     };
     let holder = WeightHolder::BitSerial {
         filter_rows: design.tiles * design.filters,

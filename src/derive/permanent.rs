@@ -368,6 +368,7 @@ mod tests {
             negative_weights: Magnitudes::default(),
             negative_inputs: Magnitudes::default(),
             psum_signs: None,
+            step_profile: None,
         }
     }
 

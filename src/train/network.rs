@@ -510,17 +510,22 @@ impl<'g> Network<'g> {
             .par_chunks_mut(s.numel())
             .enumerate()
             .map(|(i, img)| {
-                let mut codes: Vec<i32> = img.iter().map(|&v| grid.code(v)).collect();
+                let clean: Vec<i32> = img.iter().map(|&v| grid.code(v)).collect();
+                let mut codes = clean.clone();
                 let mut rng =
                     crate::fault::stream(f.seed, f.trial, f.first_index + i as u64, mac as u64);
                 inj.inject(&site, &mut codes, &mut rng);
+                // The values are on the grid already: only changed codes
+                // are written back (integer compare, no reconversion).
                 let mut changed = 0;
-                for (v, &c) in img.iter_mut().zip(&codes) {
-                    let c = saturate(c as i64, grid.format.bits) as i32;
-                    if c != grid.code(*v) {
-                        changed += 1;
+                for ((v, &c), &c0) in img.iter_mut().zip(&codes).zip(&clean) {
+                    if c != c0 {
+                        let c = saturate(c as i64, grid.format.bits) as i32;
+                        if c != c0 {
+                            changed += 1;
+                            *v = grid.value(c);
+                        }
                     }
-                    *v = grid.value(c);
                 }
                 changed
             })
