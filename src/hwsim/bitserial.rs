@@ -470,11 +470,14 @@ impl BitSerialArray {
         let mut mask = vec![false; b.windows * nf];
         let mut sips: Vec<(usize, usize)> = Vec::with_capacity(b.windows * nf);
         let mut groups_now = vec![0i64; b.windows * b.lanes];
+        let mut plan: Vec<(u32, Option<u32>)> = Vec::new();
         for fs in 0..m.div_ceil(nf) {
             for ws in 0..e.div_ceil(b.windows) {
                 acc.fill(0);
                 let live_w = |w: usize| ws * b.windows + w < e;
                 let live_f = |f: usize| fs * nf + f < m;
+                let live_windows = (e - ws * b.windows).min(b.windows);
+                let live_filters = (m - fs * nf).min(nf);
                 // Stepping only the SIPs in `mask` (the others are clean).
                 let mut masked = false;
                 if let Some(clean) = clean.filter(|_| faults.permanent.is_empty()) {
@@ -484,6 +487,9 @@ impl BitSerialArray {
                         .map(|(tap, ls)| step_len(ws, tap, ls))
                         .sum();
                     let end = cycle + len;
+                    while cursor < faults.transient.len() && faults.transient[cursor].0 < cycle {
+                        cursor += 1;
+                    }
                     // The SIPs a flip of this block can reach: a psum flip
                     // its own, an activation flip its window's row, a
                     // weight flip its filter's column.
@@ -491,7 +497,6 @@ impl BitSerialArray {
                     let mut hit = false;
                     for (_, f) in faults.transient[cursor..]
                         .iter()
-                        .skip_while(|(c, _)| *c < cycle)
                         .take_while(|(c, _)| *c < end)
                     {
                         match f.site {
@@ -536,10 +541,12 @@ impl BitSerialArray {
                 for tap in 0..taps {
                     for ls in 0..channels.div_ceil(b.lanes) {
                         let live_l = |l: usize| ls * b.lanes + l < channels;
-                        // Load the step's operand registers.
-                        for w in 0..b.windows {
+                        // Load the step's operand registers (the live
+                        // windows' and filters' only: no SIP reads the
+                        // others, so what they hold never matters).
+                        for w in 0..live_windows {
                             for l in 0..b.lanes {
-                                act[w * b.lanes + l] = if live_w(w) && live_l(l) {
+                                act[w * b.lanes + l] = if live_l(l) {
                                     let (ei, c) = (ws * b.windows + w, ls * b.lanes + l);
                                     i64::from(gemm.a[ei * k + c * taps + tap])
                                 } else {
@@ -547,9 +554,9 @@ impl BitSerialArray {
                                 };
                             }
                         }
-                        for f in 0..nf {
+                        for f in 0..live_filters {
                             for l in 0..b.lanes {
-                                wgt[f * b.lanes + l] = if live_f(f) && live_l(l) {
+                                wgt[f * b.lanes + l] = if live_l(l) {
                                     let (mi, c) = (fs * nf + f, ls * b.lanes + l);
                                     i64::from(gemm.w[(c * taps + tap) * m + mi])
                                 } else {
@@ -578,12 +585,13 @@ impl BitSerialArray {
                         } else {
                             (groups * bpc).min(pa)
                         };
-                        let plan: Vec<(u32, Option<u32>)> = match b.serial {
-                            Serial::Activations => (0..groups).map(|i| (i, None)).collect(),
-                            Serial::Both => (0..pw)
-                                .flat_map(|j| (0..groups).map(move |i| (i, Some(j))))
-                                .collect(),
-                        };
+                        plan.clear();
+                        match b.serial {
+                            Serial::Activations => plan.extend((0..groups).map(|i| (i, None))),
+                            Serial::Both => plan.extend(
+                                (0..pw).flat_map(|j| (0..groups).map(move |i| (i, Some(j)))),
+                            ),
+                        }
                         debug_assert_eq!(plan.len() as u64, len);
                         for &(i, j) in &plan {
                             // Faults acting in this cycle.
@@ -628,9 +636,9 @@ impl BitSerialArray {
                                 }
                             }
                             // Each live lane's bit group once per cycle.
-                            for w in 0..b.windows {
+                            for w in 0..live_windows {
                                 for l in 0..b.lanes {
-                                    groups_now[w * b.lanes + l] = if live_w(w) && live_l(l) {
+                                    groups_now[w * b.lanes + l] = if live_l(l) {
                                         bit_group(act[w * b.lanes + l], i, bpc, p_eff)
                                     } else {
                                         0

@@ -421,13 +421,14 @@ impl BitSerialNetwork {
         self.check_faults(faults)?;
         let mut outs: Vec<Vec<i32>> = Vec::with_capacity(model.nodes.len());
         let mut stats = Vec::with_capacity(self.layers.len());
+        let mut acting_all = ActingFaults::all(faults, self.layers.len());
         let mut li = 0;
         for (q, node) in model.nodes.iter().enumerate() {
             let mut out = vec![0i32; node.shape.numel()];
             match &node.op {
                 QOp::Input => out.copy_from_slice(input),
                 QOp::Mac(layer) => {
-                    let acting = ActingFaults::new(faults, li);
+                    let acting = std::mem::take(&mut acting_all[li]);
                     let lb = self.layer_buffers(li);
                     let mut ifmap = outs[node.inputs[0]].clone();
                     acting.corrupt(&lb, layer, SramBuffer::Ifmap, &mut ifmap);
@@ -473,6 +474,7 @@ impl BitSerialNetwork {
             && bl.act_precision == dp.act_bits
             && bl.weight_precision == dp.weight_bits
             && dp.act_bits <= 16;
+        let sip_faults = LayerSipFaults::new(sip);
         for gi in 0..bl.groups {
             ifmap_operand(layer, ifmap, gi, &mut a);
             filter_operand(layer, weights, gi, &mut w);
@@ -484,7 +486,7 @@ impl BitSerialNetwork {
                 m: bl.m,
             };
             let took = self.array.cycles(&gemm, bl.taps, bl.precision());
-            let group_faults = group_faults(sip, gi, bl.group_cycles, took);
+            let group_faults = sip_faults.group(gi, bl.group_cycles, took);
             let err = |source| HwNetError::Layer {
                 layer: li,
                 name: bl.name.clone(),
@@ -565,24 +567,50 @@ impl BitSerialNetwork {
     }
 }
 
-/// The SIP faults acting in group `gi` (cycles `gi * group_cycles ..` of
-/// the layer), in that group's numbering: flips in the group's reserved
-/// cycles that fall within the `took` cycles it ran, and every stuck bit.
-fn group_faults(faults: &[SipFault], gi: usize, group_cycles: u64, took: u64) -> Vec<SipFault> {
-    let start = gi as u64 * group_cycles;
-    faults
-        .iter()
-        .filter_map(|f| match f.kind {
-            FaultKind::Flip { cycle } if cycle >= start && cycle - start < took => Some(SipFault {
-                kind: FaultKind::Flip {
-                    cycle: cycle - start,
-                },
-                ..*f
-            }),
-            FaultKind::Flip { .. } => None,
-            FaultKind::StuckAt0 | FaultKind::StuckAt1 => Some(*f),
-        })
-        .collect()
+/// A layer's SIP faults, grouped for [`LayerSipFaults::group`]: flips sorted
+/// by cycle (stable: same-cycle flips keep their list order), stuck bits in
+/// list order.
+struct LayerSipFaults {
+    flips: Vec<(u64, SipFault)>,
+    stuck: Vec<SipFault>,
+}
+
+impl LayerSipFaults {
+    fn new(faults: &[SipFault]) -> LayerSipFaults {
+        let mut flips: Vec<(u64, SipFault)> = faults
+            .iter()
+            .filter_map(|f| match f.kind {
+                FaultKind::Flip { cycle } => Some((cycle, *f)),
+                _ => None,
+            })
+            .collect();
+        flips.sort_by_key(|&(c, _)| c);
+        let stuck = faults
+            .iter()
+            .filter(|f| !matches!(f.kind, FaultKind::Flip { .. }))
+            .copied()
+            .collect();
+        LayerSipFaults { flips, stuck }
+    }
+
+    /// The SIP faults acting in group `gi` (cycles `gi * group_cycles ..`
+    /// of the layer), in that group's numbering: flips in the group's
+    /// reserved cycles that fall within the `took` cycles it ran, then
+    /// every stuck bit (the array orders flips by cycle and applies stuck
+    /// bits in list order, so this is the order it would use).
+    fn group(&self, gi: usize, group_cycles: u64, took: u64) -> Vec<SipFault> {
+        let start = gi as u64 * group_cycles;
+        let lo = self.flips.partition_point(|&(c, _)| c < start);
+        let hi = self.flips.partition_point(|&(c, _)| c < start + took);
+        self.flips[lo..hi]
+            .iter()
+            .map(|&(c, f)| SipFault {
+                kind: FaultKind::Flip { cycle: c - start },
+                ..f
+            })
+            .chain(self.stuck.iter().copied())
+            .collect()
+    }
 }
 
 impl FaultTarget for BitSerialNetwork {

@@ -144,6 +144,14 @@ pub(crate) fn run_codes(
             .collect();
     }
     let mut stats = Vec::with_capacity(net.layers().len());
+    let mut acting_all = ActingFaults::all(
+        faults,
+        model
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, QOp::Mac(_)))
+            .count(),
+    );
     let mut li = 0;
     for (q, node) in model.nodes.iter().enumerate() {
         let (prev, rest) = s.nodes.split_at_mut(q);
@@ -152,7 +160,7 @@ pub(crate) fn run_codes(
             QOp::Input => out.copy_from_slice(input),
             QOp::Mac(layer) => {
                 let hl = &net.layers()[li];
-                let acting = ActingFaults::new(faults, li);
+                let acting = std::mem::take(&mut acting_all[li]);
                 let lb = net.layer_buffers(li);
                 let src = &prev[node.inputs[0]];
                 let mut ifmap;

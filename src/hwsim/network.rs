@@ -576,6 +576,7 @@ impl HwNetwork {
         let dp = model.datapath;
         let mut outs: Vec<Vec<i32>> = Vec::with_capacity(model.nodes.len());
         let mut stats = Vec::with_capacity(self.layers.len());
+        let mut acting_all = ActingFaults::all(faults, self.layers.len());
         let mut li = 0;
         for (q, node) in model.nodes.iter().enumerate() {
             let mut out = vec![0i32; node.shape.numel()];
@@ -583,7 +584,7 @@ impl HwNetwork {
                 QOp::Input => out.copy_from_slice(input),
                 QOp::Mac(layer) => {
                     let hl = &self.layers[li];
-                    let acting = ActingFaults::new(faults, li);
+                    let acting = std::mem::take(&mut acting_all[li]);
                     let lb = self.layer_buffers(li);
                     let src = &outs[node.inputs[0]];
                     let mut ifmap;
@@ -635,6 +636,7 @@ impl HwNetwork {
 /// The faults acting during layer `L` of one image: PE faults (permanent
 /// first, then the layer's own, in list order) and SRAM faults with
 /// whether they are the layer's own (`true`) or the chip's permanent cells.
+#[derive(Default)]
 pub(crate) struct ActingFaults {
     pub pe: Vec<HwFault>,
     pub sip: Vec<SipFault>,
@@ -642,27 +644,30 @@ pub(crate) struct ActingFaults {
 }
 
 impl ActingFaults {
-    pub(crate) fn new(faults: &ImageFaults, layer: usize) -> ActingFaults {
-        let acting = faults.permanent.iter().map(|f| (false, *f)).chain(
-            faults
-                .transient
-                .iter()
-                .filter(|f| f.layer == layer)
-                .map(|f| (true, f.fault)),
-        );
-        let mut a = ActingFaults {
-            pe: Vec::new(),
-            sip: Vec::new(),
-            sram: Vec::new(),
-        };
-        for (own, f) in acting {
-            match f {
-                ChipFault::Pe(p) => a.pe.push(p),
-                ChipFault::Sram(s) => a.sram.push((own, s)),
-                ChipFault::Sip(s) => a.sip.push(s),
+    /// The acting faults of every one of `layers` layers, in one pass over
+    /// the image's faults (per layer: permanent first, then the layer's own
+    /// in list order).
+    pub(crate) fn all(faults: &ImageFaults, layers: usize) -> Vec<ActingFaults> {
+        let mut all: Vec<ActingFaults> = (0..layers).map(|_| ActingFaults::default()).collect();
+        for a in &mut all {
+            for f in &faults.permanent {
+                a.push(false, *f);
             }
         }
-        a
+        for f in &faults.transient {
+            if let Some(a) = all.get_mut(f.layer) {
+                a.push(true, f.fault);
+            }
+        }
+        all
+    }
+
+    fn push(&mut self, own: bool, f: ChipFault) {
+        match f {
+            ChipFault::Pe(p) => self.pe.push(p),
+            ChipFault::Sram(s) => self.sram.push((own, s)),
+            ChipFault::Sip(s) => self.sip.push(s),
+        }
     }
 
     pub(crate) fn has_sram(&self, b: SramBuffer) -> bool {
