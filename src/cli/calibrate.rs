@@ -31,7 +31,7 @@ pub struct Args {
     #[command(flatten)]
     pub inputs: HwModelArgs,
     /// Raw rates of the sweep (flip probability per bit per cycle of the
-    /// most upset-prone PE site), comma separated.
+    /// most upset-prone register site, PE or SIP), comma separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub rates: Vec<f64>,
     /// Test images per chip.
@@ -136,7 +136,7 @@ fn report(cal: &Calibration, title: &str) -> anyhow::Result<(Table, Csv, Table, 
     }
     let mut plot = Plot::new(
         title.to_string(),
-        "raw flip rate per bit per cycle (strongest PE site)",
+        "raw flip rate per bit per cycle (strongest register site)",
         "accuracy (%)",
     )
     .y_range(0.0, 100.0);

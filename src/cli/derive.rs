@@ -29,7 +29,7 @@ use crate::report::{Csv, Table};
 /// accelerator, a trained model and a hardware fault specification.
 #[derive(Debug, clap::Args)]
 pub struct HwModelArgs {
-    /// Accelerator description (systolic).
+    /// Accelerator description (systolic array or bit-serial design).
     #[arg(long)]
     pub accel: PathBuf,
     /// Model description (TOML).

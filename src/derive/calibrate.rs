@@ -8,7 +8,7 @@
 //!    fitted correction (`p_fit = 1 - (1 - p_derived)^c`).
 //! 2. **Network accuracy.** At every rate of the sweep, `chips` simulated
 //!    chips run the test images on the hardware model (transient flips in
-//!    the PE registers, sampled per image and layer) and on the fixed-point
+//!    the PE or SIP registers, sampled per image and layer; [`Hardware`]) and on the fixed-point
 //!    engine with the derived model and with the fitted model (feature
 //!    faults drawn per image, the chip as trial). Each gives a mean accuracy
 //!    over chips with a 95% confidence interval; the derived model *agrees*
@@ -16,8 +16,8 @@
 //!    percentage point of the hardware mean.
 //!
 //! Rates: a sweep rate `r` is the raw flip probability per bit per cycle of
-//! the spec's most upset-prone PE site; the other PE sites keep their ratio
-//! to it. SRAM sites and permanent faults are outside the derived feature
+//! the spec's most upset-prone register site; the other sites keep their
+//! ratio to it. SRAM sites and permanent faults are outside the derived feature
 //! model and are left out of both sides here.
 
 use rayon::prelude::*;
