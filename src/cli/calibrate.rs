@@ -185,18 +185,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             inp.accel.display()
         ),
     };
-    let holder = match (&acc.systolic, &acc.bitserial) {
-        (Some(sys), _) => WeightHolder::Systolic {
-            rows: sys.rows,
-            cols: sys.cols,
-            dataflow: sys.dataflow,
-        },
-        (None, Some(bs)) => WeightHolder::BitSerial {
-            filter_rows: bs.tiles * bs.filters,
-            lanes: bs.lanes,
-        },
-        (None, None) => unreachable!("checked above"),
-    };
+    let holder = WeightHolder::of(&acc)
+        .with_context(|| format!("{}: no systolic or bit-serial section", inp.accel.display()))?;
     let (stuck, not_weights) = stuck_rates(&spec, &holder);
     if stuck.weight_bit().any() {
         skipped.push(

@@ -615,6 +615,28 @@ mod tests {
         }
     }
 
+    /// Random 4-bit activations (`E x K`) and 3-bit weights (`K x M`) from
+    /// `seed`; with `varied_rows` row `e` is shifted right by `e mod 4`
+    /// bits, so rows have different widths.
+    fn operands(
+        seed: u64,
+        (e, k, m): (usize, usize, usize),
+        varied_rows: bool,
+    ) -> (Vec<i32>, Vec<i32>) {
+        let mut s = seed | 1;
+        let mut next = |lo: i32, hi: i32| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            lo + (s % (hi - lo + 1) as u64) as i32
+        };
+        let a = (0..e * k)
+            .map(|i| next(-8, 7) >> if varied_rows { (i / k) % 4 } else { 0 })
+            .collect();
+        let w = (0..k * m).map(|_| next(-4, 3)).collect();
+        (a, w)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(12))]
         /// Every single flip of every SIP site, injected into the
@@ -633,14 +655,8 @@ mod tests {
         ) {
             let dp = Datapath { act_bits: 4, weight_bits: 3, psum_bits: 12, overflow: Overflow::Wrap };
             let k = channels * taps;
-            let mut s = seed | 1;
-            let mut next = |lo: i32, hi: i32| {
-                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-                lo + (s % (hi - lo + 1) as u64) as i32
-            };
             // Rows of different widths, so that detected step widths vary.
-            let a: Vec<i32> = (0..e * k).map(|i| next(-8, 7) >> ((i / k) % 4)).collect();
-            let w: Vec<i32> = (0..k * m).map(|_| next(-4, 3)).collect();
+            let (a, w) = operands(seed, (e, k, m), true);
             let mut d = design(serial, bits, lanes);
             let mut layer = layer_of(&a, &w, (e, k, m), taps);
             if per_group {
@@ -679,13 +695,7 @@ mod tests {
         ) {
             let dp = Datapath { act_bits: 4, weight_bits: 3, psum_bits: 12, overflow };
             let k = channels * taps;
-            let mut s = seed | 1;
-            let mut next = |lo: i32, hi: i32| {
-                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-                lo + (s % (hi - lo + 1) as u64) as i32
-            };
-            let a: Vec<i32> = (0..e * k).map(|_| next(-8, 7)).collect();
-            let w: Vec<i32> = (0..k * m).map(|_| next(-4, 3)).collect();
+            let (a, w) = operands(seed, (e, k, m), false);
             let d = design(serial, bits, lanes);
             let arr = BitSerialArray::new(d.clone()).unwrap();
             let gemm = Gemm { a: &a, w: &w, e, k, m };

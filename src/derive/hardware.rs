@@ -10,7 +10,6 @@
 //! systolic array only, the multiplier output.
 
 use rand::Rng;
-use rayon::prelude::*;
 
 use crate::hwsim::bitserial::{SipFault, SipSite};
 use crate::hwsim::bsnet::BitSerialNetwork;
@@ -24,7 +23,7 @@ use crate::quant::{MacLayer, QModel};
 
 use super::bitserial::{derive_bitserial_layer, sip_rate};
 use super::layer::{derive_layer, GemmLayer, LayerDerivation, SiteRates};
-use super::network::{derive_network, NetworkDerivation};
+use super::network::{derive_bitserial_network, derive_network, NetworkDerivation};
 
 /// A network on the hardware being calibrated.
 #[derive(Clone, Copy)]
@@ -49,18 +48,6 @@ impl LayerFlips {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-impl<'a> From<&'a HwNetwork> for Hardware<'a> {
-    fn from(n: &'a HwNetwork) -> Self {
-        Hardware::Systolic(n)
-    }
-}
-
-impl<'a> From<&'a BitSerialNetwork> for Hardware<'a> {
-    fn from(n: &'a BitSerialNetwork) -> Self {
-        Hardware::BitSerial(n)
     }
 }
 
@@ -150,14 +137,9 @@ impl Hardware<'_> {
     pub fn derive_network(&self, layers: &[GemmLayer], rates: &SiteRates) -> NetworkDerivation {
         match self {
             Hardware::Systolic(n) => derive_network(n.array(), n.model(), layers, rates),
-            Hardware::BitSerial(_) => NetworkDerivation {
-                rates: *rates,
-                layers: layers
-                    .par_iter()
-                    .map(|l| self.derive_layer(l, rates))
-                    .collect(),
-                ..NetworkDerivation::default()
-            },
+            Hardware::BitSerial(n) => {
+                derive_bitserial_network(&n.array().design, n.model(), layers, rates)
+            }
         }
     }
 

@@ -264,6 +264,25 @@ pub fn derive_network(
     }
 }
 
+/// Derive every layer of `layers` on bit-serial `design` (datapath from
+/// `model`; `layers` from [`bitserial_layers`]).
+pub fn derive_bitserial_network(
+    design: &BitSerial,
+    model: &QModel,
+    layers: &[GemmLayer],
+    rates: &SiteRates,
+) -> NetworkDerivation {
+    let dp = model.datapath;
+    NetworkDerivation {
+        rates: *rates,
+        layers: layers
+            .par_iter()
+            .map(|l| derive_bitserial_layer(design, &dp, l, rates))
+            .collect(),
+        ..NetworkDerivation::default()
+    }
+}
+
 /// Everything derivation covers of a hardware spec on `array` (with a
 /// filter SRAM of `filter_words` words at `clock_mhz`): feature faults from
 /// the PE transient rates, weight faults from the stuck cells that hold
@@ -412,30 +431,22 @@ pub fn derive_bitserial_from_spec(
     spec: &HwFaultSpec,
 ) -> (NetworkDerivation, Vec<String>) {
     let (rates, mut left_out) = sip_transient_rates(spec, clock_mhz);
-    let dp = model.datapath;
     let any = SipSite::ALL.iter().any(|&s| sip_rate(&rates, s) > 0.0);
     let derived = if any {
-        layers
-            .par_iter()
-            .map(|l| derive_bitserial_layer(design, &dp, l, &rates))
-            .collect()
+        derive_bitserial_network(design, model, layers, &rates)
     } else {
-        Vec::new()
+        NetworkDerivation::default()
     };
-    let holder = WeightHolder::BitSerial {
-        filter_rows: design.tiles * design.filters,
-        lanes: design.lanes,
-    };
+    let holder = WeightHolder::bitserial(design);
     let (stuck, not_weights) = stuck_rates(spec, &holder);
     left_out.extend(not_weights);
-    let d = NetworkDerivation {
-        rates,
-        layers: derived,
-        stuck: StuckRates::default(),
-        weights: Vec::new(),
-        shared: None,
-    }
-    .with_weight_faults(&holder, filter_words, model, layers, &stuck);
+    let d = NetworkDerivation { rates, ..derived }.with_weight_faults(
+        &holder,
+        filter_words,
+        model,
+        layers,
+        &stuck,
+    );
     (d, left_out)
 }
 

@@ -73,6 +73,7 @@
 //! with hardware-level injection (`ftnas inject`); [`stuck_rates`] lists
 //! them as not derived.
 
+use crate::accel::description::{Accelerator, BitSerial};
 use crate::accel::Dataflow;
 use crate::fault::{ShareUnit, SharedStuck};
 use crate::hwsim::bitserial::SipSite;
@@ -119,6 +120,28 @@ pub enum WeightHolder {
 }
 
 impl WeightHolder {
+    /// The SIP weight registers of bit-serial `design`.
+    pub fn bitserial(design: &BitSerial) -> WeightHolder {
+        WeightHolder::BitSerial {
+            filter_rows: design.tiles * design.filters,
+            lanes: design.lanes,
+        }
+    }
+
+    /// What holds the weights on accelerator `acc` (`None` if it has
+    /// neither a systolic nor a bit-serial section).
+    pub fn of(acc: &Accelerator) -> Option<WeightHolder> {
+        match (&acc.systolic, &acc.bitserial) {
+            (Some(sys), _) => Some(WeightHolder::Systolic {
+                rows: sys.rows,
+                cols: sys.cols,
+                dataflow: sys.dataflow,
+            }),
+            (None, Some(bs)) => Some(WeightHolder::bitserial(bs)),
+            (None, None) => None,
+        }
+    }
+
     /// Whether a stuck bit of the weight register is a stuck bit of every
     /// weight it holds (for every output).
     pub fn register_holds_weights(&self) -> bool {

@@ -553,15 +553,7 @@ impl BitSerialNetwork {
         image_index: u64,
         chip: &ChipFaults,
     ) -> Result<Vec<i32>, HwNetError> {
-        let n = self.model.input_shape().numel();
-        if image.len() != n {
-            return Err(HwNetError::InputSize {
-                got: image.len(),
-                expected: n,
-            });
-        }
-        let mut codes = vec![0i32; n];
-        self.model.quantize_input(image, &mut codes);
+        let codes = super::network::image_codes(&self.model, image)?;
         let faults = chip.for_image(image_index, self);
         Ok(self.run_codes(&codes, &faults)?.logits)
     }

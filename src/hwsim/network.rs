@@ -443,15 +443,7 @@ impl HwNetwork {
         image_index: u64,
         chip: &ChipFaults,
     ) -> Result<Vec<i32>, HwNetError> {
-        let n = self.model.input_shape().numel();
-        if image.len() != n {
-            return Err(HwNetError::InputSize {
-                got: image.len(),
-                expected: n,
-            });
-        }
-        let mut codes = vec![0i32; n];
-        self.model.quantize_input(image, &mut codes);
+        let codes = image_codes(&self.model, image)?;
         let faults = chip.for_image(image_index, self);
         Ok(self.run_codes(&codes, &faults)?.logits)
     }
@@ -631,6 +623,21 @@ impl HwNetwork {
             layers: stats,
         })
     }
+}
+
+/// The input codes of one image (`c*h*w` floats) for `model`; an image of
+/// the wrong size is an error.
+pub(crate) fn image_codes(model: &QModel, image: &[f32]) -> Result<Vec<i32>, HwNetError> {
+    let n = model.input_shape().numel();
+    if image.len() != n {
+        return Err(HwNetError::InputSize {
+            got: image.len(),
+            expected: n,
+        });
+    }
+    let mut codes = vec![0i32; n];
+    model.quantize_input(image, &mut codes);
+    Ok(codes)
 }
 
 /// The faults acting during layer `L` of one image: PE faults (permanent
