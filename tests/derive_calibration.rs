@@ -213,6 +213,7 @@ fn psum_flip_directions_match_layer_injection() {
             sign: HitSign::Random,
             multiplicity: vec![1.0],
             up,
+            stream: None,
         };
         let act_error = |h: &OutputHit| {
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);

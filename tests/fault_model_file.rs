@@ -137,6 +137,7 @@ fn rich_spec() -> FaultSpec {
                     sign: HitSign::Random,
                     multiplicity: vec![0.75, 0.25],
                     up: vec![vec![0.0, 0.0, 0.25, 1.0, 0.5, 0.5, 0.75, 0.125]; 4],
+                    stream: None,
                 })),
                 weight: Some(WeightFault::StuckAt(StuckAt {
                     p0: PerBit::Bits(vec![0.0, 1e-3, 2e-3, 3e-3]),

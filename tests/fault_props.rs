@@ -2,6 +2,7 @@
 //! any width and rate, zero rates change nothing, bit operations are exact,
 //! files round-trip, and no input text or flag makes parsing panic.
 
+use ftnas::fault::stream_hit::{StreamAxis, StreamHits};
 use ftnas::fault::twos::{flip_bit, force_bit, from_word, to_word};
 use ftnas::fault::{
     AdSaf, BitFlip, FaultModel, FaultSpec, FeatureFault, FeatureSection, HitSign, LayerOverride,
@@ -55,6 +56,7 @@ fn apply_all(bits: u8, codes: &[i32], p: f64, q: f64, seed: u64) -> Vec<Vec<i32>
         } else {
             vec![]
         },
+        stream: None,
     }
     .apply(bits, &mut c, &mut rng);
     out.push(c);
@@ -159,6 +161,7 @@ proptest! {
         p in prob(), q in 0.0..=1.0f64, bits in 1usize..=16, persistent in any::<bool>(),
         names in prop::collection::btree_set("[a-z][a-z0-9_.]{0,8}", 0..4),
         share in prop::option::of((1usize..300, 1usize..300, any::<bool>())),
+        run_shape in prop::option::of((1usize..5000, any::<bool>(), -20i32..20)),
     ) {
         let shared = share.map(|(filters, reduction, channel)| SharedStuck {
             p0: p * q,
@@ -169,11 +172,22 @@ proptest! {
         });
         let per_bit: Vec<f64> = (0..bits).map(|i| p * (i as f64 + 1.0) / (bits as f64 + 1.0)).collect();
         let weights: Vec<f64> = vec![1.0 / bits as f64; bits];
+        let run = run_shape.map(|(length, channels, shift)| StreamHits {
+            axis: if channels { StreamAxis::Channels } else { StreamAxis::Pixels },
+            length,
+            events: p * 1e3,
+            from_start: q,
+            shift,
+            up: per_bit.clone(),
+            operand: weights.clone(),
+            operand_negative: 1.0 - q,
+            gains: if shift > 0 { vec![q, 1.0 + q] } else { Vec::new() },
+        });
         let layers: Vec<LayerOverride> = names.iter().enumerate().map(|(i, n)| LayerOverride {
             name: n.clone(),
             feature: match i % 4 {
-                0 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Flip, multiplicity: vec![q, 1.0 - q], up: vec![] })),
-                3 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Random, multiplicity: vec![1.0], up: per_bit.iter().map(|x| vec![x * q; 2 * bits]).collect() })),
+                0 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Flip, multiplicity: vec![q, 1.0 - q], up: vec![], stream: None })),
+                3 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Random, multiplicity: vec![1.0], up: per_bit.iter().map(|x| vec![x * q; 2 * bits]).collect(), stream: run.clone() })),
                 1 => Some(FeatureFault::Off),
                 _ => None,
             },

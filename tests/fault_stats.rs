@@ -168,6 +168,7 @@ fn output_hit_follows_bit_weights_and_multiplicity() {
         sign: HitSign::Flip,
         multiplicity: vec![1.0],
         up: vec![],
+        stream: None,
     };
     let s = site("c", true, 1, 8);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(14);
@@ -203,6 +204,7 @@ fn output_hit_follows_bit_weights_and_multiplicity() {
         sign: HitSign::Flip,
         multiplicity: vec![0.0, 1.0],
         up: vec![],
+        stream: None,
     };
     let s = site("c", true, 1, 16);
     let mut codes = vec![0i32; 20_000];
@@ -228,6 +230,7 @@ fn output_hit_with_mibb_parameters_matches_mibb() {
         sign: HitSign::Random,
         multiplicity: vec![1.0],
         up: vec![],
+        stream: None,
     };
     let s = site("c", true, n, bits);
     let histogram = |inj: &dyn FeatureInjector, seed: u64| {

@@ -244,6 +244,7 @@ pub fn derivation_table(d: &NetworkDerivation) -> anyhow::Result<(Table, Csv)> {
         "mult_act",
         "mult_weight",
         "top_bit",
+        "runs",
     ];
     let mut table = Table::new(header);
     let mut csv = Csv::new(header);
@@ -285,6 +286,10 @@ pub fn derivation_table(d: &NetworkDerivation) -> anyhow::Result<(Table, Csv)> {
             format!("{:.2}", mult(FaultSite::ActReg)),
             format!("{:.2}", mult(FaultSite::WeightReg)),
             top.to_string(),
+            // Stationary-register upsets per stream per image (WS/IS).
+            l.stream
+                .as_ref()
+                .map_or("-".into(), |s| format!("{:.3e}", s.runs.events)),
         ];
         table.push(row.clone());
         csv.push(row)?;

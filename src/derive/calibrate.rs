@@ -194,7 +194,7 @@ pub fn derived_accuracy(
 fn fitted(d: &NetworkDerivation, layers: &[LayerCheck]) -> NetworkDerivation {
     let mut f = d.clone();
     for (l, c) in f.layers.iter_mut().zip(layers) {
-        l.p_out = 1.0 - (1.0 - l.p_out.min(1.0)).powf(c.correction);
+        *l = l.corrected(c.correction);
     }
     f
 }
@@ -358,6 +358,7 @@ fn derived_realized(
         sign: HitSign::Random,
         multiplicity: vec![1.0],
         up: d.up.clone(),
+        stream: None,
     };
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed ^ layer.node as u64);
     let top = layer.out_format.bits as usize - 1;

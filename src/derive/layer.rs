@@ -43,6 +43,8 @@ use crate::quant::MacLayer;
 
 use super::exposure::site_exposure;
 use super::psum_sign::PsumSigns;
+use super::stream::{stationary_site, stationary_stream};
+use crate::fault::stream_hit::StreamHits;
 
 /// Raw transient upset rates of the four PE register sites, per bit per
 /// clock cycle (0 = no faults at that site).
@@ -186,6 +188,11 @@ pub struct LayerDerivation {
     pub groups: usize,
     /// Mean hit probability of an output element.
     pub p_out: f64,
+    /// Distribution of the number of visible errors in a hit output
+    /// (`multiplicity[i]` = P(i+1 | hit)): Poisson with each output's `mu`,
+    /// conditioned on at least one, averaged over the hit outputs. At heavy
+    /// rates an output takes several upsets, each with its own bit and sign.
+    pub multiplicity: Vec<f64>,
     /// Smallest and largest hit probability over the layer's outputs.
     pub p_min: f64,
     pub p_max: f64,
@@ -198,6 +205,47 @@ pub struct LayerDerivation {
     /// directions were not measured (a fair coin).
     pub up: Vec<Vec<f64>>,
     pub sites: Vec<SiteDerivation>,
+    /// On WS/IS arrays: the stationary register's upsets as runs, and the
+    /// independent hits of the other sites. The fault model carries these
+    /// (`p_out`, `bit_weights` and `up` above count every site, as a
+    /// layer's measured hit rate does).
+    pub stream: Option<StreamPart>,
+}
+
+/// A layer's derived faults split into the stationary register's runs and
+/// the other sites' independent hits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamPart {
+    pub runs: StreamHits,
+    pub p_out: f64,
+    pub multiplicity: Vec<f64>,
+    pub bit_weights: Vec<f64>,
+    pub up: Vec<Vec<f64>>,
+}
+
+impl LayerDerivation {
+    /// The model's independent hits: `(p_out, multiplicity, bit_weights,
+    /// up)` of the sites the runs do not carry.
+    pub fn independent(&self) -> (f64, &[f64], &[f64], &[Vec<f64>]) {
+        match &self.stream {
+            Some(s) => (s.p_out, &s.multiplicity, &s.bit_weights, &s.up),
+            None => (self.p_out, &self.multiplicity, &self.bit_weights, &self.up),
+        }
+    }
+
+    /// The layer with a fitted correction `c` (measured / derived hit
+    /// rate) applied: every hit probability `p -> 1 - (1-p)^c`, the runs'
+    /// upsets times `c` (the multiplicities are kept).
+    pub fn corrected(&self, c: f64) -> LayerDerivation {
+        let fit = |p: f64| 1.0 - (1.0 - p.min(1.0)).powf(c);
+        let mut l = self.clone();
+        l.p_out = fit(l.p_out);
+        if let Some(s) = &mut l.stream {
+            s.p_out = fit(s.p_out);
+            s.runs = s.runs.scaled(c);
+        }
+        l
+    }
 }
 
 /// A MAC layer as derivation sees it: its GEMM per group, how its
@@ -223,6 +271,13 @@ pub struct GemmLayer {
     /// code's high groups depends on its sign).
     pub negative_weights: Magnitudes,
     pub negative_inputs: Magnitudes,
+    /// Mean magnitude of each reduction row `(g, k)` of the operands
+    /// (`g*K + k`): the im2col inputs over the output pixels (measured on
+    /// real images; empty when not measured), and the weights over the
+    /// group's filters. One held operand of a stationary register meets
+    /// one row, and rows differ (dead and busy input channels).
+    pub input_rows: Vec<f64>,
+    pub weight_rows: Vec<f64>,
     /// How often a psum-register flip moves the output in the direction of
     /// the output code's own bit, measured on real images for the array
     /// being derived for (`None`: unknown, hits keep a random sign).
@@ -252,10 +307,26 @@ impl GemmLayer {
                 layer.weights.iter().copied().filter(|&w| w < 0),
             ),
             negative_inputs,
+            input_rows: Vec::new(),
+            weight_rows: weight_row_means(layer),
             psum_signs: None,
             step_profile: None,
         }
     }
+}
+
+/// Mean weight magnitude per reduction row `(g, k)` of `layer` over the
+/// group's filters.
+fn weight_row_means(layer: &MacLayer) -> Vec<f64> {
+    let (k, m) = (layer.macs_per_output(), layer.cout_per_group());
+    let mut rows = vec![0.0; layer.groups * k];
+    for (f, filter) in layer.weights.chunks_exact(k).enumerate() {
+        let g = f / m.max(1);
+        for (r, &w) in rows[g * k..(g + 1) * k].iter_mut().zip(filter) {
+            *r += f64::from(w.unsigned_abs()) / m as f64;
+        }
+    }
+    rows
 }
 
 /// Derive `layer`'s output-hit parameters on `array` with datapath widths
@@ -273,6 +344,9 @@ pub fn derive_layer(
     let (weights, inputs) = (&layer.weights, &layer.inputs);
     let mut mu = vec![0.0f64; e * m];
     let mut bit_mass = vec![0.0f64; out_bits as usize];
+    // The same without the stationary register (carried as runs instead).
+    let stationary = stationary_site(array.dataflow);
+    let (mut mu_rest, mut bit_mass_rest) = (vec![0.0f64; e * m], vec![0.0f64; out_bits as usize]);
     // Visible errors of psum bits at or above the shift (whole steps), by
     // output bit: the ones whose direction `up` describes.
     let mut psum_whole = vec![0.0f64; out_bits as usize];
@@ -291,12 +365,19 @@ pub fn derive_layer(
         let lambda = rates.of(site);
         let (vis, bits) = visible_bits(width, mags, shift, out_bits);
         let per_slot = lambda * f64::from(width) * vis;
-        for (acc, &s) in mu.iter_mut().zip(&ex.slots) {
-            *acc += per_slot * s as f64;
-        }
         let mass = lambda * f64::from(width) * ex.touches as f64;
-        for (t, b) in bit_mass.iter_mut().zip(&bits) {
-            *t += mass * b;
+        let targets = if Some(site) == stationary {
+            vec![(&mut mu, &mut bit_mass)]
+        } else {
+            vec![(&mut mu, &mut bit_mass), (&mut mu_rest, &mut bit_mass_rest)]
+        };
+        for (mu, bit_mass) in targets {
+            for (acc, &s) in mu.iter_mut().zip(&ex.slots) {
+                *acc += per_slot * s as f64;
+            }
+            for (t, b) in bit_mass.iter_mut().zip(&bits) {
+                *t += mass * b;
+            }
         }
         if site == FaultSite::PsumReg {
             let top = i32::from(out_bits) - 1;
@@ -312,7 +393,31 @@ pub fn derive_layer(
             mu: per_slot * ex.mean_slots(),
         });
     }
-    assemble(layer, (e, k, m), &mu, &bit_mass, &psum_whole, sites)
+    let mut d = assemble(layer, (e, k, m), &mu, &bit_mass, &psum_whole, sites);
+    if let Some(site) = stationary {
+        let width = match site {
+            FaultSite::WeightReg => u32::from(weight_bits),
+            _ => u32::from(act_bits),
+        };
+        if let Some(runs) = stationary_stream(&mp, layer, width, rates.of(site)) {
+            let rest = assemble(
+                layer,
+                (e, k, m),
+                &mu_rest,
+                &bit_mass_rest,
+                &psum_whole,
+                Vec::new(),
+            );
+            d.stream = Some(StreamPart {
+                runs,
+                p_out: rest.p_out,
+                multiplicity: rest.multiplicity,
+                bit_weights: rest.bit_weights,
+                up: rest.up,
+            });
+        }
+    }
+    d
 }
 
 /// The derived parameters of `layer` from its expected visible errors per
@@ -330,6 +435,7 @@ pub(super) fn assemble(
     let out_bits = layer.out_bits;
     let p: Vec<f64> = mu.iter().map(|&x| -(-x).exp_m1()).collect();
     let p_out = p.iter().sum::<f64>() / p.len().max(1) as f64;
+    let multiplicity = poisson_multiplicity(mu);
     let total: f64 = bit_mass.iter().sum();
     let bit_weights = if total > 0.0 {
         bit_mass.iter().map(|x| x / total).collect()
@@ -359,16 +465,71 @@ pub(super) fn assemble(
         groups: layer.groups,
         up,
         p_out,
+        multiplicity,
         p_min: p.iter().copied().fold(f64::INFINITY, f64::min),
         p_max: p.iter().copied().fold(0.0, f64::max),
         bit_weights,
         sites,
+        stream: None,
     }
+}
+
+/// Most visible errors one output is modelled to take in one run.
+const MAX_MULTIPLICITY: usize = 64;
+
+/// `P(k | k >= 1)` for `k = 1..`, `k ~ Poisson(mu_o)`, averaged over
+/// outputs weighted by their hit probability; the tail below `1e-12` is
+/// dropped (a single error when nothing is hit).
+fn poisson_multiplicity(mu: &[f64]) -> Vec<f64> {
+    let mut acc = vec![0.0f64; MAX_MULTIPLICITY];
+    for &m in mu {
+        if m <= 0.0 {
+            continue;
+        }
+        // e^-m m^k / k!, k = 1..
+        let mut term = (-m).exp() * m;
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += term;
+            term *= m / (k + 2) as f64;
+            if term < 1e-18 && k + 2 > m as usize {
+                break;
+            }
+        }
+    }
+    let total: f64 = acc.iter().sum();
+    if total <= 0.0 {
+        return vec![1.0];
+    }
+    let mut out: Vec<f64> = acc.iter().map(|a| a / total).collect();
+    while out.len() > 1 && out[out.len() - 1] < 1e-12 {
+        out.pop();
+    }
+    let s: f64 = out.iter().sum();
+    out.iter_mut().for_each(|x| *x /= s);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multiplicity_is_the_conditioned_poisson() {
+        // One output at mu = 0.5: P(k | k>=1) = e^-.5 .5^k/k! / (1-e^-.5).
+        let m = poisson_multiplicity(&[0.5]);
+        let z = -(-0.5f64).exp_m1();
+        for (k, &p) in m.iter().enumerate().take(5) {
+            let k1 = (k + 1) as i32;
+            let fact: f64 = (1..=k1).map(f64::from).product();
+            let want = (-0.5f64).exp() * 0.5f64.powi(k1) / fact / z;
+            assert!((p - want).abs() < 1e-12, "k={k1}: {p} vs {want}");
+        }
+        assert_eq!(poisson_multiplicity(&[0.0, 0.0]), vec![1.0]);
+        // Tiny rates: a single error, up to rounding.
+        assert!(poisson_multiplicity(&[1e-9])[0] > 1.0 - 1e-9);
+        let s: f64 = poisson_multiplicity(&[3.0, 0.1, 12.0]).iter().sum();
+        assert!((s - 1.0).abs() < 1e-12);
+    }
 
     #[test]
     fn visibility_of_psum_bits_follows_the_shift() {
@@ -418,6 +579,8 @@ mod special_cases {
             inputs: Magnitudes::from_codes([0, 3, 40]),
             negative_weights: Magnitudes::from_codes([-9]),
             negative_inputs: Magnitudes::default(),
+            input_rows: Vec::new(),
+            weight_rows: Vec::new(),
             psum_signs: None,
             step_profile: None,
         }

@@ -17,3 +17,4 @@ pub mod measure;
 pub mod network;
 pub mod permanent;
 pub mod psum_sign;
+pub mod stream;

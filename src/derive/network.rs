@@ -49,6 +49,36 @@ pub fn add_im2col_magnitudes(
     }
 }
 
+/// Add to `sums[g*K + k]` the magnitudes of column `k` of group `g`'s
+/// im2col operand for one image's input codes (CHW): summed over the
+/// output pixels, what the moving activations of a weight-stationary row
+/// carry.
+pub fn add_im2col_row_sums(layer: &MacLayer, input: &[i32], sums: &mut Vec<f64>) {
+    let k = layer.macs_per_output();
+    sums.resize(layer.groups * k, 0.0);
+    let mut a = Vec::new();
+    for gi in 0..layer.groups {
+        ifmap_operand(layer, input, gi, &mut a);
+        let row = &mut sums[gi * k..(gi + 1) * k];
+        for chunk in a.chunks_exact(k) {
+            for (s, &v) in row.iter_mut().zip(chunk) {
+                *s += f64::from(v.unsigned_abs());
+            }
+        }
+    }
+}
+
+/// Mean magnitude per im2col column `(g, k)` of `layer` over `inputs`
+/// (one CHW input-code tensor per image).
+pub fn im2col_row_means(layer: &MacLayer, inputs: &[Vec<i32>]) -> Vec<f64> {
+    let mut sums = Vec::new();
+    for x in inputs {
+        add_im2col_row_sums(layer, x, &mut sums);
+    }
+    let n = (inputs.len() * layer.out_shape.h * layer.out_shape.w).max(1) as f64;
+    sums.iter().map(|s| s / n).collect()
+}
+
 /// A network's derived feature faults.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NetworkDerivation {
@@ -85,7 +115,7 @@ pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
     let n = model.input_shape().numel();
     let count = images.len() / n.max(1);
     let macs = mac_layers_with_inputs(model);
-    let per_image: Vec<Vec<(Magnitudes, Magnitudes)>> = (0..count)
+    let per_image: Vec<Vec<(Magnitudes, Magnitudes, Vec<f64>)>> = (0..count)
         .into_par_iter()
         .map(|i| {
             let outs = run_image_all(model, &images[i * n..(i + 1) * n], i as u64, None);
@@ -93,7 +123,9 @@ pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
                 .map(|(input, l)| {
                     let (mut m, mut neg) = (Magnitudes::default(), Magnitudes::default());
                     add_im2col_magnitudes(l, &outs[*input], &mut m, &mut neg);
-                    (m, neg)
+                    let mut rows = Vec::new();
+                    add_im2col_row_sums(l, &outs[*input], &mut rows);
+                    (m, neg, rows)
                 })
                 .collect()
         })
@@ -102,11 +134,18 @@ pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
         .enumerate()
         .map(|(j, (_, l))| {
             let (mut inputs, mut negative) = (Magnitudes::default(), Magnitudes::default());
+            let mut rows = vec![0.0; l.groups * l.macs_per_output()];
             for img in &per_image {
                 inputs.merge(&img[j].0);
                 negative.merge(&img[j].1);
+                for (r, x) in rows.iter_mut().zip(&img[j].2) {
+                    *r += x;
+                }
             }
-            GemmLayer::of(l, inputs, negative)
+            let pixels = (count * l.out_shape.h * l.out_shape.w).max(1) as f64;
+            let mut g = GemmLayer::of(l, inputs, negative);
+            g.input_rows = rows.iter().map(|r| r / pixels).collect();
+            g
         })
         .collect()
 }
@@ -374,13 +413,16 @@ impl NetworkDerivation {
     /// once per chip: no `[weight]` section means persistent).
     pub fn fault_spec(&self, description: String) -> FaultSpec {
         let feature = |l: &LayerDerivation| {
-            if l.p_out > 0.0 {
+            let (p_out, multiplicity, bit_weights, up) = l.independent();
+            let stream = l.stream.as_ref().map(|s| s.runs.clone());
+            if p_out > 0.0 || stream.is_some() {
                 FeatureFault::OutputHit(OutputHit {
-                    p_out: l.p_out.min(1.0),
-                    bit_weights: l.bit_weights.clone(),
+                    p_out: p_out.min(1.0),
+                    bit_weights: bit_weights.to_vec(),
                     sign: HitSign::Random,
-                    multiplicity: vec![1.0],
-                    up: l.up.clone(),
+                    multiplicity: multiplicity.to_vec(),
+                    up: up.to_vec(),
+                    stream,
                 })
             } else {
                 FeatureFault::Off

@@ -390,6 +390,8 @@ mod tests {
             inputs: Magnitudes::default(),
             negative_weights: Magnitudes::default(),
             negative_inputs: Magnitudes::default(),
+            input_rows: Vec::new(),
+            weight_rows: Vec::new(),
             psum_signs: None,
             step_profile: None,
         }

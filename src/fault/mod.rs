@@ -14,6 +14,7 @@ pub mod model_file;
 pub mod output_hit;
 pub mod skip;
 pub mod spec;
+pub mod stream_hit;
 pub mod stuck_at;
 pub mod twos;
 

@@ -45,6 +45,15 @@
 //! # per bit, 2*bits classes each. `ftnas derive` writes it for the psum
 //! # registers' flips, which go the way the held partial sum points.
 //! # e.g. up = [[0.5, ... (16 entries)], ..., [0.9, 0.8, ..., 0.3, 0.2]]
+//! # optional: upsets of a stationary operand register (WS weights, IS
+//! # activations) as runs of same-sign errors along a stream (see
+//! # `fault::stream_hit`); `ftnas derive` writes it for WS and IS arrays.
+//! # axis "pixels": a channel's pixels, "channels": a pixel's channels;
+//! # events per stream per image; from_start: P(run starts at output 0);
+//! # up[j]: P(flip of register bit j raises the held value); operand[l]:
+//! # P(moving operand has bit length l), l = 0 a zero; gains (optional):
+//! # per reduction row, its operand magnitude relative to the layer's.
+//! stream = { axis = "pixels", length = 784, events = 0.0018, from_start = 0.022, shift = 16, up = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], operand = [0.5, 0.0, 0.25, 0.25], operand_negative = 0.0, gains = [1.2, 0.8] }
 //!
 //! [layer.weight]          # this layer's weight model: per-bit stuck-at
 //! kind = "stuck_at"
@@ -105,6 +114,7 @@ use super::spec::{
     FaultSpec, FeatureFault, FeatureSection, LayerOverride, LayerSelection, WeightFault,
     WeightSection,
 };
+use super::stream_hit::{StreamAxis, StreamHits};
 use super::stuck_at::{PerBit, ShareUnit, SharedStuck, StuckAt};
 use super::{FeatureInjector, LayerSite, WeightInjector};
 
@@ -721,6 +731,24 @@ fn feature_table(f: &FeatureFault) -> KeyValues {
                     toml::Value::Array(h.up.iter().map(|r| floats(r)).collect()),
                 ));
             }
+            if let Some(s) = &h.stream {
+                let mut tab = toml::map::Map::new();
+                tab.insert("axis".into(), toml::Value::String(s.axis.name().into()));
+                tab.insert("length".into(), toml::Value::Integer(s.length as i64));
+                tab.insert("events".into(), toml::Value::Float(s.events));
+                tab.insert("from_start".into(), toml::Value::Float(s.from_start));
+                tab.insert("shift".into(), toml::Value::Integer(i64::from(s.shift)));
+                tab.insert("up".into(), floats(&s.up));
+                tab.insert("operand".into(), floats(&s.operand));
+                tab.insert(
+                    "operand_negative".into(),
+                    toml::Value::Float(s.operand_negative),
+                );
+                if !s.gains.is_empty() {
+                    tab.insert("gains".into(), floats(&s.gains));
+                }
+                t.push(("stream", toml::Value::Table(tab)));
+            }
         }
     }
     t
@@ -777,7 +805,24 @@ struct RawFeature {
     sign: Option<Spanned<String>>,
     multiplicity: Option<Spanned<Vec<f64>>>,
     up: Option<Spanned<Vec<Vec<f64>>>>,
+    stream: Option<Spanned<RawStream>>,
     layers: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    axis: Spanned<String>,
+    length: usize,
+    events: f64,
+    from_start: f64,
+    shift: i32,
+    up: Vec<f64>,
+    operand: Vec<f64>,
+    #[serde(default)]
+    operand_negative: f64,
+    #[serde(default)]
+    gains: Vec<f64>,
 }
 
 #[derive(Deserialize)]
@@ -1012,6 +1057,7 @@ impl Ctx<'_> {
             ("sign", f.sign.as_ref().map(Spanned::span)),
             ("multiplicity", f.multiplicity.as_ref().map(Spanned::span)),
             ("up", f.up.as_ref().map(Spanned::span)),
+            ("stream", f.stream.as_ref().map(Spanned::span)),
         ];
         let need_p = |what: &str| -> Result<f64, FaultError> {
             f.p.as_ref().map(|p| *p.get_ref()).ok_or_else(|| {
@@ -1042,7 +1088,14 @@ impl Ctx<'_> {
             "output_hit" => {
                 self.only(
                     &present,
-                    &["p_out", "bit_weights", "sign", "multiplicity", "up"],
+                    &[
+                        "p_out",
+                        "bit_weights",
+                        "sign",
+                        "multiplicity",
+                        "up",
+                        "stream",
+                    ],
                     kind,
                     prefix,
                 )?;
@@ -1079,12 +1132,40 @@ impl Ctx<'_> {
                     .as_ref()
                     .map_or_else(|| vec![1.0], |m| m.get_ref().clone());
                 let up = f.up.as_ref().map_or_else(Vec::new, |v| v.get_ref().clone());
+                let stream = match &f.stream {
+                    None => None,
+                    Some(s) => {
+                        let r = s.get_ref();
+                        let axis = StreamAxis::parse(r.axis.get_ref()).ok_or_else(|| {
+                            self.err(
+                                r.axis.span(),
+                                &format!("{prefix}.stream.axis"),
+                                format!(
+                                    "`{}`: expected \"pixels\" or \"channels\"",
+                                    r.axis.get_ref()
+                                ),
+                            )
+                        })?;
+                        Some(StreamHits {
+                            axis,
+                            length: r.length,
+                            events: r.events,
+                            from_start: r.from_start,
+                            shift: r.shift,
+                            up: r.up.clone(),
+                            operand: r.operand.clone(),
+                            operand_negative: r.operand_negative,
+                            gains: r.gains.clone(),
+                        })
+                    }
+                };
                 FeatureFault::OutputHit(OutputHit {
                     p_out,
                     bit_weights,
                     sign,
                     multiplicity,
                     up,
+                    stream,
                 })
             }
             o => {
@@ -1099,9 +1180,10 @@ impl Ctx<'_> {
             }
         };
         if let Err((k, m)) = fault.validate() {
+            // `stream.events` is reported at the `stream` table.
             let span = present
                 .iter()
-                .find(|(name, _)| *name == k)
+                .find(|(name, _)| *name == k.split('.').next().unwrap_or(k))
                 .and_then(|(_, s)| s.clone())
                 .unwrap_or_else(|| f.kind.span());
             return Err(self.err(span, &format!("{prefix}.{k}"), m));

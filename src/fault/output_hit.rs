@@ -25,6 +25,9 @@
 //! carries how sure that direction is. Derivation measures it from the
 //! partial sums the psum registers really hold (`crate::derive::psum_sign`).
 //!
+//! `stream` (optional) adds the runs of same-sign errors that upsets of a
+//! stationary operand register cause ([`super::stream_hit`]).
+//!
 //! MiBB is the special case `p_out = 1-(1-p)^n`, uniform `bit_weights`,
 //! `sign = random`, `multiplicity = [1.0]`. A bit position at or beyond the
 //! code width (a `bit_weights` longer than the layer's bits) changes
@@ -35,6 +38,7 @@ use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::skip::Skipper;
+use super::stream_hit::StreamHits;
 use super::twos::flip_bit;
 use super::twos::supported_width;
 use super::{FeatureInjector, LayerSite};
@@ -68,6 +72,10 @@ pub struct OutputHit {
     /// `up[b][c]`: probability that a bit-`b` hit on a code of class `c`
     /// ([`sign_class`]) is `+2^b`; empty: a fair coin.
     pub up: Vec<Vec<f64>>,
+    /// Upsets of stationary operand registers, as runs of same-sign errors
+    /// along a stream ([`super::stream_hit`]); applied after the
+    /// independent hits.
+    pub stream: Option<StreamHits>,
 }
 
 impl OutputHit {
@@ -77,6 +85,9 @@ impl OutputHit {
         check_prob("p_out", self.p_out)?;
         check_distribution("bit_weights", &self.bit_weights)?;
         check_distribution("multiplicity", &self.multiplicity)?;
+        if let Some(s) = &self.stream {
+            s.validate()?;
+        }
         if !self.up.is_empty() {
             if self.sign != HitSign::Random {
                 return Err((
@@ -120,7 +131,16 @@ impl OutputHit {
         Ok(())
     }
 
-    /// Inject into `codes` (signed `bits`-bit codes).
+    /// Inject into one image's output codes at `site`: the independent hits,
+    /// then the stream runs.
+    pub fn apply_at<R: Rng + ?Sized>(&self, site: &LayerSite, codes: &mut [i32], rng: &mut R) {
+        self.apply(site.format.bits, codes, rng);
+        if let Some(s) = &self.stream {
+            s.apply(site.format.bits, site.groups, codes, rng);
+        }
+    }
+
+    /// Inject the independent hits into `codes` (signed `bits`-bit codes).
     pub fn apply<R: Rng + ?Sized>(&self, bits: u8, codes: &mut [i32], rng: &mut R) {
         if !supported_width(bits) {
             return;
@@ -166,7 +186,7 @@ impl OutputHit {
 
 impl FeatureInjector for OutputHit {
     fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
-        self.apply(site.format.bits, codes, rng);
+        self.apply_at(site, codes, rng);
     }
 }
 
@@ -247,6 +267,7 @@ mod tests {
             sign: HitSign::Flip,
             multiplicity: vec![1.0],
             up: vec![],
+            stream: None,
         };
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let mut codes = vec![0, 7, -8, -1];
@@ -263,6 +284,7 @@ mod tests {
             sign: HitSign::Flip,
             multiplicity: vec![0.0, 1.0],
             up: vec![],
+            stream: None,
         };
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let mut codes = vec![0, 1, -1, -2];
@@ -278,6 +300,7 @@ mod tests {
             sign: HitSign::Random,
             multiplicity: vec![1.0],
             up: vec![],
+            stream: None,
         };
         assert!(ok.validate().is_ok());
         let mut bad = ok.clone();
@@ -327,6 +350,7 @@ mod tests {
             sign: HitSign::Random,
             multiplicity: vec![1.0],
             up: vec![vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]; 4],
+            stream: None,
         };
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
         for _ in 0..20 {

@@ -51,7 +51,7 @@ impl FeatureFault {
             FeatureFault::Off => {}
             FeatureFault::Mibb(m) => m.apply(site.macs_per_output, bits, codes, rng),
             FeatureFault::BitFlip(m) => m.apply(bits, codes, rng),
-            FeatureFault::OutputHit(m) => m.apply(bits, codes, rng),
+            FeatureFault::OutputHit(m) => m.apply_at(site, codes, rng),
         }
     }
 }
