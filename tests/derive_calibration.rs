@@ -1,7 +1,8 @@
 //! Derived per-layer statistics against layer-isolated hardware injection on
 //! a quantized model and real Fashion-MNIST inputs, on every dataflow.
 
-use ftnas::accel::description::{Accelerator, BandwidthMode, Buffers, Dram, Kind, Systolic};
+mod common;
+
 use ftnas::accel::Dataflow;
 use ftnas::data::{self, Split};
 use ftnas::derive::hardware::Hardware;
@@ -24,31 +25,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 /// `q` on an 8x8 array of dataflow `df` (its datapath), stepped cycle by
 /// cycle.
 fn network(q: &ftnas::quant::QModel, df: Dataflow) -> HwNetwork {
-    let acc = Accelerator {
-        name: format!("test-8x8-{df:?}"),
-        clock_mhz: 500.0,
-        kind: Kind::Systolic,
-        systolic: Some(Systolic {
-            rows: 8,
-            cols: 8,
-            dataflow: df,
-        }),
-        bitserial: None,
-        datapath: q.datapath,
-        buffers: Buffers {
-            ifmap_kib: 64,
-            filter_kib: 64,
-            ofmap_kib: 64,
-            word_bytes: 1,
-            banks: 1,
-            double_buffered: true,
-        },
-        dram: Dram {
-            bandwidth: BandwidthMode::Calc,
-            words_per_cycle: None,
-        },
-    };
-    HwNetwork::new(&acc, q).unwrap()
+    HwNetwork::new(&common::systolic_accelerator(8, 8, df, q.datapath, 64), q).unwrap()
 }
 
 /// Index of the layer named `name` among `q`'s conv/linear layers.

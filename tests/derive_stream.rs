@@ -5,7 +5,8 @@
 //! (`ftnas::fault::stream_hit`) must reproduce that coherent error energy;
 //! the same hit rate spread as independent hits must not.
 
-use ftnas::accel::description::{Accelerator, BandwidthMode, Buffers, Dram, Kind, Systolic};
+mod common;
+
 use ftnas::accel::Dataflow;
 use ftnas::data::{self, Split};
 use ftnas::derive::hardware::Hardware;
@@ -23,31 +24,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 fn network(q: &QModel, df: Dataflow) -> HwNetwork {
-    let acc = Accelerator {
-        name: format!("test-6x5-{df:?}"),
-        clock_mhz: 500.0,
-        kind: Kind::Systolic,
-        systolic: Some(Systolic {
-            rows: 6,
-            cols: 5,
-            dataflow: df,
-        }),
-        bitserial: None,
-        datapath: q.datapath,
-        buffers: Buffers {
-            ifmap_kib: 64,
-            filter_kib: 64,
-            ofmap_kib: 64,
-            word_bytes: 1,
-            banks: 1,
-            double_buffered: true,
-        },
-        dram: Dram {
-            bandwidth: BandwidthMode::Calc,
-            words_per_cycle: None,
-        },
-    };
-    HwNetwork::new(&acc, q).unwrap()
+    HwNetwork::new(&common::systolic_accelerator(6, 5, df, q.datapath, 64), q).unwrap()
 }
 
 /// Per output stream (WS: an output channel's pixels; IS: a pixel's

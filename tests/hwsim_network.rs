@@ -8,8 +8,11 @@
 
 mod engine_common;
 
+mod common;
+
+use common::systolic_accelerator as accelerator;
 use engine_common::{datapath, images, random_graph};
-use ftnas::accel::description::{Accelerator, BandwidthMode, Buffers, Dram, Kind, Systolic};
+use ftnas::accel::description::{Accelerator, Kind};
 use ftnas::accel::{time_graph, Dataflow};
 use ftnas::engine::{Engine, ReferenceEngine};
 use ftnas::fixed::Datapath;
@@ -20,33 +23,6 @@ use ftnas::hwsim::{
 use ftnas::model::{Graph, GraphBuilder, Op, Shape, Weights};
 use ftnas::quant::{self, QModel, QOp};
 use proptest::prelude::*;
-
-fn accelerator(rows: usize, cols: usize, df: Dataflow, dp: Datapath, kib: usize) -> Accelerator {
-    Accelerator {
-        name: format!("test-{rows}x{cols}-{df:?}"),
-        clock_mhz: 500.0,
-        kind: Kind::Systolic,
-        systolic: Some(Systolic {
-            rows,
-            cols,
-            dataflow: df,
-        }),
-        bitserial: None,
-        datapath: dp,
-        buffers: Buffers {
-            ifmap_kib: kib,
-            filter_kib: kib,
-            ofmap_kib: kib,
-            word_bytes: 1,
-            banks: 1,
-            double_buffered: true,
-        },
-        dram: Dram {
-            bandwidth: BandwidthMode::Calc,
-            words_per_cycle: None,
-        },
-    }
-}
 
 fn dataflow(i: u8) -> Dataflow {
     [Dataflow::Os, Dataflow::Ws, Dataflow::Is][i as usize % 3]

@@ -366,18 +366,17 @@ pub fn derive_layer(
         let (vis, bits) = visible_bits(width, mags, shift, out_bits);
         let per_slot = lambda * f64::from(width) * vis;
         let mass = lambda * f64::from(width) * ex.touches as f64;
-        let targets = if Some(site) == stationary {
-            vec![(&mut mu, &mut bit_mass)]
-        } else {
-            vec![(&mut mu, &mut bit_mass), (&mut mu_rest, &mut bit_mass_rest)]
-        };
-        for (mu, bit_mass) in targets {
+        let add = |mu: &mut [f64], bit_mass: &mut [f64]| {
             for (acc, &s) in mu.iter_mut().zip(&ex.slots) {
                 *acc += per_slot * s as f64;
             }
             for (t, b) in bit_mass.iter_mut().zip(&bits) {
                 *t += mass * b;
             }
+        };
+        add(&mut mu, &mut bit_mass);
+        if Some(site) != stationary {
+            add(&mut mu_rest, &mut bit_mass_rest);
         }
         if site == FaultSite::PsumReg {
             let top = i32::from(out_bits) - 1;

@@ -37,14 +37,35 @@ pub fn add_im2col_magnitudes(
     mags: &mut Magnitudes,
     negative: &mut Magnitudes,
 ) {
+    for_each_group_operand(layer, input, |_, a| {
+        add_operand_magnitudes(a, mags, negative)
+    });
+}
+
+/// Call `f(g, A_g)` with group `g`'s im2col operand (`E x K`, row-major)
+/// of `layer` for one image's input codes (CHW), group by group.
+fn for_each_group_operand(layer: &MacLayer, input: &[i32], mut f: impl FnMut(usize, &[i32])) {
     let mut a = Vec::new();
     for gi in 0..layer.groups {
         ifmap_operand(layer, input, gi, &mut a);
-        for &v in &a {
-            mags.add(v.unsigned_abs() as usize, 1);
-            if v < 0 {
-                negative.add(v.unsigned_abs() as usize, 1);
-            }
+        f(gi, &a);
+    }
+}
+
+fn add_operand_magnitudes(a: &[i32], mags: &mut Magnitudes, negative: &mut Magnitudes) {
+    for &v in a {
+        mags.add(v.unsigned_abs() as usize, 1);
+        if v < 0 {
+            negative.add(v.unsigned_abs() as usize, 1);
+        }
+    }
+}
+
+/// Add column sums of one group's operand `a` (`E x K`) to `row`.
+fn add_operand_row_sums(a: &[i32], row: &mut [f64]) {
+    for chunk in a.chunks_exact(row.len().max(1)) {
+        for (s, &v) in row.iter_mut().zip(chunk) {
+            *s += f64::from(v.unsigned_abs());
         }
     }
 }
@@ -56,16 +77,9 @@ pub fn add_im2col_magnitudes(
 pub fn add_im2col_row_sums(layer: &MacLayer, input: &[i32], sums: &mut Vec<f64>) {
     let k = layer.macs_per_output();
     sums.resize(layer.groups * k, 0.0);
-    let mut a = Vec::new();
-    for gi in 0..layer.groups {
-        ifmap_operand(layer, input, gi, &mut a);
-        let row = &mut sums[gi * k..(gi + 1) * k];
-        for chunk in a.chunks_exact(k) {
-            for (s, &v) in row.iter_mut().zip(chunk) {
-                *s += f64::from(v.unsigned_abs());
-            }
-        }
-    }
+    for_each_group_operand(layer, input, |gi, a| {
+        add_operand_row_sums(a, &mut sums[gi * k..(gi + 1) * k]);
+    });
 }
 
 /// Mean magnitude per im2col column `(g, k)` of `layer` over `inputs`
@@ -121,10 +135,14 @@ pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
             let outs = run_image_all(model, &images[i * n..(i + 1) * n], i as u64, None);
             macs.iter()
                 .map(|(input, l)| {
+                    // One im2col pass for both statistics.
                     let (mut m, mut neg) = (Magnitudes::default(), Magnitudes::default());
-                    add_im2col_magnitudes(l, &outs[*input], &mut m, &mut neg);
-                    let mut rows = Vec::new();
-                    add_im2col_row_sums(l, &outs[*input], &mut rows);
+                    let k = l.macs_per_output();
+                    let mut rows = vec![0.0; l.groups * k];
+                    for_each_group_operand(l, &outs[*input], |gi, a| {
+                        add_operand_magnitudes(a, &mut m, &mut neg);
+                        add_operand_row_sums(a, &mut rows[gi * k..(gi + 1) * k]);
+                    });
                     (m, neg, rows)
                 })
                 .collect()

@@ -75,3 +75,40 @@ pub fn init_weights(model: &Path, input: &str, seed: u64, out: &Path) {
         .expect("run ftnas");
     succeeded(&o);
 }
+
+/// A systolic accelerator of `rows x cols` with `dataflow`, datapath `dp`
+/// and `kib` KiB per SRAM buffer (500 MHz, computed DRAM bandwidth): the
+/// array the hardware-model tests run networks on.
+pub fn systolic_accelerator(
+    rows: usize,
+    cols: usize,
+    dataflow: ftnas::accel::Dataflow,
+    dp: ftnas::fixed::Datapath,
+    kib: usize,
+) -> ftnas::accel::description::Accelerator {
+    use ftnas::accel::description::{Accelerator, BandwidthMode, Buffers, Dram, Kind, Systolic};
+    Accelerator {
+        name: format!("test-{rows}x{cols}-{dataflow:?}"),
+        clock_mhz: 500.0,
+        kind: Kind::Systolic,
+        systolic: Some(Systolic {
+            rows,
+            cols,
+            dataflow,
+        }),
+        bitserial: None,
+        datapath: dp,
+        buffers: Buffers {
+            ifmap_kib: kib,
+            filter_kib: kib,
+            ofmap_kib: kib,
+            word_bytes: 1,
+            banks: 1,
+            double_buffered: true,
+        },
+        dram: Dram {
+            bandwidth: BandwidthMode::Calc,
+            words_per_cycle: None,
+        },
+    }
+}
