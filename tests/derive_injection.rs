@@ -80,8 +80,9 @@ fn derived_hit_rates_match_hardware_injection() {
         inputs: Magnitudes::from_codes(a.iter().copied()),
         negative_weights: Magnitudes::from_codes(w.iter().copied().filter(|&c| c < 0)),
         negative_inputs: Magnitudes::from_codes(a.iter().copied().filter(|&c| c < 0)),
-        input_rows: Vec::new(),
-        weight_rows: Vec::new(),
+        input_rows: Default::default(),
+        weight_rows: Default::default(),
+        filters: Vec::new(),
         psum_signs: None,
         step_profile: None,
     };
@@ -198,8 +199,9 @@ fn derived_weight_stuck_rates_match_hardware_injection() {
         inputs: Magnitudes::from_codes(a.iter().copied()),
         negative_weights: Magnitudes::from_codes(w.iter().copied().filter(|&c| c < 0)),
         negative_inputs: Magnitudes::from_codes(a.iter().copied().filter(|&c| c < 0)),
-        input_rows: Vec::new(),
-        weight_rows: Vec::new(),
+        input_rows: Default::default(),
+        weight_rows: Default::default(),
+        filters: Vec::new(),
         psum_signs: None,
         step_profile: None,
     };

@@ -11,7 +11,7 @@ use ftnas::accel::Dataflow;
 use ftnas::data::{self, Split};
 use ftnas::derive::hardware::Hardware;
 use ftnas::derive::layer::{derive_layer, GemmLayer, Magnitudes, SiteRates};
-use ftnas::derive::network::{add_im2col_magnitudes, im2col_row_means};
+use ftnas::derive::network::{add_im2col_magnitudes, im2col_rows};
 use ftnas::engine::reference::run_image_all;
 use ftnas::fault::output_hit::{HitSign, OutputHit};
 use ftnas::fault::stream_hit::StreamAxis;
@@ -73,7 +73,7 @@ fn stationary_runs_match_the_coherent_error_of_injection() {
     let outs: Vec<Vec<Vec<i32>>> = (0..images)
         .map(|i| run_image_all(&q, &train.images[i * per..(i + 1) * per], i as u64, None))
         .collect();
-    let trials = 150u64;
+    let trials = 400u64;
     let mut checked = 0;
     for df in [Dataflow::Ws, Dataflow::Is] {
         let arr = SystolicArray::new(6, 5, df).unwrap();
@@ -93,7 +93,7 @@ fn stationary_runs_match_the_coherent_error_of_injection() {
                 add_im2col_magnitudes(layer, x, &mut mags, &mut negative);
             }
             let mut gl = GemmLayer::of(layer, mags, negative);
-            gl.input_rows = im2col_row_means(layer, &inputs);
+            gl.input_rows = im2col_rows(layer, &inputs);
             let shape = LayerGemm::new(&arr, layer);
             // About two stationary-register flips per layer run.
             let lambda = 2.0 / (30.0 * 8.0 * shape.cycles as f64);
@@ -117,7 +117,7 @@ fn stationary_runs_match_the_coherent_error_of_injection() {
                 sign: HitSign::Random,
                 multiplicity: vec![1.0],
                 up: Vec::new(),
-                stream: Some(part.runs.clone()),
+                stream: Some(Box::new(part.runs.clone())),
             };
             let independent = OutputHit {
                 p_out: d.p_out,
@@ -160,13 +160,22 @@ fn stationary_runs_match_the_coherent_error_of_injection() {
             );
             let close = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol * b;
             assert!(
-                close(run_hits as f64, hw_hits as f64, 0.2),
+                // 0.25: the row gain times the pixel profile can ask for a
+                // non-zero chance above 1 where busy rows meet busy pixels;
+                // the excess goes into magnitudes, so runs change a few
+                // percent fewer codes than they carry error (0.81-0.9x on
+                // stage 2).
+                close(run_hits as f64, hw_hits as f64, 0.25),
                 "{df:?} {}: runs change {run_hits} codes, hardware {hw_hits}",
                 layer.name
             );
             // IS streams are a pixel's few channels, and weights of either
-            // sign ride them: fewer, shorter runs, a noisier statistic.
-            let tol = if df == Dataflow::Ws { 0.3 } else { 0.5 };
+            // sign ride them: fewer, shorter runs, a noisier statistic. And
+            // the moving weights of a row are one fixed sequence that the
+            // runs draw independently: their sums spread more than the
+            // hardware's (1.0x and 1.5x of injection over 1000 trials; WS
+            // 1.00x and 1.02x).
+            let tol = if df == Dataflow::Ws { 0.2 } else { 0.6 };
             assert!(
                 close(run_energy, hw_energy, tol),
                 "{df:?} {}: coherent energy runs {run_energy:.3e} vs hardware {hw_energy:.3e}",

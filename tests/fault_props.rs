@@ -179,15 +179,18 @@ proptest! {
             from_start: q,
             shift,
             up: per_bit.clone(),
+            up_by_stream: if channels { Vec::new() } else { per_bit.iter().chain(&per_bit).map(|x| x * q).collect() },
             operand: weights.clone(),
             operand_negative: 1.0 - q,
             gains: if shift > 0 { vec![q, 1.0 + q] } else { Vec::new() },
+            negatives: if shift > 1 { vec![q, 1.0 - q] } else { Vec::new() },
+            profile: if shift % 3 == 0 { (0..length).map(|t| q + t as f64).collect() } else { Vec::new() },
         });
         let layers: Vec<LayerOverride> = names.iter().enumerate().map(|(i, n)| LayerOverride {
             name: n.clone(),
             feature: match i % 4 {
                 0 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Flip, multiplicity: vec![q, 1.0 - q], up: vec![], stream: None })),
-                3 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Random, multiplicity: vec![1.0], up: per_bit.iter().map(|x| vec![x * q; 2 * bits]).collect(), stream: run.clone() })),
+                3 => Some(FeatureFault::OutputHit(OutputHit { p_out: p, bit_weights: weights.clone(), sign: HitSign::Random, multiplicity: vec![1.0], up: per_bit.iter().map(|x| vec![x * q; 2 * bits]).collect(), stream: run.clone().map(Box::new) })),
                 1 => Some(FeatureFault::Off),
                 _ => None,
             },

@@ -271,13 +271,15 @@ pub struct GemmLayer {
     /// code's high groups depends on its sign).
     pub negative_weights: Magnitudes,
     pub negative_inputs: Magnitudes,
-    /// Mean magnitude of each reduction row `(g, k)` of the operands
-    /// (`g*K + k`): the im2col inputs over the output pixels (measured on
-    /// real images; empty when not measured), and the weights over the
-    /// group's filters. One held operand of a stationary register meets
-    /// one row, and rows differ (dead and busy input channels).
-    pub input_rows: Vec<f64>,
-    pub weight_rows: Vec<f64>,
+    /// Per reduction row and along the stream, the im2col inputs
+    /// (measured on real images; empty when not measured) and the weights:
+    /// what the moving operand of a stationary register's run looks like
+    /// ([`OperandRows`]).
+    pub input_rows: OperandRows,
+    pub weight_rows: OperandRows,
+    /// Per output channel (`g*M + m`), its filter's weight codes and the
+    /// negative ones among them: what one weight-stationary stream holds.
+    pub filters: Vec<(Magnitudes, Magnitudes)>,
     /// How often a psum-register flip moves the output in the direction of
     /// the output code's own bit, measured on real images for the array
     /// being derived for (`None`: unknown, hits keep a random sign).
@@ -307,26 +309,125 @@ impl GemmLayer {
                 layer.weights.iter().copied().filter(|&w| w < 0),
             ),
             negative_inputs,
-            input_rows: Vec::new(),
-            weight_rows: weight_row_means(layer),
+            input_rows: OperandRows::default(),
+            weight_rows: weight_rows(layer),
+            filters: layer
+                .weights
+                .chunks_exact(layer.macs_per_output().max(1))
+                .map(|f| {
+                    (
+                        Magnitudes::from_codes(f.iter().copied()),
+                        Magnitudes::from_codes(f.iter().copied().filter(|&w| w < 0)),
+                    )
+                })
+                .collect(),
             psum_signs: None,
             step_profile: None,
         }
     }
 }
 
-/// Mean weight magnitude per reduction row `(g, k)` of `layer` over the
-/// group's filters.
-fn weight_row_means(layer: &MacLayer) -> Vec<f64> {
-    let (k, m) = (layer.macs_per_output(), layer.cout_per_group());
-    let mut rows = vec![0.0; layer.groups * k];
-    for (f, filter) in layer.weights.chunks_exact(k).enumerate() {
-        let g = f / m.max(1);
-        for (r, &w) in rows[g * k..(g + 1) * k].iter_mut().zip(filter) {
-            *r += f64::from(w.unsigned_abs()) / m as f64;
+/// How one operand of a GEMM varies where a stationary register's run
+/// meets it. One held operand meets one reduction row `(g, k)` of the
+/// moving operand (index `g*K + k`) along its whole stream, and rows
+/// differ: an input channel that ReLU left mostly dead, a busy one, a
+/// channel of a linear (projection) layer that is negative almost
+/// everywhere. Positions along the stream differ too: the border pixels of
+/// a Fashion-MNIST image are background. Empty vectors: not measured.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OperandRows {
+    /// Mean magnitude per row.
+    pub mean: Vec<f64>,
+    /// Share of each row's non-zero entries that are negative.
+    pub negative: Vec<f64>,
+    /// Mean magnitude per stream position over all rows (output pixel for
+    /// the im2col inputs, filter of its group for the weights).
+    pub along: Vec<f64>,
+}
+
+/// Running sums behind an [`OperandRows`].
+#[derive(Debug, Clone, Default)]
+pub struct OperandRowSums {
+    magnitude: Vec<f64>,
+    nonzero: Vec<u64>,
+    negative: Vec<u64>,
+    along: Vec<f64>,
+    /// Entries summed into each position of `along`.
+    along_count: Vec<u64>,
+}
+
+impl OperandRowSums {
+    /// Sums for `rows` rows and `positions` stream positions.
+    pub fn new(rows: usize, positions: usize) -> OperandRowSums {
+        OperandRowSums {
+            magnitude: vec![0.0; rows],
+            nonzero: vec![0; rows],
+            negative: vec![0; rows],
+            along: vec![0.0; positions],
+            along_count: vec![0; positions],
         }
     }
-    rows
+
+    /// Add the entry `v` of row `row` at stream position `pos`.
+    #[inline]
+    pub fn add(&mut self, row: usize, pos: usize, v: i32) {
+        let m = f64::from(v.unsigned_abs());
+        self.magnitude[row] += m;
+        self.nonzero[row] += u64::from(v != 0);
+        self.negative[row] += u64::from(v < 0);
+        self.along[pos] += m;
+        self.along_count[pos] += 1;
+    }
+
+    pub fn merge(&mut self, other: &OperandRowSums) {
+        let add_f = |a: &mut Vec<f64>, b: &Vec<f64>| {
+            a.resize(a.len().max(b.len()), 0.0);
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        };
+        let add_u = |a: &mut Vec<u64>, b: &Vec<u64>| {
+            a.resize(a.len().max(b.len()), 0);
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        };
+        add_f(&mut self.magnitude, &other.magnitude);
+        add_u(&mut self.nonzero, &other.nonzero);
+        add_u(&mut self.negative, &other.negative);
+        add_f(&mut self.along, &other.along);
+        add_u(&mut self.along_count, &other.along_count);
+    }
+
+    /// The statistics, each row's mean over `per_row` entries.
+    pub fn finish(&self, per_row: u64) -> OperandRows {
+        let n = per_row.max(1) as f64;
+        OperandRows {
+            mean: self.magnitude.iter().map(|m| m / n).collect(),
+            negative: self
+                .nonzero
+                .iter()
+                .zip(&self.negative)
+                .map(|(&nz, &neg)| if nz == 0 { 0.0 } else { neg as f64 / nz as f64 })
+                .collect(),
+            along: self
+                .along
+                .iter()
+                .zip(&self.along_count)
+                .map(|(&s, &c)| if c == 0 { 0.0 } else { s / c as f64 })
+                .collect(),
+        }
+    }
+}
+
+/// The weights of `layer` per reduction row `(g, k)` over the group's
+/// filters, and per filter of a group over all rows.
+fn weight_rows(layer: &MacLayer) -> OperandRows {
+    let (k, m) = (layer.macs_per_output(), layer.cout_per_group());
+    let mut sums = OperandRowSums::new(layer.groups * k, m);
+    for (f, filter) in layer.weights.chunks_exact(k).enumerate() {
+        let g = f / m.max(1);
+        for (r, &w) in filter.iter().enumerate() {
+            sums.add(g * k + r, f % m.max(1), w);
+        }
+    }
+    sums.finish(m as u64)
 }
 
 /// Derive `layer`'s output-hit parameters on `array` with datapath widths
@@ -513,6 +614,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn operand_rows_count_rows_signs_and_positions() {
+        // Two rows, three positions, over two "images" merged.
+        let mut a = OperandRowSums::new(2, 3);
+        for (row, pos, v) in [
+            (0, 0, 4),
+            (0, 1, 0),
+            (0, 2, -2),
+            (1, 0, -1),
+            (1, 1, -3),
+            (1, 2, 0),
+        ] {
+            a.add(row, pos, v);
+        }
+        let mut b = OperandRowSums::new(2, 3);
+        for (row, pos, v) in [
+            (0, 0, 2),
+            (0, 1, 0),
+            (0, 2, 0),
+            (1, 0, -5),
+            (1, 1, 1),
+            (1, 2, 0),
+        ] {
+            b.add(row, pos, v);
+        }
+        a.merge(&b);
+        let r = a.finish(6);
+        assert_eq!(r.mean, vec![8.0 / 6.0, 10.0 / 6.0]);
+        // Row 0: non-zero 4, -2, 2 -> 1 of 3 negative; row 1: -1, -3, -5, 1.
+        assert_eq!(r.negative, vec![1.0 / 3.0, 0.75]);
+        // Position 0: |4|, |-1|, |2|, |-5| over 4 entries.
+        assert_eq!(r.along, vec![3.0, 1.0, 0.5]);
+    }
+
+    #[test]
     fn multiplicity_is_the_conditioned_poisson() {
         // One output at mu = 0.5: P(k | k>=1) = e^-.5 .5^k/k! / (1-e^-.5).
         let m = poisson_multiplicity(&[0.5]);
@@ -578,8 +713,9 @@ mod special_cases {
             inputs: Magnitudes::from_codes([0, 3, 40]),
             negative_weights: Magnitudes::from_codes([-9]),
             negative_inputs: Magnitudes::default(),
-            input_rows: Vec::new(),
-            weight_rows: Vec::new(),
+            input_rows: OperandRows::default(),
+            weight_rows: OperandRows::default(),
+            filters: Vec::new(),
             psum_signs: None,
             step_profile: None,
         }

@@ -21,7 +21,9 @@ use crate::quant::{MacLayer, QModel, QOp};
 use crate::fault::{PerBit, SharedStuck, StuckAt, WeightFault};
 
 use super::bitserial::{self, derive_bitserial_layer, sip_rate, step_profile, StepProfile};
-use super::layer::{derive_layer, GemmLayer, LayerDerivation, Magnitudes, SiteRates};
+use super::layer::{
+    derive_layer, GemmLayer, LayerDerivation, Magnitudes, OperandRowSums, OperandRows, SiteRates,
+};
 use super::permanent::{
     derive_weight_faults, stuck_rates, StuckRates, WeightDerivation, WeightHolder,
 };
@@ -61,36 +63,41 @@ fn add_operand_magnitudes(a: &[i32], mags: &mut Magnitudes, negative: &mut Magni
     }
 }
 
-/// Add column sums of one group's operand `a` (`E x K`) to `row`.
-fn add_operand_row_sums(a: &[i32], row: &mut [f64]) {
-    for chunk in a.chunks_exact(row.len().max(1)) {
-        for (s, &v) in row.iter_mut().zip(chunk) {
-            *s += f64::from(v.unsigned_abs());
+/// Add one group's operand `a` (`E x K`, group `gi`) to `sums`: column
+/// `k` is reduction row `gi*K + k`, row `e` stream position (output pixel)
+/// `e`.
+fn add_operand_rows(a: &[i32], gi: usize, k: usize, sums: &mut OperandRowSums) {
+    for (e, chunk) in a.chunks_exact(k.max(1)).enumerate() {
+        for (r, &v) in chunk.iter().enumerate() {
+            sums.add(gi * k + r, e, v);
         }
     }
 }
 
-/// Add to `sums[g*K + k]` the magnitudes of column `k` of group `g`'s
-/// im2col operand for one image's input codes (CHW): summed over the
-/// output pixels, what the moving activations of a weight-stationary row
-/// carry.
-pub fn add_im2col_row_sums(layer: &MacLayer, input: &[i32], sums: &mut Vec<f64>) {
-    let k = layer.macs_per_output();
-    sums.resize(layer.groups * k, 0.0);
-    for_each_group_operand(layer, input, |gi, a| {
-        add_operand_row_sums(a, &mut sums[gi * k..(gi + 1) * k]);
-    });
+fn row_sums_for(layer: &MacLayer) -> OperandRowSums {
+    OperandRowSums::new(
+        layer.groups * layer.macs_per_output(),
+        layer.out_shape.h * layer.out_shape.w,
+    )
 }
 
-/// Mean magnitude per im2col column `(g, k)` of `layer` over `inputs`
-/// (one CHW input-code tensor per image).
-pub fn im2col_row_means(layer: &MacLayer, inputs: &[Vec<i32>]) -> Vec<f64> {
-    let mut sums = Vec::new();
+/// Add to `sums` the entries of `layer`'s im2col operand for one image's
+/// input codes (CHW): per column `(g, k)` what the moving activations of a
+/// weight-stationary row carry, per output pixel what every row carries
+/// there.
+pub fn add_im2col_rows(layer: &MacLayer, input: &[i32], sums: &mut OperandRowSums) {
+    let k = layer.macs_per_output();
+    for_each_group_operand(layer, input, |gi, a| add_operand_rows(a, gi, k, sums));
+}
+
+/// The im2col operand of `layer` over `inputs` (one CHW input-code tensor
+/// per image), per column `(g, k)` and per output pixel.
+pub fn im2col_rows(layer: &MacLayer, inputs: &[Vec<i32>]) -> OperandRows {
+    let mut sums = row_sums_for(layer);
     for x in inputs {
-        add_im2col_row_sums(layer, x, &mut sums);
+        add_im2col_rows(layer, x, &mut sums);
     }
-    let n = (inputs.len() * layer.out_shape.h * layer.out_shape.w).max(1) as f64;
-    sums.iter().map(|s| s / n).collect()
+    sums.finish((inputs.len() * layer.out_shape.h * layer.out_shape.w) as u64)
 }
 
 /// A network's derived feature faults.
@@ -129,7 +136,7 @@ pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
     let n = model.input_shape().numel();
     let count = images.len() / n.max(1);
     let macs = mac_layers_with_inputs(model);
-    let per_image: Vec<Vec<(Magnitudes, Magnitudes, Vec<f64>)>> = (0..count)
+    let per_image: Vec<Vec<(Magnitudes, Magnitudes, OperandRowSums)>> = (0..count)
         .into_par_iter()
         .map(|i| {
             let outs = run_image_all(model, &images[i * n..(i + 1) * n], i as u64, None);
@@ -138,10 +145,10 @@ pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
                     // One im2col pass for both statistics.
                     let (mut m, mut neg) = (Magnitudes::default(), Magnitudes::default());
                     let k = l.macs_per_output();
-                    let mut rows = vec![0.0; l.groups * k];
+                    let mut rows = row_sums_for(l);
                     for_each_group_operand(l, &outs[*input], |gi, a| {
                         add_operand_magnitudes(a, &mut m, &mut neg);
-                        add_operand_row_sums(a, &mut rows[gi * k..(gi + 1) * k]);
+                        add_operand_rows(a, gi, k, &mut rows);
                     });
                     (m, neg, rows)
                 })
@@ -152,17 +159,14 @@ pub fn gemm_layers(model: &QModel, images: &[f32]) -> Vec<GemmLayer> {
         .enumerate()
         .map(|(j, (_, l))| {
             let (mut inputs, mut negative) = (Magnitudes::default(), Magnitudes::default());
-            let mut rows = vec![0.0; l.groups * l.macs_per_output()];
+            let mut rows = row_sums_for(l);
             for img in &per_image {
                 inputs.merge(&img[j].0);
                 negative.merge(&img[j].1);
-                for (r, x) in rows.iter_mut().zip(&img[j].2) {
-                    *r += x;
-                }
+                rows.merge(&img[j].2);
             }
-            let pixels = (count * l.out_shape.h * l.out_shape.w).max(1) as f64;
             let mut g = GemmLayer::of(l, inputs, negative);
-            g.input_rows = rows.iter().map(|r| r / pixels).collect();
+            g.input_rows = rows.finish((count * l.out_shape.h * l.out_shape.w) as u64);
             g
         })
         .collect()
@@ -432,7 +436,7 @@ impl NetworkDerivation {
     pub fn fault_spec(&self, description: String) -> FaultSpec {
         let feature = |l: &LayerDerivation| {
             let (p_out, multiplicity, bit_weights, up) = l.independent();
-            let stream = l.stream.as_ref().map(|s| s.runs.clone());
+            let stream = l.stream.as_ref().map(|s| Box::new(s.runs.clone()));
             if p_out > 0.0 || stream.is_some() {
                 FeatureFault::OutputHit(OutputHit {
                     p_out: p_out.min(1.0),

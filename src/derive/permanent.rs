@@ -390,8 +390,9 @@ mod tests {
             inputs: Magnitudes::default(),
             negative_weights: Magnitudes::default(),
             negative_inputs: Magnitudes::default(),
-            input_rows: Vec::new(),
-            weight_rows: Vec::new(),
+            input_rows: Default::default(),
+            weight_rows: Default::default(),
+            filters: Vec::new(),
             psum_signs: None,
             step_profile: None,
         }

@@ -31,6 +31,25 @@
 //! reduction row `k` of the moving one, and rows differ (an input channel
 //! that ReLU left mostly dead, a busy one): each row's mean magnitude over
 //! the layer's makes its `gain`.
+//!
+//! Three more correlations make a run's errors what the hardware's are
+//! (measured per layer against injection on ResNet-20, MobileNet-V2 and
+//! a VGG, see `tests/derive_stream.rs`):
+//!
+//! - the held value is one stream's: on WS stream `m` holds filter `m`, so
+//!   `up_by_stream[m][j]` counts bit `j` over that filter's codes. A
+//!   filter of mostly negative weights (mostly dead after ReLU) flips its
+//!   high bits downwards, where ReLU hides the error;
+//! - on WS the moving inputs of a row keep their sign over the image: a
+//!   channel of a linear projection layer is negative almost everywhere,
+//!   so `negatives[k]` is row `k`'s share of negative non-zero inputs
+//!   (with one shared share, a run's errors cancelled; the expand layers
+//!   of MobileNet-V2 carried a fifth to a half of the hardware's summed
+//!   error);
+//! - positions differ: `profile[t]` is the mean input magnitude at output
+//!   pixel `t` over the layer's (the background border of a Fashion-MNIST
+//!   image is zero, so a run starting late sums fewer terms), scaling the
+//!   draws with the row's gain (`gain_k profile_t`, mean 1).
 
 use crate::accel::Dataflow;
 use crate::fault::stream_hit::{StreamAxis, StreamHits};
@@ -81,9 +100,21 @@ pub fn stationary_stream(
             &layer.weight_rows,
         ),
     };
-    let mean_row = rows.iter().sum::<f64>() / rows.len().max(1) as f64;
-    let gains = if mean_row > 0.0 {
-        rows.iter().map(|r| r / mean_row).collect()
+    let gains = relative(&rows.mean);
+    // Per-row signs for the image-dependent inputs that stream past a WS
+    // weight (a projection layer's channel is mostly of one sign in every
+    // image). Not for IS: its moving weights are fixed, so a row's errors
+    // are one fixed sequence, and drawing its signs independently with the
+    // row's share only adds a spread that the hardware does not have (more
+    // coherent error than injection on the VGG test, not less).
+    let negatives =
+        if mp.dataflow != Dataflow::Ws || gains.is_empty() || rows.negative.len() != gains.len() {
+            Vec::new()
+        } else {
+            rows.negative.clone()
+        };
+    let profile = if rows.along.len() == mp.t {
+        relative(&rows.along)
     } else {
         Vec::new()
     };
@@ -99,6 +130,17 @@ pub fn stationary_stream(
         from_start: lead / per_stream,
         shift: layer.shift,
         up: held_up(held, held_neg, width),
+        up_by_stream: match mp.dataflow {
+            // A WS stream (output channel) holds its own filter.
+            Dataflow::Ws => layer
+                .filters
+                .iter()
+                .flat_map(|(all, neg)| held_up(all, neg, width))
+                .collect(),
+            // An IS stream holds a pixel's inputs: too many streams to
+            // keep; `up` over all held values.
+            _ => Vec::new(),
+        },
         operand: length_distribution(moving),
         operand_negative: {
             let nonzero = moving.total() - moving.counts.first().copied().unwrap_or(0);
@@ -109,7 +151,19 @@ pub fn stationary_stream(
             }
         },
         gains,
+        negatives,
+        profile,
     })
+}
+
+/// `v` over its mean (empty when the mean is 0).
+fn relative(v: &[f64]) -> Vec<f64> {
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    if mean > 0.0 {
+        v.iter().map(|x| x / mean).collect()
+    } else {
+        Vec::new()
+    }
 }
 
 /// Per register bit `j` of a `width`-bit register holding values drawn from
@@ -164,6 +218,7 @@ fn length_distribution(mags: &Magnitudes) -> Vec<f64> {
 mod tests {
     use super::*;
     use crate::derive::exposure::site_exposure;
+    use crate::derive::layer::OperandRows;
     use crate::hwsim::SystolicArray;
     use proptest::prelude::*;
 
@@ -181,8 +236,9 @@ mod tests {
             inputs: Magnitudes::from_codes([0, 0, 3, 40, -2]),
             negative_weights: Magnitudes::from_codes([-9]),
             negative_inputs: Magnitudes::from_codes([-2]),
-            input_rows: Vec::new(),
-            weight_rows: Vec::new(),
+            input_rows: Default::default(),
+            weight_rows: Default::default(),
+            filters: Vec::new(),
             psum_signs: None,
             step_profile: None,
         }
@@ -237,6 +293,49 @@ mod tests {
         let lens = length_distribution(&l.inputs);
         // 0, 0, 3 (len 2), 40 (len 6), 2 (len 2)
         assert_eq!(lens, vec![0.4, 0.0, 0.4, 0.0, 0.0, 0.0, 0.2]);
+    }
+
+    #[test]
+    fn ws_streams_hold_their_own_filters_and_rows_keep_their_signs() {
+        let mut l = layer(4, 2, 2);
+        // Filter 0: 5, 17 (bit 1 clear in both); filter 1: -9, 0.
+        l.filters = vec![
+            (Magnitudes::from_codes([5, 17]), Magnitudes::default()),
+            (
+                Magnitudes::from_codes([-9, 0]),
+                Magnitudes::from_codes([-9]),
+            ),
+        ];
+        l.input_rows = OperandRows {
+            mean: vec![1.0, 3.0],
+            negative: vec![0.0, 0.8],
+            along: vec![1.0, 2.0, 3.0, 2.0],
+        };
+        l.weight_rows = l.input_rows.clone();
+        let ws = SystolicArray::new(4, 4, Dataflow::Ws).unwrap();
+        let s = stationary_stream(&ws.mapping(4, 2, 2), &l, 8, 1e-6).unwrap();
+        assert_eq!(s.up_by_stream.len(), 2 * 8);
+        assert_eq!(
+            &s.up_by_stream[..8],
+            &held_up(&l.filters[0].0, &l.filters[0].1, 8)[..]
+        );
+        assert_eq!(
+            s.up_by_stream[8 + 7],
+            0.5,
+            "one of filter 1's two weights is negative"
+        );
+        assert_eq!(s.gains, vec![0.5, 1.5]);
+        assert_eq!(s.negatives, vec![0.0, 0.8]);
+        assert_eq!(s.profile, vec![0.5, 1.0, 1.5, 1.0]);
+        assert!(s.validate().is_ok());
+        // IS: one held activation per pixel, weights as the moving operand
+        // (fixed, so no per-row signs), profile over the filters.
+        let is = SystolicArray::new(4, 4, Dataflow::Is).unwrap();
+        l.weight_rows.along = vec![2.0, 6.0];
+        let s = stationary_stream(&is.mapping(4, 2, 2), &l, 8, 1e-6).unwrap();
+        assert!(s.up_by_stream.is_empty() && s.negatives.is_empty());
+        assert_eq!(s.profile, vec![0.5, 1.5]);
+        assert!(s.validate().is_ok());
     }
 
     #[test]

@@ -244,7 +244,7 @@ fn scale_feature(f: &FeatureFault, k: f64) -> FeatureFault {
         FeatureFault::BitFlip(m) => m.p = scale_prob(m.p, k),
         FeatureFault::OutputHit(m) => {
             m.p_out = scale_at_least_one(m.p_out, k);
-            m.stream = m.stream.as_ref().map(|s| s.scaled(k));
+            m.stream = m.stream.as_ref().map(|s| Box::new(s.scaled(k)));
         }
     }
     f

@@ -51,9 +51,13 @@
 //! # axis "pixels": a channel's pixels, "channels": a pixel's channels;
 //! # events per stream per image; from_start: P(run starts at output 0);
 //! # up[j]: P(flip of register bit j raises the held value); operand[l]:
-//! # P(moving operand has bit length l), l = 0 a zero; gains (optional):
-//! # per reduction row, its operand magnitude relative to the layer's.
-//! stream = { axis = "pixels", length = 784, events = 0.0018, from_start = 0.022, shift = 16, up = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], operand = [0.5, 0.0, 0.25, 0.25], operand_negative = 0.0, gains = [1.2, 0.8] }
+//! # P(moving operand has bit length l), l = 0 a zero; optional: gains,
+//! # per reduction row its operand magnitude relative to the layer's;
+//! # up_by_stream, `up` per stream (streams x bits, stream-major);
+//! # negatives, per row P(non-zero operand < 0) (else operand_negative);
+//! # profile, per stream position (`length` entries) the magnitude there
+//! # relative to the layer's.
+//! stream = { axis = "pixels", length = 4, events = 0.0018, from_start = 0.022, shift = 16, up = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], operand = [0.5, 0.0, 0.25, 0.25], operand_negative = 0.1, gains = [1.2, 0.8], negatives = [0.0, 0.9], profile = [0.5, 1.5, 1.5, 0.5] }
 //!
 //! [layer.weight]          # this layer's weight model: per-bit stuck-at
 //! kind = "stuck_at"
@@ -739,6 +743,9 @@ fn feature_table(f: &FeatureFault) -> KeyValues {
                 tab.insert("from_start".into(), toml::Value::Float(s.from_start));
                 tab.insert("shift".into(), toml::Value::Integer(i64::from(s.shift)));
                 tab.insert("up".into(), floats(&s.up));
+                if !s.up_by_stream.is_empty() {
+                    tab.insert("up_by_stream".into(), floats(&s.up_by_stream));
+                }
                 tab.insert("operand".into(), floats(&s.operand));
                 tab.insert(
                     "operand_negative".into(),
@@ -746,6 +753,12 @@ fn feature_table(f: &FeatureFault) -> KeyValues {
                 );
                 if !s.gains.is_empty() {
                     tab.insert("gains".into(), floats(&s.gains));
+                }
+                if !s.negatives.is_empty() {
+                    tab.insert("negatives".into(), floats(&s.negatives));
+                }
+                if !s.profile.is_empty() {
+                    tab.insert("profile".into(), floats(&s.profile));
                 }
                 t.push(("stream", toml::Value::Table(tab)));
             }
@@ -818,11 +831,17 @@ struct RawStream {
     from_start: f64,
     shift: i32,
     up: Vec<f64>,
+    #[serde(default)]
+    up_by_stream: Vec<f64>,
     operand: Vec<f64>,
     #[serde(default)]
     operand_negative: f64,
     #[serde(default)]
     gains: Vec<f64>,
+    #[serde(default)]
+    negatives: Vec<f64>,
+    #[serde(default)]
+    profile: Vec<f64>,
 }
 
 #[derive(Deserialize)]
@@ -1146,17 +1165,20 @@ impl Ctx<'_> {
                                 ),
                             )
                         })?;
-                        Some(StreamHits {
+                        Some(Box::new(StreamHits {
                             axis,
                             length: r.length,
                             events: r.events,
                             from_start: r.from_start,
                             shift: r.shift,
                             up: r.up.clone(),
+                            up_by_stream: r.up_by_stream.clone(),
                             operand: r.operand.clone(),
                             operand_negative: r.operand_negative,
                             gains: r.gains.clone(),
-                        })
+                            negatives: r.negatives.clone(),
+                            profile: r.profile.clone(),
+                        }))
                     }
                 };
                 FeatureFault::OutputHit(OutputHit {

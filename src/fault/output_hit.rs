@@ -75,7 +75,7 @@ pub struct OutputHit {
     /// Upsets of stationary operand registers, as runs of same-sign errors
     /// along a stream ([`super::stream_hit`]); applied after the
     /// independent hits.
-    pub stream: Option<StreamHits>,
+    pub stream: Option<Box<StreamHits>>,
 }
 
 impl OutputHit {

@@ -27,7 +27,8 @@
 //! - it flips register bit `j`, uniform over the `up.len()` bits of the
 //!   register, which raises the held value (`+2^j`) with probability
 //!   `up[j]` (the share of held values with bit `j` clear; for the sign
-//!   bit, the share of negative values) and lowers it otherwise;
+//!   bit, the share of negative values; per stream when `up_by_stream`
+//!   gives it) and lowers it otherwise;
 //! - each output `t` of the run gets `dir * sign(x) * r(gain 2^(j-shift) |x|)`
 //!   steps, `x` drawn for every output from the moving operand's
 //!   distribution (`operand[l]`: probability of bit length `l`, `l = 0`
@@ -81,6 +82,12 @@ pub struct StreamHits {
     pub shift: i32,
     /// Per register bit, the probability that its flip raises the held value.
     pub up: Vec<f64>,
+    /// The same per stream (`streams x up.len()`, stream-major), where the
+    /// held values differ by stream: on WS a stream is an output channel
+    /// and holds that filter's weights, and a filter of mostly negative
+    /// weights (mostly dead outputs after ReLU) mostly flips its high bits
+    /// downwards. Empty: `up` for every stream.
+    pub up_by_stream: Vec<f64>,
     /// Distribution of the moving operand's bit length (index 0: zero).
     pub operand: Vec<f64>,
     /// Probability that a non-zero moving operand is negative.
@@ -91,6 +98,16 @@ pub struct StreamHits {
     /// each run scales its operand draws by the gain of a row of its
     /// stream's group drawn uniformly. Empty: every row alike.
     pub gains: Vec<f64>,
+    /// Per reduction row (as `gains`), the probability that a non-zero
+    /// operand of that row is negative: the rows of a linear layer's
+    /// output are mostly of one sign, so a run's errors are too. Empty:
+    /// `operand_negative` for every row.
+    pub negatives: Vec<f64>,
+    /// Per stream position `t`, the mean moving-operand magnitude there
+    /// relative to the layer's (a border pixel of a Fashion-MNIST image is
+    /// background in most images): scales the draws like `gains`. Empty:
+    /// every position alike.
+    pub profile: Vec<f64>,
 }
 
 /// Trials per stream of the Bernoulli process that approximates the
@@ -133,6 +150,19 @@ impl StreamHits {
         for &u in &self.up {
             check_prob("stream.up", u)?;
         }
+        if !self.up_by_stream.len().is_multiple_of(self.up.len()) {
+            return Err((
+                "stream.up_by_stream",
+                format!(
+                    "needs {} entries (one per register bit) per stream, found {} in all",
+                    self.up.len(),
+                    self.up_by_stream.len()
+                ),
+            ));
+        }
+        for &u in &self.up_by_stream {
+            check_prob("stream.up_by_stream", u)?;
+        }
         if self.operand.len() > 32 {
             return Err((
                 "stream.operand",
@@ -150,6 +180,40 @@ impl StreamHits {
         {
             return Err((
                 "stream.gains",
+                format!("entry {i} must be a finite gain >= 0, found {g}"),
+            ));
+        }
+        if !self.negatives.is_empty() && self.negatives.len() != self.gains.len() {
+            return Err((
+                "stream.negatives",
+                format!(
+                    "needs one entry per row of `gains` ({}), found {}",
+                    self.gains.len(),
+                    self.negatives.len()
+                ),
+            ));
+        }
+        for &n in &self.negatives {
+            check_prob("stream.negatives", n)?;
+        }
+        if !self.profile.is_empty() && self.profile.len() != self.length {
+            return Err((
+                "stream.profile",
+                format!(
+                    "needs one entry per stream position ({}), found {}",
+                    self.length,
+                    self.profile.len()
+                ),
+            ));
+        }
+        if let Some((i, g)) = self
+            .profile
+            .iter()
+            .enumerate()
+            .find(|(_, g)| !(g.is_finite() && **g >= 0.0))
+        {
+            return Err((
+                "stream.profile",
                 format!("entry {i} must be a finite gain >= 0, found {g}"),
             ));
         }
@@ -189,18 +253,19 @@ impl StreamHits {
             }
         };
         // The rows of stream `s`'s group (all rows when the gains do not
-        // split into `groups`).
+        // split into `groups`), as a range of `gains` / `negatives`.
         let g_count = groups.max(1);
-        let rows_of = |s: usize| -> &[f64] {
+        let rows_of = |s: usize| -> std::ops::Range<usize> {
             if self.gains.is_empty() || !self.gains.len().is_multiple_of(g_count) {
-                return &self.gains;
+                return 0..self.gains.len();
             }
             let k = self.gains.len() / g_count;
             let g = match self.axis {
                 StreamAxis::Pixels => s / (streams / g_count).max(1),
                 StreamAxis::Channels => s / pixels.max(1),
             };
-            &self.gains[(g.min(g_count - 1)) * k..][..k]
+            let g = g.min(g_count - 1);
+            g * k..(g + 1) * k
         };
         let index = |s: usize, t: usize| match self.axis {
             StreamAxis::Pixels => s * len + t,
@@ -215,6 +280,7 @@ impl StreamHits {
         if nonzero <= 0.0 {
             return;
         }
+        let by_stream = self.up_by_stream.len() == streams * self.up.len();
         let skip = Skipper::new(self.events / TRIALS as f64);
         let total = streams as u64 * TRIALS;
         let mut at = 0u64;
@@ -232,29 +298,32 @@ impl StreamHits {
                 rng.random_range(1..len)
             };
             let j = rng.random_range(0..self.up.len());
-            let dir: i64 = if rng.random::<f64>() < self.up[j] {
-                1
+            let up = if by_stream {
+                self.up_by_stream[s * self.up.len() + j]
             } else {
-                -1
+                self.up[j]
             };
+            let dir: i64 = if rng.random::<f64>() < up { 1 } else { -1 };
             let rows = rows_of(s);
-            let gain = if rows.is_empty() {
-                1.0
+            let (gain, negative) = if rows.is_empty() {
+                (1.0, self.operand_negative)
             } else {
-                rows[rng.random_range(0..rows.len())]
+                let r = rng.random_range(rows);
+                let neg = self.negatives.get(r).copied();
+                (self.gains[r], neg.unwrap_or(self.operand_negative))
             };
-            // The row's gain goes to how often its operand is non-zero
-            // first (rows differ mostly in how much ReLU left alive), to the
-            // magnitudes only beyond always-live.
-            let live = (gain * nonzero).min(1.0);
-            if live <= 0.0 {
-                continue;
-            }
-            let scale = gain * nonzero / live * 2f64.powi(j as i32 - self.shift);
+            let bit = 2f64.powi(j as i32 - self.shift);
             for t in start..len {
-                if live < 1.0 && rng.random::<f64>() >= live {
+                // The row's and the position's gains go to how often the
+                // operand is non-zero first (rows and pixels differ mostly
+                // in how much ReLU or the background left alive), to the
+                // magnitudes only beyond always-live.
+                let g = gain * self.profile.get(t).copied().unwrap_or(1.0);
+                let live = (g * nonzero).min(1.0);
+                if live <= 0.0 || (live < 1.0 && rng.random::<f64>() >= live) {
                     continue;
                 }
+                let scale = g * nonzero / live * bit;
                 let l = 1 + sample_index(&self.operand[1..], rng);
                 let mag = if l == 1 {
                     1u64
@@ -269,8 +338,7 @@ impl StreamHits {
                 if steps == 0.0 {
                     continue;
                 }
-                let neg =
-                    self.operand_negative > 0.0 && rng.random::<f64>() < self.operand_negative;
+                let neg = negative > 0.0 && rng.random::<f64>() < negative;
                 let sign = if neg { -dir } else { dir };
                 let i = index(s, t);
                 // Anything beyond the code range saturates anyway.
@@ -295,9 +363,12 @@ mod tests {
             from_start: 0.25,
             shift: 0,
             up: vec![1.0],
+            up_by_stream: Vec::new(),
             operand: vec![0.0, 1.0],
             operand_negative: 0.0,
             gains: Vec::new(),
+            negatives: Vec::new(),
+            profile: Vec::new(),
         }
     }
 
@@ -391,6 +462,56 @@ mod tests {
     }
 
     #[test]
+    fn rows_keep_their_sign_and_the_profile_places_the_errors() {
+        // Two rows, one all-positive and one all-negative operand; only the
+        // last two positions carry operands.
+        let mut m = model(StreamAxis::Pixels, 6, 3.0);
+        m.from_start = 1.0;
+        m.operand_negative = 0.5;
+        m.gains = vec![1.0, 1.0];
+        m.negatives = vec![0.0, 1.0];
+        m.profile = vec![0.0, 0.0, 0.0, 0.0, 3.0, 3.0];
+        assert!(m.validate().is_ok());
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        let (mut pos, mut neg) = (0, 0);
+        for _ in 0..200 {
+            let mut codes = vec![0i32; 6 * 4];
+            m.apply(16, 1, &mut codes, &mut rng);
+            for run in codes.chunks(6) {
+                assert!(run[..4].iter().all(|&c| c == 0), "{run:?}");
+                // One event per stream on average: most streams hold one
+                // run, whose errors share a sign.
+                if run.iter().all(|&c| c >= 0) && run.iter().any(|&c| c > 0) {
+                    pos += 1;
+                }
+                if run.iter().all(|&c| c <= 0) && run.iter().any(|&c| c < 0) {
+                    neg += 1;
+                }
+            }
+        }
+        assert!(
+            pos > 150 && neg > 150,
+            "{pos} positive, {neg} negative runs"
+        );
+    }
+
+    #[test]
+    fn each_stream_flips_its_own_held_bits() {
+        let mut m = model(StreamAxis::Pixels, 5, 2.0);
+        m.up = vec![0.5];
+        m.up_by_stream = vec![1.0, 0.0, 1.0];
+        assert!(m.validate().is_ok());
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(6);
+        let mut codes = vec![0i32; 5 * 3];
+        for _ in 0..20 {
+            m.apply(16, 1, &mut codes, &mut rng);
+        }
+        assert!(codes[..5].iter().all(|&c| c >= 0) && codes[..5].iter().any(|&c| c > 0));
+        assert!(codes[5..10].iter().all(|&c| c <= 0) && codes[5..10].iter().any(|&c| c < 0));
+        assert!(codes[10..].iter().all(|&c| c >= 0));
+    }
+
+    #[test]
     fn rules_name_the_key() {
         let ok = model(StreamAxis::Pixels, 4, 0.1);
         assert!(ok.validate().is_ok());
@@ -400,8 +521,23 @@ mod tests {
         let mut bad = ok.clone();
         bad.events = -1.0;
         assert_eq!(bad.validate().unwrap_err().0, "stream.events");
-        let mut bad = ok;
+        let mut bad = ok.clone();
         bad.up = vec![];
         assert_eq!(bad.validate().unwrap_err().0, "stream.up");
+        let mut bad = ok.clone();
+        bad.gains = vec![1.0, 1.0];
+        bad.negatives = vec![0.5];
+        assert_eq!(bad.validate().unwrap_err().0, "stream.negatives");
+        bad.negatives = vec![0.5, 1.5];
+        assert_eq!(bad.validate().unwrap_err().0, "stream.negatives");
+        let mut bad = ok.clone();
+        bad.profile = vec![1.0; 3];
+        assert_eq!(bad.validate().unwrap_err().0, "stream.profile");
+        bad.profile = vec![1.0, 1.0, f64::NAN, 1.0];
+        assert_eq!(bad.validate().unwrap_err().0, "stream.profile");
+        let mut bad = ok;
+        bad.up = vec![0.5, 0.5];
+        bad.up_by_stream = vec![0.5, 0.5, 0.5];
+        assert_eq!(bad.validate().unwrap_err().0, "stream.up_by_stream");
     }
 }
