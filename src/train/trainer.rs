@@ -337,7 +337,7 @@ impl<'g> Trainer<'g> {
         });
         let ftt = self.cfg.ftt.as_ref().filter(|_| qat.is_some());
         let alpha = ftt.map_or(0.0, |f| f.alpha);
-        let tape = self.net.forward(images, n, Mode::Train, qat, None);
+        let mut tape = self.net.forward(images, n, Mode::Train, qat, None);
         let (loss, dlogits, correct) = cross_entropy(tape.logits(), labels, 1.0 - alpha);
         let mut grads = self.net.params.zeros_like();
         self.net.backward(&tape, &dlogits, &mut grads);
@@ -347,6 +347,12 @@ impl<'g> Trainer<'g> {
             images: n,
             ..StepStats::default()
         };
+        // The clean batch's BN statistics (for the running estimates, which
+        // the faulty pass's weight quantization must not see updated yet);
+        // then the clean tape goes, so the faulty pass reuses its memory
+        // instead of doubling the step's footprint.
+        let bn_stats = std::mem::take(&mut tape.bn);
+        drop(tape);
         if let Some(f) = ftt {
             let faults = Faults {
                 feature: f.model.feature(),
@@ -369,8 +375,7 @@ impl<'g> Trainer<'g> {
             stats.faulty_loss = floss;
             stats.faulty_correct = fcorrect;
         }
-        // running BN statistics from the clean batch
-        for (id, st) in tape.bn.iter().enumerate() {
+        for (id, st) in bn_stats.iter().enumerate() {
             if let Some(st) = st {
                 let idx = self.net.params.of_node[id].clone();
                 let p = &mut self.net.params.data;
