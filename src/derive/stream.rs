@@ -136,6 +136,7 @@ pub fn stationary_stream(
                 .filters
                 .iter()
                 .flat_map(|(all, neg)| held_up(all, neg, width))
+                .map(significant)
                 .collect(),
             // An IS stream holds a pixel's inputs: too many streams to
             // keep; `up` over all held values.
@@ -150,10 +151,29 @@ pub fn stationary_stream(
                 moving_neg.total() as f64 / nonzero as f64
             }
         },
-        gains,
-        negatives,
-        profile,
+        // The per-row, per-stream and per-position lists are estimates
+        // from a few images, and long (MobileNet-V2: ~28k streams): four
+        // significant digits keep a derived model file a few MB.
+        gains: gains.into_iter().map(significant).collect(),
+        negatives: negatives.into_iter().map(significant).collect(),
+        profile: profile.into_iter().map(significant).collect(),
     })
+}
+
+/// `x` to four significant digits (the nearest double to that decimal, so
+/// it prints short).
+fn significant(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let e = x.abs().log10().floor() as i32;
+    if e <= 3 {
+        let f = 10f64.powi(3 - e);
+        (x * f).round() / f
+    } else {
+        let f = 10f64.powi(e - 3);
+        (x / f).round() * f
+    }
 }
 
 /// `v` over its mean (empty when the mean is 0).
@@ -336,6 +356,16 @@ mod tests {
         assert!(s.up_by_stream.is_empty() && s.negatives.is_empty());
         assert_eq!(s.profile, vec![0.5, 1.5]);
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn long_lists_keep_four_significant_digits() {
+        assert_eq!(significant(1.0 / 3.0), 0.3333);
+        assert_eq!(significant(0.000123456), 0.0001235);
+        assert_eq!(significant(123456.0), 123500.0);
+        assert_eq!(significant(-2.0 / 3.0), -0.6667);
+        assert_eq!(significant(0.0), 0.0);
+        assert_eq!(format!("{}", significant(0.1 + 0.2)), "0.3");
     }
 
     #[test]
