@@ -4,10 +4,11 @@
 //! psum flips alone the post-ReLU error per hit, which only comes out right
 //! when the flips go the way the held partial sums point.
 
+mod common;
+
 use ftnas::accel::description::{
     Accelerator, BandwidthMode, BitSerial, Buffers, Dram, Kind, Precision, Serial,
 };
-use ftnas::data::{self, Split};
 use ftnas::derive::bitserial::{
     bitserial_psum_signs, derive_bitserial_layer, step_profile, StepProfile,
 };
@@ -16,13 +17,11 @@ use ftnas::derive::layer::{GemmLayer, Magnitudes, SiteRates};
 use ftnas::derive::measure::measure_layer;
 use ftnas::derive::network::add_im2col_magnitudes;
 use ftnas::derive::psum_sign::sum_signs;
-use ftnas::engine::reference::run_image_all;
 use ftnas::fault::output_hit::{HitSign, OutputHit};
 use ftnas::fixed::{Datapath, Overflow};
 use ftnas::hwsim::bsnet::BitSerialNetwork;
 use ftnas::hwsim::layer::{filter_operand, ifmap_operand};
-use ftnas::model::{file::parse_model, Weights};
-use ftnas::quant::{quantize, Activation, QModel, QOp};
+use ftnas::quant::{Activation, QModel, QOp};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -70,21 +69,7 @@ struct Setup {
 }
 
 fn setup(overflow: Overflow, images: usize) -> Setup {
-    let train = data::load(None, Split::Train).unwrap();
-    let spec = parse_model("family = \"vgg\"\nchannels = [[4], [8]]\n").unwrap();
-    let graph = spec.build(train.shape).unwrap();
-    let weights = Weights::random(&graph, 5);
-    let per = train.shape.numel();
-    let dp = Datapath {
-        act_bits: 8,
-        weight_bits: 8,
-        psum_bits: 24,
-        overflow,
-    };
-    let q = quantize(&graph, &weights, dp, &train.images[..32 * per]).unwrap();
-    let outs = (0..images)
-        .map(|i| run_image_all(&q, &train.images[i * per..(i + 1) * per], i as u64, None))
-        .collect();
+    let (q, outs) = common::random_vgg_on_fashion("[[4], [8]]", 5, overflow, images);
     Setup { q, outs }
 }
 

@@ -4,21 +4,18 @@
 mod common;
 
 use ftnas::accel::Dataflow;
-use ftnas::data::{self, Split};
 use ftnas::derive::hardware::Hardware;
 use ftnas::derive::layer::{derive_layer, GemmLayer, Magnitudes, SiteRates};
 use ftnas::derive::measure::measure_layer;
 use ftnas::derive::network::add_im2col_magnitudes;
 use ftnas::derive::psum_sign::{layer_psum_signs, sum_signs, PsumSigns};
-use ftnas::engine::reference::run_image_all;
 use ftnas::fault::output_hit::{HitSign, OutputHit};
-use ftnas::fixed::{Datapath, Overflow};
+use ftnas::fixed::Overflow;
 use ftnas::hwsim::layer::run_mac_layer_requantized;
 use ftnas::hwsim::layer::{CycleLevel, LayerGemm};
 use ftnas::hwsim::{HwNetwork, SystolicArray};
-use ftnas::model::{file::parse_model, Weights};
 use ftnas::quant::Activation;
-use ftnas::quant::{quantize, QOp};
+use ftnas::quant::QOp;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -42,22 +39,7 @@ fn mac_index(q: &ftnas::quant::QModel, name: &str) -> usize {
 
 #[test]
 fn derived_layer_statistics_match_layer_injection() {
-    let train = data::load(None, Split::Train).unwrap();
-    let spec = parse_model("family = \"vgg\"\nchannels = [[4], [8]]\n").unwrap();
-    let graph = spec.build(train.shape).unwrap();
-    let weights = Weights::random(&graph, 5);
-    let per = train.shape.numel();
-    let dp = Datapath {
-        act_bits: 8,
-        weight_bits: 8,
-        psum_bits: 24,
-        overflow: Overflow::Wrap,
-    };
-    let q = quantize(&graph, &weights, dp, &train.images[..32 * per]).unwrap();
-    let images = 3;
-    let outs: Vec<Vec<Vec<i32>>> = (0..images)
-        .map(|i| run_image_all(&q, &train.images[i * per..(i + 1) * per], i as u64, None))
-        .collect();
+    let (q, outs) = common::random_vgg_on_fashion("[[4], [8]]", 5, Overflow::Wrap, 3);
     let mut checked = 0;
     for df in [Dataflow::Os, Dataflow::Ws, Dataflow::Is] {
         let arr = SystolicArray::new(8, 8, df).unwrap();
@@ -125,22 +107,8 @@ fn derived_layer_statistics_match_layer_injection() {
 /// error per hit; a random sign over-states it.
 #[test]
 fn psum_flip_directions_match_layer_injection() {
-    let train = data::load(None, Split::Train).unwrap();
-    let spec = parse_model("family = \"vgg\"\nchannels = [[8], [16]]\n").unwrap();
-    let graph = spec.build(train.shape).unwrap();
-    let weights = Weights::random(&graph, 3);
-    let per = train.shape.numel();
-    let dp = Datapath {
-        act_bits: 8,
-        weight_bits: 8,
-        psum_bits: 24,
-        overflow: Overflow::Saturate,
-    };
-    let q = quantize(&graph, &weights, dp, &train.images[..32 * per]).unwrap();
-    let images = 4;
-    let outs: Vec<Vec<Vec<i32>>> = (0..images)
-        .map(|i| run_image_all(&q, &train.images[i * per..(i + 1) * per], i as u64, None))
-        .collect();
+    let (q, outs) = common::random_vgg_on_fashion("[[8], [16]]", 3, Overflow::Saturate, 4);
+    let dp = q.datapath;
     let arr = SystolicArray::new(8, 8, Dataflow::Os).unwrap();
     let mut checked = 0;
     for node in &q.nodes {

@@ -8,18 +8,15 @@
 mod common;
 
 use ftnas::accel::Dataflow;
-use ftnas::data::{self, Split};
 use ftnas::derive::hardware::Hardware;
 use ftnas::derive::layer::{derive_layer, GemmLayer, Magnitudes, SiteRates};
 use ftnas::derive::network::{add_im2col_magnitudes, im2col_rows};
-use ftnas::engine::reference::run_image_all;
 use ftnas::fault::output_hit::{HitSign, OutputHit};
 use ftnas::fault::stream_hit::StreamAxis;
-use ftnas::fixed::{Datapath, Overflow};
+use ftnas::fixed::Overflow;
 use ftnas::hwsim::layer::LayerGemm;
 use ftnas::hwsim::{HwNetwork, SystolicArray};
-use ftnas::model::{file::parse_model, Weights};
-use ftnas::quant::{quantize, MacLayer, QModel, QOp};
+use ftnas::quant::{MacLayer, QModel, QOp};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -57,22 +54,7 @@ fn coherent_energy(layer: &MacLayer, axis: StreamAxis, clean: &[i32], hit: &[i32
 
 #[test]
 fn stationary_runs_match_the_coherent_error_of_injection() {
-    let train = data::load(None, Split::Train).unwrap();
-    let spec = parse_model("family = \"vgg\"\nchannels = [[8], [12]]\n").unwrap();
-    let graph = spec.build(train.shape).unwrap();
-    let weights = Weights::random(&graph, 21);
-    let per = train.shape.numel();
-    let dp = Datapath {
-        act_bits: 8,
-        weight_bits: 8,
-        psum_bits: 24,
-        overflow: Overflow::Wrap,
-    };
-    let q = quantize(&graph, &weights, dp, &train.images[..32 * per]).unwrap();
-    let images = 4;
-    let outs: Vec<Vec<Vec<i32>>> = (0..images)
-        .map(|i| run_image_all(&q, &train.images[i * per..(i + 1) * per], i as u64, None))
-        .collect();
+    let (q, outs) = common::random_vgg_on_fashion("[[8], [12]]", 21, Overflow::Wrap, 4);
     let trials = 400u64;
     let mut checked = 0;
     for df in [Dataflow::Ws, Dataflow::Is] {

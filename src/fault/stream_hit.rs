@@ -114,6 +114,38 @@ pub struct StreamHits {
 /// Poisson number of upsets (`events / TRIALS` per trial).
 const TRIALS: u64 = 1 << 20;
 
+/// Every entry of `v` a finite gain `>= 0`.
+fn check_gains(key: &'static str, v: &[f64]) -> Result<(), (&'static str, String)> {
+    match v
+        .iter()
+        .enumerate()
+        .find(|(_, g)| !(g.is_finite() && **g >= 0.0))
+    {
+        Some((i, g)) => Err((
+            key,
+            format!("entry {i} must be a finite gain >= 0, found {g}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An optional list (`v` empty) or one entry per `what` (`want` of them).
+fn check_optional_len(
+    key: &'static str,
+    v: &[f64],
+    want: usize,
+    what: &str,
+) -> Result<(), (&'static str, String)> {
+    if v.is_empty() || v.len() == want {
+        Ok(())
+    } else {
+        Err((
+            key,
+            format!("needs one entry per {what} ({want}), found {}", v.len()),
+        ))
+    }
+}
+
 impl StreamHits {
     /// Check the rules; returns the offending key (inside `stream`) and the
     /// rule.
@@ -172,51 +204,23 @@ impl StreamHits {
                 ),
             ));
         }
-        if let Some((i, g)) = self
-            .gains
-            .iter()
-            .enumerate()
-            .find(|(_, g)| !(g.is_finite() && **g >= 0.0))
-        {
-            return Err((
-                "stream.gains",
-                format!("entry {i} must be a finite gain >= 0, found {g}"),
-            ));
-        }
-        if !self.negatives.is_empty() && self.negatives.len() != self.gains.len() {
-            return Err((
-                "stream.negatives",
-                format!(
-                    "needs one entry per row of `gains` ({}), found {}",
-                    self.gains.len(),
-                    self.negatives.len()
-                ),
-            ));
-        }
+        check_gains("stream.gains", &self.gains)?;
+        check_optional_len(
+            "stream.negatives",
+            &self.negatives,
+            self.gains.len(),
+            "row of `gains`",
+        )?;
         for &n in &self.negatives {
             check_prob("stream.negatives", n)?;
         }
-        if !self.profile.is_empty() && self.profile.len() != self.length {
-            return Err((
-                "stream.profile",
-                format!(
-                    "needs one entry per stream position ({}), found {}",
-                    self.length,
-                    self.profile.len()
-                ),
-            ));
-        }
-        if let Some((i, g)) = self
-            .profile
-            .iter()
-            .enumerate()
-            .find(|(_, g)| !(g.is_finite() && **g >= 0.0))
-        {
-            return Err((
-                "stream.profile",
-                format!("entry {i} must be a finite gain >= 0, found {g}"),
-            ));
-        }
+        check_optional_len(
+            "stream.profile",
+            &self.profile,
+            self.length,
+            "stream position",
+        )?;
+        check_gains("stream.profile", &self.profile)?;
         check_distribution("stream.operand", &self.operand)
     }
 

@@ -112,3 +112,42 @@ pub fn systolic_accelerator(
         },
     }
 }
+
+/// A VGG with `channels` (e.g. `"[[8], [12]]"`) and seeded random weights,
+/// quantized (8-bit operands, 24-bit accumulator with `overflow`) on 32 real
+/// Fashion-MNIST training images, and the reference engine's outputs of
+/// every node for the first `images` of them: the small real-input network
+/// the derivation tests inject into.
+pub fn random_vgg_on_fashion(
+    channels: &str,
+    seed: u64,
+    overflow: ftnas::fixed::Overflow,
+    images: usize,
+) -> (ftnas::quant::QModel, Vec<Vec<Vec<i32>>>) {
+    use ftnas::data::{self, Split};
+    let train = data::load(None, Split::Train).unwrap();
+    let spec =
+        ftnas::model::file::parse_model(&format!("family = \"vgg\"\nchannels = {channels}\n"))
+            .unwrap();
+    let graph = spec.build(train.shape).unwrap();
+    let weights = ftnas::model::Weights::random(&graph, seed);
+    let per = train.shape.numel();
+    let dp = ftnas::fixed::Datapath {
+        act_bits: 8,
+        weight_bits: 8,
+        psum_bits: 24,
+        overflow,
+    };
+    let q = ftnas::quant::quantize(&graph, &weights, dp, &train.images[..32 * per]).unwrap();
+    let outs = (0..images)
+        .map(|i| {
+            ftnas::engine::reference::run_image_all(
+                &q,
+                &train.images[i * per..(i + 1) * per],
+                i as u64,
+                None,
+            )
+        })
+        .collect();
+    (q, outs)
+}
