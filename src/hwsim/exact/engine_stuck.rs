@@ -26,9 +26,13 @@
 //! - Multiplier bits act on the products of one PE: scalar corrections over
 //!   its `~E*M*K/(rows*cols)` products.
 //! - `psum_reg` bits make the accumulation non-linear: OS replays the
-//!   outputs of the PE cycle by cycle; WS/IS replay every output of the PE
-//!   column in hardware order, all outputs of one stationary column at once
-//!   (a vector over the stream).
+//!   outputs of the PE cycle by cycle; WS/IS rebuild every output of the
+//!   PE columns concerned in hardware order, with the linear stretches
+//!   between faulty PE rows as partial GEMMs shared by those columns and
+//!   the faulty positions applied one by one.
+//! - WS/IS operand corrections touch only the stationary indices of the
+//!   faulty PE columns (a GEMM of `n x K/rows` by `K/rows x T` per run, `n`
+//!   the run's filters (WS) or pixels (IS)).
 //!
 //! The rules (fault order, live/non-live products, masks) are those of
 //! `stuck.rs`, which the per-output path cross-checks; the proptests compare
@@ -362,6 +366,10 @@ simd_dispatch!(fn os_psum_replay => os_psum_replay_inner(psum: StuckMask, mult: 
 /// index `k = fr*rows + r` (padding past `K`). WS: output `(e, m)` in PE
 /// column `m % cols`, streamed `A[e][k]`, stationary `W[k][m]`; IS: PE
 /// column `e % cols`, streamed `W[k][m]`, stationary `A[e][k]`.
+///
+/// Below, `sc` is an output's stationary index (WS `m`, IS `e`, the one
+/// that names its PE column) and `t` its streamed index (WS `e`, IS `m`).
+/// Only the stationary indices of faulty PE columns are recomputed.
 fn stationary(
     is: bool,
     ops: &EngineOperands,
@@ -373,18 +381,19 @@ fn stationary(
     let (rows, cols) = (mapping.rows, mapping.cols);
     let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
     let (col, w) = (ops.col, ops.w);
-    let positions = mapping.row_folds * rows;
+    let sc_len = if is { e_len } else { m_len };
     let column_has_psum: Vec<bool> = (0..cols)
         .map(|c| (0..rows).any(|r| pes[r * cols + c].psum.is_some()))
         .collect();
     let mut xr: Vec<i8> = Vec::new();
     let mut wr: Vec<i8> = Vec::new();
-    let mut xs: Vec<i8> = Vec::new();
-    let mut ws: Vec<i8> = Vec::new();
+    let mut a_new: Vec<i8> = Vec::new();
+    let mut a_old: Vec<i8> = Vec::new();
+    let mut b_new: Vec<i8> = Vec::new();
+    let mut b_old: Vec<i8> = Vec::new();
     let mut out0: Vec<i32> = Vec::new();
     let mut out1: Vec<i32> = Vec::new();
-    let mut sel: Vec<i32> = Vec::new();
-    let mut stat_masks: Vec<StuckMask> = Vec::new();
+    let mut scs: Vec<usize> = Vec::new();
     for r in 0..rows {
         let row_pes = &pes[r * cols..(r + 1) * cols];
         if !row_pes.iter().any(PeMasks::any) {
@@ -396,62 +405,96 @@ fn stationary(
             .iter()
             .any(|p| p.first.is_some() || p.second.is_some());
         if n_r > 0 && operand_faults {
-            // clean partial sums of the row's reduction indices
-            xr.clear();
-            for &k in &ks {
-                xr.extend_from_slice(&col[k * e_len..(k + 1) * e_len]);
-            }
-            wr.clear();
-            for m in 0..m_len {
-                wr.extend(ks.iter().map(|&k| w[m * k_len + k]));
-            }
-            gemm(m_len, e_len, n_r, &wr, &xr, &mut out0);
-            // the stationary operand masked per PE
+            // The row's streamed operand, clean: WS the im2col rows `ks`
+            // (`n_r x E`), IS the filters' columns `ks` (`M x n_r`).
             if is {
-                stat_masks.clear();
-                stat_masks.extend((0..e_len).map(|e| id(row_pes[e % cols].second)));
-                xs.clear();
-                for x in xr.chunks_exact(e_len) {
-                    xs.extend(x.iter().zip(&stat_masks).map(|(&v, &mk)| masked(mk, v)));
+                wr.clear();
+                for m in 0..m_len {
+                    wr.extend(ks.iter().map(|&k| w[m * k_len + k]));
                 }
             } else {
-                ws.clear();
-                for m in 0..m_len {
-                    let mask = id(row_pes[m % cols].second);
-                    ws.extend(wr[m * n_r..(m + 1) * n_r].iter().map(|&v| masked(mask, v)));
+                xr.clear();
+                for &k in &ks {
+                    xr.extend_from_slice(&col[k * e_len..(k + 1) * e_len]);
                 }
             }
             for (c0, c1, first) in runs(row_pes.iter().map(|p| p.first)) {
-                let seconds = row_pes[c0..c1].iter().any(|p| p.second.is_some());
-                if first.is_none() && !seconds {
+                // the run's stationary indices whose products change
+                scs.clear();
+                for base in (0..sc_len).step_by(cols) {
+                    for c in c0..c1 {
+                        let sc = base + c;
+                        if sc < sc_len
+                            && !column_has_psum[c]
+                            && (first.is_some() || row_pes[c].second.is_some())
+                        {
+                            scs.push(sc);
+                        }
+                    }
+                }
+                let n = scs.len();
+                if n == 0 {
                     continue;
                 }
                 let f = id(first);
                 if is {
-                    // streamed weights masked by the run's mask
-                    ws.clear();
-                    ws.extend(wr.iter().map(|&v| masked(f, v)));
-                    gemm(m_len, e_len, n_r, &ws, &xs, &mut out1);
-                } else {
-                    xs.clear();
-                    xs.extend(xr.iter().map(|&v| masked(f, v)));
-                    gemm(m_len, e_len, n_r, &ws, &xs, &mut out1);
-                }
-                let chosen = |c: usize| (c0..c1).contains(&c) && !column_has_psum[c];
-                if is {
-                    sel.clear();
-                    sel.extend((0..e_len).map(|e| -i32::from(chosen(e % cols))));
-                    for ((a, (o1, o0)), _) in acc[..m_len * e_len]
-                        .chunks_exact_mut(e_len)
-                        .zip(out1.chunks_exact(e_len).zip(out0.chunks_exact(e_len)))
-                        .zip(0..m_len)
-                    {
-                        add_masked_diff(a, o1, o0, &sel);
+                    // (M x n_r) x (n_r x n): streamed weights masked by the
+                    // run, stationary pixels masked per PE
+                    b_old.clear();
+                    for &k in &ks {
+                        let row = &col[k * e_len..(k + 1) * e_len];
+                        b_old.extend(scs.iter().map(|&e| row[e]));
+                    }
+                    b_new.clear();
+                    b_new.extend(b_old.chunks_exact(n).flat_map(|row| {
+                        row.iter()
+                            .zip(&scs)
+                            .map(|(&v, &e)| masked(id(row_pes[e % cols].second), v))
+                    }));
+                    let a: &[i8] = if first.is_some() {
+                        a_new.clear();
+                        a_new.extend(wr.iter().map(|&v| masked(f, v)));
+                        &a_new
+                    } else {
+                        &wr
+                    };
+                    gemm(m_len, n, n_r, a, &b_new, &mut out1);
+                    gemm(m_len, n, n_r, &wr, &b_old, &mut out0);
+                    for m in 0..m_len {
+                        let dst = &mut acc[m * e_len..(m + 1) * e_len];
+                        let (o1, o0) = (&out1[m * n..(m + 1) * n], &out0[m * n..(m + 1) * n]);
+                        for ((&e, &x), &y) in scs.iter().zip(o1).zip(o0) {
+                            dst[e] = dst[e].wrapping_add(x.wrapping_sub(y));
+                        }
                     }
                 } else {
-                    for m in (0..m_len).filter(|m| chosen(m % cols)) {
-                        let span = m * e_len..(m + 1) * e_len;
-                        add_diff(&mut acc[span.clone()], &out1[span.clone()], &out0[span]);
+                    // (n x n_r) x (n_r x E): stationary filters masked per
+                    // PE, streamed pixels masked by the run
+                    a_old.clear();
+                    for &m in &scs {
+                        a_old.extend(ks.iter().map(|&k| w[m * k_len + k]));
+                    }
+                    a_new.clear();
+                    for (row, &m) in a_old.chunks_exact(n_r).zip(&scs) {
+                        let mask = id(row_pes[m % cols].second);
+                        a_new.extend(row.iter().map(|&v| masked(mask, v)));
+                    }
+                    let b: &[i8] = if first.is_some() {
+                        b_new.clear();
+                        b_new.extend(xr.iter().map(|&v| masked(f, v)));
+                        &b_new
+                    } else {
+                        &xr
+                    };
+                    gemm(n, e_len, n_r, &a_new, b, &mut out1);
+                    gemm(n, e_len, n_r, &a_old, &xr, &mut out0);
+                    for (i, &m) in scs.iter().enumerate() {
+                        let span = i * e_len..(i + 1) * e_len;
+                        add_diff(
+                            &mut acc[m * e_len..(m + 1) * e_len],
+                            &out1[span.clone()],
+                            &out0[span],
+                        );
                     }
                 }
             }
@@ -468,157 +511,227 @@ fn stationary(
                 }
             }
         }
-        // Multiplier bits: the PE's live products.
+        // Multiplier bits: the PE's live products, a vector over the
+        // streamed index at a time.
+        let mut d: Vec<i32> = Vec::new();
+        let mut stream: Vec<i8> = Vec::new();
         for (c, p) in row_pes.iter().enumerate() {
             let Some(mult) = p.mult else { continue };
             if column_has_psum[c] {
                 continue;
             }
             let (first, second) = (id(p.first), id(p.second));
-            for o in column_outputs(is, c, cols, e_len, m_len) {
-                let (m, e) = (o / e_len, o % e_len);
-                {
-                    let mut d = 0i32;
-                    for &k in &ks {
-                        let (a, wv) = (col[k * e_len + e] as i32, w[m * k_len + k] as i32);
-                        let pr = if is {
-                            first.apply(wv).wrapping_mul(second.apply(a))
-                        } else {
-                            first.apply(a).wrapping_mul(second.apply(wv))
-                        };
-                        d = d.wrapping_add(mult.apply(pr).wrapping_sub(pr));
+            for sc in (c..sc_len).step_by(cols) {
+                let t_len = if is { m_len } else { e_len };
+                d.clear();
+                d.resize(t_len, 0);
+                for &k in &ks {
+                    let y = if is {
+                        stream.clear();
+                        stream.extend((0..m_len).map(|m| w[m * k_len + k]));
+                        col[k * e_len + sc]
+                    } else {
+                        stream.clear();
+                        stream.extend_from_slice(&col[k * e_len..(k + 1) * e_len]);
+                        w[sc * k_len + k]
+                    };
+                    mult_fix(first, mult, &stream, second.apply(y as i32), &mut d);
+                }
+                if is {
+                    for (m, &x) in d.iter().enumerate() {
+                        let o = m * e_len + sc;
+                        acc[o] = acc[o].wrapping_add(x);
                     }
-                    acc[o] = acc[o].wrapping_add(d);
+                } else {
+                    add_wrapping(&mut acc[sc * e_len..(sc + 1) * e_len], &d);
                 }
             }
         }
     }
-    // Columns with psum bits: every output replayed in hardware order.
-    if !column_has_psum.iter().any(|&b| b) {
+    if column_has_psum.iter().any(|&b| b) {
+        replay_psum_columns(is, ops, mapping, pes, &column_has_psum, acc, shift);
+    }
+}
+
+/// The PE columns with stuck `psum_reg` bits: their outputs are rebuilt
+/// in hardware order. The psum mask makes the accumulation non-linear only
+/// where it acts, so between the positions of faulty PE rows (any fault of
+/// any of these columns) the sum is linear: a depth-`rows`-or-less partial
+/// GEMM per stretch, shared by all the columns, and the faulty positions
+/// handled one by one (psum mask before the add, masked operands,
+/// multiplier, padding). Sums wrap at `psum_bits` after every stretch,
+/// which equals wrapping after every add.
+fn replay_psum_columns(
+    is: bool,
+    ops: &EngineOperands,
+    mapping: &Mapping,
+    pes: &[PeMasks],
+    column_has_psum: &[bool],
+    acc: &mut [i32],
+    shift: u32,
+) {
+    let (rows, cols) = (mapping.rows, mapping.cols);
+    let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
+    let (col, w) = (ops.col, ops.w);
+    let (sc_len, t_len) = if is { (e_len, m_len) } else { (m_len, e_len) };
+    let pcols: Vec<usize> = (0..cols).filter(|&c| column_has_psum[c]).collect();
+    // the columns' stationary indices, column after column: part (c, s0, s1)
+    let mut scs: Vec<usize> = Vec::new();
+    let mut parts: Vec<(usize, usize, usize)> = Vec::new();
+    for &c in &pcols {
+        let s0 = scs.len();
+        scs.extend((c..sc_len).step_by(cols));
+        if scs.len() > s0 {
+            parts.push((c, s0, scs.len()));
+        }
+    }
+    let n = scs.len();
+    if n == 0 || t_len == 0 {
         return;
     }
-    let mut wt: Vec<i8> = Vec::new();
-    if is {
-        // the streamed weights row by row: W^T, K x M
-        wt = vec![0; k_len * m_len];
-        for (k, row) in wt.chunks_exact_mut(m_len.max(1)).enumerate().take(k_len) {
-            for (m, d) in row.iter_mut().enumerate() {
-                *d = w[m * k_len + k];
-            }
-        }
+    // Stretch starts: position 0 and every position of a faulty PE row.
+    let faulty_rows: Vec<usize> = (0..rows)
+        .filter(|&r| pcols.iter().any(|&c| pes[r * cols + c].any()))
+        .collect();
+    let positions = mapping.row_folds * rows;
+    let mut starts: Vec<usize> = vec![0];
+    for fr in 0..mapping.row_folds {
+        starts.extend(
+            faulty_rows
+                .iter()
+                .map(|&r| fr * rows + r)
+                .filter(|&p| p != 0),
+        );
     }
-    let mut block: Vec<i32> = Vec::new();
-    for c in (0..cols).filter(|&c| column_has_psum[c]) {
-        let column: Vec<PeMasks> = (0..rows).map(|r| pes[r * cols + c]).collect();
-        // stationary columns of this PE column: WS filters m, IS pixels e
-        let (sc_len, t_len) = if is { (e_len, m_len) } else { (m_len, e_len) };
-        let scs: Vec<usize> = (c..sc_len).step_by(cols).collect();
-        block.clear();
-        block.resize(scs.len() * t_len, 0);
-        let replay = Replay {
-            is,
-            col,
-            w,
-            wt: &wt,
-            e_len,
-            k_len,
-            positions,
-            shift,
-        };
-        replay_column(&replay, &column, &scs, &mut block);
-        for (&sc, v) in scs.iter().zip(block.chunks_exact(t_len.max(1))) {
-            for (t, &a) in v.iter().enumerate() {
-                let o = if is { t * e_len + sc } else { sc * e_len + t };
-                acc[o] = a;
+    // IS: the streamed weights row by row (`W^T`, `K x M`).
+    let wt: Vec<i8> = if is {
+        let mut wt = vec![0i8; k_len * m_len];
+        for m in 0..m_len {
+            for (k, &v) in w[m * k_len..(m + 1) * k_len].iter().enumerate() {
+                wt[k * m_len + m] = v;
             }
         }
-    }
-}
-
-/// What the replay of a WS/IS PE column reads.
-struct Replay<'a> {
-    is: bool,
-    col: &'a [i8],
-    w: &'a [i8],
-    /// IS: `W^T` (`K x M`), the streamed rows.
-    wt: &'a [i8],
-    e_len: usize,
-    k_len: usize,
-    positions: usize,
-    shift: u32,
-}
-
-/// Every output of the stationary columns `scs` of one PE column (masks
-/// `column`, by PE row), position by position in hardware order; `block`
-/// (`scs.len() x T`, zeroed) receives the sums.
-#[inline(always)]
-fn replay_column_inner(rp: &Replay, column: &[PeMasks], scs: &[usize], block: &mut [i32]) {
-    let rows = column.len();
-    let t_len = block.len() / scs.len().max(1);
-    let shift = rp.shift;
-    let mut xs = vec![0i32; t_len];
-    for kr in 0..rp.positions {
-        let p = &column[kr % rows];
-        if let Some(psum) = p.psum {
-            for a in block.iter_mut() {
-                *a = psum.apply(*a);
-            }
-        }
-        let (first, second) = (id(p.first), id(p.second));
-        let live = kr < rp.k_len;
-        if !live {
-            // padding: zero operands, no multiplier fault
-            let pr = first.apply(0).wrapping_mul(second.apply(0));
-            if pr != 0 {
-                for a in block.iter_mut() {
-                    *a = (a.wrapping_add(pr) << shift) >> shift;
+        wt
+    } else {
+        Vec::new()
+    };
+    // `n x T`, the part of column c is the rows s0..s1.
+    let mut block = vec![0i32; n * t_len];
+    let mut seg: Vec<i32> = Vec::new();
+    let mut a: Vec<i8> = Vec::new();
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(positions);
+        let (ka, kb) = (start.min(k_len), end.min(k_len));
+        let linear = kb > ka;
+        if linear {
+            // (n x l) x (l x T): the stationary operand of the stretch, row
+            // by row, times the streamed rows as they are
+            let l = kb - ka;
+            a.clear();
+            if is {
+                for &e in &scs {
+                    a.extend((ka..kb).map(|k| col[k * e_len + e]));
                 }
-            }
-            continue;
-        }
-        let stream: &[i8] = if rp.is {
-            &rp.wt[kr * t_len..(kr + 1) * t_len]
-        } else {
-            &rp.col[kr * rp.e_len..(kr + 1) * rp.e_len]
-        };
-        if shift == 0 && p.first.is_none() && p.mult.is_none() {
-            // plain products and a 32-bit wrapping accumulator: a multiply-add
-            for (&sc, v) in scs.iter().zip(block.chunks_exact_mut(t_len.max(1))) {
-                let y = if rp.is {
-                    rp.col[kr * rp.e_len + sc]
-                } else {
-                    rp.w[sc * rp.k_len + kr]
-                };
-                let ys = second.apply(y as i32);
-                if ys == 0 {
-                    continue;
-                }
-                for (a, &x) in v.iter_mut().zip(stream) {
-                    *a = a.wrapping_add((x as i32).wrapping_mul(ys));
-                }
-            }
-            continue;
-        }
-        for (x, &v) in xs.iter_mut().zip(stream) {
-            *x = first.apply(v as i32);
-        }
-        let mult = id(p.mult);
-        for (&sc, v) in scs.iter().zip(block.chunks_exact_mut(t_len.max(1))) {
-            let y = if rp.is {
-                rp.col[kr * rp.e_len + sc]
+                gemm(n, m_len, l, &a, &wt[ka * m_len..kb * m_len], &mut seg);
             } else {
-                rp.w[sc * rp.k_len + kr]
-            };
-            let ys = second.apply(y as i32);
-            for (a, &x) in v.iter_mut().zip(&xs) {
-                let pr = mult.apply(x.wrapping_mul(ys));
-                *a = (a.wrapping_add(pr) << shift) >> shift;
+                for &m in &scs {
+                    a.extend_from_slice(&w[m * k_len + ka..m * k_len + kb]);
+                }
+                gemm(n, e_len, l, &a, &col[ka * e_len..kb * e_len], &mut seg);
             }
+        }
+        let r = start % rows;
+        for &(c, s0, s1) in &parts {
+            let p = pes[r * cols + c];
+            let part = &mut block[s0 * t_len..s1 * t_len];
+            if let Some(psum) = p.psum {
+                mask_all(psum, part);
+            }
+            if linear {
+                add_wrapping(part, &seg[s0 * t_len..s1 * t_len]);
+            }
+            if p.first.is_some() || p.second.is_some() || p.mult.is_some() {
+                let (first, second, mult) = (id(p.first), id(p.second), id(p.mult));
+                if start < k_len {
+                    // the position's product, masked, in place of the plain one
+                    let k = start;
+                    let stream: &[i8] = if is {
+                        &wt[k * m_len..(k + 1) * m_len]
+                    } else {
+                        &col[k * e_len..(k + 1) * e_len]
+                    };
+                    for (v, &sc) in part.chunks_exact_mut(t_len).zip(&scs[s0..s1]) {
+                        let y = if is {
+                            col[k * e_len + sc]
+                        } else {
+                            w[sc * k_len + k]
+                        } as i32;
+                        let ys = second.apply(y);
+                        for (o, &x) in v.iter_mut().zip(stream) {
+                            let x = x as i32;
+                            let d = mult
+                                .apply(first.apply(x).wrapping_mul(ys))
+                                .wrapping_sub(x.wrapping_mul(y));
+                            *o = o.wrapping_add(d);
+                        }
+                    }
+                } else {
+                    // padding: zero operands, no multiplier fault
+                    let pr = first.apply(0).wrapping_mul(second.apply(0));
+                    if pr != 0 {
+                        for v in part.iter_mut() {
+                            *v = v.wrapping_add(pr);
+                        }
+                    }
+                }
+            }
+            if shift != 0 {
+                for v in part.iter_mut() {
+                    *v = (*v << shift) >> shift;
+                }
+            }
+        }
+    }
+    for (v, &sc) in block.chunks_exact(t_len).zip(&scs) {
+        if is {
+            for (t, &x) in v.iter().enumerate() {
+                acc[t * e_len + sc] = x;
+            }
+        } else {
+            acc[sc * e_len..(sc + 1) * e_len].copy_from_slice(v);
         }
     }
 }
 
-simd_dispatch!(fn replay_column => replay_column_inner(rp: &Replay, column: &[PeMasks], scs: &[usize], block: &mut [i32]) -> ());
+/// `d[i] += mult(p) - p`, `p = first(xs[i]) * ys`: what a multiplier's
+/// stuck bits change in the products of one operand row.
+#[inline(always)]
+fn mult_fix_inner(first: StuckMask, mult: StuckMask, xs: &[i8], ys: i32, d: &mut [i32]) {
+    for (o, &x) in d.iter_mut().zip(xs) {
+        let p = first.apply(x as i32).wrapping_mul(ys);
+        *o = o.wrapping_add(mult.apply(p).wrapping_sub(p));
+    }
+}
+
+simd_dispatch!(fn mult_fix => mult_fix_inner(first: StuckMask, mult: StuckMask, xs: &[i8], ys: i32, d: &mut [i32]) -> ());
+
+#[inline(always)]
+fn mask_all_inner(mask: StuckMask, v: &mut [i32]) {
+    for x in v {
+        *x = mask.apply(*x);
+    }
+}
+
+simd_dispatch!(fn mask_all => mask_all_inner(mask: StuckMask, v: &mut [i32]) -> ());
+
+#[inline(always)]
+fn add_wrapping_inner(acc: &mut [i32], a: &[i32]) {
+    for (s, &x) in acc.iter_mut().zip(a) {
+        *s = s.wrapping_add(x);
+    }
+}
+
+simd_dispatch!(fn add_wrapping => add_wrapping_inner(acc: &mut [i32], a: &[i32]) -> ());
 
 /// The outputs (`m * e_len + e`) of PE column `c`: WS filters `m = c mod
 /// cols`, IS pixels `e = c mod cols`.
@@ -645,12 +758,3 @@ fn add_diff_inner(acc: &mut [i32], a: &[i32], b: &[i32]) {
 }
 
 simd_dispatch!(fn add_diff => add_diff_inner(acc: &mut [i32], a: &[i32], b: &[i32]) -> ());
-
-#[inline(always)]
-fn add_masked_diff_inner(acc: &mut [i32], a: &[i32], b: &[i32], sel: &[i32]) {
-    for (((s, &x), &y), &k) in acc.iter_mut().zip(a).zip(b).zip(sel) {
-        *s = s.wrapping_add(x.wrapping_sub(y) & k);
-    }
-}
-
-simd_dispatch!(fn add_masked_diff => add_masked_diff_inner(acc: &mut [i32], a: &[i32], b: &[i32], sel: &[i32]) -> ());
