@@ -271,6 +271,81 @@ fn relative_rates_scale_a_per_layer_fault_file() {
     );
 }
 
+/// A fault model derived for a 16-bit accelerator (16 activation bits per
+/// layer) is evaluated on that accelerator's datapath with `--accel`.
+#[test]
+fn accel_flag_takes_the_datapath_from_the_accelerator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, weights) = centroid_model(dir.path());
+    let fm = dir.path().join("derived16.toml");
+    let mut bits = vec!["0"; 14];
+    bits.extend(["0.5", "0.5"]);
+    std::fs::write(
+        &fm,
+        format!(
+            "[[layer]]\nname = \"stage1.0.conv\"\n\n[layer.feature]\nkind = \"output_hit\"\n\
+             p_out = 0.02\nbit_weights = [{}]\n",
+            bits.join(", ")
+        ),
+    )
+    .unwrap();
+    let eyeriss = Path::new(env!("CARGO_MANIFEST_DIR")).join("accelerators/eyeriss.toml");
+    let out_dir = dir.path().join("out");
+    let base = [
+        "eval",
+        "--model",
+        s(&model),
+        "--weights",
+        s(&weights),
+        "--fault-model",
+        s(&fm),
+        "--relative",
+        "--rates",
+        "1",
+        "--chips",
+        "1",
+        "--images",
+        "60",
+        "--calib",
+        "32",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        run(a)
+    };
+    succeeded(&with(&["--accel", s(&eyeriss), "--out", s(&out_dir)]));
+    let v = json(&out_dir.join("eval.json"));
+    assert_eq!(v["datapath"]["act_bits"], 16, "{v}");
+    assert_eq!(v["datapath"]["overflow"], "saturate", "{v}");
+    // The same as the four flags spelled out.
+    let flags_dir = dir.path().join("flags");
+    succeeded(&with(&[
+        "--act-bits",
+        "16",
+        "--weight-bits",
+        "16",
+        "--psum-bits",
+        "32",
+        "--overflow",
+        "saturate",
+        "--out",
+        s(&flags_dir),
+    ]));
+    let by_flags = json(&flags_dir.join("eval.json"));
+    assert_eq!(v["datapath"], by_flags["datapath"]);
+    assert_eq!(v["models"][0]["points"], by_flags["models"][0]["points"]);
+    // The default 8-bit datapath does not fit the file.
+    failed_naming(&with(&[]), &["bit_weights", "16"]);
+    // --accel replaces the datapath flags, it is not combined with them.
+    failed_naming(
+        &with(&["--accel", s(&eyeriss), "--act-bits", "16"]),
+        &["--accel", "--act-bits"],
+    );
+    let missing = dir.path().join("nope.toml");
+    failed_naming(&with(&["--accel", s(&missing)]), &["nope.toml"]);
+}
+
 #[test]
 fn bad_flags_and_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

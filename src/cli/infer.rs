@@ -105,6 +105,11 @@ impl FaultArgs {
 /// The datapath flags.
 #[derive(Debug, clap::Args)]
 pub struct DatapathArgs {
+    /// Take the datapath (operand and accumulator bits, overflow rule) from
+    /// this accelerator description, e.g. to evaluate a fault model derived
+    /// for it (instead of the four flags below).
+    #[arg(long, conflicts_with_all = ["act_bits", "weight_bits", "psum_bits", "overflow"])]
+    pub accel: Option<std::path::PathBuf>,
     /// Activation code bits.
     #[arg(long, default_value_t = 8)]
     pub act_bits: u8,
@@ -122,6 +127,9 @@ pub struct DatapathArgs {
 impl DatapathArgs {
     /// The datapath, checked.
     pub fn datapath(&self) -> anyhow::Result<Datapath> {
+        if let Some(path) = &self.accel {
+            return Ok(crate::accel::Accelerator::load(path)?.datapath);
+        }
         let datapath = Datapath {
             act_bits: self.act_bits,
             weight_bits: self.weight_bits,
