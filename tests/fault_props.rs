@@ -2,13 +2,15 @@
 //! any width and rate, zero rates change nothing, bit operations are exact,
 //! files round-trip, and no input text or flag makes parsing panic.
 
+use ftnas::fault::layered::LayeredFeature;
 use ftnas::fault::stream_hit::{StreamAxis, StreamHits};
 use ftnas::fault::twos::{flip_bit, force_bit, from_word, to_word};
 use ftnas::fault::{
-    AdSaf, BitFlip, FaultModel, FaultSpec, FeatureFault, FeatureSection, HitSign, LayerOverride,
-    LayerSelection, Mibb, OutputHit, PerBit, Sa1Sign, ShareUnit, SharedStuck, StuckAt, WeightFault,
-    WeightSection,
+    AdSaf, BitFlip, FaultModel, FaultSpec, FeatureFault, FeatureInjector, FeatureSection, HitSign,
+    LayerOverride, LayerSelection, LayerSite, Mibb, OutputHit, PerBit, Sa1Sign, ShareUnit,
+    SharedStuck, SparseCodes, StuckAt, WeightFault, WeightSection,
 };
+use ftnas::fixed::Format;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -77,6 +79,60 @@ fn apply_all(bits: u8, codes: &[i32], p: f64, q: f64, seed: u64) -> Vec<Vec<i32>
     .apply(bits, &mut c, &mut rng);
     out.push(c);
     out
+}
+
+/// Every feature model, as the per-layer dispatch applies it.
+fn feature_models(bits: u8, p: f64, q: f64) -> Vec<FeatureFault> {
+    vec![
+        FeatureFault::Mibb(Mibb { p }),
+        FeatureFault::BitFlip(BitFlip { p }),
+        FeatureFault::OutputHit(OutputHit {
+            p_out: p,
+            bit_weights: vec![1.0 / bits as f64; bits as usize],
+            sign: HitSign::Random,
+            multiplicity: vec![0.5, 0.5 * q, 0.5 * (1.0 - q)],
+            up: vec![],
+            stream: None,
+        }),
+    ]
+}
+
+proptest! {
+    /// Injection on codes read on demand (training's path) gives the same
+    /// codes as injection on a code slice (the engine's), draw for draw.
+    #[test]
+    fn sparse_injection_equals_dense((bits, codes) in codes_strategy(), p in prob(), q in 0.0..=1.0f64, seed in any::<u64>()) {
+        for fault in feature_models(bits, p, q) {
+            let spec = FaultSpec {
+                feature: Some(FeatureSection { fault: fault.clone(), layers: LayerSelection::All }),
+                ..FaultSpec::default()
+            };
+            let injector = LayeredFeature::from_spec(&spec);
+            let site = LayerSite {
+                node: 1,
+                name: "conv",
+                is_conv: true,
+                macs_per_output: 9,
+                taps: 9,
+                groups: 1,
+                draw: 0,
+                format: Format { bits, frac: 2 },
+            };
+            let mut dense = codes.clone();
+            injector.inject(&site, &mut dense, &mut Xoshiro256PlusPlus::seed_from_u64(seed));
+            let clean = |i: usize| codes[i];
+            let mut sparse = SparseCodes::new(codes.len(), &clean);
+            injector.inject_sparse(&site, &mut sparse, &mut Xoshiro256PlusPlus::seed_from_u64(seed));
+            let mut merged = codes.clone();
+            for w in sparse.hits().windows(2) {
+                prop_assert!(w[0].0 < w[1].0, "hits in increasing order");
+            }
+            for &(i, c) in sparse.hits() {
+                merged[i] = c;
+            }
+            prop_assert_eq!(&merged, &dense, "{:?}", fault);
+        }
+    }
 }
 
 proptest! {

@@ -7,6 +7,7 @@ use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::skip::Skipper;
+use super::sparse::{CodeAccess, SparseCodes};
 use super::twos::flip_bit;
 use super::twos::supported_width;
 use super::{FeatureInjector, LayerSite};
@@ -19,7 +20,12 @@ pub struct BitFlip {
 
 impl BitFlip {
     /// Flip bits of `codes` (signed `bits`-bit codes).
-    pub fn apply<R: Rng + ?Sized>(&self, bits: u8, codes: &mut [i32], rng: &mut R) {
+    pub fn apply<R: Rng + ?Sized, C: CodeAccess + ?Sized>(
+        &self,
+        bits: u8,
+        codes: &mut C,
+        rng: &mut R,
+    ) {
         if !supported_width(bits) {
             return;
         }
@@ -27,13 +33,22 @@ impl BitFlip {
         let cells = codes.len().saturating_mul(nb);
         Skipper::new(self.p).for_each_hit(cells, rng, |k, _| {
             let (i, b) = (k / nb, (k % nb) as u32);
-            codes[i] = flip_bit(codes[i], b, bits);
+            codes.set(i, flip_bit(codes.get(i), b, bits));
         });
     }
 }
 
 impl FeatureInjector for BitFlip {
     fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
+        self.apply(site.format.bits, codes, rng);
+    }
+
+    fn inject_sparse(
+        &self,
+        site: &LayerSite,
+        codes: &mut SparseCodes,
+        rng: &mut Xoshiro256PlusPlus,
+    ) {
         self.apply(site.format.bits, codes, rng);
     }
 }

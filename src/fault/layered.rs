@@ -50,6 +50,15 @@ impl FeatureInjector for LayeredFeature {
     fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
         self.model_for(site).apply(site, codes, rng);
     }
+
+    fn inject_sparse(
+        &self,
+        site: &LayerSite,
+        codes: &mut super::SparseCodes,
+        rng: &mut Xoshiro256PlusPlus,
+    ) {
+        self.model_for(site).apply_sparse(site, codes, rng);
+    }
 }
 
 /// Weight faults of a [`FaultSpec`], per layer.

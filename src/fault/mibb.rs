@@ -15,6 +15,7 @@ use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::skip::Skipper;
+use super::sparse::{CodeAccess, SparseCodes};
 use super::twos::supported_width;
 use super::{FeatureInjector, LayerSite};
 
@@ -38,7 +39,13 @@ impl Mibb {
     }
 
     /// Inject into `codes` (signed `bits`-bit codes, each from `n` MACs).
-    pub fn apply<R: Rng + ?Sized>(&self, n: usize, bits: u8, codes: &mut [i32], rng: &mut R) {
+    pub fn apply<R: Rng + ?Sized, C: CodeAccess + ?Sized>(
+        &self,
+        n: usize,
+        bits: u8,
+        codes: &mut C,
+        rng: &mut R,
+    ) {
         if !supported_width(bits) {
             return;
         }
@@ -51,17 +58,26 @@ impl Mibb {
             let b = r >> 1;
             let delta = 1i64 << b;
             let v = if r & 1 == 0 {
-                codes[i] as i64 + delta
+                codes.get(i) as i64 + delta
             } else {
-                codes[i] as i64 - delta
+                codes.get(i) as i64 - delta
             };
-            codes[i] = v.clamp(lo, hi) as i32;
+            codes.set(i, v.clamp(lo, hi) as i32);
         });
     }
 }
 
 impl FeatureInjector for Mibb {
     fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
+        self.apply(site.macs_per_output, site.format.bits, codes, rng);
+    }
+
+    fn inject_sparse(
+        &self,
+        site: &LayerSite,
+        codes: &mut SparseCodes,
+        rng: &mut Xoshiro256PlusPlus,
+    ) {
         self.apply(site.macs_per_output, site.format.bits, codes, rng);
     }
 }

@@ -13,6 +13,7 @@ pub mod mibb;
 pub mod model_file;
 pub mod output_hit;
 pub mod skip;
+pub mod sparse;
 pub mod spec;
 pub mod stream_hit;
 pub mod stuck_at;
@@ -23,6 +24,7 @@ pub use bitflip::BitFlip;
 pub use mibb::Mibb;
 pub use model_file::{FaultError, FaultModel};
 pub use output_hit::{HitSign, OutputHit};
+pub use sparse::{CodeAccess, SparseCodes};
 pub use spec::{
     FaultSpec, FeatureFault, FeatureSection, LayerOverride, LayerSelection, WeightFault,
     WeightSection,
@@ -66,6 +68,19 @@ pub struct LayerSite<'a> {
 /// before the activation. Must only use `rng` for randomness.
 pub trait FeatureInjector: Send + Sync {
     fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus);
+
+    /// The same faults as [`inject`](Self::inject) (same random draws, same
+    /// changed codes) on codes read on demand, for callers that hold the
+    /// output as something else (training's floats). The default reads
+    /// every code; the skip-sampled models read only the ones they hit.
+    fn inject_sparse(
+        &self,
+        site: &LayerSite,
+        codes: &mut SparseCodes,
+        rng: &mut Xoshiro256PlusPlus,
+    ) {
+        sparse::inject_dense(codes, |v| self.inject(site, v, rng));
+    }
 }
 
 /// Weight faults: called on a layer's weight codes (in the layout of the

@@ -54,6 +54,25 @@ impl FeatureFault {
             FeatureFault::OutputHit(m) => m.apply_at(site, codes, rng),
         }
     }
+
+    /// [`apply`](Self::apply) on codes read on demand (the same draws and
+    /// changes; the skip-sampled models read only the codes they hit).
+    pub fn apply_sparse<R: Rng + ?Sized>(
+        &self,
+        site: &LayerSite,
+        codes: &mut super::SparseCodes,
+        rng: &mut R,
+    ) {
+        let bits = site.format.bits;
+        match self {
+            FeatureFault::Off => {}
+            FeatureFault::Mibb(m) => m.apply(site.macs_per_output, bits, codes, rng),
+            FeatureFault::BitFlip(m) => m.apply(bits, codes, rng),
+            FeatureFault::OutputHit(m) => {
+                super::sparse::inject_dense(codes, |v| m.apply_at(site, v, rng))
+            }
+        }
+    }
 }
 
 /// A weight fault model.

@@ -27,7 +27,7 @@ use super::conv::{self, ConvGeom};
 use super::fake_quant::{Grid, QuantPlan};
 use super::layers::{self, BnStats, PoolGeom};
 use super::params::Params;
-use crate::fault::{FeatureInjector, LayerSite, WeightInjector};
+use crate::fault::{FeatureInjector, LayerSite, SparseCodes, WeightInjector};
 use crate::fixed::{saturate, Datapath, Format};
 use crate::model::{Graph, NodeId, Op, Shape};
 use crate::quant::int_ops::six_code;
@@ -510,21 +510,26 @@ impl<'g> Network<'g> {
             .par_chunks_mut(s.numel())
             .enumerate()
             .map(|(i, img)| {
-                let clean: Vec<i32> = img.iter().map(|&v| grid.code(v)).collect();
-                let mut codes = clean.clone();
                 let mut rng =
                     crate::fault::stream(f.seed, f.trial, f.first_index + i as u64, mac as u64);
-                inj.inject(&site, &mut codes, &mut rng);
+                // Codes read on demand: the skip-sampled models (MiBB, bit
+                // flips) convert only the values they hit.
+                let hits = {
+                    let view: &[f32] = img;
+                    let clean = |j: usize| grid.code(view[j]);
+                    let mut codes = SparseCodes::new(view.len(), &clean);
+                    inj.inject_sparse(&site, &mut codes, &mut rng);
+                    codes.hits().to_vec()
+                };
                 // The values are on the grid already: only changed codes
-                // are written back (integer compare, no reconversion).
+                // are written back.
                 let mut changed = 0;
-                for ((v, &c), &c0) in img.iter_mut().zip(&codes).zip(&clean) {
+                for (j, c) in hits {
+                    let c0 = grid.code(img[j]);
+                    let c = saturate(c as i64, grid.format.bits) as i32;
                     if c != c0 {
-                        let c = saturate(c as i64, grid.format.bits) as i32;
-                        if c != c0 {
-                            changed += 1;
-                            *v = grid.value(c);
-                        }
+                        changed += 1;
+                        img[j] = grid.value(c);
                     }
                 }
                 changed
