@@ -259,18 +259,16 @@ fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32],
             }
         }
     }
-    // Multiplier and psum bits: the outputs of the PE, a block at a time.
+    // Multiplier bits alone: a linear correction of the PE's outputs.
     let mut xg: Vec<i32> = Vec::new();
     let mut v: Vec<i32> = Vec::new();
     for (pe, masks) in pes.iter().enumerate() {
-        if masks.mult.is_none() && masks.psum.is_none() {
-            continue;
-        }
+        let Some(mult) = masks.mult else { continue };
         let (i, j) = (pe / cols, pe % cols);
-        if i >= e_len || j >= m_len {
+        if masks.psum.is_some() || i >= e_len || j >= m_len {
             continue;
         }
-        let (first, second, mult) = (id(masks.first), id(masks.second), id(masks.mult));
+        let (first, second) = (id(masks.first), id(masks.second));
         // the PE's activations, masked, gathered row by row: K x n
         let es: Vec<usize> = (i..e_len).step_by(rows).collect();
         let n = es.len();
@@ -283,24 +281,135 @@ fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32],
             let wrow = &w[m * k_len..(m + 1) * k_len];
             v.clear();
             v.resize(n, 0);
-            match masks.psum {
-                // acc holds the sum of first*second products already
-                None => os_mult_delta(mult, second, wrow, &xg, &mut v),
-                // The accumulator adds term k in cycle k + i + j; the other
-                // cycles add 0 and only apply the (idempotent) psum mask,
-                // as does the read-out.
-                Some(psum) => os_psum_replay(psum, mult, second, wrow, &xg, &mut v, shift),
-            }
+            // acc holds the sum of first*second products already
+            os_mult_delta(mult, second, wrow, &xg, &mut v);
             let dst = &mut acc[m * e_len..(m + 1) * e_len];
             for (x, &e) in es.iter().enumerate() {
-                dst[e] = match masks.psum {
-                    None => dst[e].wrapping_add(v[x]),
-                    Some(_) => v[x],
-                };
+                dst[e] = dst[e].wrapping_add(v[x]);
             }
         }
     }
+    os_psum_outputs(ops, mapping, pes, acc, shift);
 }
+
+/// Every output of the OS PEs with stuck `psum_reg` bits, rebuilt: the
+/// accumulator adds term `k` in cycle `k + i + j`; the other cycles add 0
+/// and only apply the (idempotent) psum mask, as does the read-out. The
+/// mask acts before every add, so each output is a scan over `K`; the scans
+/// of all such outputs of the layer run side by side as lanes (per-lane
+/// masks), which keeps the vectors full when a PE has only a few outputs.
+fn os_psum_outputs(
+    ops: &EngineOperands,
+    mapping: &Mapping,
+    pes: &[PeMasks],
+    acc: &mut [i32],
+    shift: u32,
+) {
+    let (rows, cols) = (mapping.rows, mapping.cols);
+    let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
+    let (col, w) = (ops.col, ops.w);
+    let mut lanes = OsLanes::default();
+    // Lanes come in groups, one per (PE, filter): the outputs e = i, i +
+    // rows, ... of filter m. Per group: first lane, PE row i, m, masks.
+    let mut groups: Vec<(usize, usize, usize, StuckMask, StuckMask)> = Vec::new();
+    let mut outs: Vec<usize> = Vec::new();
+    for (pe, masks) in pes.iter().enumerate() {
+        let Some(psum) = masks.psum else { continue };
+        let (i, j) = (pe / cols, pe % cols);
+        if i >= e_len || j >= m_len {
+            continue;
+        }
+        let mult = id(masks.mult);
+        for m in (j..m_len).step_by(cols) {
+            groups.push((outs.len(), i, m, id(masks.first), id(masks.second)));
+            for e in (i..e_len).step_by(rows) {
+                lanes.push(psum, mult);
+                outs.push(m * e_len + e);
+            }
+        }
+    }
+    let n = outs.len();
+    if n == 0 {
+        return;
+    }
+    // operands per cycle, lane-major within a cycle: K x n
+    let mut xs: Vec<i32> = vec![0; k_len * n];
+    let mut ys: Vec<i32> = vec![0; k_len * n];
+    for (k, (xk, yk)) in xs
+        .chunks_exact_mut(n)
+        .zip(ys.chunks_exact_mut(n))
+        .enumerate()
+    {
+        let row = &col[k * e_len..(k + 1) * e_len];
+        for (g, &(start, i, m, first, second)) in groups.iter().enumerate() {
+            let end = groups.get(g + 1).map_or(n, |next| next.0);
+            let xg = &mut xk[start..end];
+            for (x, &v) in xg.iter_mut().zip(row[i..].iter().step_by(rows)) {
+                *x = v as i32;
+            }
+            if first != IDENTITY {
+                mask_all(first, xg);
+            }
+            yk[start..end].fill(second.apply(w[m * k_len + k] as i32));
+        }
+    }
+    let mut a = vec![0i32; n];
+    os_psum_scan(&lanes, &xs, &ys, &mut a, shift);
+    for (&o, &v) in outs.iter().zip(&a) {
+        acc[o] = v;
+    }
+}
+
+/// Per-lane psum and multiplier masks (struct of arrays, for vectors).
+#[derive(Default)]
+struct OsLanes {
+    psum_and: Vec<i32>,
+    psum_or: Vec<i32>,
+    psum_shift: Vec<u32>,
+    mult_and: Vec<i32>,
+    mult_or: Vec<i32>,
+    mult_shift: Vec<u32>,
+}
+
+impl OsLanes {
+    fn push(&mut self, psum: StuckMask, mult: StuckMask) {
+        self.psum_and.push(psum.and);
+        self.psum_or.push(psum.or);
+        self.psum_shift.push(psum.shift);
+        self.mult_and.push(mult.and);
+        self.mult_or.push(mult.or);
+        self.mult_shift.push(mult.shift);
+    }
+}
+
+/// [`StuckMask::apply`] with the mask's fields given.
+#[inline(always)]
+fn mask_with(v: i32, and: i32, or: i32, sh: u32) -> i32 {
+    ((v & and) | or).wrapping_shl(sh).wrapping_shr(sh)
+}
+
+/// The scans of [`os_psum_outputs`]: `a[l]` accumulates `mult(xs[k][l] *
+/// ys[k][l])` over `k` with the lane's psum mask before every add and at
+/// the read-out, wrapping at the accumulator width.
+#[inline(always)]
+fn os_psum_scan_inner(lanes: &OsLanes, xs: &[i32], ys: &[i32], a: &mut [i32], shift: u32) {
+    let n = a.len();
+    let l = lanes;
+    let (pa, po, ps) = (&l.psum_and[..n], &l.psum_or[..n], &l.psum_shift[..n]);
+    let (ma, mo, msh) = (&l.mult_and[..n], &l.mult_or[..n], &l.mult_shift[..n]);
+    for (x, y) in xs.chunks_exact(n).zip(ys.chunks_exact(n)) {
+        for i in 0..n {
+            let p = mask_with(x[i].wrapping_mul(y[i]), ma[i], mo[i], msh[i]);
+            let v = mask_with(a[i], pa[i], po[i], ps[i]).wrapping_add(p);
+            a[i] = (v << shift) >> shift;
+        }
+    }
+    for i in 0..n {
+        a[i] = mask_with(a[i], pa[i], po[i], ps[i]);
+    }
+}
+
+simd_dispatch!(fn os_psum_scan => os_psum_scan_inner(lanes: &OsLanes, xs: &[i32], ys: &[i32], a: &mut [i32], shift: u32) -> ());
 
 /// `out[e] += sum_k dw[k] * col[k][e]` over the `k` with `dw[k] != 0`
 /// (`col` is `K x out.len()`).
@@ -333,33 +442,6 @@ fn os_mult_delta_inner(mult: StuckMask, second: StuckMask, w: &[i8], xg: &[i32],
 }
 
 simd_dispatch!(fn os_mult_delta => os_mult_delta_inner(mult: StuckMask, second: StuckMask, w: &[i8], xg: &[i32], v: &mut [i32]) -> ());
-
-/// `v[x]`: the OS accumulation of the products `xg[k][x] * second(w[k])`
-/// with the psum mask before every add and at the read-out.
-#[inline(always)]
-fn os_psum_replay_inner(
-    psum: StuckMask,
-    mult: StuckMask,
-    second: StuckMask,
-    w: &[i8],
-    xg: &[i32],
-    v: &mut [i32],
-    shift: u32,
-) {
-    let n = v.len();
-    for (k, &wk) in w.iter().enumerate() {
-        let ws = second.apply(wk as i32);
-        for (a, &x) in v.iter_mut().zip(&xg[k * n..(k + 1) * n]) {
-            let p = mult.apply(x.wrapping_mul(ws));
-            *a = (psum.apply(*a).wrapping_add(p) << shift) >> shift;
-        }
-    }
-    for a in v.iter_mut() {
-        *a = psum.apply(*a);
-    }
-}
-
-simd_dispatch!(fn os_psum_replay => os_psum_replay_inner(psum: StuckMask, mult: StuckMask, second: StuckMask, w: &[i8], xg: &[i32], v: &mut [i32], shift: u32) -> ());
 
 /// WS (`is = false`) and IS (`is = true`): position `fr*rows + r` of an
 /// output is the product formed in PE `(r, c)` of row fold `fr`, reduction
