@@ -24,3 +24,7 @@ pub mod report;
 pub mod search;
 pub mod study;
 pub mod train;
+
+/// The build: crate version and the git commit it was built from
+/// (`unknown` outside a clone). Campaign directories record it.
+pub const BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("FTNAS_GIT_COMMIT"));

@@ -48,6 +48,12 @@ impl InputFile {
 /// Everything that determines a campaign's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CampaignConfig {
+    /// The ftnas build that runs it ([`crate::BUILD`]): another build may
+    /// compute other results, so directories of different builds are not
+    /// resumed or merged together (empty in directories written before
+    /// builds were recorded).
+    #[serde(default)]
+    pub build: String,
     /// The simulator kind ([`super::ChipSimulator::name`]).
     pub simulator: String,
     /// Input files, in the order the caller lists them.
@@ -97,6 +103,20 @@ impl CampaignConfig {
 /// equal), for errors about directories that do not belong together.
 pub fn config_diff(a: &CampaignConfig, b: &CampaignConfig) -> Vec<String> {
     let mut d = Vec::new();
+    if a.build != b.build {
+        let show = |s: &str| {
+            if s.is_empty() {
+                "an older ftnas".to_string()
+            } else {
+                format!("ftnas {s}")
+            }
+        };
+        d.push(format!(
+            "written by {} vs {}",
+            show(&a.build),
+            show(&b.build)
+        ));
+    }
     if a.simulator != b.simulator {
         d.push(format!("simulator {} vs {}", a.simulator, b.simulator));
     }
@@ -148,6 +168,7 @@ mod tests {
 
     fn config() -> CampaignConfig {
         CampaignConfig {
+            build: "0.1.0+abc".into(),
             simulator: "engine".into(),
             inputs: vec![InputFile::from_bytes("model", "m.toml", b"abc")],
             dataset: "fashion-mnist".into(),
@@ -184,6 +205,23 @@ mod tests {
         c.chips = 9;
         let d = config_diff(&base, &c).join("; ");
         assert!(d.contains("chips 4 vs 9") && d.contains("settings"), "{d}");
+        // Another build is another campaign, named as such.
+        let mut c = config();
+        c.build = "0.1.0+def".into();
+        assert_ne!(c.hash(), base.hash());
+        let d = config_diff(&c, &base).join("; ");
+        assert!(d.contains("ftnas 0.1.0+def vs ftnas 0.1.0+abc"), "{d}");
+    }
+
+    #[test]
+    fn directories_from_before_builds_were_recorded_read_as_another_build() {
+        let mut old = serde_json::to_value(config()).unwrap();
+        old.as_object_mut().unwrap().remove("build");
+        let old: CampaignConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(old.build, "");
+        let d = config_diff(&old, &config()).join("; ");
+        assert!(d.contains("an older ftnas vs ftnas 0.1.0+abc"), "{d}");
+        assert!(crate::BUILD.starts_with(env!("CARGO_PKG_VERSION")));
     }
 
     #[test]

@@ -44,6 +44,7 @@ impl<'a, S: ChipSimulator + ?Sized> Campaign<'a, S> {
         seed: u64,
     ) -> Self {
         let config = CampaignConfig {
+            build: crate::BUILD.to_string(),
             simulator: simulator.name(),
             inputs: Vec::new(),
             dataset: dataset.to_string(),
