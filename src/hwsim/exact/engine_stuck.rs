@@ -171,6 +171,19 @@ fn runs(keys: impl Iterator<Item = Option<StuckMask>>) -> Vec<(usize, usize, Opt
     out
 }
 
+/// Sorted distinct indices as stretches of consecutive values: `(first,
+/// length, position of the first in the list)`.
+fn runs_of_consecutive(idx: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for (at, &v) in idx.iter().enumerate() {
+        match out.last_mut() {
+            Some(last) if last.0 + last.1 == v => last.1 += 1,
+            _ => out.push((v, 1, at)),
+        }
+    }
+    out
+}
+
 /// `c (m x n) = a (m x k) * b (k x n)` with the engine's i8 kernel, on this
 /// thread (the caller runs images in parallel).
 fn gemm(m: usize, n: usize, k: usize, a: &[i8], b: &[i8], c: &mut Vec<i32>) {
@@ -521,18 +534,29 @@ fn stationary(
                 let f = id(first);
                 if is {
                     // (M x n_r) x (n_r x n): streamed weights masked by the
-                    // run, stationary pixels masked per PE
+                    // run, stationary pixels masked per PE. The run's pixels
+                    // come in stretches of consecutive indices: copied and
+                    // corrected a stretch at a time.
+                    let stretches = runs_of_consecutive(&scs);
                     b_old.clear();
                     for &k in &ks {
                         let row = &col[k * e_len..(k + 1) * e_len];
-                        b_old.extend(scs.iter().map(|&e| row[e]));
+                        for &(e0, len, _) in &stretches {
+                            b_old.extend_from_slice(&row[e0..e0 + len]);
+                        }
                     }
-                    b_new.clear();
-                    b_new.extend(b_old.chunks_exact(n).flat_map(|row| {
-                        row.iter()
-                            .zip(&scs)
-                            .map(|(&v, &e)| masked(id(row_pes[e % cols].second), v))
-                    }));
+                    let seconds = scs.iter().any(|&e| row_pes[e % cols].second.is_some());
+                    let b: &[i8] = if seconds {
+                        b_new.clear();
+                        b_new.extend(b_old.chunks_exact(n).flat_map(|row| {
+                            row.iter()
+                                .zip(&scs)
+                                .map(|(&v, &e)| masked(id(row_pes[e % cols].second), v))
+                        }));
+                        &b_new
+                    } else {
+                        &b_old
+                    };
                     let a: &[i8] = if first.is_some() {
                         a_new.clear();
                         a_new.extend(wr.iter().map(|&v| masked(f, v)));
@@ -540,13 +564,13 @@ fn stationary(
                     } else {
                         &wr
                     };
-                    gemm(m_len, n, n_r, a, &b_new, &mut out1);
+                    gemm(m_len, n, n_r, a, b, &mut out1);
                     gemm(m_len, n, n_r, &wr, &b_old, &mut out0);
                     for m in 0..m_len {
                         let dst = &mut acc[m * e_len..(m + 1) * e_len];
                         let (o1, o0) = (&out1[m * n..(m + 1) * n], &out0[m * n..(m + 1) * n]);
-                        for ((&e, &x), &y) in scs.iter().zip(o1).zip(o0) {
-                            dst[e] = dst[e].wrapping_add(x.wrapping_sub(y));
+                        for &(e0, len, at) in &stretches {
+                            add_diff(&mut dst[e0..e0 + len], &o1[at..at + len], &o0[at..at + len]);
                         }
                     }
                 } else {
@@ -631,7 +655,16 @@ fn stationary(
         }
     }
     if column_has_psum.iter().any(|&b| b) {
-        replay_psum_columns(is, ops, mapping, pes, &column_has_psum, acc, shift);
+        replay_psum_columns(
+            is,
+            ops,
+            mapping,
+            pes,
+            &column_has_psum,
+            acc,
+            shift,
+            DIRECT_STREAM,
+        );
     }
 }
 
@@ -643,6 +676,7 @@ fn stationary(
 /// handled one by one (psum mask before the add, masked operands,
 /// multiplier, padding). Sums wrap at `psum_bits` after every stretch,
 /// which equals wrapping after every add.
+#[allow(clippy::too_many_arguments)]
 fn replay_psum_columns(
     is: bool,
     ops: &EngineOperands,
@@ -651,6 +685,7 @@ fn replay_psum_columns(
     column_has_psum: &[bool],
     acc: &mut [i32],
     shift: u32,
+    direct_stream: usize,
 ) {
     let (rows, cols) = (mapping.rows, mapping.cols);
     let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
@@ -701,6 +736,7 @@ fn replay_psum_columns(
     let mut block = vec![0i32; n * t_len];
     let mut seg: Vec<i32> = Vec::new();
     let mut a: Vec<i8> = Vec::new();
+    let mut ys: Vec<i32> = Vec::new();
     for (i, &start) in starts.iter().enumerate() {
         let end = starts.get(i + 1).copied().unwrap_or(positions);
         let (ka, kb) = (start.min(k_len), end.min(k_len));
@@ -710,7 +746,21 @@ fn replay_psum_columns(
             // by row, times the streamed rows as they are
             let l = kb - ka;
             a.clear();
-            if is {
+            if t_len <= direct_stream {
+                // short streams: rank-one updates, no GEMM call per stretch
+                seg.clear();
+                seg.resize(n * t_len, 0);
+                for k in ka..kb {
+                    ys.clear();
+                    if is {
+                        ys.extend(scs.iter().map(|&e| col[k * e_len + e] as i32));
+                        rank_one_rows(&ys, &wt[k * m_len..(k + 1) * m_len], &mut seg);
+                    } else {
+                        ys.extend(scs.iter().map(|&m| w[m * k_len + k] as i32));
+                        rank_one_rows(&ys, &col[k * e_len..(k + 1) * e_len], &mut seg);
+                    }
+                }
+            } else if is {
                 for &e in &scs {
                     a.extend((ka..kb).map(|k| col[k * e_len + e]));
                 }
@@ -797,6 +847,27 @@ fn mult_fix_inner(first: StuckMask, mult: StuckMask, xs: &[i8], ys: i32, d: &mut
 
 simd_dispatch!(fn mult_fix => mult_fix_inner(first: StuckMask, mult: StuckMask, xs: &[i8], ys: i32, d: &mut [i32]) -> ());
 
+/// Streams up to this long take [`rank_one_rows`] for the stretches of
+/// [`replay_psum_columns`]: below it a GEMM call per stretch costs more in
+/// packing and setup than it saves (IS streams are `M`, 16-64 in ResNet-20).
+const DIRECT_STREAM: usize = 256;
+
+/// `seg[i][t] += ys[i] * stream[t]` (`seg` is `ys.len() x stream.len()`).
+#[inline(always)]
+fn rank_one_rows_inner(ys: &[i32], stream: &[i8], seg: &mut [i32]) {
+    let t_len = stream.len();
+    for (&y, row) in ys.iter().zip(seg.chunks_exact_mut(t_len)) {
+        if y == 0 {
+            continue;
+        }
+        for (o, &x) in row.iter_mut().zip(stream) {
+            *o = o.wrapping_add(y.wrapping_mul(x as i32));
+        }
+    }
+}
+
+simd_dispatch!(fn rank_one_rows => rank_one_rows_inner(ys: &[i32], stream: &[i8], seg: &mut [i32]) -> ());
+
 #[inline(always)]
 fn mask_all_inner(mask: StuckMask, v: &mut [i32]) {
     for x in v {
@@ -840,3 +911,134 @@ fn add_diff_inner(acc: &mut [i32], a: &[i32], b: &[i32]) {
 }
 
 simd_dispatch!(fn add_diff => add_diff_inner(acc: &mut [i32], a: &[i32], b: &[i32]) -> ());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    fn random_mask(rng: &mut Xoshiro256PlusPlus, width: u32) -> StuckMask {
+        let b = rng.random_range(0..width);
+        let stuck1 = rng.random::<bool>();
+        StuckMask {
+            and: if stuck1 { -1 } else { !(1 << b) },
+            or: if stuck1 { 1 << b } else { 0 },
+            shift: 32 - width,
+        }
+    }
+
+    /// The outputs of the psum-stuck PE columns, position by position in
+    /// hardware order (the definition the stretches must reproduce).
+    #[allow(clippy::too_many_arguments)]
+    fn replay_reference(
+        is: bool,
+        ops: &EngineOperands,
+        mapping: &Mapping,
+        pes: &[PeMasks],
+        column_has_psum: &[bool],
+        acc: &mut [i32],
+        shift: u32,
+    ) {
+        let (rows, cols) = (mapping.rows, mapping.cols);
+        let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
+        for m in 0..m_len {
+            for e in 0..e_len {
+                let c = if is { e % cols } else { m % cols };
+                if !column_has_psum[c] {
+                    continue;
+                }
+                let mut a = 0i32;
+                for kr in 0..mapping.row_folds * rows {
+                    let p = pes[(kr % rows) * cols + c];
+                    if let Some(psum) = p.psum {
+                        a = psum.apply(a);
+                    }
+                    let (first, second) = (id(p.first), id(p.second));
+                    let pr = if kr < k_len {
+                        let (x, wv) =
+                            (ops.col[kr * e_len + e] as i32, ops.w[m * k_len + kr] as i32);
+                        let (s, y) = if is { (wv, x) } else { (x, wv) };
+                        id(p.mult).apply(first.apply(s).wrapping_mul(second.apply(y)))
+                    } else {
+                        first.apply(0).wrapping_mul(second.apply(0))
+                    };
+                    a = (a.wrapping_add(pr) << shift) >> shift;
+                }
+                acc[m * e_len + e] = a;
+            }
+        }
+    }
+
+    /// Both ways of summing the linear stretches (GEMM per stretch, rank-one
+    /// updates) equal the position-by-position replay, with psum, operand
+    /// and multiplier masks in the same columns, wrapping at 32 and 20 bits.
+    #[test]
+    fn psum_column_stretches_equal_the_position_replay() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        for case in 0..24 {
+            let is = case % 2 == 1;
+            let (rows, cols) = (rng.random_range(2..7), rng.random_range(2..6));
+            let (e_len, k_len, m_len) = (
+                rng.random_range(1..40),
+                rng.random_range(1..30),
+                rng.random_range(1..12),
+            );
+            let col: Vec<i8> = (0..k_len * e_len).map(|_| rng.random()).collect();
+            let w: Vec<i8> = (0..m_len * k_len).map(|_| rng.random()).collect();
+            let df = if is { Dataflow::Is } else { Dataflow::Ws };
+            let mapping = SystolicArray::new(rows, cols, df)
+                .unwrap()
+                .mapping(e_len, k_len, m_len);
+            let mut pes = vec![
+                PeMasks {
+                    first: None,
+                    second: None,
+                    mult: None,
+                    psum: None
+                };
+                rows * cols
+            ];
+            let psum_bits = if case % 4 < 2 { 32 } else { 20 };
+            for _ in 0..rng.random_range(1..5) {
+                let p = &mut pes[rng.random_range(0..rows * cols)];
+                match rng.random_range(0..4) {
+                    0 => p.first = Some(random_mask(&mut rng, 8)),
+                    1 => p.second = Some(random_mask(&mut rng, 8)),
+                    2 => p.mult = Some(random_mask(&mut rng, 16)),
+                    _ => p.psum = Some(random_mask(&mut rng, psum_bits)),
+                }
+            }
+            let c = rng.random_range(0..cols);
+            pes[rng.random_range(0..rows) * cols + c].psum = Some(random_mask(&mut rng, psum_bits));
+            let column_has_psum: Vec<bool> = (0..cols)
+                .map(|c| (0..rows).any(|r| pes[r * cols + c].psum.is_some()))
+                .collect();
+            let ops = EngineOperands {
+                col: &col,
+                w: &w,
+                packed: None,
+                e: e_len,
+                k: k_len,
+                m: m_len,
+            };
+            let shift = 32 - psum_bits;
+            let mut want = vec![7i32; m_len * e_len];
+            replay_reference(is, &ops, &mapping, &pes, &column_has_psum, &mut want, shift);
+            for direct in [0, usize::MAX] {
+                let mut got = vec![7i32; m_len * e_len];
+                replay_psum_columns(
+                    is,
+                    &ops,
+                    &mapping,
+                    &pes,
+                    &column_has_psum,
+                    &mut got,
+                    shift,
+                    direct,
+                );
+                assert_eq!(got, want, "case {case}, direct threshold {direct}");
+            }
+        }
+    }
+}
