@@ -17,31 +17,18 @@ pub trait CodeAccess {
     fn set(&mut self, i: usize, v: i32);
 }
 
-impl CodeAccess for [i32] {
+/// Plain code buffers: slices, vectors.
+impl<T: AsRef<[i32]> + AsMut<[i32]> + ?Sized> CodeAccess for T {
     fn len(&self) -> usize {
-        <[i32]>::len(self)
+        self.as_ref().len()
     }
     #[inline]
     fn get(&self, i: usize) -> i32 {
-        self[i]
+        self.as_ref()[i]
     }
     #[inline]
     fn set(&mut self, i: usize, v: i32) {
-        self[i] = v;
-    }
-}
-
-impl CodeAccess for Vec<i32> {
-    fn len(&self) -> usize {
-        Vec::len(self)
-    }
-    #[inline]
-    fn get(&self, i: usize) -> i32 {
-        self[i]
-    }
-    #[inline]
-    fn set(&mut self, i: usize, v: i32) {
-        self[i] = v;
+        self.as_mut()[i] = v;
     }
 }
 
