@@ -1,4 +1,4 @@
-//! The FTT-trained ResNet-20 and MobileNet-V2 files shipped in `models/`
+//! The FTT-trained ResNet-20, MobileNet-V2 and W-FTT-Net files shipped in `models/`
 //! keep clearly more accuracy under the fault model they were trained for
 //! than the normally trained ones (the claim of the README's "FTT models"
 //! tables, here on a 300-image subset with 4 chips per model, through
@@ -110,6 +110,34 @@ fn mobilenetv2_ftt_weight_model_beats_normal_under_adsaf() {
         "adsaf:0.08",
         "0.02",
         "models/mobilenetv2-ftt-weight.safetensors",
+        0.08,
+    );
+}
+
+#[test]
+fn w_ftt_net_ftt_feature_model_beats_normal_under_mibb() {
+    // README: 62.8% -> 74.2% at p = 3e-5, 23.9% -> 31.4% at the trained-for
+    // 1e-4 (2000 images, 5 chips); the clearer gap is the test's
+    check(
+        "w-ftt-net",
+        "--feature-fault",
+        "mibb:1e-4",
+        "3e-5",
+        "models/w-ftt-net-ftt-feature.safetensors",
+        0.05,
+    );
+}
+
+#[test]
+fn w_ftt_net_ftt_weight_model_beats_normal_under_adsaf() {
+    // README: 35.1% -> 53.9% at p = 0.04 (2000 images, 5 chips; chips vary
+    // by +-6-9 points); at the trained-for 0.08 both are near chance
+    check(
+        "w-ftt-net",
+        "--weight-fault",
+        "adsaf:0.08",
+        "0.04",
+        "models/w-ftt-net-ftt-weight.safetensors",
         0.08,
     );
 }
