@@ -147,7 +147,13 @@ fn check(graph: &Graph, n: usize, seed: u64, batch_stats: bool) -> Result<(), Te
 
     let eps = 4e-3f32;
     let (mut checked, mut total) = (0, 0);
-    for _ in 0..24 {
+    // Draw coordinates until 12 away from kinks are checked (a random
+    // network can have many coordinates near a ReLU or max-pool kink, so a
+    // fixed number of draws made the test fail at random).
+    for _ in 0..96 {
+        if checked >= 12 {
+            break;
+        }
         let t = rng.random_range(0..net.params.names.len());
         if !net.params.trainable[t] {
             continue;
@@ -181,7 +187,7 @@ fn check(graph: &Graph, n: usize, seed: u64, batch_stats: bool) -> Result<(), Te
         );
     }
     prop_assert!(
-        checked * 2 >= total,
+        checked >= 12,
         "only {checked} of {total} coordinates away from kinks"
     );
     Ok(())
