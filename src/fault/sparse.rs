@@ -55,6 +55,11 @@ impl<'a> SparseCodes<'a> {
     pub fn hits(&self) -> &[(usize, i32)] {
         &self.hits
     }
+
+    /// The written codes, taken out (no copy).
+    pub fn into_hits(self) -> Vec<(usize, i32)> {
+        self.hits
+    }
 }
 
 impl CodeAccess for SparseCodes<'_> {

@@ -519,7 +519,7 @@ impl<'g> Network<'g> {
                     let clean = |j: usize| grid.code(view[j]);
                     let mut codes = SparseCodes::new(view.len(), &clean);
                     inj.inject_sparse(&site, &mut codes, &mut rng);
-                    codes.hits().to_vec()
+                    codes.into_hits()
                 };
                 // The values are on the grid already: only changed codes
                 // are written back.

@@ -632,16 +632,15 @@ fn stationary(
                 d.clear();
                 d.resize(t_len, 0);
                 for &k in &ks {
-                    let y = if is {
+                    // IS gathers the weights of index k; WS reads the im2col row
+                    let (xs, y): (&[i8], i8) = if is {
                         stream.clear();
                         stream.extend((0..m_len).map(|m| w[m * k_len + k]));
-                        col[k * e_len + sc]
+                        (&stream, col[k * e_len + sc])
                     } else {
-                        stream.clear();
-                        stream.extend_from_slice(&col[k * e_len..(k + 1) * e_len]);
-                        w[sc * k_len + k]
+                        (&col[k * e_len..(k + 1) * e_len], w[sc * k_len + k])
                     };
-                    mult_fix(first, mult, &stream, second.apply(y as i32), &mut d);
+                    mult_fix(first, mult, xs, second.apply(y as i32), &mut d);
                 }
                 if is {
                     for (m, &x) in d.iter().enumerate() {
