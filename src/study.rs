@@ -39,7 +39,6 @@ use crate::eval::stats::pct;
 use crate::eval::{accuracy, Summary};
 use crate::fixed::Datapath;
 use crate::hwsim::spec::FaultTarget;
-use crate::hwsim::sram::SramBuffer;
 use crate::hwsim::{HwFaultSpec, HwNetError};
 use crate::model::Graph;
 use crate::quant::QModel;
@@ -250,7 +249,7 @@ fn fault_study(
     let (derivation, left_out) = match hw {
         Hardware::Systolic(net) => derive_from_spec(
             net.array(),
-            net.sram_words(SramBuffer::Filter),
+            &net.buffer_geometry(),
             net.clock_mhz(),
             m.qmodel,
             m.layers,
@@ -258,7 +257,7 @@ fn fault_study(
         ),
         Hardware::BitSerial(net) => derive_bitserial_from_spec(
             &net.array().design,
-            net.sram_words(SramBuffer::Filter),
+            &net.buffer_geometry(),
             net.clock_mhz(),
             m.qmodel,
             m.layers,
@@ -546,6 +545,15 @@ pub fn render(studies: &[ModelStudy], ctx: &ReportContext<'_>) -> Result<Report,
                     s.name, r.act_reg, r.weight_reg, r.psum_reg, r.mult_out, f.expected_flips
                 ),
             );
+            if !f.derivation.buffers.is_empty() {
+                w(
+                    &mut md,
+                    format!(
+                        " SRAM upsets of the ifmap/ofmap buffers: `input_flip` / `stored_flip` on {} layers.",
+                        f.derivation.buffers.len()
+                    ),
+                );
+            }
             if !f.left_out.is_empty() {
                 w(
                     &mut md,

@@ -18,6 +18,8 @@ transient_per_bit_cycle = 1e-7
 transient_per_bit_cycle = 1e-7
 [sites."sram.ifmap"]
 fit_per_mbit = 1000.0
+[sites."sram.filter"]
+fit_per_mbit = 1000.0
 "#;
 
 /// A tiny VGG (`channels`) with seeded random weights in `dir`.
@@ -77,14 +79,19 @@ fn derive_writes_a_fault_model_that_infer_uses() {
     );
     let stdout = succeeded(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("sram.ifmap transient"), "{stderr}");
+    // filter-SRAM upsets are not derived (and said so); ifmap ones are
+    assert!(stderr.contains("sram.filter transient"), "{stderr}");
+    assert!(!stderr.contains("sram.ifmap"), "{stderr}");
     assert!(
-        stdout.contains("p_out") && stdout.contains("mu_psum"),
+        stdout.contains("p_out") && stdout.contains("mu_psum") && stdout.contains("input_flip"),
         "{stdout}"
     );
     let loaded = FaultModel::load(&fm).unwrap();
     let layers = &loaded.spec().layers;
     assert!(layers.len() >= 3, "one entry per conv/linear layer");
+    assert!(layers
+        .iter()
+        .all(|l| l.input_flip > 0.0 && l.stored_flip == 0.0));
     let text = std::fs::read_to_string(&fm).unwrap();
     assert!(text.contains("kind = \"output_hit\""), "{text}");
     let csv = std::fs::read_to_string(fm.with_extension("csv")).unwrap();

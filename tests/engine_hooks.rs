@@ -188,3 +188,138 @@ fn results_do_not_depend_on_threads_or_batching() {
         assert_ne!(clean, runs[0], "the faults must change something");
     }
 }
+
+/// A fault model with SRAM-buffer flips on one layer (`key` is
+/// `input_flip` or `stored_flip`).
+fn buffer_flips(layer: &str, key: &str, p: f64) -> ftnas::fault::FaultModel {
+    let text = format!("[[layer]]\nname = \"{layer}\"\n{key} = {p:?}\n");
+    ftnas::fault::FaultModel::parse_str(&text, "buffer-flips.toml").unwrap()
+}
+
+/// The quantized node of the conv/linear layer `name` (a fused node keeps
+/// the name of its last graph node, the layer its conv's).
+fn mac_node(q: &QModel, name: &str) -> usize {
+    q.nodes
+        .iter()
+        .position(|n| matches!(&n.op, QOp::Mac(l) if l.name == name))
+        .unwrap()
+}
+
+#[test]
+fn stored_flips_act_after_the_activation_and_every_reader_sees_them() {
+    let (g, q) = small_model();
+    let img = images(g.input_shape(), 1, 9);
+    let fm = buffer_flips("c1", "stored_flip", 1.0);
+    let faults = FeatureFaults {
+        injector: fm.feature().unwrap(),
+        seed: 3,
+        trial: 0,
+    };
+    let clean = reference::run_image_all(&q, &img, 0, None);
+    let faulty = reference::run_image_all(&q, &img, 0, Some(faults));
+    let c1 = mac_node(&q, "c1");
+    // p = 1 flips all 8 bits of every stored code: !y, after the activation
+    // (a ReLU output y >= 0 becomes negative, which no pre-activation
+    // fault followed by ReLU can give)
+    let want: Vec<i32> = clean[c1].iter().map(|&y| !y).collect();
+    assert_eq!(faulty[c1], want);
+    if let QOp::Mac(l) = &q.nodes[c1].op {
+        if !matches!(l.activation, quant::Activation::None) {
+            assert!(faulty[c1].iter().all(|&y| y < 0));
+        }
+    }
+    // every later node reads the flipped codes: the rest of the network is
+    // the clean network run on them
+    let c2 = mac_node(&q, "c2");
+    let QOp::Mac(l2) = &q.nodes[c2].op else {
+        panic!("c2 is a MAC layer")
+    };
+    let reader = q.nodes[c2].inputs[0];
+    let mut out = vec![0; q.nodes[c2].shape.numel()];
+    reference::mac_layer_reference(l2, &faulty[reader], &q.datapath, &mut out);
+    engine::finish_mac_output(l2, &mut out, 0, None);
+    assert_eq!(faulty[c2], out);
+    assert_ne!(faulty[c2], clean[c2]);
+    // both engines agree bit for bit
+    for e in all_engines() {
+        let logits = e.run(&q, &img, 0, Some(faults)).unwrap();
+        assert_eq!(&logits[0], faulty.last().unwrap(), "{}", e.name());
+    }
+}
+
+#[test]
+fn input_flips_are_seen_by_their_layer_only() {
+    let (g, q) = small_model();
+    let img = images(g.input_shape(), 1, 9);
+    let fm = buffer_flips("c2", "input_flip", 1.0);
+    let faults = FeatureFaults {
+        injector: fm.feature().unwrap(),
+        seed: 3,
+        trial: 0,
+    };
+    let clean = reference::run_image_all(&q, &img, 0, None);
+    let faulty = reference::run_image_all(&q, &img, 0, Some(faults));
+    let c2 = mac_node(&q, "c2");
+    let reader = q.nodes[c2].inputs[0];
+    // the tensor itself stays clean (other readers see it clean) ...
+    for k in 0..c2 {
+        assert_eq!(faulty[k], clean[k], "node {}", q.nodes[k].name);
+    }
+    // ... and c2 computes on its own flipped copy
+    let QOp::Mac(l2) = &q.nodes[c2].op else {
+        panic!("c2 is a MAC layer")
+    };
+    let flipped: Vec<i32> = clean[reader].iter().map(|&y| !y).collect();
+    let mut out = vec![0; q.nodes[c2].shape.numel()];
+    reference::mac_layer_reference(l2, &flipped, &q.datapath, &mut out);
+    engine::finish_mac_output(l2, &mut out, 0, None);
+    assert_eq!(faulty[c2], out);
+    for e in all_engines() {
+        let logits = e.run(&q, &img, 0, Some(faults)).unwrap();
+        assert_eq!(&logits[0], faulty.last().unwrap(), "{}", e.name());
+    }
+}
+
+#[test]
+fn buffer_flips_are_identical_in_every_engine_and_batching() {
+    for seed in 0..12u64 {
+        let g = random_graph(seed);
+        let w = Weights::random(&g, seed);
+        let q = quant::quantize(&g, &w, Datapath::INT8, &images(g.input_shape(), 4, seed)).unwrap();
+        let mut text = String::new();
+        for (i, l) in q.mac_layers().enumerate() {
+            let key = ["input_flip", "stored_flip"][(i + seed as usize) % 2];
+            text += &format!("[[layer]]\nname = \"{}\"\n{key} = 0.02\n", l.name);
+        }
+        let fm = ftnas::fault::FaultModel::parse_str(&text, "f.toml").unwrap();
+        let faults = FeatureFaults {
+            injector: fm.feature().unwrap(),
+            seed,
+            trial: 1,
+        };
+        let imgs = images(g.input_shape(), 5, seed + 1);
+        let want = engine::by_name("reference")
+            .unwrap()
+            .run(&q, &imgs, 7, Some(faults))
+            .unwrap();
+        let clean = engine::by_name("reference")
+            .unwrap()
+            .run(&q, &imgs, 7, None)
+            .unwrap();
+        let fast = engine::by_name("fast").unwrap();
+        assert_eq!(
+            fast.run(&q, &imgs, 7, Some(faults)).unwrap(),
+            want,
+            "seed {seed}"
+        );
+        // one image at a time: the same draws
+        let n = g.input_shape().numel();
+        for (i, img) in imgs.chunks(n).enumerate() {
+            let one = fast.run(&q, img, 7 + i as u64, Some(faults)).unwrap();
+            assert_eq!(one[0], want[i], "seed {seed} image {i}");
+        }
+        if seed == 0 {
+            assert_ne!(want, clean, "flips at 2% per bit change some logits");
+        }
+    }
+}

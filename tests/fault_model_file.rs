@@ -144,11 +144,19 @@ fn rich_spec() -> FaultSpec {
                     p1: PerBit::Bits(vec![1e-9, 0.0, 0.5, 0.0]),
                     shared: None,
                 })),
+                input_flip: 1.25e-7,
+                stored_flip: 3.0e-9,
             },
             LayerOverride {
                 name: "fc".into(),
                 feature: Some(FeatureFault::Off),
                 weight: Some(WeightFault::Off),
+                ..LayerOverride::default()
+            },
+            LayerOverride {
+                name: "only_buffers".into(),
+                stored_flip: 0.25,
+                ..LayerOverride::default()
             },
         ],
     }
@@ -382,6 +390,15 @@ fn bad_files_name_file_line_and_key() {
         (
             "[[layer]]\nname = \"c1\"\n\n[layer.feature]\nkind = \"output_hit\"\np_out = 0.1\nbit_weights = [0.5, 0.5]\nmultiplicity = [0.5]\n",
             &["bad.toml:8:", "layer[0].feature.multiplicity", "sum to 1"],
+        ),
+        // SRAM-buffer flips are per-bit probabilities
+        (
+            "[[layer]]\nname = \"c1\"\nstored_flip = 1.5\n",
+            &["bad.toml:3:", "layer[0].stored_flip", "probability"],
+        ),
+        (
+            "[[layer]]\nname = \"c1\"\ninput_flip = -1e-9\n",
+            &["bad.toml:3:", "layer[0].input_flip", "probability"],
         ),
         // not TOML
         ("[feature\nkind = 1\n", &["bad.toml", "line 1"]),

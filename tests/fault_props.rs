@@ -254,6 +254,8 @@ proptest! {
                 0 => Some(WeightFault::StuckAt(StuckAt { p0: PerBit::Bits(per_bit.iter().map(|x| x * (1.0 - q)).collect()), p1: PerBit::Bits(per_bit.iter().map(|x| x * q).collect()), shared: shared.clone() })),
                 _ => Some(WeightFault::AdSaf(AdSaf { p, sa1_fraction: q, sa1_sign: Sa1Sign::Own })),
             },
+            input_flip: if i % 3 == 0 { p * q } else { 0.0 },
+            stored_flip: if i % 5 < 2 { p * (1.0 - q) } else { 0.0 },
         }).filter(|l| l.feature.is_some() || l.weight.is_some()).collect();
         let spec = FaultSpec {
             description: Some(format!("p={p}")),

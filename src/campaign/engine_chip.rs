@@ -98,7 +98,9 @@ struct Recorder<'a> {
 
 impl FeatureInjector for Recorder<'_> {
     fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
-        let Some(&image) = self.image_of.get(&(site.node, rng.clone().next_u64())) else {
+        let found = self.image_of.get(&(site.node, rng.clone().next_u64()));
+        LAST_IMAGE.with(|c| c.set(found.map(|&i| (site.node, i))));
+        let Some(&image) = found else {
             // Layers without a feature model are not in the table.
             if self.modeled.contains(&site.node) {
                 self.note_unknown(format!(
@@ -111,21 +113,49 @@ impl FeatureInjector for Recorder<'_> {
         };
         let before = codes.to_vec();
         self.inner.inject(site, codes, rng);
-        let changed = before
-            .iter()
-            .zip(codes.iter())
-            .filter(|(a, b)| a != b)
-            .count() as u64;
+        self.record(site.node, image, &before, codes);
+    }
+
+    fn inject_stored(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
+        match LAST_IMAGE.with(|c| c.take()) {
+            Some((node, image)) if node == site.node => {
+                let before = codes.to_vec();
+                self.inner.inject_stored(site, codes, rng);
+                self.record(site.node, image, &before, codes);
+            }
+            _ => self.inner.inject_stored(site, codes, rng),
+        }
+    }
+
+    fn stored_flip(&self, site: &LayerSite) -> f64 {
+        self.inner.stored_flip(site)
+    }
+
+    // Input-buffer flips are drawn by the engine on its copy of the
+    // layer's input; they are not counted in the campaign's fault table.
+    fn input_flip(&self, site: &LayerSite) -> f64 {
+        self.inner.input_flip(site)
+    }
+}
+
+thread_local! {
+    /// (node, image) of the last [`Recorder::inject`] call on this thread:
+    /// the engine calls `inject_stored` right after it, on the same thread,
+    /// with the stream advanced past a fingerprint.
+    static LAST_IMAGE: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+impl Recorder<'_> {
+    fn record(&self, node: usize, image: usize, before: &[i32], after: &[i32]) {
+        let changed = before.iter().zip(after).filter(|(a, b)| a != b).count() as u64;
         if changed > 0 {
             self.hits
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((site.node, image, changed));
+                .push((node, image, changed));
         }
     }
-}
 
-impl Recorder<'_> {
     fn note_unknown(&self, message: String) {
         let mut u = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
         u.get_or_insert(message);
@@ -184,7 +214,9 @@ impl ChipSimulator for EngineChip {
                 let mut image_of = HashMap::new();
                 let mut modeled = HashSet::new();
                 for l in self.model.mac_layers() {
-                    if matches!(self.faults.feature_at(&l.feature_site()), FeatureFault::Off) {
+                    if matches!(self.faults.feature_at(&l.feature_site()), FeatureFault::Off)
+                        && self.faults.buffer_flips_at(&l.name).1 == 0.0
+                    {
                         continue;
                     }
                     modeled.insert(l.node);

@@ -23,7 +23,8 @@ use crate::derive::permanent::{stuck_rates, WeightHolder};
 use crate::eval;
 use crate::hwsim::bsnet::BitSerialNetwork;
 use crate::hwsim::network::HwNetwork;
-use crate::hwsim::spec::HwFaultSpec;
+use crate::hwsim::spec::{HwFaultSpec, Site};
+use crate::hwsim::sram::SramBuffer;
 use crate::report::{write_atomic, Csv, Plot, Series, Table};
 
 #[derive(Debug, clap::Args)]
@@ -195,6 +196,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     skipped.extend(not_weights);
+    for b in [SramBuffer::Ifmap, SramBuffer::Ofmap] {
+        if spec
+            .rates
+            .get(&Site::Sram(b))
+            .is_some_and(|r| r.transient.is_some())
+        {
+            skipped.push(format!(
+                "{} transient (derived by `ftnas derive`; calibration sweeps register upsets)",
+                b.name()
+            ));
+        }
+    }
     let kind = if acc.systolic.is_some() { "PE" } else { "SIP" };
     if base.act_reg + base.weight_reg + base.psum_reg + base.mult_out <= 0.0 {
         bail!(

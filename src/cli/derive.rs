@@ -21,6 +21,7 @@ use crate::eval;
 use crate::fault::FaultModel;
 use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::spec::{HwFaultSpec, Site};
+use crate::hwsim::sram::SramBuffer;
 use crate::hwsim::AnyHwNetwork;
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::report::{Csv, Table};
@@ -99,26 +100,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     spec.check(&net)
         .with_context(|| format!("{} is a {kind} design", inp.accel.display()))?;
     let layers = gemm_layers(&q.qmodel, &train.images[..n * per]);
-    let filter_words = acc.derived().filter_sram_words;
+    let geometry = net.buffer_geometry();
     let (d, skipped) = match (&acc.systolic, &acc.bitserial) {
         (Some(sys), _) => {
             let array = SystolicArray::new(sys.rows, sys.cols, sys.dataflow)?;
             let layers = with_psum_signs(layers, &array, &q.qmodel, &train.images[..n * per]);
-            derive_from_spec(
-                &array,
-                filter_words,
-                acc.clock_mhz,
-                &q.qmodel,
-                &layers,
-                &spec,
-            )
+            derive_from_spec(&array, &geometry, acc.clock_mhz, &q.qmodel, &layers, &spec)
         }
         (None, Some(bs)) => {
             // Psum flip directions only matter when psum flips are derived.
             let (rates, _) = sip_transient_rates(&spec, acc.clock_mhz);
             let images = &train.images[..n * per];
             let layers = bitserial_layers(layers, bs, &q.qmodel, images, rates.psum_reg > 0.0);
-            derive_bitserial_from_spec(bs, filter_words, acc.clock_mhz, &q.qmodel, &layers, &spec)
+            derive_bitserial_from_spec(bs, &geometry, acc.clock_mhz, &q.qmodel, &layers, &spec)
         }
         (None, None) => bail!(
             "{}: neither a [systolic] nor a [bitserial] section",
@@ -160,6 +154,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "shared by the weights each register holds"
         },
     );
+    let desc = if d.buffers.is_empty() {
+        desc
+    } else {
+        let rate = |b: SramBuffer| {
+            spec.rates
+                .get(&Site::Sram(b))
+                .and_then(|r| r.transient)
+                .map_or(0.0, |t| t.per_bit_cycle(acc.clock_mhz))
+        };
+        format!(
+            "{desc}; SRAM upsets per bit per cycle: ifmap {:e}, ofmap {:e} (input_flip / stored_flip per layer)",
+            rate(SramBuffer::Ifmap),
+            rate(SramBuffer::Ofmap)
+        )
+    };
     let model = FaultModel::from_spec(d.fault_spec(desc))?;
     model.save(&args.out)?;
 
@@ -182,6 +191,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         csv.write(&path)
             .with_context(|| format!("writing {}", path.display()))?;
         written.push(path.display().to_string());
+    }
+    if !d.buffers.is_empty() {
+        if !d.layers.is_empty() || !d.weights.is_empty() {
+            println!();
+        }
+        println!(
+            "SRAM-buffer upsets (per bit of every code: input as the layer reads it, stored output after the activation):"
+        );
+        let mut t = Table::new(["layer", "input_flip", "stored_flip"]);
+        for b in &d.buffers {
+            t.push([
+                b.name.clone(),
+                format!("{:.4e}", b.input_flip),
+                format!("{:.4e}", b.stored_flip),
+            ]);
+        }
+        print!("{t}");
     }
     println!("wrote {}", written.join(", "));
     Ok(())

@@ -6,9 +6,11 @@
 //! registers and cycles) to `fault` (where they live in tensors): the
 //! exposure of each output value to each register site ([`exposure`]), and
 //! the per-layer parameters built from it; and from permanent stuck-at
-//! cells to weight stuck-at faults ([`permanent`]).
+//! cells to weight stuck-at faults ([`permanent`]); and from SRAM-buffer
+//! upsets to flips of a layer's input and stored output codes ([`buffers`]).
 
 pub mod bitserial;
+pub mod buffers;
 pub mod calibrate;
 pub mod exposure;
 pub mod hardware;

@@ -15,12 +15,14 @@ use crate::fault::spec::{FaultSpec, FeatureFault, LayerOverride};
 use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::layer::{filter_operand, ifmap_operand};
 use crate::hwsim::spec::{HwFaultSpec, Site};
+use crate::hwsim::sram::SramBuffer;
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::quant::{MacLayer, QModel, QOp};
 
 use crate::fault::{PerBit, SharedStuck, StuckAt, WeightFault};
 
 use super::bitserial::{self, derive_bitserial_layer, sip_rate, step_profile, StepProfile};
+use super::buffers::{derive_buffer_flips, BufferFlips, BufferGeometry};
 use super::layer::{
     derive_layer, GemmLayer, LayerDerivation, Magnitudes, OperandRowSums, OperandRows, SiteRates,
 };
@@ -115,6 +117,10 @@ pub struct NetworkDerivation {
     /// mapping); `None`: no register holds weights, or its bits are folded
     /// into the per-weight rates ([`NetworkDerivation::without_register_sharing`]).
     pub shared: Option<SharedStuck>,
+    /// Per layer, the flips of its input and stored output codes that
+    /// ifmap/ofmap SRAM upsets make ([`super::buffers`]; empty without
+    /// such rates).
+    pub buffers: Vec<BufferFlips>,
 }
 
 /// Every MAC layer of `model` with the node id of its input, in graph order
@@ -322,6 +328,7 @@ pub fn derive_network(
         stuck: StuckRates::default(),
         weights: Vec::new(),
         shared: None,
+        buffers: Vec::new(),
     }
 }
 
@@ -344,13 +351,14 @@ pub fn derive_bitserial_network(
     }
 }
 
-/// Everything derivation covers of a hardware spec on `array` (with a
-/// filter SRAM of `filter_words` words at `clock_mhz`): feature faults from
-/// the PE transient rates, weight faults from the stuck cells that hold
+/// Everything derivation covers of a hardware spec on `array` (with the
+/// buffers and layer timing of `geometry`, at `clock_mhz`): feature faults
+/// from the PE transient rates, input/stored code flips from the ifmap/ofmap
+/// SRAM transient rates, weight faults from the stuck cells that hold
 /// weights. Also returns what the spec has that is not derived (by name).
 pub fn derive_from_spec(
     array: &SystolicArray,
-    filter_words: usize,
+    geometry: &BufferGeometry,
     clock_mhz: f64,
     model: &QModel,
     layers: &[GemmLayer],
@@ -364,17 +372,46 @@ pub fn derive_from_spec(
     };
     let (stuck, not_weights) = stuck_rates(spec, &holder);
     left_out.extend(not_weights);
-    let d = derive_network(array, model, layers, &rates).with_weight_faults(
-        &holder,
-        filter_words,
-        model,
-        layers,
-        &stuck,
-    );
+    let any = rates.act_reg + rates.weight_reg + rates.psum_reg + rates.mult_out > 0.0;
+    let derived = if any {
+        derive_network(array, model, layers, &rates)
+    } else {
+        NetworkDerivation {
+            rates,
+            ..NetworkDerivation::default()
+        }
+    };
+    let d = derived
+        .with_weight_faults(&holder, geometry.filter_words, model, layers, &stuck)
+        .with_buffer_flips(model, geometry, spec, clock_mhz);
     (d, left_out)
 }
 
 impl NetworkDerivation {
+    /// Add the input/stored code flips of the spec's `sram.ifmap` and
+    /// `sram.ofmap` transient rates (nothing when neither is set).
+    pub fn with_buffer_flips(
+        mut self,
+        model: &QModel,
+        geometry: &BufferGeometry,
+        spec: &HwFaultSpec,
+        clock_mhz: f64,
+    ) -> NetworkDerivation {
+        let rate = |b: SramBuffer| {
+            spec.rates
+                .get(&Site::Sram(b))
+                .and_then(|r| r.transient)
+                .map_or(0.0, |t| t.per_bit_cycle(clock_mhz))
+        };
+        self.buffers = derive_buffer_flips(
+            model,
+            geometry,
+            rate(SramBuffer::Ifmap),
+            rate(SramBuffer::Ofmap),
+        );
+        self
+    }
+
     /// Add the weight faults of stuck densities `stuck` (nothing when no
     /// density is set).
     pub fn with_weight_faults(
@@ -452,13 +489,13 @@ impl NetworkDerivation {
         };
         // Feature derivation covers every MAC layer when it ran; a
         // weight-only derivation (bit-serial) lists its layers itself.
-        let layers = if self.layers.is_empty() {
+        let mut layers: Vec<LayerOverride> = if self.layers.is_empty() {
             self.weights
                 .iter()
                 .map(|w| LayerOverride {
                     name: w.name.clone(),
-                    feature: None,
                     weight: self.weight_fault(&w.name),
+                    ..LayerOverride::default()
                 })
                 .collect()
         } else {
@@ -468,9 +505,24 @@ impl NetworkDerivation {
                     name: l.name.clone(),
                     feature: Some(feature(l)),
                     weight: self.weight_fault(&l.name),
+                    ..LayerOverride::default()
                 })
                 .collect()
         };
+        for b in &self.buffers {
+            let entry = match layers.iter_mut().position(|l| l.name == b.name) {
+                Some(i) => &mut layers[i],
+                None => {
+                    layers.push(LayerOverride {
+                        name: b.name.clone(),
+                        ..LayerOverride::default()
+                    });
+                    layers.last_mut().expect("just pushed")
+                }
+            };
+            entry.input_flip = b.input_flip;
+            entry.stored_flip = b.stored_flip;
+        }
         FaultSpec {
             description: Some(description),
             feature: None,
@@ -481,14 +533,15 @@ impl NetworkDerivation {
 }
 
 /// What derivation covers of a hardware spec on a bit-serial `design`
-/// (with a filter SRAM of `filter_words` words at `clock_mhz`): feature
-/// faults from the transient rates of the SIP registers
-/// ([`super::bitserial`]; `layers` from [`bitserial_layers`]), and the
-/// weight faults of stuck filter-SRAM cells and SIP weight registers. Also
-/// returns what the spec has that is not derived (by name).
+/// (with the buffers and layer timing of `geometry`, at `clock_mhz`):
+/// feature faults from the transient rates of the SIP registers
+/// ([`super::bitserial`]; `layers` from [`bitserial_layers`]), input/stored
+/// code flips from the ifmap/ofmap SRAM transient rates, and the weight
+/// faults of stuck filter-SRAM cells and SIP weight registers. Also returns
+/// what the spec has that is not derived (by name).
 pub fn derive_bitserial_from_spec(
     design: &BitSerial,
-    filter_words: usize,
+    geometry: &BufferGeometry,
     clock_mhz: f64,
     model: &QModel,
     layers: &[GemmLayer],
@@ -504,14 +557,15 @@ pub fn derive_bitserial_from_spec(
     let holder = WeightHolder::bitserial(design);
     let (stuck, not_weights) = stuck_rates(spec, &holder);
     left_out.extend(not_weights);
-    let d = NetworkDerivation { rates, ..derived }.with_weight_faults(
-        &holder,
-        filter_words,
-        model,
-        layers,
-        &stuck,
-    );
+    let d = NetworkDerivation { rates, ..derived }
+        .with_weight_faults(&holder, geometry.filter_words, model, layers, &stuck)
+        .with_buffer_flips(model, geometry, spec, clock_mhz);
     (d, left_out)
+}
+
+/// True for the SRAM sites whose transients [`super::buffers`] derives.
+fn buffer_derived(site: Site) -> bool {
+    matches!(site, Site::Sram(SramBuffer::Ifmap | SramBuffer::Ofmap))
 }
 
 /// The SIP-register transient rates of a hardware spec (per bit per cycle
@@ -531,7 +585,9 @@ pub fn sip_transient_rates(spec: &HwFaultSpec, clock_mhz: f64) -> (SiteRates, Ve
                     SipSite::PsumReg => rates.psum_reg = p,
                 }
             }
-            (_, Some(_)) => skipped.push(format!("{} transient", site.name())),
+            (site, Some(_)) if !buffer_derived(*site) => {
+                skipped.push(format!("{} transient", site.name()))
+            }
             _ => {}
         }
     }
@@ -557,7 +613,7 @@ pub fn pe_transient_rates(spec: &HwFaultSpec, clock_mhz: f64) -> (SiteRates, Vec
                 FaultSite::PsumReg => rates.psum_reg = p,
                 FaultSite::MultOut => rates.mult_out = p,
             }
-        } else if r.transient.is_some() {
+        } else if r.transient.is_some() && !buffer_derived(*site) {
             skipped.push(format!("{} transient", site.name()));
         }
     }

@@ -87,17 +87,67 @@ pub(crate) fn image_count(model: &QModel, images: &[f32]) -> Result<usize, Engin
 
 /// The hook point, shared by every engine: `codes` are the requantized
 /// pre-activation outputs of `layer` for one image. Injects feature faults,
-/// saturates to `act_bits`, applies the fused activation.
+/// saturates to `act_bits`, applies the fused activation, then injects the
+/// flips of the stored codes (the output buffer's, what later nodes read).
 pub fn finish_mac_output(
     layer: &MacLayer,
     codes: &mut [i32],
     image_index: u64,
     faults: Option<FeatureFaults<'_>>,
 ) {
-    if let Some(f) = faults {
-        let mut rng = crate::fault::stream(f.seed, f.trial, image_index, layer.node as u64);
-        f.injector.inject(&layer.feature_site(), codes, &mut rng);
-    }
+    let Some(f) = faults else {
+        saturate_and_activate(layer, codes);
+        return;
+    };
+    let site = layer.feature_site();
+    let mut rng = crate::fault::stream(f.seed, f.trial, image_index, layer.node as u64);
+    f.injector.inject(&site, codes, &mut rng);
+    saturate_and_activate(layer, codes);
+    f.injector.inject_stored(&site, codes, &mut rng);
+}
+
+/// The input codes `layer` computes on for one image: `input` itself, or,
+/// when the fault model flips bits of the layer's input buffer
+/// ([`crate::fault::FeatureInjector::input_flip`]), a corrupted copy in
+/// `scratch` that this layer alone reads.
+pub fn layer_input<'a>(
+    layer: &MacLayer,
+    input: &'a [i32],
+    image_index: u64,
+    faults: Option<FeatureFaults<'_>>,
+    scratch: &'a mut Vec<i32>,
+) -> &'a [i32] {
+    let p = input_flip(layer, faults);
+    let Some(f) = faults.filter(|_| p > 0.0) else {
+        return input;
+    };
+    scratch.clear();
+    scratch.extend_from_slice(input);
+    flip_input(layer, scratch, image_index, f, p);
+    scratch
+}
+
+/// The per-bit flip probability of `layer`'s input buffer (0 = none).
+pub(crate) fn input_flip(layer: &MacLayer, faults: Option<FeatureFaults<'_>>) -> f64 {
+    faults.map_or(0.0, |f| f.injector.input_flip(&layer.feature_site()))
+}
+
+/// Flip bits of one image's copy of `layer`'s input codes with per-bit
+/// probability `p`, from the layer's input stream.
+pub(crate) fn flip_input(
+    layer: &MacLayer,
+    codes: &mut [i32],
+    image_index: u64,
+    f: FeatureFaults<'_>,
+    p: f64,
+) {
+    let mut rng = crate::fault::input_stream(f.seed, f.trial, image_index, layer.node);
+    crate::fault::BitFlip { p }.apply(layer.in_format.bits, codes, &mut rng);
+}
+
+/// Saturate requantized codes to the output format and apply the fused
+/// activation.
+fn saturate_and_activate(layer: &MacLayer, codes: &mut [i32]) {
     let fmt = layer.out_format;
     // saturate then activation are two clamps: one clamp to the
     // intersection of the ranges when they overlap

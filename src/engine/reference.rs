@@ -10,7 +10,9 @@ use rayon::prelude::*;
 use crate::fixed::{requantize, Datapath};
 use crate::quant::{int_ops, MacLayer, QModel, QOp};
 
-use super::{exec_non_mac, finish_mac_output, image_count, Engine, EngineError, FeatureFaults};
+use super::{
+    exec_non_mac, finish_mac_output, image_count, layer_input, Engine, EngineError, FeatureFaults,
+};
 
 /// The scalar reference engine.
 #[derive(Debug, Clone, Copy, Default)]
@@ -55,7 +57,15 @@ pub fn run_image_all(
         match &node.op {
             QOp::Input => model.quantize_input(image, &mut out),
             QOp::Mac(layer) => {
-                mac_layer_reference(layer, &outs[node.inputs[0]], &model.datapath, &mut out);
+                let mut scratch = Vec::new();
+                let input = layer_input(
+                    layer,
+                    &outs[node.inputs[0]],
+                    image_index,
+                    faults,
+                    &mut scratch,
+                );
+                mac_layer_reference(layer, input, &model.datapath, &mut out);
                 finish_mac_output(layer, &mut out, image_index, faults);
             }
             _ => exec_non_mac(model, q, &outs, &mut out),

@@ -14,6 +14,7 @@
 //! | `output_hit` | `p_out -> 1 - (1 - p_out)^k` (bit weights, sign and multiplicity kept) |
 //! | `stuck_at` | `p0[b] -> k p0[b]`, `p1[b] -> k p1[b]`; where `k (p0[b] + p1[b]) > 1` both are divided by their sum (the stuck-at-0 : stuck-at-1 ratio is kept) |
 //! | `adsaf` | `p -> min(1, k p)` (stuck-at-1 share and sign rule kept) |
+//! | `input_flip`, `stored_flip` | `q -> (1 - (1 - 2q)^k) / 2` (an odd number of upsets at `k` times the per-cycle rate: exact for any residency) |
 //!
 //! `output_hit` scales as the probability of at least one of many small
 //! independent events each made `k` times likelier: `1-(1-p_out)^k`, which
@@ -216,9 +217,24 @@ pub fn scale_spec(spec: &FaultSpec, kf: f64, kw: f64, weight_bits: u8) -> FaultS
             name: l.name.clone(),
             feature: l.feature.as_ref().map(|f| scale_feature(f, kf)),
             weight: l.weight.as_ref().map(|w| scale_weight(w, kw, weight_bits)),
+            input_flip: scale_odd_flips(l.input_flip, kf),
+            stored_flip: scale_odd_flips(l.stored_flip, kf),
         })
         .collect();
     out
+}
+
+/// A per-bit flip probability `q = (1 - (1-2p)^T) / 2` (an odd number of
+/// Bernoulli(p) upsets in `T` cycles) at `k` times the raw rate: `(1 -
+/// (1-2q)^k) / 2`, exact for any `T`.
+fn scale_odd_flips(q: f64, k: f64) -> f64 {
+    if q <= 0.0 || k == 0.0 {
+        return 0.0;
+    }
+    if q >= 0.5 {
+        return 0.5;
+    }
+    -0.5 * (k * (-2.0 * q).ln_1p()).exp_m1()
 }
 
 fn scale_prob(p: f64, k: f64) -> f64 {
@@ -315,6 +331,40 @@ mod tests {
 
     fn spec_of(m: &FaultModel) -> &FaultSpec {
         m.spec()
+    }
+
+    #[test]
+    fn buffer_flips_scale_as_odd_upsets_at_k_times_the_rate() {
+        use crate::derive::buffers::odd_upsets;
+        // q of T cycles at per-cycle p, scaled by k, is q of T cycles at k p
+        // exactly when k is an integer number of exposures: (1-2p)^(kT)
+        for &(p, t) in &[(1e-9, 5000u64), (1e-4, 300), (0.01, 40)] {
+            let q = odd_upsets(p, t);
+            for k in [1u64, 2, 3, 10] {
+                let want = odd_upsets(p, k * t);
+                let got = scale_odd_flips(q, k as f64);
+                assert!(
+                    (got - want).abs() <= 1e-12 * want,
+                    "p {p} t {t} k {k}: {got} vs {want}"
+                );
+            }
+            assert_eq!(scale_odd_flips(q, 0.0), 0.0);
+        }
+        // the rate of a file of layer entries scales them
+        let fm = FaultModel::parse_str(
+            "[[layer]]\nname = \"c\"\ninput_flip = 1e-6\nstored_flip = 2e-6\n",
+            "f.toml",
+        )
+        .unwrap();
+        let s = RateScaler::new(&fm, RateMode::Relative, 8).unwrap();
+        let at = s.at(10.0).unwrap();
+        let l = &spec_of(&at).layers[0];
+        assert!((l.input_flip / 1e-5 - 1.0).abs() < 1e-4, "{}", l.input_flip);
+        assert!(
+            (l.stored_flip / 2e-5 - 1.0).abs() < 1e-4,
+            "{}",
+            l.stored_flip
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct LayeredFeature {
     default: FeatureFault,
     selection: LayerSelection,
     overrides: HashMap<String, FeatureFault>,
+    /// Per layer: (input_flip, stored_flip) of its SRAM buffers.
+    buffer_flips: HashMap<String, (f64, f64)>,
 }
 
 impl LayeredFeature {
@@ -29,10 +31,17 @@ impl LayeredFeature {
             .iter()
             .filter_map(|l| l.feature.clone().map(|f| (l.name.clone(), f)))
             .collect();
+        let buffer_flips = spec
+            .layers
+            .iter()
+            .filter(|l| l.has_buffer_flips())
+            .map(|l| (l.name.clone(), (l.input_flip, l.stored_flip)))
+            .collect();
         LayeredFeature {
             default,
             selection,
             overrides,
+            buffer_flips,
         }
     }
 
@@ -58,6 +67,14 @@ impl FeatureInjector for LayeredFeature {
         rng: &mut Xoshiro256PlusPlus,
     ) {
         self.model_for(site).apply_sparse(site, codes, rng);
+    }
+
+    fn stored_flip(&self, site: &LayerSite) -> f64 {
+        self.buffer_flips.get(site.name).map_or(0.0, |&(_, p)| p)
+    }
+
+    fn input_flip(&self, site: &LayerSite) -> f64 {
+        self.buffer_flips.get(site.name).map_or(0.0, |&(p, _)| p)
     }
 }
 

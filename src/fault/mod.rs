@@ -81,6 +81,36 @@ pub trait FeatureInjector: Send + Sync {
     ) {
         sparse::inject_dense(codes, |v| self.inject(site, v, rng));
     }
+
+    /// Per-bit flip probability of the layer's stored output codes (SRAM
+    /// output-buffer flips, after the fused activation; every later node
+    /// reads them). 0 = none.
+    fn stored_flip(&self, _site: &LayerSite) -> f64 {
+        0.0
+    }
+
+    /// Apply [`stored_flip`](Self::stored_flip): called after
+    /// [`inject`](Self::inject) and the fused activation, with the same
+    /// `rng`, on the codes every later node reads.
+    fn inject_stored(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
+        let p = self.stored_flip(site);
+        if p > 0.0 {
+            BitFlip { p }.apply(site.format.bits, codes, rng);
+        }
+    }
+
+    /// Per-bit flip probability of the layer's input codes as this layer
+    /// reads them (SRAM input-buffer flips; other readers of the tensor see
+    /// it clean), drawn by the engine from [`input_stream`]. 0 = none.
+    fn input_flip(&self, _site: &LayerSite) -> f64 {
+        0.0
+    }
+}
+
+/// The random stream of the input-buffer flips of layer `node` for one
+/// (seed, trial, image): apart from the stream of the layer's output hooks.
+pub fn input_stream(seed: u64, trial: u64, image: u64, node: usize) -> Xoshiro256PlusPlus {
+    stream(seed, trial, image, node as u64 | (1 << 40))
 }
 
 /// Weight faults: called on a layer's weight codes (in the layout of the

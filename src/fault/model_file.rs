@@ -32,6 +32,13 @@
 //!
 //! [[layer]]               # per-layer replacement of the defaults
 //! name = "cells.3.op1.conv"
+//! # optional, what `ftnas derive` writes for ifmap/ofmap SRAM upsets: the
+//! # probability that each bit of each input code is flipped as this layer
+//! # reads it (this layer only; other readers see the clean tensor), and that
+//! # each bit of each stored output code is flipped after the fused
+//! # activation (every later node reads it).
+//! input_flip = 2.0e-7
+//! stored_flip = 1.5e-7
 //!
 //! [layer.feature]         # this layer's feature model
 //! kind = "output_hit"
@@ -340,6 +347,11 @@ impl FaultModel {
         for l in &self.spec.layers {
             out.push_str("\n[[layer]]\n");
             push_kv(&mut out, "name", &toml::Value::String(l.name.clone()));
+            for (key, p) in [("input_flip", l.input_flip), ("stored_flip", l.stored_flip)] {
+                if p > 0.0 {
+                    push_kv(&mut out, key, &toml::Value::Float(p));
+                }
+            }
             if let Some(f) = &l.feature {
                 out.push_str("\n[layer.feature]\n");
                 push_all(&mut out, &feature_table(f));
@@ -357,6 +369,15 @@ impl FaultModel {
     pub fn save(&self, path: &Path) -> Result<(), FaultError> {
         crate::report::write_atomic(path, self.to_toml_string().as_bytes())
             .map_err(|e| FaultError::Invalid(e.to_string()))
+    }
+
+    /// `(input_flip, stored_flip)` of the layer called `name` (0 = none).
+    pub fn buffer_flips_at(&self, name: &str) -> (f64, f64) {
+        self.spec
+            .layers
+            .iter()
+            .find(|l| l.name == name)
+            .map_or((0.0, 0.0), |l| (l.input_flip, l.stored_flip))
     }
 
     /// The feature-fault part, if any.
@@ -431,6 +452,7 @@ impl FaultModel {
                 Some(o) => {
                     if (o.feature.is_some() && l.feature.is_some())
                         || (o.weight.is_some() && l.weight.is_some())
+                        || (o.has_buffer_flips() && l.has_buffer_flips())
                     {
                         return Err(FaultError::Invalid(format!(
                             "layer `{}` has the same fault part in both models",
@@ -439,6 +461,8 @@ impl FaultModel {
                     }
                     o.feature = o.feature.take().or(l.feature);
                     o.weight = o.weight.take().or(l.weight);
+                    o.input_flip += l.input_flip;
+                    o.stored_flip += l.stored_flip;
                 }
             }
         }
@@ -876,6 +900,8 @@ struct RawLayer {
     name: Spanned<String>,
     feature: Option<Spanned<RawFeature>>,
     weight: Option<Spanned<RawWeight>>,
+    input_flip: Option<Spanned<f64>>,
+    stored_flip: Option<Spanned<f64>>,
 }
 
 /// The source text and its name, to turn spans into `file:line:col`.
@@ -950,12 +976,31 @@ impl Ctx<'_> {
                     format!("duplicate layer `{name}`; give each layer one entry"),
                 ));
             }
-            if l.feature.is_none() && l.weight.is_none() {
+            if l.feature.is_none()
+                && l.weight.is_none()
+                && l.input_flip.is_none()
+                && l.stored_flip.is_none()
+            {
                 return Err(self.err(
                     span,
                     &here,
-                    format!("layer `{name}` needs a `feature` and/or a `weight` table"),
+                    format!(
+                        "layer `{name}` needs a `feature` and/or a `weight` table, or \
+                         `input_flip` / `stored_flip`"
+                    ),
                 ));
+            }
+            let mut flips = [0.0; 2];
+            for (slot, (key, v)) in flips.iter_mut().zip([
+                ("input_flip", &l.input_flip),
+                ("stored_flip", &l.stored_flip),
+            ]) {
+                if let Some(v) = v {
+                    let p = *v.get_ref();
+                    super::output_hit::check_prob(key, p)
+                        .map_err(|(k, m)| self.err(v.span(), &format!("{here}.{k}"), m))?;
+                    *slot = p;
+                }
             }
             let feature = match &l.feature {
                 Some(f) => {
@@ -997,6 +1042,8 @@ impl Ctx<'_> {
                 name,
                 feature,
                 weight,
+                input_flip: flips[0],
+                stored_flip: flips[1],
             });
         }
         Ok(FaultSpec {

@@ -157,11 +157,27 @@ pub struct WeightSection {
 /// Per-layer models that replace the defaults for one node (by name).
 /// `None` keeps the default; `Some(Off)` disables faults on the layer. An
 /// override applies whatever the section's layer selection says.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `input_flip` and `stored_flip` are the two SRAM-buffer hook points
+/// (derived from `sram.ifmap` / `sram.ofmap` transients): the probability
+/// that each bit of each input code is flipped as this layer reads it (the
+/// flip is seen by this layer only; other readers of the same tensor see
+/// the clean code), and that each bit of each output code is flipped after
+/// the fused activation, as every later node reads it. 0 = none.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LayerOverride {
     pub name: String,
     pub feature: Option<FeatureFault>,
     pub weight: Option<WeightFault>,
+    pub input_flip: f64,
+    pub stored_flip: f64,
+}
+
+impl LayerOverride {
+    /// True when the entry has SRAM-buffer flips.
+    pub fn has_buffer_flips(&self) -> bool {
+        self.input_flip > 0.0 || self.stored_flip > 0.0
+    }
 }
 
 /// A complete algorithmic fault model.
@@ -200,6 +216,10 @@ impl FaultSpec {
                 w.validate()
                     .map_err(|(k, m)| format!("layer[{i}].weight.{k}: {m}"))?;
             }
+            for (key, p) in [("input_flip", l.input_flip), ("stored_flip", l.stored_flip)] {
+                super::output_hit::check_prob(key, p)
+                    .map_err(|(k, m)| format!("layer[{i}].{k}: {m}"))?;
+            }
         }
         Ok(())
     }
@@ -209,10 +229,15 @@ impl FaultSpec {
         self.feature
             .as_ref()
             .is_some_and(|f| f.fault != FeatureFault::Off)
-            || self
-                .layers
-                .iter()
-                .any(|l| l.feature.as_ref().is_some_and(|f| *f != FeatureFault::Off))
+            || self.layers.iter().any(|l| {
+                l.feature.as_ref().is_some_and(|f| *f != FeatureFault::Off) || l.has_buffer_flips()
+            })
+    }
+
+    /// True when some layer has SRAM-buffer flips (`input_flip`,
+    /// `stored_flip`): hook points only the inference engines have.
+    pub fn has_buffer_flips(&self) -> bool {
+        self.layers.iter().any(LayerOverride::has_buffer_flips)
     }
 
     /// True when some layer can get weight faults.

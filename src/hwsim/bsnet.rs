@@ -264,6 +264,25 @@ impl BitSerialNetwork {
         })
     }
 
+    /// The buffers and every layer's timing, as derivation of SRAM-buffer
+    /// upsets needs them.
+    pub fn buffer_geometry(&self) -> crate::derive::buffers::BufferGeometry {
+        crate::derive::buffers::BufferGeometry {
+            ifmap_words: self.sram_words(SramBuffer::Ifmap),
+            filter_words: self.sram_words(SramBuffer::Filter),
+            ofmap_words: self.sram_words(SramBuffer::Ofmap),
+            layers: (0..self.layers.len())
+                .map(|li| {
+                    let lb = self.layer_buffers(li);
+                    crate::derive::buffers::LayerTiming {
+                        cycles: lb.cycles,
+                        group_cycles: lb.group_cycles,
+                    }
+                })
+                .collect(),
+        }
+    }
+
     fn layer_buffers(&self, li: usize) -> LayerBuffers {
         let l = &self.layers[li];
         LayerBuffers {
@@ -680,6 +699,14 @@ impl AnyHwNetwork {
         match self {
             AnyHwNetwork::Systolic(n) => n.model(),
             AnyHwNetwork::BitSerial(n) => n.model(),
+        }
+    }
+
+    /// The buffers and every layer's timing (derivation of SRAM upsets).
+    pub fn buffer_geometry(&self) -> crate::derive::buffers::BufferGeometry {
+        match self {
+            AnyHwNetwork::Systolic(n) => n.buffer_geometry(),
+            AnyHwNetwork::BitSerial(n) => n.buffer_geometry(),
         }
     }
 

@@ -333,6 +333,25 @@ impl HwNetwork {
         })
     }
 
+    /// The buffers and every layer's timing, as derivation of SRAM-buffer
+    /// upsets needs them.
+    pub fn buffer_geometry(&self) -> crate::derive::buffers::BufferGeometry {
+        crate::derive::buffers::BufferGeometry {
+            ifmap_words: self.sram_words(SramBuffer::Ifmap),
+            filter_words: self.sram_words(SramBuffer::Filter),
+            ofmap_words: self.sram_words(SramBuffer::Ofmap),
+            layers: (0..self.layers.len())
+                .map(|li| {
+                    let lb = self.layer_buffers(li);
+                    crate::derive::buffers::LayerTiming {
+                        cycles: lb.cycles,
+                        group_cycles: lb.group_cycles,
+                    }
+                })
+                .collect(),
+        }
+    }
+
     /// The SRAM fault rules' view of layer `li`.
     pub(crate) fn layer_buffers(&self, li: usize) -> LayerBuffers {
         let g = &self.layers[li].gemm;

@@ -103,6 +103,10 @@ pub struct QuantPlan {
     pub fault_site: Vec<Option<NodeId>>,
     /// The node whose calibrated range sets this node's output format.
     pub format_of: Vec<NodeId>,
+    /// For the node whose output the engine keeps as a MAC layer's stored
+    /// codes (its fused ReLU/ReLU6, else its pre-activation node): that
+    /// conv/linear (the hook point of its output-buffer flips).
+    pub stored_of: Vec<Option<NodeId>>,
 }
 
 impl QuantPlan {
@@ -120,6 +124,7 @@ impl QuantPlan {
             requantized: vec![false; n],
             fault_site: vec![None; n],
             format_of: (0..n).collect(),
+            stored_of: vec![None; n],
         };
         for (id, node) in graph.nodes.iter().enumerate() {
             match &node.op {
@@ -136,6 +141,12 @@ impl QuantPlan {
                     plan.requantized[pre] = true;
                     plan.fault_site[pre] = Some(id);
                     plan.format_of[id] = pre;
+                    // the engine fuses a ReLU/ReLU6 that is the sole consumer
+                    let stored = match consumers[pre].as_slice() {
+                        [only] if matches!(graph.nodes[*only].op, Op::Relu | Op::Relu6) => *only,
+                        _ => pre,
+                    };
+                    plan.stored_of[stored] = Some(id);
                 }
                 Op::BatchNorm { .. } => {
                     // folded BNs were marked by their conv; a standalone BN

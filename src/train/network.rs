@@ -21,6 +21,7 @@
 //! Gradients pass straight through every rounding and fault injection and
 //! are blocked where a clamp (saturation, ReLU, ReLU6) was active.
 
+use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 
 use super::conv::{self, ConvGeom};
@@ -73,6 +74,22 @@ pub struct HitCount {
     pub weight_total: u64,
 }
 
+/// Flip each bit of each code of `img` (values on `grid`) with probability
+/// `p`, reading and writing only the codes hit (draw for draw what
+/// [`crate::fault::BitFlip`] does on dense codes).
+fn flip_codes(img: &mut [f32], grid: Grid, p: f64, rng: &mut Xoshiro256PlusPlus) {
+    let hits = {
+        let view: &[f32] = img;
+        let clean = |j: usize| grid.code(view[j]);
+        let mut codes = SparseCodes::new(view.len(), &clean);
+        crate::fault::BitFlip { p }.apply(grid.format.bits, &mut codes, rng);
+        codes.into_hits()
+    };
+    for (j, c) in hits {
+        img[j] = grid.value(c);
+    }
+}
+
 /// What a forward pass keeps for its backward pass.
 #[derive(Debug, Clone)]
 pub struct Tape {
@@ -84,6 +101,9 @@ pub struct Tape {
     argmax: Vec<Option<Vec<u32>>>,
     /// Effective (fake-quantized, possibly corrupted) conv/linear weights.
     eff_weights: Vec<Option<Vec<f32>>>,
+    /// A conv/linear's own copy of its input with input-buffer flips (the
+    /// input its weight gradient pairs with).
+    flipped_inputs: Vec<Option<Vec<f32>>>,
     pub hits: Vec<HitCount>,
     /// Node formats of a QAT forward.
     formats: Option<Vec<Format>>,
@@ -262,11 +282,16 @@ impl<'g> Network<'g> {
             bn: vec![None; g.nodes.len()],
             argmax: vec![None; g.nodes.len()],
             eff_weights: vec![None; g.nodes.len()],
+            flipped_inputs: vec![None; g.nodes.len()],
             hits: vec![],
             formats: qat.map(|q| q.formats.to_vec()),
             batch_stats,
             exact_fold,
         };
+        // per MAC pre-activation node: each image's fault stream after the
+        // feature hook, kept for the output-buffer flips at its stored node
+        let mut pending: std::collections::HashMap<NodeId, Vec<Xoshiro256PlusPlus>> =
+            std::collections::HashMap::new();
         for (id, node) in g.nodes.iter().enumerate() {
             let s = node.shape;
             let in_shape = |k: usize| g.nodes[node.inputs[k]].shape;
@@ -290,10 +315,13 @@ impl<'g> Network<'g> {
                 Op::Conv2d { .. } | Op::Linear { .. } => {
                     let (w, b) = self.mac_params(id, qat, exact_fold, faults.as_ref(), &mut hit);
                     let is = in_shape(0);
+                    let flipped =
+                        self.flipped_input(id, node.inputs[0], x(0), qat, faults.as_ref());
+                    let input = flipped.as_deref().unwrap_or(x(0));
                     match ConvGeom::of(&node.op, is, s) {
-                        Some(geom) => conv::forward(&geom, x(0), &w, b.as_deref(), &mut out),
+                        Some(geom) => conv::forward(&geom, input, &w, b.as_deref(), &mut out),
                         None => layers::linear_forward(
-                            x(0),
+                            input,
                             n,
                             is.numel(),
                             s.c,
@@ -303,6 +331,7 @@ impl<'g> Network<'g> {
                         ),
                     }
                     tape.eff_weights[id] = Some(w);
+                    tape.flipped_inputs[id] = flipped;
                 }
                 Op::BatchNorm { eps } => {
                     if exact_fold && self.plan.folded_into[id].is_some() {
@@ -432,7 +461,18 @@ impl<'g> Network<'g> {
             }
             if let Some(q) = qat {
                 if self.plan.requantized[id] && id != 0 {
-                    self.requantize(id, s, q, faults.as_ref(), &mut out, &mut hit);
+                    let rngs = self.requantize(id, s, q, faults.as_ref(), &mut out, &mut hit);
+                    if let Some(r) = rngs {
+                        pending.insert(id, r);
+                    }
+                }
+                if let (Some(mac), Some(f)) = (self.plan.stored_of[id], faults.as_ref()) {
+                    // the pre-activation node's streams, continued (the engine
+                    // draws both from one stream per image and layer)
+                    let pre = self.plan.format_of[mac];
+                    if let Some(rngs) = pending.remove(&pre) {
+                        self.flip_stored(mac, id, s, q, f, rngs, &mut out);
+                    }
                 }
             }
             if (self.plan.fault_site[id].is_some() && faults.is_some()) || hit.weight_total > 0 {
@@ -490,6 +530,8 @@ impl<'g> Network<'g> {
 
     /// Requantize node `id`'s output to its format; at a MAC layer's hook,
     /// inject feature faults on the codes of every image and saturate again.
+    /// Returns each image's fault stream after the hook when the layer
+    /// has output-buffer flips (for [`Self::flip_stored`]).
     fn requantize(
         &self,
         id: NodeId,
@@ -498,15 +540,16 @@ impl<'g> Network<'g> {
         faults: Option<&Faults>,
         out: &mut [f32],
         hit: &mut HitCount,
-    ) {
+    ) -> Option<Vec<Xoshiro256PlusPlus>> {
         let grid = Grid::new(q.formats[id]);
         out.par_iter_mut().for_each(|v| *v = grid.requant(*v));
         let (Some(mac), Some(f)) = (self.plan.fault_site[id], faults) else {
-            return;
+            return None;
         };
-        let Some(inj) = f.feature else { return };
+        let inj = f.feature?;
         let site = self.site(mac, grid.format);
-        let changed: u64 = out
+        let keep = inj.stored_flip(&site) > 0.0;
+        let (changed, rngs): (Vec<u64>, Vec<Option<Xoshiro256PlusPlus>>) = out
             .par_chunks_mut(s.numel())
             .enumerate()
             .map(|(i, img)| {
@@ -532,11 +575,61 @@ impl<'g> Network<'g> {
                         img[j] = grid.value(c);
                     }
                 }
-                changed
+                (changed, keep.then_some(rng))
             })
-            .sum();
-        hit.feature_changed += changed;
+            .unzip();
+        hit.feature_changed += changed.iter().sum::<u64>();
         hit.feature_total += out.len() as u64;
+        keep.then(|| rngs.into_iter().flatten().collect())
+    }
+
+    /// Output-buffer flips of conv/linear `mac` on its stored codes (node
+    /// `id`'s output, after the fused activation), one image per stream of
+    /// `rngs`, as [`crate::engine::finish_mac_output`] applies them.
+    #[allow(clippy::too_many_arguments)]
+    fn flip_stored(
+        &self,
+        mac: NodeId,
+        id: NodeId,
+        s: Shape,
+        q: &Qat,
+        f: &Faults,
+        rngs: Vec<Xoshiro256PlusPlus>,
+        out: &mut [f32],
+    ) {
+        let Some(inj) = f.feature else { return };
+        let grid = Grid::new(q.formats[id]);
+        let p = inj.stored_flip(&self.site(mac, grid.format));
+        out.par_chunks_mut(s.numel())
+            .zip(rngs)
+            .for_each(|(img, mut rng)| flip_codes(img, grid, p, &mut rng));
+    }
+
+    /// Conv/linear `id`'s own copy of its input `x` (node `input`) with the
+    /// input-buffer flips of the fault model, as the engines draw them
+    /// ([`crate::fault::input_stream`]); `None` without such flips.
+    fn flipped_input(
+        &self,
+        id: NodeId,
+        input: NodeId,
+        x: &[f32],
+        qat: Option<&Qat>,
+        faults: Option<&Faults>,
+    ) -> Option<Vec<f32>> {
+        let (q, f) = (qat?, faults?);
+        let inj = f.feature?;
+        let grid = Grid::new(q.formats[input]);
+        let p = inj.input_flip(&self.site(id, q.formats[self.plan.format_of[id]]));
+        if p <= 0.0 {
+            return None;
+        }
+        let per = self.graph.nodes[input].shape.numel();
+        let mut copy = x.to_vec();
+        copy.par_chunks_mut(per).enumerate().for_each(|(i, img)| {
+            let mut rng = crate::fault::input_stream(f.seed, f.trial, f.first_index + i as u64, id);
+            flip_codes(img, grid, p, &mut rng);
+        });
+        Some(copy)
     }
 
     /// Backward pass: accumulate `scale * d(loss)/d(param)` into `grads`
@@ -581,7 +674,9 @@ impl<'g> Network<'g> {
             match &node.op {
                 Op::Input => {}
                 Op::Conv2d { .. } | Op::Linear { .. } => {
-                    let x = &tape.outs[node.inputs[0]];
+                    let x = tape.flipped_inputs[id]
+                        .as_ref()
+                        .unwrap_or(&tape.outs[node.inputs[0]]);
                     let w = tape.eff_weights[id]
                         .as_ref()
                         .expect("forward stored weights");

@@ -1,0 +1,196 @@
+//! SRAM-buffer upsets: the derived `input_flip` / `stored_flip` model
+//! against hardware-level injection of `sram.ifmap` / `sram.ofmap`
+//! transients into a real network (a tiny VGG quantized on Fashion-MNIST)
+//! on a systolic array whose tensors span several buffer tiles. The exact
+//! exposure counting is checked against the hardware rule in
+//! `src/derive/buffers.rs`; here the whole chain — rates, derivation, the
+//! engine's hooks — must give the same corruption statistics as the
+//! hardware model.
+
+mod campaign_common;
+mod common;
+
+use std::sync::Arc;
+
+use campaign_common::{first_images, tiny_model};
+use ftnas::accel::description::{
+    Accelerator, BandwidthMode, BitSerial, Buffers, Dram, Kind, Precision, Serial,
+};
+use ftnas::accel::Dataflow;
+use ftnas::derive::network::{derive_bitserial_from_spec, derive_from_spec, gemm_layers};
+use ftnas::engine::{Engine, FastEngine, FeatureFaults};
+use ftnas::fault::FaultModel;
+use ftnas::hwsim::bsnet::BitSerialNetwork;
+use ftnas::hwsim::network::HwNetwork;
+use ftnas::hwsim::spec::HwFaultSpec;
+use ftnas::quant::QModel;
+
+/// Fractions of (image, chip) runs whose logits changed and whose top-1
+/// changed against the clean run.
+fn changed(clean: &[Vec<i32>], runs: &[Vec<Vec<i32>>]) -> (f64, f64) {
+    let argmax = |v: &[i32]| {
+        (0..v.len())
+            .max_by_key(|&i| (v[i], usize::MAX - i))
+            .unwrap()
+    };
+    let (mut any, mut top, mut n) = (0usize, 0usize, 0usize);
+    for chip in runs {
+        for (c, r) in clean.iter().zip(chip) {
+            n += 1;
+            any += usize::from(c != r);
+            top += usize::from(argmax(c) != argmax(r));
+        }
+    }
+    (any as f64 / n as f64, top as f64 / n as f64)
+}
+
+/// Two proportions of `n` trials each agree within 4.5 standard errors.
+fn agree(a: f64, b: f64, n: usize) -> bool {
+    let se = ((a * (1.0 - a) + b * (1.0 - b)) / n as f64)
+        .sqrt()
+        .max(1.0 / n as f64);
+    (a - b).abs() <= 4.5 * se
+}
+
+#[test]
+fn derived_buffer_flips_match_hardware_injection() {
+    let q = tiny_model();
+    let (images, chips) = (100usize, 20u64);
+    let (px, _) = first_images(images);
+    // rates per bit per cycle where about half the runs change (the IS
+    // array takes ~4x the cycles)
+    for (dataflow, site, rate) in [
+        (Dataflow::Ws, "sram.ofmap", 4e-8),
+        (Dataflow::Os, "sram.ifmap", 4e-8),
+        (Dataflow::Is, "both", 5e-9),
+    ] {
+        // 1 KiB per buffer: the 6x28x28 feature map takes 5 tiles
+        let acc = common::systolic_accelerator(8, 8, dataflow, q.datapath, 1);
+        let net = HwNetwork::new(&acc, &q)
+            .unwrap()
+            .with_executor(Arc::new(ftnas::hwsim::layer::Exact));
+        let text = match site {
+            "both" => format!(
+                "[sites.\"sram.ifmap\"]\ntransient_per_bit_cycle = {rate:e}\n\
+                 [sites.\"sram.ofmap\"]\ntransient_per_bit_cycle = {rate:e}\n"
+            ),
+            s => format!("[sites.\"{s}\"]\ntransient_per_bit_cycle = {rate:e}\n"),
+        };
+        let spec = HwFaultSpec::parse(&text, std::path::Path::new("sram.toml")).unwrap();
+        let layers = gemm_layers(&q, &px[..4 * q.input_shape().numel()]);
+        let (d, left_out) = derive_from_spec(
+            net.array(),
+            &net.buffer_geometry(),
+            net.clock_mhz(),
+            &q,
+            &layers,
+            &spec,
+        );
+        assert!(left_out.is_empty(), "{left_out:?}");
+        assert_eq!(d.buffers.len(), q.mac_layers().count());
+        let fm = FaultModel::from_spec(d.fault_spec("sram transients".into())).unwrap();
+        assert!(fm.spec().has_buffer_flips());
+
+        let what = format!("{dataflow:?} {site}");
+        compare(&what, &q, px, chips, &fm, |chip| {
+            let faults = spec.sample_chip(11, chip, &net).unwrap();
+            net.run_images(px, 0, &faults).unwrap()
+        });
+    }
+}
+
+/// Run `chips` chips of the hardware (`hw(chip)`: logits of `px`) and of
+/// the engine under `fm`, and check that the fractions of runs whose logits
+/// and whose top-1 changed agree.
+fn compare(
+    what: &str,
+    q: &QModel,
+    px: &[f32],
+    chips: u64,
+    fm: &FaultModel,
+    hw: impl Fn(u64) -> Vec<Vec<i32>>,
+) {
+    let clean = FastEngine.run(q, px, 0, None).unwrap();
+    let (mut hw_runs, mut alg) = (Vec::new(), Vec::new());
+    for chip in 0..chips {
+        hw_runs.push(hw(chip));
+        let f = FeatureFaults {
+            injector: fm.feature().unwrap(),
+            seed: 11,
+            trial: chip,
+        };
+        alg.push(FastEngine.run(q, px, 0, Some(f)).unwrap());
+    }
+    let n = clean.len() * chips as usize;
+    let (hw_any, hw_top) = changed(&clean, &hw_runs);
+    let (alg_any, alg_top) = changed(&clean, &alg);
+    eprintln!(
+        "{what}: logits changed hw {hw_any:.3} derived {alg_any:.3}; \
+         top-1 changed hw {hw_top:.3} derived {alg_top:.3}"
+    );
+    // the rate must do something visible, short of breaking everything
+    assert!((0.15..0.9).contains(&hw_any), "{what}: hw {hw_any}");
+    assert!(agree(hw_any, alg_any, n), "{what}: {hw_any} vs {alg_any}");
+    assert!(agree(hw_top, alg_top, n), "{what}: {hw_top} vs {alg_top}");
+}
+
+#[test]
+fn derived_buffer_flips_match_hardware_injection_on_a_bit_serial_design() {
+    let q = tiny_model();
+    let (images, chips) = (100usize, 20u64);
+    let (px, _) = first_images(images);
+    let design = BitSerial {
+        tiles: 2,
+        windows: 4,
+        filters: 4,
+        lanes: 4,
+        serial: Serial::Activations,
+        bits_per_cycle: 1,
+        precision: Precision::PerLayer,
+        group_size: None,
+    };
+    let acc = Accelerator {
+        name: "test-stripes".into(),
+        clock_mhz: 500.0,
+        kind: Kind::BitSerial,
+        systolic: None,
+        bitserial: Some(design.clone()),
+        datapath: q.datapath,
+        // 1 KiB per buffer: the 6x28x28 feature map takes 5 tiles
+        buffers: Buffers {
+            ifmap_kib: 1,
+            filter_kib: 1,
+            ofmap_kib: 1,
+            word_bytes: 1,
+            banks: 1,
+            double_buffered: true,
+        },
+        dram: Dram {
+            bandwidth: BandwidthMode::Calc,
+            words_per_cycle: None,
+        },
+    };
+    let net = BitSerialNetwork::new(&acc, &q).unwrap();
+    let rate = 4e-9;
+    let text = format!(
+        "[sites.\"sram.ifmap\"]\ntransient_per_bit_cycle = {rate:e}\n\
+         [sites.\"sram.ofmap\"]\ntransient_per_bit_cycle = {rate:e}\n"
+    );
+    let spec = HwFaultSpec::parse(&text, std::path::Path::new("sram.toml")).unwrap();
+    let layers = gemm_layers(&q, &px[..4 * q.input_shape().numel()]);
+    let (d, left_out) =
+        derive_bitserial_from_spec(&design, &net.buffer_geometry(), 500.0, &q, &layers, &spec);
+    assert!(left_out.is_empty(), "{left_out:?}");
+    let fm = FaultModel::from_spec(d.fault_spec("sram transients".into())).unwrap();
+    compare(
+        "Stripes sram.ifmap + sram.ofmap",
+        &q,
+        px,
+        chips,
+        &fm,
+        |chip| {
+            let faults = spec.sample_chip(11, chip, &net).unwrap();
+            net.run_images(px, 0, &faults).unwrap()
+        },
+    );
+}
