@@ -13,9 +13,7 @@ mod common;
 use std::sync::Arc;
 
 use campaign_common::{first_images, tiny_model};
-use ftnas::accel::description::{
-    Accelerator, BandwidthMode, BitSerial, Buffers, Dram, Kind, Precision, Serial,
-};
+use ftnas::accel::description::{BitSerial, Precision, Serial};
 use ftnas::accel::Dataflow;
 use ftnas::derive::network::{derive_bitserial_from_spec, derive_from_spec, gemm_layers};
 use ftnas::engine::{Engine, FastEngine, FeatureFaults};
@@ -149,27 +147,8 @@ fn derived_buffer_flips_match_hardware_injection_on_a_bit_serial_design() {
         precision: Precision::PerLayer,
         group_size: None,
     };
-    let acc = Accelerator {
-        name: "test-stripes".into(),
-        clock_mhz: 500.0,
-        kind: Kind::BitSerial,
-        systolic: None,
-        bitserial: Some(design.clone()),
-        datapath: q.datapath,
-        // 1 KiB per buffer: the 6x28x28 feature map takes 5 tiles
-        buffers: Buffers {
-            ifmap_kib: 1,
-            filter_kib: 1,
-            ofmap_kib: 1,
-            word_bytes: 1,
-            banks: 1,
-            double_buffered: true,
-        },
-        dram: Dram {
-            bandwidth: BandwidthMode::Calc,
-            words_per_cycle: None,
-        },
-    };
+    // 1 KiB per buffer: the 6x28x28 feature map takes 5 tiles
+    let acc = common::bitserial_accelerator(design.clone(), q.datapath, 1);
     let net = BitSerialNetwork::new(&acc, &q).unwrap();
     let rate = 4e-9;
     let text = format!(

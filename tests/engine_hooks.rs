@@ -205,11 +205,13 @@ fn mac_node(q: &QModel, name: &str) -> usize {
         .unwrap()
 }
 
-#[test]
-fn stored_flips_act_after_the_activation_and_every_reader_sees_them() {
+/// Every node's codes of one image of the small model, clean and with
+/// `key` = 1 (all 8 bits flipped) on `layer`; both engines give the faulty
+/// run's logits bit for bit.
+fn flipped_run(layer: &str, key: &str) -> (QModel, Vec<Vec<i32>>, Vec<Vec<i32>>) {
     let (g, q) = small_model();
     let img = images(g.input_shape(), 1, 9);
-    let fm = buffer_flips("c1", "stored_flip", 1.0);
+    let fm = buffer_flips(layer, key, 1.0);
     let faults = FeatureFaults {
         injector: fm.feature().unwrap(),
         seed: 3,
@@ -217,6 +219,16 @@ fn stored_flips_act_after_the_activation_and_every_reader_sees_them() {
     };
     let clean = reference::run_image_all(&q, &img, 0, None);
     let faulty = reference::run_image_all(&q, &img, 0, Some(faults));
+    for e in all_engines() {
+        let logits = e.run(&q, &img, 0, Some(faults)).unwrap();
+        assert_eq!(&logits[0], faulty.last().unwrap(), "{}", e.name());
+    }
+    (q, clean, faulty)
+}
+
+#[test]
+fn stored_flips_act_after_the_activation_and_every_reader_sees_them() {
+    let (q, clean, faulty) = flipped_run("c1", "stored_flip");
     let c1 = mac_node(&q, "c1");
     // p = 1 flips all 8 bits of every stored code: !y, after the activation
     // (a ReLU output y >= 0 becomes negative, which no pre-activation
@@ -240,25 +252,11 @@ fn stored_flips_act_after_the_activation_and_every_reader_sees_them() {
     engine::finish_mac_output(l2, &mut out, 0, None);
     assert_eq!(faulty[c2], out);
     assert_ne!(faulty[c2], clean[c2]);
-    // both engines agree bit for bit
-    for e in all_engines() {
-        let logits = e.run(&q, &img, 0, Some(faults)).unwrap();
-        assert_eq!(&logits[0], faulty.last().unwrap(), "{}", e.name());
-    }
 }
 
 #[test]
 fn input_flips_are_seen_by_their_layer_only() {
-    let (g, q) = small_model();
-    let img = images(g.input_shape(), 1, 9);
-    let fm = buffer_flips("c2", "input_flip", 1.0);
-    let faults = FeatureFaults {
-        injector: fm.feature().unwrap(),
-        seed: 3,
-        trial: 0,
-    };
-    let clean = reference::run_image_all(&q, &img, 0, None);
-    let faulty = reference::run_image_all(&q, &img, 0, Some(faults));
+    let (q, clean, faulty) = flipped_run("c2", "input_flip");
     let c2 = mac_node(&q, "c2");
     let reader = q.nodes[c2].inputs[0];
     // the tensor itself stays clean (other readers see it clean) ...
@@ -274,10 +272,6 @@ fn input_flips_are_seen_by_their_layer_only() {
     reference::mac_layer_reference(l2, &flipped, &q.datapath, &mut out);
     engine::finish_mac_output(l2, &mut out, 0, None);
     assert_eq!(faulty[c2], out);
-    for e in all_engines() {
-        let logits = e.run(&q, &img, 0, Some(faults)).unwrap();
-        assert_eq!(&logits[0], faulty.last().unwrap(), "{}", e.name());
-    }
 }
 
 #[test]

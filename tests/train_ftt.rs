@@ -84,18 +84,21 @@ fn feature_faults_hit_codes_at_the_mibb_rate() {
     assert_eq!(again.logits(), faulty.logits());
 }
 
-#[test]
-fn faulty_eval_forward_equals_the_engine() {
-    // with batch norms in evaluation form the faulty QAT forward is the
-    // engine: same injector, same streams, same codes
+/// The engine's logits of 16 training images under `fm` (built from the
+/// quantized model with the tiny VGG's random weights `seed`), and those of
+/// the faulty QAT forward with batch norms in evaluation form, in codes.
+fn engine_and_eval_forward(
+    seed: u64,
+    fm: impl Fn(&quant::QModel) -> FaultModel,
+) -> (Vec<i32>, Vec<i32>, FaultModel) {
     let n = 16;
     let (graph, images, _) = setup(n);
-    let weights = Weights::random(&graph, 3);
+    let weights = Weights::random(&graph, seed);
     let net = Network::new(&graph, Params::from_weights(&graph, &weights).unwrap());
     let ranges = quant::calibrate(&graph, &weights, &images).unwrap();
     let qm = quant::build::quantize_with_ranges(&graph, &weights, Datapath::INT8, &ranges).unwrap();
     let f = net.plan.formats(&ranges, 8);
-    let fm = FaultModel::parse_feature_flag("mibb:1e-2").unwrap();
+    let fm = fm(&qm);
     let injector = fm.feature().unwrap();
     let engine = FastEngine
         .run(
@@ -123,65 +126,41 @@ fn faulty_eval_forward_equals_the_engine() {
     let tape = net.forward(&images, n, Mode::Eval, Some(qat), Some(faults));
     let step = Grid::new(qm.output_format()).step;
     let ours: Vec<i32> = tape.logits().iter().map(|&v| (v / step) as i32).collect();
-    assert_eq!(ours, engine.concat());
+    (ours, engine.concat(), fm)
+}
+
+#[test]
+fn faulty_eval_forward_equals_the_engine() {
+    // with batch norms in evaluation form the faulty QAT forward is the
+    // engine: same injector, same streams, same codes
+    let (ours, engine, _) =
+        engine_and_eval_forward(3, |_| FaultModel::parse_feature_flag("mibb:1e-2").unwrap());
+    assert_eq!(ours, engine);
 }
 
 #[test]
 fn faulty_eval_forward_with_buffer_flips_equals_the_engine() {
     // SRAM-buffer flips (input copies, stored codes after the fused ReLU)
     // on top of MiBB: the same streams as the engine, draw for draw
-    let n = 16;
-    let (graph, images, _) = setup(n);
-    let weights = Weights::random(&graph, 4);
-    let net = Network::new(&graph, Params::from_weights(&graph, &weights).unwrap());
-    let ranges = quant::calibrate(&graph, &weights, &images).unwrap();
-    let qm = quant::build::quantize_with_ranges(&graph, &weights, Datapath::INT8, &ranges).unwrap();
-    let f = net.plan.formats(&ranges, 8);
-    let mut text = String::from("[feature]\nkind = \"mibb\"\np = 1e-3\n");
-    for (i, l) in qm.mac_layers().enumerate() {
-        // both kinds on some layers, one on others
-        text += &format!(
-            "[[layer]]\nname = \"{}\"\ninput_flip = {}\nstored_flip = {}\n",
-            l.name,
-            [2e-3, 0.0, 1e-3][i % 3],
-            [1e-3, 3e-3, 0.0][i % 3]
-        );
-    }
-    let fm = FaultModel::parse_str(&text, "flips.toml").unwrap();
-    let injector = fm.feature().unwrap();
-    let run = |fm_injector| {
-        FastEngine
-            .run(
-                &qm,
-                &images,
-                100,
-                Some(FeatureFaults {
-                    injector: fm_injector,
-                    seed: 9,
-                    trial: 4,
-                }),
-            )
-            .unwrap()
+    let flips = |qm: &quant::QModel| {
+        let mut text = String::from("[feature]\nkind = \"mibb\"\np = 1e-3\n");
+        for (i, l) in qm.mac_layers().enumerate() {
+            // both kinds on some layers, one on others
+            text += &format!(
+                "[[layer]]\nname = \"{}\"\ninput_flip = {}\nstored_flip = {}\n",
+                l.name,
+                [2e-3, 0.0, 1e-3][i % 3],
+                [1e-3, 3e-3, 0.0][i % 3]
+            );
+        }
+        FaultModel::parse_str(&text, "flips.toml").unwrap()
     };
-    let engine = run(injector);
-    let qat = Qat {
-        formats: &f,
-        datapath: Datapath::INT8,
-    };
-    let faults = Faults {
-        feature: Some(injector),
-        weight: None,
-        seed: 9,
-        trial: 4,
-        first_index: 100,
-    };
-    let tape = net.forward(&images, n, Mode::Eval, Some(qat), Some(faults));
-    let step = Grid::new(qm.output_format()).step;
-    let ours: Vec<i32> = tape.logits().iter().map(|&v| (v / step) as i32).collect();
-    assert_eq!(ours, engine.concat());
+    let (ours, engine, _) = engine_and_eval_forward(4, flips);
+    assert_eq!(ours, engine);
     // and the flips did something: MiBB alone gives other logits
-    let mibb = FaultModel::parse_feature_flag("mibb:1e-3").unwrap();
-    assert_ne!(run(mibb.feature().unwrap()), engine);
+    let (_, mibb_only, _) =
+        engine_and_eval_forward(4, |_| FaultModel::parse_feature_flag("mibb:1e-3").unwrap());
+    assert_ne!(mibb_only, engine);
 }
 
 #[test]

@@ -267,20 +267,8 @@ impl BitSerialNetwork {
     /// The buffers and every layer's timing, as derivation of SRAM-buffer
     /// upsets needs them.
     pub fn buffer_geometry(&self) -> crate::derive::buffers::BufferGeometry {
-        crate::derive::buffers::BufferGeometry {
-            ifmap_words: self.sram_words(SramBuffer::Ifmap),
-            filter_words: self.sram_words(SramBuffer::Filter),
-            ofmap_words: self.sram_words(SramBuffer::Ofmap),
-            layers: (0..self.layers.len())
-                .map(|li| {
-                    let lb = self.layer_buffers(li);
-                    crate::derive::buffers::LayerTiming {
-                        cycles: lb.cycles,
-                        group_cycles: lb.group_cycles,
-                    }
-                })
-                .collect(),
-        }
+        let layers = (0..self.layers.len()).map(|li| self.layer_buffers(li));
+        LayerBuffers::geometry(self.sram_words, layers)
     }
 
     fn layer_buffers(&self, li: usize) -> LayerBuffers {

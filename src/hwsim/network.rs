@@ -207,6 +207,27 @@ pub(crate) struct LayerBuffers {
     pub widths: [u32; 3],
 }
 
+impl LayerBuffers {
+    /// The geometry derivation of buffer upsets needs: the buffers' words
+    /// and every layer's timing.
+    pub(crate) fn geometry(
+        words: [usize; 3],
+        layers: impl Iterator<Item = LayerBuffers>,
+    ) -> crate::derive::buffers::BufferGeometry {
+        crate::derive::buffers::BufferGeometry {
+            ifmap_words: words[SramBuffer::Ifmap as usize],
+            filter_words: words[SramBuffer::Filter as usize],
+            ofmap_words: words[SramBuffer::Ofmap as usize],
+            layers: layers
+                .map(|lb| crate::derive::buffers::LayerTiming {
+                    cycles: lb.cycles,
+                    group_cycles: lb.group_cycles,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Logits and per-layer measurements of one inference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HwImageRun {
@@ -336,20 +357,8 @@ impl HwNetwork {
     /// The buffers and every layer's timing, as derivation of SRAM-buffer
     /// upsets needs them.
     pub fn buffer_geometry(&self) -> crate::derive::buffers::BufferGeometry {
-        crate::derive::buffers::BufferGeometry {
-            ifmap_words: self.sram_words(SramBuffer::Ifmap),
-            filter_words: self.sram_words(SramBuffer::Filter),
-            ofmap_words: self.sram_words(SramBuffer::Ofmap),
-            layers: (0..self.layers.len())
-                .map(|li| {
-                    let lb = self.layer_buffers(li);
-                    crate::derive::buffers::LayerTiming {
-                        cycles: lb.cycles,
-                        group_cycles: lb.group_cycles,
-                    }
-                })
-                .collect(),
-        }
+        let layers = (0..self.layers.len()).map(|li| self.layer_buffers(li));
+        LayerBuffers::geometry(self.sram_words, layers)
     }
 
     /// The SRAM fault rules' view of layer `li`.

@@ -151,3 +151,19 @@ pub fn random_vgg_on_fashion(
         .collect();
     (q, outs)
 }
+
+/// A bit-serial accelerator with `design`, datapath `dp` and `kib` KiB per
+/// SRAM buffer (500 MHz, computed DRAM bandwidth).
+pub fn bitserial_accelerator(
+    design: ftnas::accel::description::BitSerial,
+    dp: ftnas::fixed::Datapath,
+    kib: usize,
+) -> ftnas::accel::description::Accelerator {
+    use ftnas::accel::description::Kind;
+    let mut acc = systolic_accelerator(1, 1, ftnas::accel::Dataflow::Os, dp, kib);
+    acc.name = "test-bitserial".into();
+    acc.kind = Kind::BitSerial;
+    acc.systolic = None;
+    acc.bitserial = Some(design);
+    acc
+}
