@@ -15,6 +15,7 @@ use super::hwrun::ExecutorChoice;
 use super::infer::image_progress;
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
+use crate::derive::buffers::sram_transient_rate;
 use crate::derive::calibrate::{calibrate, work, Calibration, CalibrationConfig};
 use crate::derive::hardware::Hardware;
 use crate::derive::network::{bitserial_layers, sip_transient_rates};
@@ -23,7 +24,7 @@ use crate::derive::permanent::{stuck_rates, WeightHolder};
 use crate::eval;
 use crate::hwsim::bsnet::BitSerialNetwork;
 use crate::hwsim::network::HwNetwork;
-use crate::hwsim::spec::{HwFaultSpec, Site};
+use crate::hwsim::spec::HwFaultSpec;
 use crate::hwsim::sram::SramBuffer;
 use crate::report::{write_atomic, Csv, Plot, Series, Table};
 
@@ -197,11 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     skipped.extend(not_weights);
     for b in [SramBuffer::Ifmap, SramBuffer::Ofmap] {
-        if spec
-            .rates
-            .get(&Site::Sram(b))
-            .is_some_and(|r| r.transient.is_some())
-        {
+        if sram_transient_rate(&spec, b, acc.clock_mhz) > 0.0 {
             skipped.push(format!(
                 "{} transient (derived by `ftnas derive`; calibration sweeps register upsets)",
                 b.name()

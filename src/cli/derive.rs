@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
+use crate::derive::buffers::sram_transient_rate;
 use crate::derive::network::{
     bitserial_layers, derive_bitserial_from_spec, derive_from_spec, gemm_layers,
     sip_transient_rates, with_psum_signs, NetworkDerivation,
@@ -157,12 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let desc = if d.buffers.is_empty() {
         desc
     } else {
-        let rate = |b: SramBuffer| {
-            spec.rates
-                .get(&Site::Sram(b))
-                .and_then(|r| r.transient)
-                .map_or(0.0, |t| t.per_bit_cycle(acc.clock_mhz))
-        };
+        let rate = |b| sram_transient_rate(&spec, b, acc.clock_mhz);
         format!(
             "{desc}; SRAM upsets per bit per cycle: ifmap {:e}, ofmap {:e} (input_flip / stored_flip per layer)",
             rate(SramBuffer::Ifmap),

@@ -61,6 +61,19 @@ pub struct BufferFlips {
     pub stored_flip: f64,
 }
 
+/// The transient rate of SRAM `buffer` in `spec` per bit per cycle at
+/// `clock_mhz` (0 when the spec has none).
+pub fn sram_transient_rate(
+    spec: &crate::hwsim::spec::HwFaultSpec,
+    buffer: crate::hwsim::sram::SramBuffer,
+    clock_mhz: f64,
+) -> f64 {
+    spec.rates
+        .get(&crate::hwsim::spec::Site::Sram(buffer))
+        .and_then(|r| r.transient)
+        .map_or(0.0, |t| t.per_bit_cycle(clock_mhz))
+}
+
 /// `(1 - (1-2p)^t) / 2`: the probability of an odd number of Bernoulli(p)
 /// upsets in `t` trials, without cancellation for small `p`.
 pub fn odd_upsets(p: f64, t: u64) -> f64 {

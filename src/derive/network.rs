@@ -22,7 +22,7 @@ use crate::quant::{MacLayer, QModel, QOp};
 use crate::fault::{PerBit, SharedStuck, StuckAt, WeightFault};
 
 use super::bitserial::{self, derive_bitserial_layer, sip_rate, step_profile, StepProfile};
-use super::buffers::{derive_buffer_flips, BufferFlips, BufferGeometry};
+use super::buffers::{derive_buffer_flips, sram_transient_rate, BufferFlips, BufferGeometry};
 use super::layer::{
     derive_layer, GemmLayer, LayerDerivation, Magnitudes, OperandRowSums, OperandRows, SiteRates,
 };
@@ -397,12 +397,7 @@ impl NetworkDerivation {
         spec: &HwFaultSpec,
         clock_mhz: f64,
     ) -> NetworkDerivation {
-        let rate = |b: SramBuffer| {
-            spec.rates
-                .get(&Site::Sram(b))
-                .and_then(|r| r.transient)
-                .map_or(0.0, |t| t.per_bit_cycle(clock_mhz))
-        };
+        let rate = |b| sram_transient_rate(spec, b, clock_mhz);
         self.buffers = derive_buffer_flips(
             model,
             geometry,

@@ -29,8 +29,7 @@ use super::depthwise::{depthwise_plane, DepthwiseScratch, PlaneGeometry};
 use super::elementwise::{add2, clamp_into, wrap_requant, AddRescale, WrapRequant};
 use super::gemm::{default_kernel, gemm_packed_i16, gemm_packed_i8, PackedA, Parallelism};
 use super::{
-    exec_non_mac, finish_mac_output, flip_input, image_count, input_flip, Engine, EngineError,
-    FeatureFaults,
+    exec_non_mac, finish_mac_output, image_count, layer_input, Engine, EngineError, FeatureFaults,
 };
 
 /// The im2col + GEMM engine.
@@ -237,28 +236,16 @@ fn run_group(
             }
             QOp::Mac(layer) => {
                 let prep = prepared[q].as_ref().expect("every MAC layer is prepared");
-                // SRAM input-buffer flips: this layer reads corrupted copies
-                let p_in = input_flip(layer, faults);
-                let flipped: Vec<Vec<i32>> = match faults.filter(|_| p_in > 0.0) {
-                    Some(f) => bufs
-                        .iter()
-                        .enumerate()
-                        .map(|(b, nodes)| {
-                            let mut v = nodes[node.inputs[0]].clone();
-                            flip_input(layer, &mut v, first_index + b as u64, f, p_in);
-                            v
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
+                // SRAM input-buffer flips: this layer reads its own copies
+                let mut flipped = vec![Vec::new(); bufs.len()];
                 let mut io: Vec<(&[i32], &mut [i32])> = bufs
                     .iter_mut()
+                    .zip(flipped.iter_mut())
                     .enumerate()
-                    .map(|(b, nodes)| {
+                    .map(|(b, (nodes, scratch))| {
                         let (prev, rest) = nodes.split_at_mut(q);
-                        let input = flipped
-                            .get(b)
-                            .map_or(prev[node.inputs[0]].as_slice(), Vec::as_slice);
+                        let idx = first_index + b as u64;
+                        let input = layer_input(layer, &prev[node.inputs[0]], idx, faults, scratch);
                         (input, rest[0].as_mut_slice())
                     })
                     .collect();

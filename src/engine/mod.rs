@@ -117,32 +117,18 @@ pub fn layer_input<'a>(
     faults: Option<FeatureFaults<'_>>,
     scratch: &'a mut Vec<i32>,
 ) -> &'a [i32] {
-    let p = input_flip(layer, faults);
-    let Some(f) = faults.filter(|_| p > 0.0) else {
+    let Some(f) = faults else {
         return input;
     };
+    let p = f.injector.input_flip(&layer.feature_site());
+    if p <= 0.0 {
+        return input;
+    }
     scratch.clear();
     scratch.extend_from_slice(input);
-    flip_input(layer, scratch, image_index, f, p);
-    scratch
-}
-
-/// The per-bit flip probability of `layer`'s input buffer (0 = none).
-pub(crate) fn input_flip(layer: &MacLayer, faults: Option<FeatureFaults<'_>>) -> f64 {
-    faults.map_or(0.0, |f| f.injector.input_flip(&layer.feature_site()))
-}
-
-/// Flip bits of one image's copy of `layer`'s input codes with per-bit
-/// probability `p`, from the layer's input stream.
-pub(crate) fn flip_input(
-    layer: &MacLayer,
-    codes: &mut [i32],
-    image_index: u64,
-    f: FeatureFaults<'_>,
-    p: f64,
-) {
     let mut rng = crate::fault::input_stream(f.seed, f.trial, image_index, layer.node);
-    crate::fault::BitFlip { p }.apply(layer.in_format.bits, codes, &mut rng);
+    crate::fault::BitFlip { p }.apply(layer.in_format.bits, scratch.as_mut_slice(), &mut rng);
+    scratch
 }
 
 /// Saturate requantized codes to the output format and apply the fused
