@@ -29,6 +29,8 @@ fn space() -> SearchSpace {
 }
 
 fn bench_search(c: &mut Criterion) {
+    // as `ftnas search` does (main.rs)
+    ftnas::malloc::keep_freed_memory();
     let full = data::load(None, Split::Train)
         .expect("Fashion-MNIST (apt package dataset-fashion-mnist) is needed")
         .take(1000);

@@ -12,6 +12,15 @@
 //! makes the next step reuse it. Measured in the README's performance
 //! section.
 //!
+//! One arena for all threads: an FTT step runs its clean and faulty halves
+//! on different threads (`Trainer::train_step`), and with glibc's default
+//! of one arena per thread the blocks one thread frees are not reused by
+//! the other, so every step grew fresh memory (MobileNet-V2 FTT step:
+//! 6.0 GB peak and 2.21x a QAT step with per-thread arenas, 4.2 GB and
+//! 1.82x with one). The big blocks are few per layer, so the shared
+//! arena's lock is not contended; small ones go through the per-thread
+//! cache.
+//!
 //! Only glibc on Linux is tuned; elsewhere this is a no-op. Setting the
 //! environment variable `FTNAS_MALLOC=default` leaves the allocator alone
 //! (lower resident memory after a peak, slower steps).
@@ -32,6 +41,7 @@ mod imp {
     // glibc <malloc.h> parameter numbers.
     const M_TRIM_THRESHOLD: c_int = -1;
     const M_MMAP_MAX: c_int = -4;
+    const M_ARENA_MAX: c_int = -8;
 
     extern "C" {
         fn mallopt(param: c_int, value: c_int) -> c_int;
@@ -41,7 +51,11 @@ mod imp {
         // SAFETY: mallopt only changes allocator parameters; it is called
         // with documented parameter numbers and valid values. glibc
         // serialises it against concurrent allocation with the arena lock.
-        unsafe { mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, c_int::MAX) == 1 }
+        unsafe {
+            mallopt(M_MMAP_MAX, 0) == 1
+                && mallopt(M_TRIM_THRESHOLD, c_int::MAX) == 1
+                && mallopt(M_ARENA_MAX, 1) == 1
+        }
     }
 }
 

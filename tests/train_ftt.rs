@@ -219,6 +219,59 @@ fn ftt_step_reports_a_faulty_loss() {
     assert!(st.faulty_loss > 0.0 && st.faulty_loss != st.loss, "{st:?}");
 }
 
+/// One FTT step applies exactly `(1-alpha) dCE(clean) + alpha dCE(faulty)`:
+/// the step's two halves (run side by side) give the same parameters, bit
+/// for bit, as the clean and the faulty forward/backward run one after the
+/// other into one gradient buffer.
+#[test]
+fn ftt_step_applies_the_clean_and_the_faulty_gradient() {
+    let n = 32;
+    let (graph, images, labels) = setup(n);
+    let mut cfg = TrainConfig::new(1, n);
+    cfg.qat_warmup_steps = 0;
+    cfg.momentum = 0.0;
+    cfg.weight_decay = 0.0;
+    cfg.clip = 0.0;
+    cfg.ftt = Some(Ftt {
+        model: FaultModel::parse_feature_flag("mibb:1e-2").unwrap(),
+        alpha: 0.3,
+    });
+    let mut stepped = Trainer::new(&graph, cfg.clone(), Params::init(&graph, 5)).unwrap();
+    stepped.calibrate(&images);
+    let mut manual = Trainer::new(&graph, cfg.clone(), Params::init(&graph, 5)).unwrap();
+    manual.calibrate(&images);
+
+    let formats = manual.formats.clone().unwrap();
+    let qat = Qat {
+        formats: &formats,
+        datapath: cfg.datapath,
+    };
+    let net = &manual.net;
+    let mut grads = net.params.zeros_like();
+    let tape = net.forward(&images, n, Mode::Train, Some(qat), None);
+    let (_, d, _) = cross_entropy(tape.logits(), &labels, 0.7);
+    net.backward(&tape, &d, &mut grads);
+    let faults = manual.step_faults().unwrap();
+    let ftape = net.forward(&images, n, Mode::Train, Some(qat), Some(faults));
+    let (_, fd, _) = cross_entropy(ftape.logits(), &labels, 0.3);
+    assert_ne!(fd, d, "the faulty forward must differ from the clean one");
+    net.backward(&ftape, &fd, &mut grads);
+    let mut params = manual.net.params.clone();
+    manual.sgd.step(&mut params, &grads, cfg.lr as f32);
+
+    stepped.train_step(&images, &labels);
+    let mut compared = 0;
+    for (id, node) in graph.nodes.iter().enumerate() {
+        if matches!(node.op, Op::Conv2d { .. } | Op::Linear { .. }) {
+            for &t in &params.of_node[id] {
+                assert_eq!(stepped.net.params.data[t], params.data[t], "node {id}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 0);
+}
+
 /// QAT evaluation forward == engine codes for the shipped architectures.
 fn exact_on(path: &str) {
     let imgs = data::load(None, Split::Test).unwrap().take(6);

@@ -337,41 +337,61 @@ impl<'g> Trainer<'g> {
         });
         let ftt = self.cfg.ftt.as_ref().filter(|_| qat.is_some());
         let alpha = ftt.map_or(0.0, |f| f.alpha);
-        let mut tape = self.net.forward(images, n, Mode::Train, qat, None);
-        let (loss, dlogits, correct) = cross_entropy(tape.logits(), labels, 1.0 - alpha);
-        let mut grads = self.net.params.zeros_like();
-        self.net.backward(&tape, &dlogits, &mut grads);
+        let net = &self.net;
+        let faults = ftt.and(self.step_faults());
+        // The clean and the faulty half of an FTT step depend only on the
+        // parameters, so they run side by side: one half's parallel loops
+        // leave cores idle between and inside layers (a QAT step keeps 1.80
+        // of 2 cores busy), the other half fills them (1.98), at the price
+        // of both tapes alive at once (ResNet-20 batch 128: 0.6 GB peak,
+        // MobileNet-V2 4.2 GB). Each half has its own gradient buffers,
+        // summed clean + faulty afterwards: the same floating-point sums as
+        // accumulating one after the other into one buffer.
+        let clean_half = || {
+            let tape = net.forward(images, n, Mode::Train, qat, None);
+            let (loss, dlogits, correct) = cross_entropy(tape.logits(), labels, 1.0 - alpha);
+            let mut grads = net.params.zeros_like();
+            net.backward(&tape, &dlogits, &mut grads);
+            // the batch's BN statistics, for the running estimates (updated
+            // after both halves: the faulty half's weight quantization
+            // reads the running statistics)
+            let mut tape = tape;
+            (loss, correct, grads, std::mem::take(&mut tape.bn))
+        };
+        // The faulty forward normalises with its own batch statistics and
+        // its gradient flows through them. Reusing the clean statistics as
+        // constants (`Mode::Frozen`, what the folded engine does at
+        // inference) made fine-tuning diverge: the frozen-normalisation
+        // gradient keeps rescaling pre-BN activations against the fixed
+        // fault step (ResNet-20 from the shipped weights, MiBB 1e-4, lr 0.01,
+        // 180 steps: validation 93.7% with own statistics, 63.7% frozen;
+        // README, FTT).
+        let faulty_half = |faults: Faults, alpha: f32| {
+            let tape = net.forward(images, n, Mode::Train, qat, Some(faults));
+            let (loss, dlogits, correct) = cross_entropy(tape.logits(), labels, alpha);
+            let mut grads = net.params.zeros_like();
+            net.backward(&tape, &dlogits, &mut grads);
+            (loss, correct, grads)
+        };
+        let ((loss, correct, mut grads, bn_stats), faulty) = match ftt.zip(faults) {
+            Some((f, faults)) => {
+                let (c, fl) = rayon::join(clean_half, || faulty_half(faults, f.alpha));
+                (c, Some(fl))
+            }
+            _ => (clean_half(), None),
+        };
         let mut stats = StepStats {
             loss,
             correct,
             images: n,
             ..StepStats::default()
         };
-        // The clean batch's BN statistics (for the running estimates, which
-        // the faulty pass's weight quantization must not see updated yet);
-        // then the clean tape goes, so the faulty pass reuses its memory
-        // instead of doubling the step's footprint.
-        let bn_stats = std::mem::take(&mut tape.bn);
-        drop(tape);
-        if let Some(f) = ftt {
-            let faults = Faults {
-                feature: f.model.feature(),
-                weight: f.model.weight(),
-                seed: self.cfg.seed ^ FAULT_SALT,
-                trial: self.step as u64,
-                first_index: 0,
-            };
-            // The faulty forward normalises with its own batch statistics
-            // and its gradient flows through them. Reusing the clean
-            // statistics as constants (`Mode::Frozen`, what the folded
-            // engine does at inference) made fine-tuning diverge: the
-            // frozen-normalisation gradient keeps rescaling pre-BN
-            // activations against the fixed fault step (ResNet-20 from the
-            // shipped weights, MiBB 1e-4, lr 0.01, 180 steps: validation
-            // 93.7% with own statistics, 63.7% frozen; README, FTT).
-            let ftape = self.net.forward(images, n, Mode::Train, qat, Some(faults));
-            let (floss, fd, fcorrect) = cross_entropy(ftape.logits(), labels, f.alpha);
-            self.net.backward(&ftape, &fd, &mut grads);
+        if let Some((floss, fcorrect, fgrads)) = faulty {
+            for (g, fg) in grads.iter_mut().zip(&fgrads) {
+                for (a, b) in g.iter_mut().zip(fg) {
+                    *a += b;
+                }
+            }
             stats.faulty_loss = floss;
             stats.faulty_correct = fcorrect;
         }
@@ -390,6 +410,19 @@ impl<'g> Trainer<'g> {
         stats.grad_norm = self.sgd.step(&mut self.net.params, &grads, lr);
         self.step += 1;
         stats
+    }
+
+    /// The fault sample of the current step's faulty forward (FTT runs
+    /// only): `fault::stream(seed ^ FAULT_SALT, step, image, layer)`.
+    pub fn step_faults(&self) -> Option<Faults<'_>> {
+        let f = self.cfg.ftt.as_ref()?;
+        Some(Faults {
+            feature: f.model.feature(),
+            weight: f.model.weight(),
+            seed: self.cfg.seed ^ FAULT_SALT,
+            trial: self.step as u64,
+            first_index: 0,
+        })
     }
 
     fn total_steps(&self) -> usize {
