@@ -25,7 +25,7 @@
 //! The cycle counts reported per layer are the mapping's cycles, as the
 //! [`super::layer::Exact`] executor reports them.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
@@ -47,6 +47,9 @@ pub(crate) struct ChipKit {
     /// `None`: the network's own model (nothing baked).
     model: Option<QModel>,
     kit: LayerKit,
+    /// Per MAC layer, its filter codes as i8 for [`engine_stuck`], made on
+    /// first use (once per chip instead of once per image and layer).
+    w8: Vec<OnceLock<Vec<i8>>>,
 }
 
 impl ChipKit {
@@ -55,6 +58,7 @@ impl ChipKit {
             baked: Vec::new(),
             model: None,
             kit: LayerKit::new(net.model()),
+            w8: (0..net.layers().len()).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -99,6 +103,7 @@ impl ChipKit {
             baked,
             model: Some(model),
             kit,
+            w8: (0..net.layers().len()).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -121,7 +126,6 @@ pub(crate) struct Scratch {
     /// One group's raw sums (`M x E`) and filter codes (`M x K`) for
     /// [`engine_stuck`].
     acc: Vec<i32>,
-    w8: Vec<i8>,
 }
 
 /// Run one image (input codes) under `faults` on the chip prepared as `ck`
@@ -194,17 +198,15 @@ pub(crate) fn run_codes(
                     // layout with its kernels, when that path handles them.
                     let engine_layout =
                         filter.is_none() && engine_stuck::supported(&dp, &acting.pe);
+                    let w8 = || {
+                        ck.w8[li].get_or_init(|| layer.weights.iter().map(|&v| v as i8).collect())
+                    };
                     let mut unfinished = false;
                     for gi in 0..shape.groups {
                         if engine_layout {
                             let group_faults = shape.group_faults(gi, &acting.pe);
                             let (m_len, k_len) = (shape.m, shape.k);
-                            s.w8.clear();
-                            s.w8.extend(
-                                weights[gi * m_len * k_len..(gi + 1) * m_len * k_len]
-                                    .iter()
-                                    .map(|&v| v as i8),
-                            );
+                            let w_group = &w8()[gi * m_len * k_len..(gi + 1) * m_len * k_len];
                             if let Some((raw, col, packed)) =
                                 ck.kit.raw_sums_col(model, q, gi, input_codes, &mut s.kit)
                             {
@@ -212,7 +214,7 @@ pub(crate) fn run_codes(
                                 s.acc.extend_from_slice(raw);
                                 let ops = EngineOperands {
                                     col,
-                                    w: &s.w8,
+                                    w: w_group,
                                     packed: Some(packed),
                                     e: shape.e,
                                     k: k_len,
@@ -233,8 +235,27 @@ pub(crate) fn run_codes(
                             }
                         }
                         unfinished = true;
-                        ifmap_operand(layer, input_codes, gi, &mut s.a);
                         filter_operand(layer, weights, gi, &mut s.w);
+                        // The clean sums from the engine when they are exact
+                        // under the accumulator rule; the ifmap operand then
+                        // from the engine's im2col too (the scalar
+                        // `ifmap_operand` was a third of a transient-flip
+                        // campaign's time).
+                        let mut clean = None;
+                        if filter.is_none() && plain_sum_exact(&dp, shape.k) {
+                            if let Some((raw, col, _)) =
+                                ck.kit.raw_sums_col(model, q, gi, input_codes, &mut s.kit)
+                            {
+                                transpose_col(col, shape.e, shape.k, &mut s.a);
+                                clean = Some(transpose_clean(raw, &shape, &dp));
+                            } else {
+                                ifmap_operand(layer, input_codes, gi, &mut s.a);
+                                let raw = ck.kit.raw_sums(model, q, gi, input_codes, &mut s.kit);
+                                clean = Some(transpose_clean(raw, &shape, &dp));
+                            }
+                        } else {
+                            ifmap_operand(layer, input_codes, gi, &mut s.a);
+                        }
                         let gemm = Gemm {
                             a: &s.a,
                             w: &s.w,
@@ -242,12 +263,7 @@ pub(crate) fn run_codes(
                             k: shape.k,
                             m: shape.m,
                         };
-                        let clean = if filter.is_none() && plain_sum_exact(&dp, shape.k) {
-                            let raw = ck.kit.raw_sums(model, q, gi, input_codes, &mut s.kit);
-                            transpose_clean(raw, &shape, &dp)
-                        } else {
-                            clean_gemm(&gemm, &dp)
-                        };
+                        let clean = clean.unwrap_or_else(|| clean_gemm(&gemm, &dp));
                         let run = run_exact_from_clean_trusted(
                             array,
                             &gemm,
@@ -277,6 +293,28 @@ pub(crate) fn run_codes(
         logits: s.nodes.last().cloned().unwrap_or_default(),
         layers: stats,
     })
+}
+
+/// The engine's im2col operand of one group (`K x E` codes) as the exact
+/// path's ifmap operand `A` (`E x K`), in square tiles so that both sides
+/// stay in cache.
+fn transpose_col(col: &[i8], e_len: usize, k_len: usize, a: &mut Vec<i32>) {
+    const TILE: usize = 32;
+    // every element is written below: only growth needs filling
+    a.truncate(e_len * k_len);
+    a.resize(e_len * k_len, 0);
+    for e0 in (0..e_len).step_by(TILE) {
+        let e1 = (e0 + TILE).min(e_len);
+        for k0 in (0..k_len).step_by(TILE) {
+            let k1 = (k0 + TILE).min(k_len);
+            for e in e0..e1 {
+                let dst = &mut a[e * k_len + k0..e * k_len + k1];
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = i32::from(col[(k0 + i) * e_len + e]);
+                }
+            }
+        }
+    }
 }
 
 /// The engine's raw sums of one group (`M x E`, wrapping i32) as the

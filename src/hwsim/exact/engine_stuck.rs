@@ -92,7 +92,8 @@ pub(crate) fn apply(
     let shift = 32 - u32::from(dp.psum_bits);
     match mapping.dataflow {
         Dataflow::Os => {
-            if pes.iter().any(|p| p.first.is_some() && p.second.is_some()) {
+            let both = |&p: &usize| pes.masks[p].first.is_some() && pes.masks[p].second.is_some();
+            if pes.faulty.iter().any(both) {
                 return Ok(false);
             }
             os(ops, &mapping, &pes, acc, shift);
@@ -107,18 +108,44 @@ pub(crate) fn apply(
 /// chip's stuck bits are the same in every layer and image).
 type MaskKey = (Vec<HwFault>, usize, usize, Dataflow, Datapath);
 
+/// A chip's PE masks (row-major over the array) and the indices of the PEs
+/// that have any: the corrections visit only those, since scanning the
+/// whole array (1,024 PEs) for every layer of every image was a tenth of
+/// an aged chip's corrections.
+struct PeSet {
+    masks: Vec<PeMasks>,
+    faulty: Vec<usize>,
+}
+
+impl PeSet {
+    fn new(masks: Vec<PeMasks>) -> PeSet {
+        let faulty = (0..masks.len()).filter(|&i| masks[i].any()).collect();
+        PeSet { masks, faulty }
+    }
+
+    /// The sorted distinct array rows (`axis = 0`) or columns (`axis = 1`)
+    /// of the faulty PEs for which `pick` holds.
+    fn lines(&self, cols: usize, axis: usize, pick: impl Fn(&PeMasks) -> bool) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .faulty
+            .iter()
+            .filter(|&&p| pick(&self.masks[p]))
+            .map(|&p| if axis == 0 { p / cols } else { p % cols })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
 thread_local! {
-    static MASKS: std::cell::RefCell<Option<(MaskKey, std::rc::Rc<Vec<PeMasks>>)>> =
+    static MASKS: std::cell::RefCell<Option<(MaskKey, std::rc::Rc<PeSet>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
 /// [`pe_masks`] of stuck-only `faults`, remembered per thread for the last
 /// fault list (every layer of a chip's images asks for the same).
-fn cached_pe_masks(
-    dp: &Datapath,
-    mapping: &Mapping,
-    faults: &[HwFault],
-) -> std::rc::Rc<Vec<PeMasks>> {
+fn cached_pe_masks(dp: &Datapath, mapping: &Mapping, faults: &[HwFault]) -> std::rc::Rc<PeSet> {
     MASKS.with(|cell| {
         let mut slot = cell.borrow_mut();
         if let Some((key, pes)) = slot.as_ref() {
@@ -134,7 +161,7 @@ fn cached_pe_masks(
             .enumerate()
             .map(|(i, f)| Event::new(i, f, dp, mapping))
             .collect();
-        let pes = std::rc::Rc::new(pe_masks(dp, mapping, &events));
+        let pes = std::rc::Rc::new(PeSet::new(pe_masks(dp, mapping, &events)));
         let key = (
             faults.to_vec(),
             mapping.rows,
@@ -201,18 +228,19 @@ fn masked(m: StuckMask, v: i8) -> i8 {
 }
 
 /// Output stationary: output `(e, m)` in PE `(e % rows, m % cols)`.
-fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32], shift: u32) {
+fn os(ops: &EngineOperands, mapping: &Mapping, set: &PeSet, acc: &mut [i32], shift: u32) {
+    let pes = &set.masks[..];
     let (rows, cols) = (mapping.rows, mapping.cols);
     let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
     let (col, w) = (ops.col, ops.w);
     let mut b: Vec<i8> = Vec::new();
     let mut out: Vec<i32> = Vec::new();
     // Activation bits of PE row i: recompute outputs e = i mod rows.
-    for i in 0..rows.min(e_len) {
-        let segs = runs((0..cols).map(|j| pes[i * cols + j].first));
-        if segs.iter().all(|s| s.2.is_none()) {
+    for i in set.lines(cols, 0, |p| p.first.is_some()) {
+        if i >= e_len {
             continue;
         }
+        let segs = runs((0..cols).map(|j| pes[i * cols + j].first));
         let es: Vec<usize> = (i..e_len).step_by(rows).collect();
         let n = es.len();
         for (j0, j1, mask) in segs {
@@ -246,11 +274,11 @@ fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32],
     // reduction indices whose code the mask changes).
     let mut dw: Vec<i32> = Vec::new();
     let mut delta: Vec<i32> = Vec::new();
-    for j in 0..cols.min(m_len) {
-        let segs = runs((0..rows).map(|i| pes[i * cols + j].second));
-        if segs.iter().all(|s| s.2.is_none()) {
+    for j in set.lines(cols, 1, |p| p.second.is_some()) {
+        if j >= m_len {
             continue;
         }
+        let segs = runs((0..rows).map(|i| pes[i * cols + j].second));
         for (i0, i1, mask) in segs {
             let Some(mask) = mask else { continue };
             if i0 >= e_len {
@@ -275,7 +303,8 @@ fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32],
     // Multiplier bits alone: a linear correction of the PE's outputs.
     let mut xg: Vec<i32> = Vec::new();
     let mut v: Vec<i32> = Vec::new();
-    for (pe, masks) in pes.iter().enumerate() {
+    for &pe in &set.faulty {
+        let masks = &pes[pe];
         let Some(mult) = masks.mult else { continue };
         let (i, j) = (pe / cols, pe % cols);
         if masks.psum.is_some() || i >= e_len || j >= m_len {
@@ -302,7 +331,7 @@ fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32],
             }
         }
     }
-    os_psum_outputs(ops, mapping, pes, acc, shift);
+    os_psum_outputs(ops, mapping, set, acc, shift);
 }
 
 /// Every output of the OS PEs with stuck `psum_reg` bits, rebuilt: the
@@ -314,10 +343,11 @@ fn os(ops: &EngineOperands, mapping: &Mapping, pes: &[PeMasks], acc: &mut [i32],
 fn os_psum_outputs(
     ops: &EngineOperands,
     mapping: &Mapping,
-    pes: &[PeMasks],
+    set: &PeSet,
     acc: &mut [i32],
     shift: u32,
 ) {
+    let pes = &set.masks[..];
     let (rows, cols) = (mapping.rows, mapping.cols);
     let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
     let (col, w) = (ops.col, ops.w);
@@ -326,7 +356,8 @@ fn os_psum_outputs(
     // rows, ... of filter m. Per group: first lane, PE row i, m, masks.
     let mut groups: Vec<(usize, usize, usize, StuckMask, StuckMask)> = Vec::new();
     let mut outs: Vec<usize> = Vec::new();
-    for (pe, masks) in pes.iter().enumerate() {
+    for &pe in &set.faulty {
+        let masks = &pes[pe];
         let Some(psum) = masks.psum else { continue };
         let (i, j) = (pe / cols, pe % cols);
         if i >= e_len || j >= m_len {
@@ -469,17 +500,19 @@ fn stationary(
     is: bool,
     ops: &EngineOperands,
     mapping: &Mapping,
-    pes: &[PeMasks],
+    set: &PeSet,
     acc: &mut [i32],
     shift: u32,
 ) {
+    let pes = &set.masks[..];
     let (rows, cols) = (mapping.rows, mapping.cols);
     let (e_len, k_len, m_len) = (ops.e, ops.k, ops.m);
     let (col, w) = (ops.col, ops.w);
     let sc_len = if is { e_len } else { m_len };
-    let column_has_psum: Vec<bool> = (0..cols)
-        .map(|c| (0..rows).any(|r| pes[r * cols + c].psum.is_some()))
-        .collect();
+    let mut column_has_psum = vec![false; cols];
+    for c in set.lines(cols, 1, |p| p.psum.is_some()) {
+        column_has_psum[c] = true;
+    }
     let mut xr: Vec<i8> = Vec::new();
     let mut wr: Vec<i8> = Vec::new();
     let mut a_new: Vec<i8> = Vec::new();
@@ -489,11 +522,8 @@ fn stationary(
     let mut out0: Vec<i32> = Vec::new();
     let mut out1: Vec<i32> = Vec::new();
     let mut scs: Vec<usize> = Vec::new();
-    for r in 0..rows {
+    for r in set.lines(cols, 0, |_| true) {
         let row_pes = &pes[r * cols..(r + 1) * cols];
-        if !row_pes.iter().any(PeMasks::any) {
-            continue;
-        }
         let ks: Vec<usize> = (r..k_len).step_by(rows).collect();
         let n_r = ks.len();
         let operand_faults = row_pes
