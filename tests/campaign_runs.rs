@@ -282,3 +282,93 @@ fn a_chip_is_an_infer_trial_and_counts_every_changed_code() {
         assert_eq!(record.correct, correct as u64);
     }
 }
+
+/// Counts the codes a wrapped injector changes at both hook points (MAC
+/// output and stored codes), passing the buffer-flip rates through.
+struct HookCounter<'a> {
+    inner: &'a dyn FeatureInjector,
+    changed: Mutex<u64>,
+}
+
+impl HookCounter<'_> {
+    fn add(&self, before: &[i32], after: &[i32]) {
+        let n = before.iter().zip(after).filter(|(a, b)| a != b).count();
+        *self.changed.lock().unwrap() += n as u64;
+    }
+}
+
+impl FeatureInjector for HookCounter<'_> {
+    fn inject(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
+        let before = codes.to_vec();
+        self.inner.inject(site, codes, rng);
+        self.add(&before, codes);
+    }
+
+    fn inject_stored(&self, site: &LayerSite, codes: &mut [i32], rng: &mut Xoshiro256PlusPlus) {
+        let before = codes.to_vec();
+        self.inner.inject_stored(site, codes, rng);
+        self.add(&before, codes);
+    }
+
+    fn stored_flip(&self, site: &LayerSite) -> f64 {
+        self.inner.stored_flip(site)
+    }
+
+    fn input_flip(&self, site: &LayerSite) -> f64 {
+        self.inner.input_flip(site)
+    }
+}
+
+/// With SRAM-buffer flips in the fault model, the chip's feature count is
+/// every code changed at the MAC-output hook, among the stored codes and
+/// in each layer's own copy of its input (counted on the engine's real
+/// layer inputs with `engine::layer_input`).
+#[test]
+fn buffer_flips_are_counted_as_feature_faults() {
+    let model = tiny_model();
+    let names: Vec<String> = model.mac_layers().map(|l| l.name.clone()).collect();
+    let text = format!(
+        "[feature]\nkind = \"mibb\"\np = 1e-3\n\
+         [[layer]]\nname = \"{}\"\nstored_flip = 3e-3\n\
+         [[layer]]\nname = \"{}\"\ninput_flip = 4e-3\n",
+        names[0], names[1]
+    );
+    let faults = ftnas::fault::FaultModel::parse_str(&text, "buffers.toml").unwrap();
+    let sim = engine_chip(faults.clone());
+    let (images, _) = first_images(IMAGES);
+    let (seed, chip) = (5, 2);
+    let outcome = sim.run_chip(chip, seed, images).unwrap();
+    let counter = HookCounter {
+        inner: faults.feature().unwrap(),
+        changed: Mutex::new(0),
+    };
+    let ff = FeatureFaults {
+        injector: &counter,
+        seed,
+        trial: chip,
+    };
+    let n = model.input_shape().numel();
+    let mut input_changes = 0u64;
+    let mut scratch = Vec::new();
+    for i in 0..IMAGES {
+        let img = &images[i * n..(i + 1) * n];
+        let codes = ftnas::engine::reference::run_image_all(&model, img, i as u64, Some(ff));
+        assert_eq!(codes.last(), Some(&outcome.logits[i]));
+        for node in &model.nodes {
+            if let ftnas::quant::QOp::Mac(l) = &node.op {
+                let input = &codes[node.inputs[0]];
+                let seen = ftnas::engine::layer_input(l, input, i as u64, Some(ff), &mut scratch);
+                input_changes += input.iter().zip(seen).filter(|(a, b)| a != b).count() as u64;
+            }
+        }
+    }
+    let feature: u64 = outcome
+        .faults
+        .iter()
+        .filter(|f| sim.site_classes()[f.site] == "feature")
+        .map(|f| f.count)
+        .sum();
+    let hooks = *counter.changed.lock().unwrap();
+    assert!(input_changes > 0 && hooks > 0, "{input_changes} {hooks}");
+    assert_eq!(feature, hooks + input_changes);
+}

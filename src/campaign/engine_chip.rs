@@ -14,6 +14,13 @@
 //! stuck-at bit equal to the stored bit, `+2^b` on a saturated code) are
 //! invisible through the injector traits and not counted.
 //!
+//! Input-buffer flips (`input_flip` of a fault-model file) are site class
+//! `feature` too: each input code of a layer's own copy of its input that
+//! a flip changed, for its image. The engine draws them itself
+//! ([`crate::engine::layer_input`]), not through the injector; a bit flip
+//! always changes its code and which codes are hit depends only on the
+//! layer's stream, so they are counted by replaying the draws.
+//!
 //! The feature injector is wrapped to see what it changes; the engine does
 //! not tell an injector which image it is working on, but it seeds each
 //! call's rng from the image index, so the wrapper recognises the image by
@@ -28,7 +35,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::{CampaignError, ChipOutcome, ChipSimulator, FaultRecord, FaultScope};
 use crate::engine::{Engine, FastEngine, FeatureFaults};
-use crate::fault::{FaultModel, FeatureFault, FeatureInjector, LayerSite};
+use crate::fault::{BitFlip, FaultModel, FeatureFault, FeatureInjector, LayerSite, SparseCodes};
 use crate::quant::{QModel, QOp};
 
 /// Site class index of feature faults.
@@ -132,7 +139,7 @@ impl FeatureInjector for Recorder<'_> {
     }
 
     // Input-buffer flips are drawn by the engine on its copy of the
-    // layer's input; they are not counted in the campaign's fault table.
+    // layer's input; `EngineChip::input_flip_records` counts them.
     fn input_flip(&self, site: &LayerSite) -> f64 {
         self.inner.input_flip(site)
     }
@@ -159,6 +166,38 @@ impl Recorder<'_> {
     fn note_unknown(&self, message: String) {
         let mut u = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
         u.get_or_insert(message);
+    }
+}
+
+impl EngineChip {
+    /// `(node, image, changed input codes)` of the input-buffer flips the
+    /// engine draws for chip `chip` (trial) of seed `seed`: the draws of
+    /// [`crate::engine::layer_input`] replayed on the layer's stream.
+    fn input_flip_hits(
+        &self,
+        injector: &dyn FeatureInjector,
+        seed: u64,
+        chip: u64,
+        n_images: usize,
+    ) -> Vec<(usize, usize, u64)> {
+        let mut hits = Vec::new();
+        for l in self.model.mac_layers() {
+            let p = injector.input_flip(&l.feature_site());
+            if p <= 0.0 {
+                continue;
+            }
+            let unchanged = |_: usize| 0;
+            for image in 0..n_images {
+                let mut rng = crate::fault::input_stream(seed, chip, image as u64, l.node);
+                let mut codes = SparseCodes::new(l.in_shape.numel(), &unchanged);
+                BitFlip { p }.apply(l.in_format.bits, &mut codes, &mut rng);
+                let changed = codes.hits().len() as u64;
+                if changed > 0 {
+                    hits.push((l.node, image, changed));
+                }
+            }
+        }
+        hits
     }
 }
 
@@ -266,6 +305,7 @@ impl ChipSimulator for EngineChip {
                     .hits
                     .into_inner()
                     .unwrap_or_else(|p| p.into_inner());
+                hits.extend(self.input_flip_hits(inner, seed, chip, n_images));
                 hits.sort_unstable();
                 faults.extend(hits.into_iter().map(|(node, image, count)| FaultRecord {
                     site: FEATURE,
