@@ -109,9 +109,10 @@ pub(crate) fn apply(
 type MaskKey = (Vec<HwFault>, usize, usize, Dataflow, Datapath);
 
 /// A chip's PE masks (row-major over the array) and the indices of the PEs
-/// that have any: the corrections visit only those, since scanning the
-/// whole array (1,024 PEs) for every layer of every image was a tenth of
-/// an aged chip's corrections.
+/// that have any: the corrections visit only those instead of scanning the
+/// whole array (1,024 PEs) for every layer of every image (with the other
+/// changes of that commit, an aged chip's campaign on OS went from 46% to
+/// 56% of the clean engine's throughput).
 struct PeSet {
     masks: Vec<PeMasks>,
     faulty: Vec<usize>,
