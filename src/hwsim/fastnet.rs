@@ -241,20 +241,22 @@ pub(crate) fn run_codes(
                         // from the engine's im2col too (the scalar
                         // `ifmap_operand` was a third of a transient-flip
                         // campaign's time).
+                        let engine_sums = filter.is_none() && plain_sum_exact(&dp, shape.k);
                         let mut clean = None;
-                        if filter.is_none() && plain_sum_exact(&dp, shape.k) {
+                        if engine_sums {
                             if let Some((raw, col, _)) =
                                 ck.kit.raw_sums_col(model, q, gi, input_codes, &mut s.kit)
                             {
                                 transpose_col(col, shape.e, shape.k, &mut s.a);
                                 clean = Some(transpose_clean(raw, &shape, &dp));
-                            } else {
-                                ifmap_operand(layer, input_codes, gi, &mut s.a);
+                            }
+                        }
+                        if clean.is_none() {
+                            ifmap_operand(layer, input_codes, gi, &mut s.a);
+                            if engine_sums {
                                 let raw = ck.kit.raw_sums(model, q, gi, input_codes, &mut s.kit);
                                 clean = Some(transpose_clean(raw, &shape, &dp));
                             }
-                        } else {
-                            ifmap_operand(layer, input_codes, gi, &mut s.a);
                         }
                         let gemm = Gemm {
                             a: &s.a,

@@ -347,17 +347,13 @@ impl<'g> Trainer<'g> {
         // MobileNet-V2 4.2 GB). Each half has its own gradient buffers,
         // summed clean + faulty afterwards: the same floating-point sums as
         // accumulating one after the other into one buffer.
-        let clean_half = || {
-            let tape = net.forward(images, n, Mode::Train, qat, None);
-            let (loss, dlogits, correct) = cross_entropy(tape.logits(), labels, 1.0 - alpha);
-            let mut grads = net.params.zeros_like();
-            net.backward(&tape, &dlogits, &mut grads);
-            // the batch's BN statistics, for the running estimates (updated
-            // after both halves: the faulty half's weight quantization
-            // reads the running statistics)
-            let mut tape = tape;
-            (loss, correct, grads, std::mem::take(&mut tape.bn))
-        };
+        //
+        // One half: forward (clean without faults), cross entropy scaled by
+        // its weight in the loss, backward into its own gradients, and the
+        // batch's BN statistics (the clean half's update the running
+        // estimates after both halves: the faulty half's weight
+        // quantization reads the running statistics).
+        //
         // The faulty forward normalises with its own batch statistics and
         // its gradient flows through them. Reusing the clean statistics as
         // constants (`Mode::Frozen`, what the folded engine does at
@@ -366,19 +362,20 @@ impl<'g> Trainer<'g> {
         // fault step (ResNet-20 from the shipped weights, MiBB 1e-4, lr 0.01,
         // 180 steps: validation 93.7% with own statistics, 63.7% frozen;
         // README, FTT).
-        let faulty_half = |faults: Faults, alpha: f32| {
-            let tape = net.forward(images, n, Mode::Train, qat, Some(faults));
-            let (loss, dlogits, correct) = cross_entropy(tape.logits(), labels, alpha);
+        let half = |faults: Option<Faults>, scale: f32| {
+            let mut tape = net.forward(images, n, Mode::Train, qat, faults);
+            let (loss, dlogits, correct) = cross_entropy(tape.logits(), labels, scale);
             let mut grads = net.params.zeros_like();
             net.backward(&tape, &dlogits, &mut grads);
-            (loss, correct, grads)
+            (loss, correct, grads, std::mem::take(&mut tape.bn))
         };
         let ((loss, correct, mut grads, bn_stats), faulty) = match ftt.zip(faults) {
             Some((f, faults)) => {
-                let (c, fl) = rayon::join(clean_half, || faulty_half(faults, f.alpha));
+                let (c, fl) =
+                    rayon::join(|| half(None, 1.0 - alpha), || half(Some(faults), f.alpha));
                 (c, Some(fl))
             }
-            _ => (clean_half(), None),
+            _ => (half(None, 1.0 - alpha), None),
         };
         let mut stats = StepStats {
             loss,
@@ -386,7 +383,7 @@ impl<'g> Trainer<'g> {
             images: n,
             ..StepStats::default()
         };
-        if let Some((floss, fcorrect, fgrads)) = faulty {
+        if let Some((floss, fcorrect, fgrads, _)) = faulty {
             for (g, fg) in grads.iter_mut().zip(&fgrads) {
                 for (a, b) in g.iter_mut().zip(fg) {
                     *a += b;
