@@ -549,7 +549,7 @@ pub fn render(studies: &[ModelStudy], ctx: &ReportContext<'_>) -> Result<Report,
                 w(
                     &mut md,
                     format!(
-                        " SRAM upsets of the ifmap/ofmap buffers: `input_flip` / `stored_flip` on {} layers.",
+                        " SRAM upsets of the ifmap/filter/ofmap buffers: `input_flip` / `filter_flip` / `stored_flip` on {} layers.",
                         f.derivation.buffers.len()
                     ),
                 );

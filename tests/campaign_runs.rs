@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use campaign_common::*;
 use ftnas::campaign::{merge_shards, run_campaign, ChipSimulator, RunOptions, Shard};
 use ftnas::engine::{Engine, FastEngine, FeatureFaults, ReferenceEngine};
-use ftnas::fault::{FeatureInjector, LayerSite};
+use ftnas::fault::{FeatureBuffer, FeatureInjector, LayerSite};
 use ftnas::quant::argmax;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -317,20 +317,50 @@ impl FeatureInjector for HookCounter<'_> {
     fn input_flip(&self, site: &LayerSite) -> f64 {
         self.inner.input_flip(site)
     }
+
+    fn filter_flip(&self, site: &LayerSite) -> f64 {
+        self.inner.filter_flip(site)
+    }
+
+    fn has_stuck_cells(&self, buffer: FeatureBuffer) -> bool {
+        self.inner.has_stuck_cells(buffer)
+    }
+
+    fn inject_stuck(&self, site: &LayerSite, buffer: FeatureBuffer, image: u64, codes: &mut [i32]) {
+        let before = codes.to_vec();
+        self.inner.inject_stuck(site, buffer, image, codes);
+        self.add(&before, codes);
+    }
 }
 
-/// With SRAM-buffer flips in the fault model, the chip's feature count is
-/// every code changed at the MAC-output hook, among the stored codes and
-/// in each layer's own copy of its input (counted on the engine's real
-/// layer inputs with `engine::layer_input`).
+/// The input-buffer flips of a model alone (what `engine::layer_input`
+/// draws without the stuck cells).
+struct InputFlipsOnly<'a>(&'a dyn FeatureInjector);
+
+impl FeatureInjector for InputFlipsOnly<'_> {
+    fn inject(&self, _: &LayerSite, _: &mut [i32], _: &mut Xoshiro256PlusPlus) {}
+
+    fn input_flip(&self, site: &LayerSite) -> f64 {
+        self.0.input_flip(site)
+    }
+}
+
+/// With SRAM-buffer flips and stuck feature-buffer cells in the fault
+/// model, the chip's feature count is every code changed at the MAC-output
+/// hook, among the stored codes and in each layer's own copy of its input
+/// (flips counted on the engine's real layer inputs with
+/// `engine::layer_input`, stuck cells where they act); its weight count is every weight code a filter-buffer flip changed for
+/// an image.
 #[test]
-fn buffer_flips_are_counted_as_feature_faults() {
+fn buffer_flips_are_counted_as_feature_and_weight_faults() {
     let model = tiny_model();
     let names: Vec<String> = model.mac_layers().map(|l| l.name.clone()).collect();
     let text = format!(
         "[feature]\nkind = \"mibb\"\np = 1e-3\n\
          [[layer]]\nname = \"{}\"\nstored_flip = 3e-3\n\
-         [[layer]]\nname = \"{}\"\ninput_flip = 4e-3\n",
+         [[layer]]\nname = \"{}\"\ninput_flip = 4e-3\nfilter_flip = 2e-3\n\
+         [stuck_cells.ifmap]\nwords = 500\np0 = 1e-3\np1 = 1e-3\n\
+         [stuck_cells.ofmap]\nwords = 700\np1 = 2e-3\n",
         names[0], names[1]
     );
     let faults = ftnas::fault::FaultModel::parse_str(&text, "buffers.toml").unwrap();
@@ -349,6 +379,7 @@ fn buffer_flips_are_counted_as_feature_faults() {
     };
     let n = model.input_shape().numel();
     let mut input_changes = 0u64;
+    let mut weight_changes = 0u64;
     let mut scratch = Vec::new();
     for i in 0..IMAGES {
         let img = &images[i * n..(i + 1) * n];
@@ -357,8 +388,18 @@ fn buffer_flips_are_counted_as_feature_faults() {
         for node in &model.nodes {
             if let ftnas::quant::QOp::Mac(l) = &node.op {
                 let input = &codes[node.inputs[0]];
-                let seen = ftnas::engine::layer_input(l, input, i as u64, Some(ff), &mut scratch);
+                let flips = FeatureFaults {
+                    injector: &InputFlipsOnly(faults.feature().unwrap()),
+                    ..ff
+                };
+                let seen =
+                    ftnas::engine::layer_input(l, input, i as u64, Some(flips), &mut scratch);
                 input_changes += input.iter().zip(seen).filter(|(a, b)| a != b).count() as u64;
+                let flipped = ftnas::engine::layer_with_filter_flips(l, i as u64, Some(ff));
+                if let Some(f) = flipped {
+                    let diff = l.weights.iter().zip(&f.weights).filter(|(a, b)| a != b);
+                    weight_changes += diff.count() as u64;
+                }
             }
         }
     }
@@ -368,7 +409,15 @@ fn buffer_flips_are_counted_as_feature_faults() {
         .filter(|f| sim.site_classes()[f.site] == "feature")
         .map(|f| f.count)
         .sum();
+    let weight: u64 = outcome
+        .faults
+        .iter()
+        .filter(|f| sim.site_classes()[f.site] == "weight")
+        .map(|f| f.count)
+        .sum();
     let hooks = *counter.changed.lock().unwrap();
     assert!(input_changes > 0 && hooks > 0, "{input_changes} {hooks}");
     assert_eq!(feature, hooks + input_changes);
+    assert!(weight_changes > 0);
+    assert_eq!(weight, weight_changes);
 }

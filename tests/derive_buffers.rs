@@ -1,6 +1,6 @@
-//! SRAM-buffer upsets: the derived `input_flip` / `stored_flip` model
-//! against hardware-level injection of `sram.ifmap` / `sram.ofmap`
-//! transients into a real network (a tiny VGG quantized on Fashion-MNIST)
+//! SRAM-buffer upsets: the derived `input_flip` / `filter_flip` /
+//! `stored_flip` model against hardware-level injection of `sram.ifmap` /
+//! `sram.filter` / `sram.ofmap` transients into a real network (a tiny VGG quantized on Fashion-MNIST)
 //! on a systolic array whose tensors span several buffer tiles. The exact
 //! exposure counting is checked against the hardware rule in
 //! `src/derive/buffers.rs`; here the whole chain — rates, derivation, the
@@ -50,6 +50,9 @@ fn agree(a: f64, b: f64, n: usize) -> bool {
     (a - b).abs() <= 4.5 * se
 }
 
+/// Filter-buffer upsets per bit per cycle where about half the runs change.
+const FILTER_RATE: f64 = 2e-7;
+
 #[test]
 fn derived_buffer_flips_match_hardware_injection() {
     let q = tiny_model();
@@ -60,7 +63,9 @@ fn derived_buffer_flips_match_hardware_injection() {
     for (dataflow, site, rate) in [
         (Dataflow::Ws, "sram.ofmap", 4e-8),
         (Dataflow::Os, "sram.ifmap", 4e-8),
-        (Dataflow::Is, "both", 5e-9),
+        (Dataflow::Ws, "sram.filter", FILTER_RATE),
+        (Dataflow::Os, "sram.filter", FILTER_RATE),
+        (Dataflow::Is, "all", 5e-9),
     ] {
         // 1 KiB per buffer: the 6x28x28 feature map takes 5 tiles
         let acc = common::systolic_accelerator(8, 8, dataflow, q.datapath, 1);
@@ -68,8 +73,9 @@ fn derived_buffer_flips_match_hardware_injection() {
             .unwrap()
             .with_executor(Arc::new(ftnas::hwsim::layer::Exact));
         let text = match site {
-            "both" => format!(
+            "all" => format!(
                 "[sites.\"sram.ifmap\"]\ntransient_per_bit_cycle = {rate:e}\n\
+                 [sites.\"sram.filter\"]\ntransient_per_bit_cycle = {rate:e}\n\
                  [sites.\"sram.ofmap\"]\ntransient_per_bit_cycle = {rate:e}\n"
             ),
             s => format!("[sites.\"{s}\"]\ntransient_per_bit_cycle = {rate:e}\n"),
@@ -86,6 +92,12 @@ fn derived_buffer_flips_match_hardware_injection() {
         );
         assert!(left_out.is_empty(), "{left_out:?}");
         assert_eq!(d.buffers.len(), q.mac_layers().count());
+        for b in &d.buffers {
+            let filter = matches!(site, "sram.filter" | "all");
+            assert_eq!(b.filter_flip > 0.0, filter, "{site} {}", b.name);
+            let input = matches!(site, "sram.ifmap" | "all");
+            assert_eq!(b.input_flip > 0.0, input, "{site} {}", b.name);
+        }
         let fm = FaultModel::from_spec(d.fault_spec("sram transients".into())).unwrap();
         assert!(fm.spec().has_buffer_flips());
 
@@ -153,16 +165,19 @@ fn derived_buffer_flips_match_hardware_injection_on_a_bit_serial_design() {
     let rate = 4e-9;
     let text = format!(
         "[sites.\"sram.ifmap\"]\ntransient_per_bit_cycle = {rate:e}\n\
-         [sites.\"sram.ofmap\"]\ntransient_per_bit_cycle = {rate:e}\n"
+         [sites.\"sram.filter\"]\ntransient_per_bit_cycle = {:e}\n\
+         [sites.\"sram.ofmap\"]\ntransient_per_bit_cycle = {rate:e}\n",
+        rate * 10.0
     );
     let spec = HwFaultSpec::parse(&text, std::path::Path::new("sram.toml")).unwrap();
     let layers = gemm_layers(&q, &px[..4 * q.input_shape().numel()]);
     let (d, left_out) =
         derive_bitserial_from_spec(&design, &net.buffer_geometry(), 500.0, &q, &layers, &spec);
     assert!(left_out.is_empty(), "{left_out:?}");
+    assert!(d.buffers.iter().all(|b| b.filter_flip > 0.0));
     let fm = FaultModel::from_spec(d.fault_spec("sram transients".into())).unwrap();
     compare(
-        "Stripes sram.ifmap + sram.ofmap",
+        "Stripes sram.ifmap + sram.filter + sram.ofmap",
         &q,
         px,
         chips,
@@ -172,4 +187,86 @@ fn derived_buffer_flips_match_hardware_injection_on_a_bit_serial_design() {
             net.run_images(px, 0, &faults).unwrap()
         },
     );
+}
+
+/// Stuck cells of the feature-map buffers: the derived model
+/// (`[stuck_cells]`, the buffers' word counts and the spec's densities) is
+/// the hardware rule itself, so a chip whose hardware faults are exactly the
+/// cells the model draws gives the engine's logits bit for bit — on
+/// multi-tile tensors, where one cell hits a code of every tile.
+#[test]
+fn stuck_feature_cells_are_the_hardware_rule() {
+    use ftnas::fault::FeatureBuffer;
+    use ftnas::hwsim::network::ChipFault;
+    use ftnas::hwsim::spec::ChipFaults;
+    use ftnas::hwsim::sram::{SramBuffer, SramFault};
+    use ftnas::hwsim::FaultKind;
+
+    let q = tiny_model();
+    let images = 12usize;
+    let (px, _) = first_images(images);
+    let clean = FastEngine.run(&q, px, 0, None).unwrap();
+    let mut changed = 0usize;
+    for dataflow in [Dataflow::Os, Dataflow::Ws] {
+        let acc = common::systolic_accelerator(8, 8, dataflow, q.datapath, 1);
+        let net = HwNetwork::new(&acc, &q).unwrap();
+        let text = "[sites.\"sram.ifmap\"]\nstuck_at_0 = 1e-3\nstuck_at_1 = 2e-3\n\
+                    [sites.\"sram.ofmap\"]\nstuck_at_0 = 2e-3\nstuck_at_1 = 1e-3\n";
+        let spec = HwFaultSpec::parse(text, std::path::Path::new("stuck.toml")).unwrap();
+        let layers = gemm_layers(&q, &px[..4 * q.input_shape().numel()]);
+        let geometry = net.buffer_geometry();
+        let (d, left_out) =
+            derive_from_spec(net.array(), &geometry, net.clock_mhz(), &q, &layers, &spec);
+        assert!(left_out.is_empty(), "{left_out:?}");
+        let ifmap = d.stuck_cells.ifmap.expect("ifmap cells derived");
+        let ofmap = d.stuck_cells.ofmap.expect("ofmap cells derived");
+        assert_eq!(
+            (ifmap.words, ifmap.p0, ifmap.p1),
+            (geometry.ifmap_words, 1e-3, 2e-3)
+        );
+        assert_eq!(
+            (ofmap.words, ofmap.p0, ofmap.p1),
+            (geometry.ofmap_words, 2e-3, 1e-3)
+        );
+        let fm = FaultModel::from_spec(d.fault_spec("stuck feature cells".into())).unwrap();
+        let fm = FaultModel::parse_str(&fm.to_toml_string(), "written.toml").unwrap();
+        for chip in 0..4u64 {
+            let draw = ftnas::fault::draw_key(11, chip);
+            let mut permanent = Vec::new();
+            for (buffer, m, hw) in [
+                (FeatureBuffer::Ifmap, ifmap, SramBuffer::Ifmap),
+                (FeatureBuffer::Ofmap, ofmap, SramBuffer::Ofmap),
+            ] {
+                for c in m.cells(draw, buffer, q.datapath.act_bits) {
+                    permanent.push(ChipFault::Sram(SramFault {
+                        buffer: hw,
+                        address: c.address,
+                        bit: c.bit as u8,
+                        kind: if c.one {
+                            FaultKind::StuckAt1
+                        } else {
+                            FaultKind::StuckAt0
+                        },
+                    }));
+                }
+            }
+            assert!(!permanent.is_empty(), "chip {chip} has stuck cells");
+            let chip_faults = ChipFaults {
+                seed: 11,
+                chip,
+                permanent,
+                ..ChipFaults::none()
+            };
+            let hw = net.run_images(px, 0, &chip_faults).unwrap();
+            let f = FeatureFaults {
+                injector: fm.feature().unwrap(),
+                seed: 11,
+                trial: chip,
+            };
+            let alg = FastEngine.run(&q, px, 0, Some(f)).unwrap();
+            assert_eq!(hw, alg, "{dataflow:?} chip {chip}");
+            changed += hw.iter().zip(&clean).filter(|(a, b)| a != b).count();
+        }
+    }
+    assert!(changed > 0, "the stuck cells change some logits");
 }

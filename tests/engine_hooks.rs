@@ -190,7 +190,7 @@ fn results_do_not_depend_on_threads_or_batching() {
 }
 
 /// A fault model with SRAM-buffer flips on one layer (`key` is
-/// `input_flip` or `stored_flip`).
+/// `input_flip`, `filter_flip` or `stored_flip`).
 fn buffer_flips(layer: &str, key: &str, p: f64) -> ftnas::fault::FaultModel {
     let text = format!("[[layer]]\nname = \"{layer}\"\n{key} = {p:?}\n");
     ftnas::fault::FaultModel::parse_str(&text, "buffer-flips.toml").unwrap()
@@ -275,6 +275,75 @@ fn input_flips_are_seen_by_their_layer_only() {
 }
 
 #[test]
+fn filter_flips_corrupt_their_layers_weights_for_the_image() {
+    let (q, clean, faulty) = flipped_run("c2", "filter_flip");
+    let c2 = mac_node(&q, "c2");
+    // every other layer computes with its own clean weights ...
+    for k in 0..c2 {
+        assert_eq!(faulty[k], clean[k], "node {}", q.nodes[k].name);
+    }
+    // ... and c2 with every bit of every weight code flipped (p = 1)
+    let QOp::Mac(l2) = &q.nodes[c2].op else {
+        panic!("c2 is a MAC layer")
+    };
+    let mut flipped = l2.clone();
+    for w in &mut flipped.weights {
+        *w = !*w;
+    }
+    let mut out = vec![0; q.nodes[c2].shape.numel()];
+    reference::mac_layer_reference(
+        &flipped,
+        &clean[q.nodes[c2].inputs[0]],
+        &q.datapath,
+        &mut out,
+    );
+    engine::finish_mac_output(l2, &mut out, 0, None);
+    assert_eq!(faulty[c2], out);
+    assert_ne!(faulty[c2], clean[c2]);
+}
+
+#[test]
+fn filter_flips_are_drawn_per_image() {
+    // at a rate where about half the images of a layer get a flipped
+    // weight bit, the hit images differ from image to image
+    let (g, q) = small_model();
+    let c2 = mac_node(&q, "c2");
+    let QOp::Mac(l2) = &q.nodes[c2].op else {
+        panic!("c2 is a MAC layer")
+    };
+    let bits = l2.weights.len() * q.datapath.weight_bits as usize;
+    let p = std::f64::consts::LN_2 / bits as f64;
+    let fm = buffer_flips("c2", "filter_flip", p);
+    let faults = FeatureFaults {
+        injector: fm.feature().unwrap(),
+        seed: 5,
+        trial: 2,
+    };
+    let hit: Vec<Vec<(usize, i32)>> = (0..64)
+        .map(|i| engine::filter_flips(l2, i, Some(faults)))
+        .collect();
+    let n_hit = hit.iter().filter(|h| !h.is_empty()).count();
+    assert!((16..=48).contains(&n_hit), "{n_hit} of 64 images hit");
+    let distinct: std::collections::HashSet<_> = hit.iter().filter(|h| !h.is_empty()).collect();
+    assert!(distinct.len() > n_hit / 2, "images share their flips");
+    // the engines follow the draws: an image without a hit is the clean run
+    let imgs = images(g.input_shape(), 8, 4);
+    let clean = engine::by_name("fast")
+        .unwrap()
+        .run(&q, &imgs, 0, None)
+        .unwrap();
+    let faulty = engine::by_name("fast")
+        .unwrap()
+        .run(&q, &imgs, 0, Some(faults))
+        .unwrap();
+    for i in 0..8 {
+        if hit[i].is_empty() {
+            assert_eq!(faulty[i], clean[i], "image {i} has no flip");
+        }
+    }
+}
+
+#[test]
 fn buffer_flips_are_identical_in_every_engine_and_batching() {
     for seed in 0..12u64 {
         let g = random_graph(seed);
@@ -282,8 +351,18 @@ fn buffer_flips_are_identical_in_every_engine_and_batching() {
         let q = quant::quantize(&g, &w, Datapath::INT8, &images(g.input_shape(), 4, seed)).unwrap();
         let mut text = String::new();
         for (i, l) in q.mac_layers().enumerate() {
-            let key = ["input_flip", "stored_flip"][(i + seed as usize) % 2];
-            text += &format!("[[layer]]\nname = \"{}\"\n{key} = 0.02\n", l.name);
+            // filter flips at a rate that leaves some images' weights clean
+            let (key, p) = [
+                ("input_flip", 0.02),
+                ("stored_flip", 0.02),
+                ("filter_flip", 0.002),
+            ][(i + seed as usize) % 3];
+            text += &format!("[[layer]]\nname = \"{}\"\n{key} = {p}\n", l.name);
+        }
+        // stuck cells of the feature-map buffers on every other graph
+        if seed % 2 == 0 {
+            text += "[stuck_cells.ifmap]\nwords = 37\np0 = 0.01\np1 = 0.01\n";
+            text += "[stuck_cells.ofmap]\nwords = 50\np0 = 0.005\np1 = 0.02\n";
         }
         let fm = ftnas::fault::FaultModel::parse_str(&text, "f.toml").unwrap();
         let faults = FeatureFaults {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ftnas::fault::{
     AdSaf, FaultError, FaultModel, FaultSpec, FeatureFault, FeatureSection, HitSign, LayerOverride,
-    LayerSelection, Mibb, OutputHit, PerBit, Sa1Sign, ShareUnit, SharedStuck, StuckAt, WeightFault,
-    WeightSection,
+    LayerSelection, Mibb, OutputHit, PerBit, Sa1Sign, ShareUnit, SharedStuck, StuckAt,
+    StuckBuffers, StuckCells, WeightFault, WeightSection,
 };
 
 fn examples() -> PathBuf {
@@ -145,6 +145,7 @@ fn rich_spec() -> FaultSpec {
                     shared: None,
                 })),
                 input_flip: 1.25e-7,
+                filter_flip: 6.5e-8,
                 stored_flip: 3.0e-9,
             },
             LayerOverride {
@@ -159,6 +160,14 @@ fn rich_spec() -> FaultSpec {
                 ..LayerOverride::default()
             },
         ],
+        stuck_cells: StuckBuffers {
+            ifmap: Some(StuckCells {
+                words: 16384,
+                p0: 2e-5,
+                p1: 3.5e-5,
+            }),
+            ofmap: None,
+        },
     }
 }
 
@@ -399,6 +408,23 @@ fn bad_files_name_file_line_and_key() {
         (
             "[[layer]]\nname = \"c1\"\ninput_flip = -1e-9\n",
             &["bad.toml:3:", "layer[0].input_flip", "probability"],
+        ),
+        (
+            "[[layer]]\nname = \"c1\"\nfilter_flip = 2.0\n",
+            &["bad.toml:3:", "layer[0].filter_flip", "probability"],
+        ),
+        // stuck cells of the feature-map buffers
+        (
+            "[stuck_cells.ifmap]\nwords = 0\np0 = 1e-3\n",
+            &["bad.toml:2:", "stuck_cells.ifmap.words", "at least 1"],
+        ),
+        (
+            "[stuck_cells.ofmap]\nwords = 64\np0 = 0.75\np1 = 0.5\n",
+            &["bad.toml:", "stuck_cells.ofmap.p1", "at most 1"],
+        ),
+        (
+            "[stuck_cells.psum]\nwords = 64\n",
+            &["bad.toml:", "psum"],
         ),
         // not TOML
         ("[feature\nkind = 1\n", &["bad.toml", "line 1"]),

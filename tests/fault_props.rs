@@ -255,6 +255,7 @@ proptest! {
                 _ => Some(WeightFault::AdSaf(AdSaf { p, sa1_fraction: q, sa1_sign: Sa1Sign::Own })),
             },
             input_flip: if i % 3 == 0 { p * q } else { 0.0 },
+            filter_flip: if i % 7 < 3 { p * q * q } else { 0.0 },
             stored_flip: if i % 5 < 2 { p * (1.0 - q) } else { 0.0 },
         }).filter(|l| l.feature.is_some() || l.weight.is_some()).collect();
         let spec = FaultSpec {
@@ -262,6 +263,10 @@ proptest! {
             feature: Some(FeatureSection { fault: FeatureFault::BitFlip(BitFlip { p }), layers: LayerSelection::All }),
             weight: Some(WeightSection { fault: WeightFault::StuckAt(StuckAt { p0: PerBit::Uniform(p * q), p1: PerBit::Uniform(p * (1.0 - q)), shared: None }), layers: LayerSelection::Names(vec!["x".into()]), persistent }),
             layers,
+            stuck_cells: ftnas::fault::StuckBuffers {
+                ifmap: persistent.then_some(ftnas::fault::StuckCells { words: 1 + (q * 1e4) as usize, p0: p * q, p1: p * (1.0 - q) }),
+                ofmap: (q > 0.5).then_some(ftnas::fault::StuckCells { words: 7, p0: p * (1.0 - q), p1: p * q }),
+            },
         };
         let m = FaultModel::from_spec(spec).unwrap();
         let back = FaultModel::parse_str(&m.to_toml_string(), "rt.toml").unwrap();

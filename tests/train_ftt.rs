@@ -157,10 +157,78 @@ fn faulty_eval_forward_with_buffer_flips_equals_the_engine() {
     };
     let (ours, engine, _) = engine_and_eval_forward(4, flips);
     assert_eq!(ours, engine);
+    // stuck cells of the feature-map buffers: the same cells per draw
+    let stuck = |qm: &quant::QModel| {
+        let mut text = String::from(
+            "[stuck_cells.ifmap]\nwords = 300\np0 = 2e-3\np1 = 2e-3\n\
+             [stuck_cells.ofmap]\nwords = 200\np0 = 1e-3\np1 = 3e-3\n",
+        );
+        let l = qm.mac_layers().next().unwrap();
+        text += &format!("[[layer]]\nname = \"{}\"\nstored_flip = 1e-3\n", l.name);
+        FaultModel::parse_str(&text, "stuck.toml").unwrap()
+    };
+    let (ours, engine, _) = engine_and_eval_forward(4, stuck);
+    assert_eq!(ours, engine);
+    let flips_only = |qm: &quant::QModel| {
+        let l = qm.mac_layers().next().unwrap();
+        let text = format!("[[layer]]\nname = \"{}\"\nstored_flip = 1e-3\n", l.name);
+        FaultModel::parse_str(&text, "flips.toml").unwrap()
+    };
+    let (_, without, _) = engine_and_eval_forward(4, flips_only);
+    assert_ne!(without, engine, "the stuck cells change some logits");
     // and the flips did something: MiBB alone gives other logits
     let (_, mibb_only, _) =
         engine_and_eval_forward(4, |_| FaultModel::parse_feature_flag("mibb:1e-3").unwrap());
     assert_ne!(mibb_only, engine);
+}
+
+#[test]
+fn filter_flips_of_a_one_image_forward_equal_the_engine() {
+    // the engines draw filter-buffer flips per image, a training forward
+    // once per forward (keyed by its first image): with one image per
+    // forward the two are the same draws
+    let n = 6;
+    let (graph, images, _) = setup(n);
+    let weights = Weights::random(&graph, 8);
+    let net = Network::new(&graph, Params::from_weights(&graph, &weights).unwrap());
+    let ranges = quant::calibrate(&graph, &weights, &images).unwrap();
+    let qm = quant::build::quantize_with_ranges(&graph, &weights, Datapath::INT8, &ranges).unwrap();
+    let f = net.plan.formats(&ranges, 8);
+    let mut text = String::new();
+    for l in qm.mac_layers() {
+        text += &format!("[[layer]]\nname = \"{}\"\nfilter_flip = 2e-3\n", l.name);
+    }
+    let fm = FaultModel::parse_str(&text, "filter.toml").unwrap();
+    let injector = fm.feature().unwrap();
+    let ff = FeatureFaults {
+        injector,
+        seed: 2,
+        trial: 1,
+    };
+    let engine = FastEngine.run(&qm, &images, 50, Some(ff)).unwrap();
+    let clean = FastEngine.run(&qm, &images, 50, None).unwrap();
+    assert_ne!(engine, clean, "the flips change some logits");
+    let qat = Qat {
+        formats: &f,
+        datapath: Datapath::INT8,
+    };
+    let per = graph.input_shape().numel();
+    let step = Grid::new(qm.output_format()).step;
+    let mut changed = 0;
+    for (i, img) in images.chunks(per).enumerate() {
+        let faults = Faults {
+            feature: Some(injector),
+            weight: None,
+            seed: 2,
+            trial: 1,
+            first_index: 50 + i as u64,
+        };
+        let tape = net.forward(img, 1, Mode::Eval, Some(qat), Some(faults));
+        let ours: Vec<i32> = tape.logits().iter().map(|&v| (v / step) as i32).collect();
+        assert_eq!(ours, engine[i], "image {i}");
+        changed += tape.hits.iter().map(|h| h.weight_changed).sum::<u64>();
+    }
+    assert!(changed > 0);
 }
 
 #[test]

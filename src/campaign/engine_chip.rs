@@ -20,6 +20,16 @@
 //! ([`crate::engine::layer_input`]), not through the injector; a bit flip
 //! always changes its code and which codes are hit depends only on the
 //! layer's stream, so they are counted by replaying the draws.
+//! Filter-buffer flips (`filter_flip`) are counted by replaying too, as
+//! site class `weight` with the image's scope: each weight code of the
+//! layer that a flip changed for that image
+//! ([`crate::engine::filter_flips`]).
+//!
+//! Stuck cells of the feature-map buffers (`[stuck_cells]`) are site class
+//! `feature` with the image's scope: each code they changed in a layer's
+//! copy of its input (after its flips; a code both flipped and stuck counts
+//! twice) or in its stored output, for that image (the engine tells the
+//! injector the image of these calls).
 //!
 //! The feature injector is wrapped to see what it changes; the engine does
 //! not tell an injector which image it is working on, but it seeds each
@@ -35,7 +45,9 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::{CampaignError, ChipOutcome, ChipSimulator, FaultRecord, FaultScope};
 use crate::engine::{Engine, FastEngine, FeatureFaults};
-use crate::fault::{BitFlip, FaultModel, FeatureFault, FeatureInjector, LayerSite, SparseCodes};
+use crate::fault::{
+    BitFlip, FaultModel, FeatureBuffer, FeatureFault, FeatureInjector, LayerSite, SparseCodes,
+};
 use crate::quant::{QModel, QOp};
 
 /// Site class index of feature faults.
@@ -138,10 +150,26 @@ impl FeatureInjector for Recorder<'_> {
         self.inner.stored_flip(site)
     }
 
-    // Input-buffer flips are drawn by the engine on its copy of the
-    // layer's input; `EngineChip::input_flip_records` counts them.
+    // Input- and filter-buffer flips are drawn by the engine on its copies
+    // of the layer's input and weights; `EngineChip::buffer_flip_hits`
+    // counts them.
     fn input_flip(&self, site: &LayerSite) -> f64 {
         self.inner.input_flip(site)
+    }
+
+    fn filter_flip(&self, site: &LayerSite) -> f64 {
+        self.inner.filter_flip(site)
+    }
+
+    fn has_stuck_cells(&self, buffer: FeatureBuffer) -> bool {
+        self.inner.has_stuck_cells(buffer)
+    }
+
+    // The engine passes the image index (the campaign runs from image 0).
+    fn inject_stuck(&self, site: &LayerSite, buffer: FeatureBuffer, image: u64, codes: &mut [i32]) {
+        let before = codes.to_vec();
+        self.inner.inject_stuck(site, buffer, image, codes);
+        self.record(site.node, image as usize, &before, codes);
     }
 }
 
@@ -170,30 +198,39 @@ impl Recorder<'_> {
 }
 
 impl EngineChip {
-    /// `(node, image, changed input codes)` of the input-buffer flips the
-    /// engine draws for chip `chip` (trial) of seed `seed`: the draws of
-    /// [`crate::engine::layer_input`] replayed on the layer's stream.
-    fn input_flip_hits(
+    /// `(site class, node, image, changed codes)` of the input- and
+    /// filter-buffer flips the engine draws for chip `chip` (trial) of seed
+    /// `seed`: the draws of [`crate::engine::layer_input`] and
+    /// [`crate::engine::filter_flips`] replayed on the layer's streams.
+    fn buffer_flip_hits(
         &self,
         injector: &dyn FeatureInjector,
         seed: u64,
         chip: u64,
         n_images: usize,
-    ) -> Vec<(usize, usize, u64)> {
+    ) -> Vec<(usize, usize, usize, u64)> {
         let mut hits = Vec::new();
+        let faults = FeatureFaults {
+            injector,
+            seed,
+            trial: chip,
+        };
         for l in self.model.mac_layers() {
             let p = injector.input_flip(&l.feature_site());
-            if p <= 0.0 {
-                continue;
-            }
             let unchanged = |_: usize| 0;
             for image in 0..n_images {
-                let mut rng = crate::fault::input_stream(seed, chip, image as u64, l.node);
-                let mut codes = SparseCodes::new(l.in_shape.numel(), &unchanged);
-                BitFlip { p }.apply(l.in_format.bits, &mut codes, &mut rng);
-                let changed = codes.hits().len() as u64;
+                if p > 0.0 {
+                    let mut rng = crate::fault::input_stream(seed, chip, image as u64, l.node);
+                    let mut codes = SparseCodes::new(l.in_shape.numel(), &unchanged);
+                    BitFlip { p }.apply(l.in_format.bits, &mut codes, &mut rng);
+                    let changed = codes.hits().len() as u64;
+                    if changed > 0 {
+                        hits.push((FEATURE, l.node, image, changed));
+                    }
+                }
+                let changed = crate::engine::filter_flips(l, image as u64, Some(faults)).len();
                 if changed > 0 {
-                    hits.push((l.node, image, changed));
+                    hits.push((WEIGHT, l.node, image, changed as u64));
                 }
             }
         }
@@ -254,7 +291,7 @@ impl ChipSimulator for EngineChip {
                 let mut modeled = HashSet::new();
                 for l in self.model.mac_layers() {
                     if matches!(self.faults.feature_at(&l.feature_site()), FeatureFault::Off)
-                        && self.faults.buffer_flips_at(&l.name).1 == 0.0
+                        && self.faults.buffer_flips_at(&l.name)[2] == 0.0
                     {
                         continue;
                     }
@@ -301,18 +338,25 @@ impl ChipSimulator for EngineChip {
                         message: m,
                     });
                 }
-                let mut hits = recorder
+                let hits = recorder
                     .hits
                     .into_inner()
                     .unwrap_or_else(|p| p.into_inner());
-                hits.extend(self.input_flip_hits(inner, seed, chip, n_images));
+                let mut hits: Vec<_> = hits
+                    .into_iter()
+                    .map(|(node, image, count)| (FEATURE, node, image, count))
+                    .collect();
+                hits.extend(self.buffer_flip_hits(inner, seed, chip, n_images));
                 hits.sort_unstable();
-                faults.extend(hits.into_iter().map(|(node, image, count)| FaultRecord {
-                    site: FEATURE,
-                    layer: self.layer_of_node[&node],
-                    scope: FaultScope::Image(image),
-                    count,
-                }));
+                faults.extend(
+                    hits.into_iter()
+                        .map(|(site, node, image, count)| FaultRecord {
+                            site,
+                            layer: self.layer_of_node[&node],
+                            scope: FaultScope::Image(image),
+                            count,
+                        }),
+                );
                 logits
             }
         };

@@ -197,7 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     skipped.extend(not_weights);
-    for b in [SramBuffer::Ifmap, SramBuffer::Ofmap] {
+    for b in SramBuffer::ALL {
         if sram_transient_rate(&spec, b, acc.clock_mhz) > 0.0 {
             skipped.push(format!(
                 "{} transient (derived by `ftnas derive`; calibration sweeps register upsets)",

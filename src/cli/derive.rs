@@ -19,7 +19,7 @@ use crate::derive::network::{
     sip_transient_rates, with_psum_signs, NetworkDerivation,
 };
 use crate::eval;
-use crate::fault::FaultModel;
+use crate::fault::{FaultModel, FeatureBuffer};
 use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::sram::SramBuffer;
@@ -160,10 +160,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         let rate = |b| sram_transient_rate(&spec, b, acc.clock_mhz);
         format!(
-            "{desc}; SRAM upsets per bit per cycle: ifmap {:e}, ofmap {:e} (input_flip / stored_flip per layer)",
+            "{desc}; SRAM upsets per bit per cycle: ifmap {:e}, filter {:e}, ofmap {:e} \
+             (input_flip / filter_flip / stored_flip per layer)",
             rate(SramBuffer::Ifmap),
+            rate(SramBuffer::Filter),
             rate(SramBuffer::Ofmap)
         )
+    };
+    let desc = if d.stuck_cells.is_empty() {
+        desc
+    } else {
+        format!("{desc}; stuck feature-buffer cells ([stuck_cells], per chip)")
     };
     let model = FaultModel::from_spec(d.fault_spec(desc))?;
     model.save(&args.out)?;
@@ -193,17 +200,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!();
         }
         println!(
-            "SRAM-buffer upsets (per bit of every code: input as the layer reads it, stored output after the activation):"
+            "SRAM-buffer upsets (per bit of every code: input as the layer reads it, \
+             weight for one image, stored output after the activation):"
         );
-        let mut t = Table::new(["layer", "input_flip", "stored_flip"]);
+        let mut t = Table::new(["layer", "input_flip", "filter_flip", "stored_flip"]);
         for b in &d.buffers {
             t.push([
                 b.name.clone(),
                 format!("{:.4e}", b.input_flip),
+                format!("{:.4e}", b.filter_flip),
                 format!("{:.4e}", b.stored_flip),
             ]);
         }
         print!("{t}");
+    }
+    for buffer in [FeatureBuffer::Ifmap, FeatureBuffer::Ofmap] {
+        if let Some(m) = d.stuck_cells.get(buffer) {
+            println!(
+                "stuck {} cells (per chip, every layer): {} words, per bit stuck at 0 {:e}, at 1 {:e}; \
+                 expected {:.2} stuck bits per chip",
+                buffer.key(),
+                m.words,
+                m.p0,
+                m.p1,
+                m.words as f64 * f64::from(acc.datapath.act_bits) * (m.p0 + m.p1)
+            );
+        }
     }
     println!("wrote {}", written.join(", "));
     Ok(())

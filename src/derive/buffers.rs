@@ -1,5 +1,6 @@
-//! SRAM-buffer transients: what upsets in the ifmap and ofmap buffers
-//! (`sram.ifmap`, `sram.ofmap`) mean for each layer's codes.
+//! SRAM-buffer transients: what upsets in the ifmap, filter and ofmap
+//! buffers (`sram.ifmap`, `sram.filter`, `sram.ofmap`) mean for each
+//! layer's codes.
 //!
 //! The hardware rule ([`crate::hwsim::sram`]): layer `L`'s tensor of `len`
 //! codes sits in a buffer of `words` words in `n = ceil(len / words)` tiles,
@@ -23,13 +24,19 @@
 //!   `G = group_cycles`; a later upset is never read); the flipped code is
 //!   read by layer `L` alone (other readers of the tensor read the producer's
 //!   output buffer).
+//! - **filter** (`filter_flip`): the same rule on the weight codes (layout
+//!   `[out, in/groups, kh, kw]`, group `g` holds filters `g M/g ..`); the
+//!   buffer is rewritten for the next layer, so the flipped weight is what
+//!   layer `L` computes with for this one image — a weight fault resampled
+//!   per image, unlike the stuck cells of [`super::permanent`].
 //!
 //! The algorithmic model is a per-bit flip of every code with the layer's
 //! mean `q = mean_i q_i` (exact when all codes count the same cycles, e.g.
 //! a tensor that fits its buffer and one group; otherwise the expected
 //! number of flipped bits is exact and their spread over codes is
-//! averaged). `sram.filter` transients (weights corrupted for one image's
-//! layer) and stuck cells that hold features are not derived here.
+//! averaged). Stuck ifmap/ofmap cells are permanent: they carry over to
+//! the algorithmic model as they are ([`crate::fault::stuck_cells`], with
+//! the buffers' word counts; `super::network` writes them).
 
 use crate::quant::{MacLayer, QModel, QOp};
 
@@ -58,6 +65,7 @@ pub struct BufferGeometry {
 pub struct BufferFlips {
     pub name: String,
     pub input_flip: f64,
+    pub filter_flip: f64,
     pub stored_flip: f64,
 }
 
@@ -144,20 +152,43 @@ pub fn input_flip(layer: &MacLayer, words: usize, timing: LayerTiming, p: f64) -
     })
 }
 
+/// Mean per-bit flip probability of layer `layer`'s weight codes as the
+/// layer reads them for one image.
+pub fn filter_flip(layer: &MacLayer, words: usize, timing: LayerTiming, p: f64) -> f64 {
+    let len = layer.weights.len();
+    if p <= 0.0 || len == 0 || words == 0 {
+        return 0.0;
+    }
+    // one group's filters: cout/groups rows of macs_per_output codes
+    let per_group = (layer.macs_per_output() * layer.cout_per_group()).max(1);
+    let gc = timing.group_cycles.max(1);
+    mean_over_codes(len, |i| {
+        let (s, e) = residency(i, len, words, timing.cycles);
+        let last_read = ((i / per_group) as u64 + 1).saturating_mul(gc);
+        odd_upsets(p, e.min(last_read).saturating_sub(s))
+    })
+}
+
 /// `mean_i f(i)` over `len` codes; runs of equal exposure are cheap, so a
 /// plain loop does (a few hundred thousand codes per layer at most).
 fn mean_over_codes(len: usize, f: impl Fn(usize) -> f64) -> f64 {
     (0..len).map(f).sum::<f64>() / len as f64
 }
 
+/// Per-bit per-cycle transient rates of the three buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BufferRates {
+    pub ifmap: f64,
+    pub filter: f64,
+    pub ofmap: f64,
+}
+
 /// The buffer flips of every MAC layer of `model` on `geometry`, for
-/// per-bit per-cycle rates `p_ifmap` and `p_ofmap` (layers with neither
-/// are left out).
+/// per-bit per-cycle rates `rates` (layers without any are left out).
 pub fn derive_buffer_flips(
     model: &QModel,
     geometry: &BufferGeometry,
-    p_ifmap: f64,
-    p_ofmap: f64,
+    rates: BufferRates,
 ) -> Vec<BufferFlips> {
     let macs = model.nodes.iter().filter_map(|n| match &n.op {
         QOp::Mac(l) => Some(l.as_ref()),
@@ -166,10 +197,11 @@ pub fn derive_buffer_flips(
     macs.zip(&geometry.layers)
         .map(|(l, &t)| BufferFlips {
             name: l.name.clone(),
-            input_flip: input_flip(l, geometry.ifmap_words, t, p_ifmap),
-            stored_flip: stored_flip(l, geometry.ofmap_words, t, p_ofmap),
+            input_flip: input_flip(l, geometry.ifmap_words, t, rates.ifmap),
+            filter_flip: filter_flip(l, geometry.filter_words, t, rates.filter),
+            stored_flip: stored_flip(l, geometry.ofmap_words, t, rates.ofmap),
         })
-        .filter(|b| b.input_flip > 0.0 || b.stored_flip > 0.0)
+        .filter(|b| b.input_flip > 0.0 || b.filter_flip > 0.0 || b.stored_flip > 0.0)
         .collect()
 }
 
@@ -211,7 +243,8 @@ mod tests {
         let lb = net.layer_buffers(li);
         let len = match buffer {
             SramBuffer::Ifmap => layer.in_shape.numel(),
-            _ => layer.out_shape.numel(),
+            SramBuffer::Filter => layer.weights.len(),
+            SramBuffer::Ofmap => layer.out_shape.numel(),
         };
         let mut exposure = vec![0u64; len];
         let mut codes = vec![0i32; len];
@@ -253,13 +286,14 @@ mod tests {
             for (li, layer) in net.model().mac_layers().enumerate() {
                 grouped += usize::from(layer.groups > 1);
                 let t = geometry.layers[li];
-                for buffer in [SramBuffer::Ifmap, SramBuffer::Ofmap] {
+                for buffer in SramBuffer::ALL {
                     let exposure = brute_force_exposure(&net, li, buffer);
                     let want = exposure.iter().map(|&t| odd_upsets(p, t)).sum::<f64>()
                         / exposure.len() as f64;
                     let got = match buffer {
                         SramBuffer::Ifmap => input_flip(layer, geometry.ifmap_words, t, p),
-                        _ => stored_flip(layer, geometry.ofmap_words, t, p),
+                        SramBuffer::Filter => filter_flip(layer, geometry.filter_words, t, p),
+                        SramBuffer::Ofmap => stored_flip(layer, geometry.ofmap_words, t, p),
                     };
                     assert!(
                         (got - want).abs() <= 1e-12 * want,

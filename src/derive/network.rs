@@ -19,10 +19,12 @@ use crate::hwsim::sram::SramBuffer;
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::quant::{MacLayer, QModel, QOp};
 
-use crate::fault::{PerBit, SharedStuck, StuckAt, WeightFault};
+use crate::fault::{PerBit, SharedStuck, StuckAt, StuckBuffers, StuckCells, WeightFault};
 
 use super::bitserial::{self, derive_bitserial_layer, sip_rate, step_profile, StepProfile};
-use super::buffers::{derive_buffer_flips, sram_transient_rate, BufferFlips, BufferGeometry};
+use super::buffers::{
+    derive_buffer_flips, sram_transient_rate, BufferFlips, BufferGeometry, BufferRates,
+};
 use super::layer::{
     derive_layer, GemmLayer, LayerDerivation, Magnitudes, OperandRowSums, OperandRows, SiteRates,
 };
@@ -121,6 +123,9 @@ pub struct NetworkDerivation {
     /// ifmap/ofmap SRAM upsets make ([`super::buffers`]; empty without
     /// such rates).
     pub buffers: Vec<BufferFlips>,
+    /// Stuck cells of the feature-map buffers (`sram.ifmap` /
+    /// `sram.ofmap` stuck-at densities with the buffers' word counts).
+    pub stuck_cells: StuckBuffers,
 }
 
 /// Every MAC layer of `model` with the node id of its input, in graph order
@@ -329,6 +334,7 @@ pub fn derive_network(
         weights: Vec::new(),
         shared: None,
         buffers: Vec::new(),
+        stuck_cells: StuckBuffers::default(),
     }
 }
 
@@ -388,8 +394,9 @@ pub fn derive_from_spec(
 }
 
 impl NetworkDerivation {
-    /// Add the input/stored code flips of the spec's `sram.ifmap` and
-    /// `sram.ofmap` transient rates (nothing when neither is set).
+    /// Add the input/filter/stored code flips of the spec's `sram.ifmap`,
+    /// `sram.filter` and `sram.ofmap` transient rates (nothing when none is
+    /// set).
     pub fn with_buffer_flips(
         mut self,
         model: &QModel,
@@ -398,12 +405,13 @@ impl NetworkDerivation {
         clock_mhz: f64,
     ) -> NetworkDerivation {
         let rate = |b| sram_transient_rate(spec, b, clock_mhz);
-        self.buffers = derive_buffer_flips(
-            model,
-            geometry,
-            rate(SramBuffer::Ifmap),
-            rate(SramBuffer::Ofmap),
-        );
+        let rates = BufferRates {
+            ifmap: rate(SramBuffer::Ifmap),
+            filter: rate(SramBuffer::Filter),
+            ofmap: rate(SramBuffer::Ofmap),
+        };
+        self.buffers = derive_buffer_flips(model, geometry, rates);
+        self.stuck_cells = stuck_feature_cells(spec, geometry);
         self
     }
 
@@ -516,6 +524,7 @@ impl NetworkDerivation {
                 }
             };
             entry.input_flip = b.input_flip;
+            entry.filter_flip = b.filter_flip;
             entry.stored_flip = b.stored_flip;
         }
         FaultSpec {
@@ -523,6 +532,7 @@ impl NetworkDerivation {
             feature: None,
             weight: None,
             layers,
+            stuck_cells: self.stuck_cells,
         }
     }
 }
@@ -558,9 +568,27 @@ pub fn derive_bitserial_from_spec(
     (d, left_out)
 }
 
+/// The stuck cells of the spec's feature-map buffers: the `sram.ifmap` /
+/// `sram.ofmap` stuck-at densities with the buffers' word counts
+/// ([`crate::fault::stuck_cells`]: the hardware rule itself).
+fn stuck_feature_cells(spec: &HwFaultSpec, geometry: &BufferGeometry) -> StuckBuffers {
+    let cells = |b: SramBuffer, words: usize| {
+        let r = spec.rates.get(&Site::Sram(b))?;
+        (r.stuck_at_0 + r.stuck_at_1 > 0.0 && words > 0).then_some(StuckCells {
+            words,
+            p0: r.stuck_at_0,
+            p1: r.stuck_at_1,
+        })
+    };
+    StuckBuffers {
+        ifmap: cells(SramBuffer::Ifmap, geometry.ifmap_words),
+        ofmap: cells(SramBuffer::Ofmap, geometry.ofmap_words),
+    }
+}
+
 /// True for the SRAM sites whose transients [`super::buffers`] derives.
 fn buffer_derived(site: Site) -> bool {
-    matches!(site, Site::Sram(SramBuffer::Ifmap | SramBuffer::Ofmap))
+    matches!(site, Site::Sram(_))
 }
 
 /// The SIP-register transient rates of a hardware spec (per bit per cycle

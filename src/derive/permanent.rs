@@ -69,9 +69,11 @@
 //! a stuck bit corrupts a weight only for the outputs computed downstream of
 //! that PE (OS: PE rows below it; IS: columns to its right), which is not a
 //! property of the weight alone. Stuck `act_reg`/`psum_reg`/`mult_out` bits
-//! and stuck ifmap/ofmap cells corrupt features, not weights. Those stay
-//! with hardware-level injection (`ftnas inject`); [`stuck_rates`] lists
-//! them as not derived.
+//! corrupt features, not weights; they stay with hardware-level injection
+//! (`ftnas inject`), and [`stuck_rates`] lists them as not derived. Stuck
+//! ifmap/ofmap cells corrupt features too; they become the feature model's
+//! stuck buffer cells ([`crate::fault::stuck_cells`]), so [`stuck_rates`]
+//! passes over them.
 
 use crate::accel::description::{Accelerator, BitSerial};
 use crate::accel::Dataflow;
@@ -252,6 +254,9 @@ pub fn stuck_rates(spec: &HwFaultSpec, holder: &WeightHolder) -> (StuckRates, Ve
         }
         match (site, holder) {
             (Site::Sram(SramBuffer::Filter), _) => rates.sram_filter = pair,
+            // feature faults, derived with the buffer upsets
+            // (`crate::fault::stuck_cells`)
+            (Site::Sram(SramBuffer::Ifmap | SramBuffer::Ofmap), _) => {}
             (s, h) if *s == h.register_site() && h.register_holds_weights() => {
                 rates.weight_reg = pair
             }

@@ -29,7 +29,8 @@ use super::depthwise::{depthwise_plane, DepthwiseScratch, PlaneGeometry};
 use super::elementwise::{add2, clamp_into, wrap_requant, AddRescale, WrapRequant};
 use super::gemm::{default_kernel, gemm_packed_i16, gemm_packed_i8, PackedA, Parallelism};
 use super::{
-    exec_non_mac, finish_mac_output, image_count, layer_input, Engine, EngineError, FeatureFaults,
+    exec_non_mac, finish_mac_output, image_count, layer_input, layer_with_filter_flips, Engine,
+    EngineError, FeatureFaults,
 };
 
 /// The im2col + GEMM engine.
@@ -118,11 +119,7 @@ impl Engine for FastEngine {
         let n = model.input_shape().numel();
         let count = images.len() / n;
         let threads = rayon::current_num_threads();
-        let max_group: usize = std::env::var("TMP_GROUP")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(MAX_GROUP);
-        let group = count.div_ceil(threads).clamp(1, max_group);
+        let group = count.div_ceil(threads).clamp(1, MAX_GROUP);
         // few enough jobs that each thread sizes its workspace only a few times
         let min_len = count.div_ceil(group).div_ceil(4 * threads).max(1);
         let groups: Vec<Vec<Vec<i32>>> = images
@@ -146,62 +143,66 @@ fn narrow_i8(model: &QModel) -> bool {
 }
 
 fn prepare(model: &QModel) -> Vec<Option<PreparedMac>> {
-    let use_i8 = narrow_i8(model);
-    let kernel = default_kernel();
     model
         .nodes
         .iter()
         .map(|node| match &node.op {
-            QOp::Mac(l) => {
-                // only the saturating accumulator needs the bound
-                let abs_sum = match model.datapath.overflow {
-                    Overflow::Saturate => l
-                        .weights
-                        .chunks(l.macs_per_output())
-                        .map(|w| w.iter().map(|&x| (x as i64).abs()).sum())
-                        .collect(),
-                    Overflow::Wrap => Vec::new(),
-                };
-                let depthwise = (l.cin_per_group() == 1 && l.cout_per_group() == 1)
-                    .then(|| {
-                        PlaneGeometry::new(
-                            (l.in_shape.h, l.in_shape.w),
-                            l.kernel,
-                            l.stride,
-                            l.padding,
-                            l.dilation,
-                        )
-                    })
-                    .flatten()
-                    .filter(|g| (g.out_h, g.out_w) == (l.out_shape.h, l.out_shape.w));
-                let plan = match depthwise {
-                    Some(geom) => MacPlan::Depthwise(geom),
-                    None => {
-                        let (m, k) = (l.cout_per_group(), l.macs_per_output());
-                        let packed = l
-                            .weights
-                            .chunks(m * k)
-                            .map(|w| {
-                                if use_i8 {
-                                    let w: Vec<i8> = w.iter().map(|&x| x as i8).collect();
-                                    PackedA::new_i8(kernel, m, k, &w)
-                                } else {
-                                    let w: Vec<i16> = w.iter().map(|&x| x as i16).collect();
-                                    PackedA::new_i16(kernel, m, k, &w)
-                                }
-                            })
-                            .collect();
-                        MacPlan::Gemm {
-                            packed,
-                            narrow_i8: use_i8,
-                        }
-                    }
-                };
-                Some(PreparedMac { plan, abs_sum })
-            }
+            QOp::Mac(l) => Some(prepare_mac(model, l)),
             _ => None,
         })
         .collect()
+}
+
+/// One MAC layer of `model` prepared for the default kernel (`l` may be a
+/// layer of the model with changed weight codes).
+fn prepare_mac(model: &QModel, l: &MacLayer) -> PreparedMac {
+    let use_i8 = narrow_i8(model);
+    let kernel = default_kernel();
+    // only the saturating accumulator needs the bound
+    let abs_sum = match model.datapath.overflow {
+        Overflow::Saturate => l
+            .weights
+            .chunks(l.macs_per_output())
+            .map(|w| w.iter().map(|&x| (x as i64).abs()).sum())
+            .collect(),
+        Overflow::Wrap => Vec::new(),
+    };
+    let depthwise = (l.cin_per_group() == 1 && l.cout_per_group() == 1)
+        .then(|| {
+            PlaneGeometry::new(
+                (l.in_shape.h, l.in_shape.w),
+                l.kernel,
+                l.stride,
+                l.padding,
+                l.dilation,
+            )
+        })
+        .flatten()
+        .filter(|g| (g.out_h, g.out_w) == (l.out_shape.h, l.out_shape.w));
+    let plan = match depthwise {
+        Some(geom) => MacPlan::Depthwise(geom),
+        None => {
+            let (m, k) = (l.cout_per_group(), l.macs_per_output());
+            let packed = l
+                .weights
+                .chunks(m * k)
+                .map(|w| {
+                    if use_i8 {
+                        let w: Vec<i8> = w.iter().map(|&x| x as i8).collect();
+                        PackedA::new_i8(kernel, m, k, &w)
+                    } else {
+                        let w: Vec<i16> = w.iter().map(|&x| x as i16).collect();
+                        PackedA::new_i16(kernel, m, k, &w)
+                    }
+                })
+                .collect();
+            MacPlan::Gemm {
+                packed,
+                narrow_i8: use_i8,
+            }
+        }
+    };
+    PreparedMac { plan, abs_sum }
 }
 
 /// Run a group of images (one per workspace slot) through the network,
@@ -238,41 +239,47 @@ fn run_group(
                 let prep = prepared[q].as_ref().expect("every MAC layer is prepared");
                 // SRAM input-buffer flips: this layer reads its own copies
                 let mut flipped = vec![Vec::new(); bufs.len()];
-                let mut io: Vec<(&[i32], &mut [i32])> = bufs
-                    .iter_mut()
-                    .zip(flipped.iter_mut())
-                    .enumerate()
-                    .map(|(b, (nodes, scratch))| {
-                        let (prev, rest) = nodes.split_at_mut(q);
-                        let idx = first_index + b as u64;
-                        let input = layer_input(layer, &prev[node.inputs[0]], idx, faults, scratch);
-                        (input, rest[0].as_mut_slice())
-                    })
-                    .collect();
-                // without a hook, the activation merges into requantization
-                let fused = faults.is_none();
-                let finish = Finish::new(layer, prep, &model.datapath, fused);
-                match &prep.plan {
-                    MacPlan::Depthwise(geom) => {
-                        for (input, out) in io.iter_mut() {
-                            let scratch = (&mut *depthwise, &mut *depthwise_raw);
-                            depthwise_layer(layer, geom, &finish, input, out, scratch);
+                // SRAM filter-buffer flips: an image whose weight codes
+                // changed runs the layer alone with its own weights
+                let mut own_weights = Vec::new();
+                let mut io: Vec<(&[i32], &mut [i32])> = Vec::with_capacity(bufs.len());
+                let mut io_index = Vec::with_capacity(bufs.len());
+                for (b, (nodes, scratch)) in bufs.iter_mut().zip(flipped.iter_mut()).enumerate() {
+                    let (prev, rest) = nodes.split_at_mut(q);
+                    let idx = first_index + b as u64;
+                    let input = layer_input(layer, &prev[node.inputs[0]], idx, faults, scratch);
+                    let out = rest[0].as_mut_slice();
+                    match layer_with_filter_flips(layer, idx, faults) {
+                        None => {
+                            io.push((input, out));
+                            io_index.push(idx);
                         }
-                    }
-                    MacPlan::Gemm { packed, narrow_i8 } => {
-                        let bufs8 = (&mut *col8, &mut *in8);
-                        let bufs16 = (&mut *col16, &mut *in16);
-                        let operands = if *narrow_i8 {
-                            GemmBuffers::I8(bufs8.0, bufs8.1)
-                        } else {
-                            GemmBuffers::I16(bufs16.0, bufs16.1)
-                        };
-                        gemm_layer(layer, packed, &finish, &mut io, operands, gemm_out);
+                        Some(l) => own_weights.push((idx, l, input, out)),
                     }
                 }
+                // without a hook, the activation merges into requantization
+                let fused = faults.is_none();
+                let mut scratch = MacScratch {
+                    col8,
+                    col16,
+                    in8,
+                    in16,
+                    gemm_out,
+                    depthwise,
+                    depthwise_raw,
+                };
+                run_mac(layer, prep, &model.datapath, fused, &mut io, &mut scratch);
+                for (_, l, input, out) in own_weights.iter_mut() {
+                    let prep = prepare_mac(model, l);
+                    let mut one = [(*input, &mut **out)];
+                    run_mac(l, &prep, &model.datapath, fused, &mut one, &mut scratch);
+                }
                 if !fused {
-                    for (b, (_, out)) in io.into_iter().enumerate() {
-                        finish_mac_output(layer, out, first_index + b as u64, faults);
+                    for ((_, out), idx) in io.into_iter().zip(io_index) {
+                        finish_mac_output(layer, out, idx, faults);
+                    }
+                    for (idx, _, _, out) in own_weights {
+                        finish_mac_output(layer, out, idx, faults);
                     }
                 }
             }
@@ -453,6 +460,49 @@ fn same_width_row<T: Narrow>(layer: &MacLayer, plane: &[T], ky: usize, dx: isize
 enum GemmBuffers<'a> {
     I8(&'a mut Vec<i8>, &'a mut Vec<i8>),
     I16(&'a mut Vec<i16>, &'a mut Vec<i16>),
+}
+
+/// The workspace buffers one MAC layer runs in.
+struct MacScratch<'a> {
+    col8: &'a mut Vec<i8>,
+    col16: &'a mut Vec<i16>,
+    in8: &'a mut Vec<i8>,
+    in16: &'a mut Vec<i16>,
+    gemm_out: &'a mut Vec<i32>,
+    depthwise: &'a mut DepthwiseScratch,
+    depthwise_raw: &'a mut Vec<i32>,
+}
+
+/// One prepared MAC layer for the images of `io` (`(input codes, output
+/// buffer)` each): requantized outputs, with the activation when `fused`.
+fn run_mac(
+    layer: &MacLayer,
+    prep: &PreparedMac,
+    dp: &Datapath,
+    fused: bool,
+    io: &mut [(&[i32], &mut [i32])],
+    s: &mut MacScratch<'_>,
+) {
+    if io.is_empty() {
+        return;
+    }
+    let finish = Finish::new(layer, prep, dp, fused);
+    match &prep.plan {
+        MacPlan::Depthwise(geom) => {
+            for (input, out) in io.iter_mut() {
+                let scratch = (&mut *s.depthwise, &mut *s.depthwise_raw);
+                depthwise_layer(layer, geom, &finish, input, out, scratch);
+            }
+        }
+        MacPlan::Gemm { packed, narrow_i8 } => {
+            let operands = if *narrow_i8 {
+                GemmBuffers::I8(&mut *s.col8, &mut *s.in8)
+            } else {
+                GemmBuffers::I16(&mut *s.col16, &mut *s.in16)
+            };
+            gemm_layer(layer, packed, &finish, io, operands, s.gemm_out);
+        }
+    }
 }
 
 /// One MAC layer (im2col + GEMM) for every image of a group, requantized

@@ -23,7 +23,7 @@ pub mod fast;
 pub mod gemm;
 pub mod reference;
 
-use crate::fault::FeatureInjector;
+use crate::fault::{FeatureBuffer, FeatureInjector, LayerSite};
 use crate::fixed::{max_code, min_code, saturate, Datapath, Format};
 use crate::quant::{int_ops, Activation, MacLayer, QModel, QOp};
 
@@ -104,12 +104,21 @@ pub fn finish_mac_output(
     f.injector.inject(&site, codes, &mut rng);
     saturate_and_activate(layer, codes);
     f.injector.inject_stored(&site, codes, &mut rng);
+    if f.injector.has_stuck_cells(FeatureBuffer::Ofmap) {
+        let site = LayerSite {
+            draw: crate::fault::draw_key(f.seed, f.trial),
+            ..site
+        };
+        f.injector
+            .inject_stuck(&site, FeatureBuffer::Ofmap, image_index, codes);
+    }
 }
 
 /// The input codes `layer` computes on for one image: `input` itself, or,
 /// when the fault model flips bits of the layer's input buffer
-/// ([`crate::fault::FeatureInjector::input_flip`]), a corrupted copy in
-/// `scratch` that this layer alone reads.
+/// ([`crate::fault::FeatureInjector::input_flip`]) or has stuck cells in
+/// it, a corrupted copy in `scratch` that this layer alone reads (flips
+/// first: a stuck cell reads its stuck value whatever was written).
 pub fn layer_input<'a>(
     layer: &MacLayer,
     input: &'a [i32],
@@ -121,14 +130,69 @@ pub fn layer_input<'a>(
         return input;
     };
     let p = f.injector.input_flip(&layer.feature_site());
-    if p <= 0.0 {
+    let stuck = f.injector.has_stuck_cells(FeatureBuffer::Ifmap);
+    if p <= 0.0 && !stuck {
         return input;
     }
     scratch.clear();
     scratch.extend_from_slice(input);
-    let mut rng = crate::fault::input_stream(f.seed, f.trial, image_index, layer.node);
-    crate::fault::BitFlip { p }.apply(layer.in_format.bits, scratch.as_mut_slice(), &mut rng);
+    if p > 0.0 {
+        let mut rng = crate::fault::input_stream(f.seed, f.trial, image_index, layer.node);
+        crate::fault::BitFlip { p }.apply(layer.in_format.bits, scratch.as_mut_slice(), &mut rng);
+    }
+    if stuck {
+        let site = LayerSite {
+            draw: crate::fault::draw_key(f.seed, f.trial),
+            format: layer.in_format,
+            ..layer.feature_site()
+        };
+        f.injector
+            .inject_stuck(&site, FeatureBuffer::Ifmap, image_index, scratch);
+    }
     scratch
+}
+
+/// The weight-code changes of `layer` for one image when the fault model
+/// flips bits of the layer's filter buffer
+/// ([`crate::fault::FeatureInjector::filter_flip`]): `(index, code)` of
+/// every changed weight code, drawn from [`crate::fault::filter_stream`];
+/// empty without such flips (the common case at low rates, where the
+/// engines keep the prepared weights).
+pub fn filter_flips(
+    layer: &MacLayer,
+    image_index: u64,
+    faults: Option<FeatureFaults<'_>>,
+) -> Vec<(usize, i32)> {
+    let Some(f) = faults else {
+        return Vec::new();
+    };
+    let p = f.injector.filter_flip(&layer.feature_site());
+    if p <= 0.0 {
+        return Vec::new();
+    }
+    let clean = |i: usize| layer.weights[i];
+    let mut codes = crate::fault::SparseCodes::new(layer.weights.len(), &clean);
+    let mut rng = crate::fault::filter_stream(f.seed, f.trial, image_index, layer.node);
+    crate::fault::BitFlip { p }.apply(layer.weight_format.bits, &mut codes, &mut rng);
+    codes.into_hits()
+}
+
+/// `layer` with the weight codes of [`filter_flips`] for one image, or
+/// `None` when no code changed.
+pub fn layer_with_filter_flips(
+    layer: &MacLayer,
+    image_index: u64,
+    faults: Option<FeatureFaults<'_>>,
+) -> Option<MacLayer> {
+    let hits = filter_flips(layer, image_index, faults);
+    if hits.is_empty() {
+        return None;
+    }
+    let mut flipped = layer.clone();
+    for (i, c) in hits {
+        flipped.weights[i] = c;
+    }
+    Some(flipped)
 }
 
 /// Saturate requantized codes to the output format and apply the fused

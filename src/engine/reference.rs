@@ -11,7 +11,8 @@ use crate::fixed::{requantize, Datapath};
 use crate::quant::{int_ops, MacLayer, QModel, QOp};
 
 use super::{
-    exec_non_mac, finish_mac_output, image_count, layer_input, Engine, EngineError, FeatureFaults,
+    exec_non_mac, finish_mac_output, image_count, layer_input, layer_with_filter_flips, Engine,
+    EngineError, FeatureFaults,
 };
 
 /// The scalar reference engine.
@@ -65,6 +66,8 @@ pub fn run_image_all(
                     faults,
                     &mut scratch,
                 );
+                let flipped = layer_with_filter_flips(layer, image_index, faults);
+                let layer = flipped.as_ref().unwrap_or(layer);
                 mac_layer_reference(layer, input, &model.datapath, &mut out);
                 finish_mac_output(layer, &mut out, image_index, faults);
             }

@@ -14,7 +14,7 @@
 //! | `output_hit` | `p_out -> 1 - (1 - p_out)^k` (bit weights, sign and multiplicity kept) |
 //! | `stuck_at` | `p0[b] -> k p0[b]`, `p1[b] -> k p1[b]`; where `k (p0[b] + p1[b]) > 1` both are divided by their sum (the stuck-at-0 : stuck-at-1 ratio is kept) |
 //! | `adsaf` | `p -> min(1, k p)` (stuck-at-1 share and sign rule kept) |
-//! | `input_flip`, `stored_flip` | `q -> (1 - (1 - 2q)^k) / 2` (an odd number of upsets at `k` times the per-cycle rate: exact for any residency) |
+//! | `input_flip`, `filter_flip`, `stored_flip` | `q -> (1 - (1 - 2q)^k) / 2` (an odd number of upsets at `k` times the per-cycle rate: exact for any residency; transients, so scaled with the feature part) |
 //!
 //! `output_hit` scales as the probability of at least one of many small
 //! independent events each made `k` times likelier: `1-(1-p_out)^k`, which
@@ -218,6 +218,7 @@ pub fn scale_spec(spec: &FaultSpec, kf: f64, kw: f64, weight_bits: u8) -> FaultS
             feature: l.feature.as_ref().map(|f| scale_feature(f, kf)),
             weight: l.weight.as_ref().map(|w| scale_weight(w, kw, weight_bits)),
             input_flip: scale_odd_flips(l.input_flip, kf),
+            filter_flip: scale_odd_flips(l.filter_flip, kf),
             stored_flip: scale_odd_flips(l.stored_flip, kf),
         })
         .collect();

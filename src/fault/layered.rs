@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::spec::{FaultSpec, FeatureFault, LayerSelection, WeightFault};
+use super::stuck_cells::{FeatureBuffer, StuckBuffers};
 use super::{FeatureInjector, LayerSite, WeightInjector};
 
 /// Feature faults of a [`FaultSpec`], per layer.
@@ -16,8 +17,11 @@ pub struct LayeredFeature {
     default: FeatureFault,
     selection: LayerSelection,
     overrides: HashMap<String, FeatureFault>,
-    /// Per layer: (input_flip, stored_flip) of its SRAM buffers.
-    buffer_flips: HashMap<String, (f64, f64)>,
+    /// Per layer: [input_flip, filter_flip, stored_flip] of its SRAM
+    /// buffers.
+    buffer_flips: HashMap<String, [f64; 3]>,
+    /// Stuck cells of the feature-map buffers.
+    stuck_cells: StuckBuffers,
 }
 
 impl LayeredFeature {
@@ -35,13 +39,14 @@ impl LayeredFeature {
             .layers
             .iter()
             .filter(|l| l.has_buffer_flips())
-            .map(|l| (l.name.clone(), (l.input_flip, l.stored_flip)))
+            .map(|l| (l.name.clone(), l.buffer_flips().map(|(_, p)| p)))
             .collect();
         LayeredFeature {
             default,
             selection,
             overrides,
             buffer_flips,
+            stuck_cells: spec.stuck_cells,
         }
     }
 
@@ -70,11 +75,30 @@ impl FeatureInjector for LayeredFeature {
     }
 
     fn stored_flip(&self, site: &LayerSite) -> f64 {
-        self.buffer_flips.get(site.name).map_or(0.0, |&(_, p)| p)
+        self.buffer_flips.get(site.name).map_or(0.0, |f| f[2])
     }
 
     fn input_flip(&self, site: &LayerSite) -> f64 {
-        self.buffer_flips.get(site.name).map_or(0.0, |&(p, _)| p)
+        self.buffer_flips.get(site.name).map_or(0.0, |f| f[0])
+    }
+
+    fn filter_flip(&self, site: &LayerSite) -> f64 {
+        self.buffer_flips.get(site.name).map_or(0.0, |f| f[1])
+    }
+
+    fn has_stuck_cells(&self, buffer: FeatureBuffer) -> bool {
+        self.stuck_cells.get(buffer).is_some()
+    }
+
+    fn inject_stuck(
+        &self,
+        site: &LayerSite,
+        buffer: FeatureBuffer,
+        _image: u64,
+        codes: &mut [i32],
+    ) {
+        self.stuck_cells
+            .apply(buffer, site.draw, site.format.bits, codes);
     }
 }
 

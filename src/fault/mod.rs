@@ -17,6 +17,7 @@ pub mod sparse;
 pub mod spec;
 pub mod stream_hit;
 pub mod stuck_at;
+pub mod stuck_cells;
 pub mod twos;
 
 pub use adsaf::{AdSaf, Sa1Sign};
@@ -30,6 +31,7 @@ pub use spec::{
     WeightSection,
 };
 pub use stuck_at::{PerBit, ShareUnit, SharedStuck, StuckAt};
+pub use stuck_cells::{FeatureBuffer, StuckBuffers, StuckCells};
 
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -105,12 +107,47 @@ pub trait FeatureInjector: Send + Sync {
     fn input_flip(&self, _site: &LayerSite) -> f64 {
         0.0
     }
+
+    /// Per-bit flip probability of the layer's weight codes as this layer
+    /// reads them for one image (SRAM filter-buffer flips: the buffer is
+    /// rewritten for the next layer, so a flip lasts one image's layer),
+    /// drawn by the engine from [`filter_stream`]. 0 = none.
+    fn filter_flip(&self, _site: &LayerSite) -> f64 {
+        0.0
+    }
+
+    /// True when [`inject_stuck`](Self::inject_stuck) has stuck cells of
+    /// `buffer` to force.
+    fn has_stuck_cells(&self, _buffer: FeatureBuffer) -> bool {
+        false
+    }
+
+    /// Force the stuck cells of a feature-map buffer
+    /// ([`stuck_cells`]) into one image's codes: a layer's own copy of its
+    /// input (`Ifmap`, after its input flips) or its stored output (`Ofmap`,
+    /// after the activation and the stored flips). `site.format` is the
+    /// codes' format, `site.draw` the chip ([`draw_key`]), `image` the
+    /// image (for wrappers that count what changed).
+    fn inject_stuck(
+        &self,
+        _site: &LayerSite,
+        _buffer: FeatureBuffer,
+        _image: u64,
+        _codes: &mut [i32],
+    ) {
+    }
 }
 
 /// The random stream of the input-buffer flips of layer `node` for one
 /// (seed, trial, image): apart from the stream of the layer's output hooks.
 pub fn input_stream(seed: u64, trial: u64, image: u64, node: usize) -> Xoshiro256PlusPlus {
     stream(seed, trial, image, node as u64 | (1 << 40))
+}
+
+/// The random stream of the filter-buffer flips of layer `node` for one
+/// (seed, trial, image): apart from the layer's other streams.
+pub fn filter_stream(seed: u64, trial: u64, image: u64, node: usize) -> Xoshiro256PlusPlus {
+    stream(seed, trial, image, node as u64 | (2 << 40))
 }
 
 /// Weight faults: called on a layer's weight codes (in the layout of the

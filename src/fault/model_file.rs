@@ -30,14 +30,24 @@
 //! persistent = true       # true: once per chip; false: every forward
 //! # adsaf: p = 0.08, sa1_fraction = 0.163 (default), sa1_sign = "random" | "own"
 //!
+//! [stuck_cells.ifmap]     # optional: stuck cells of the input feature-map
+//! words = 16384           #   buffer (`ftnas derive` writes it for stuck
+//! p0 = 2e-5               #   `sram.ifmap` cells): every bit of every word
+//! p1 = 2e-5               #   stuck at 0 / 1 per chip; code i of every
+//!                         #   layer's input at word i mod words
+//! # [stuck_cells.ofmap]: the same for each layer's stored output
+//!
 //! [[layer]]               # per-layer replacement of the defaults
 //! name = "cells.3.op1.conv"
-//! # optional, what `ftnas derive` writes for ifmap/ofmap SRAM upsets: the
-//! # probability that each bit of each input code is flipped as this layer
-//! # reads it (this layer only; other readers see the clean tensor), and that
-//! # each bit of each stored output code is flipped after the fused
-//! # activation (every later node reads it).
+//! # optional, what `ftnas derive` writes for ifmap/filter/ofmap SRAM upsets:
+//! # the probability that each bit of each input code is flipped as this
+//! # layer reads it (this layer only; other readers see the clean tensor),
+//! # that each bit of each weight code is flipped for one image's pass
+//! # through the layer (resampled per image), and that each bit of each
+//! # stored output code is flipped after the fused activation (every later
+//! # node reads it).
 //! input_flip = 2.0e-7
+//! filter_flip = 3.0e-7
 //! stored_flip = 1.5e-7
 //!
 //! [layer.feature]         # this layer's feature model
@@ -127,6 +137,7 @@ use super::spec::{
 };
 use super::stream_hit::{StreamAxis, StreamHits};
 use super::stuck_at::{PerBit, ShareUnit, SharedStuck, StuckAt};
+use super::stuck_cells::{FeatureBuffer, StuckBuffers, StuckCells};
 use super::{FeatureInjector, LayerSite, WeightInjector};
 
 /// Errors reading, parsing or writing a fault model.
@@ -344,10 +355,21 @@ impl FaultModel {
             kv.push(("persistent", toml::Value::Boolean(w.persistent)));
             push_all(&mut out, &kv);
         }
+        for b in [FeatureBuffer::Ifmap, FeatureBuffer::Ofmap] {
+            if let Some(m) = self.spec.stuck_cells.get(b) {
+                out.push_str(&format!("\n[stuck_cells.{}]\n", b.key()));
+                let kv: KeyValues = vec![
+                    ("words", toml::Value::Integer(m.words as i64)),
+                    ("p0", toml::Value::Float(m.p0)),
+                    ("p1", toml::Value::Float(m.p1)),
+                ];
+                push_all(&mut out, &kv);
+            }
+        }
         for l in &self.spec.layers {
             out.push_str("\n[[layer]]\n");
             push_kv(&mut out, "name", &toml::Value::String(l.name.clone()));
-            for (key, p) in [("input_flip", l.input_flip), ("stored_flip", l.stored_flip)] {
+            for (key, p) in l.buffer_flips() {
                 if p > 0.0 {
                     push_kv(&mut out, key, &toml::Value::Float(p));
                 }
@@ -371,13 +393,14 @@ impl FaultModel {
             .map_err(|e| FaultError::Invalid(e.to_string()))
     }
 
-    /// `(input_flip, stored_flip)` of the layer called `name` (0 = none).
-    pub fn buffer_flips_at(&self, name: &str) -> (f64, f64) {
+    /// `[input_flip, filter_flip, stored_flip]` of the layer called `name`
+    /// (0 = none).
+    pub fn buffer_flips_at(&self, name: &str) -> [f64; 3] {
         self.spec
             .layers
             .iter()
             .find(|l| l.name == name)
-            .map_or((0.0, 0.0), |l| (l.input_flip, l.stored_flip))
+            .map_or([0.0; 3], |l| l.buffer_flips().map(|(_, p)| p))
     }
 
     /// The feature-fault part, if any.
@@ -440,8 +463,17 @@ impl FaultModel {
                 "two weight-fault models given; use one".into(),
             ));
         }
+        if (a.stuck_cells.ifmap.is_some() && b.stuck_cells.ifmap.is_some())
+            || (a.stuck_cells.ofmap.is_some() && b.stuck_cells.ofmap.is_some())
+        {
+            return Err(FaultError::Invalid(
+                "two models give stuck cells of the same buffer; use one".into(),
+            ));
+        }
         a.feature = a.feature.or(b.feature);
         a.weight = a.weight.or(b.weight);
+        a.stuck_cells.ifmap = a.stuck_cells.ifmap.or(b.stuck_cells.ifmap);
+        a.stuck_cells.ofmap = a.stuck_cells.ofmap.or(b.stuck_cells.ofmap);
         a.description = match (a.description, b.description) {
             (Some(x), Some(y)) => Some(format!("{x}; {y}")),
             (x, y) => x.or(y),
@@ -462,6 +494,7 @@ impl FaultModel {
                     o.feature = o.feature.take().or(l.feature);
                     o.weight = o.weight.take().or(l.weight);
                     o.input_flip += l.input_flip;
+                    o.filter_flip += l.filter_flip;
                     o.stored_flip += l.stored_flip;
                 }
             }
@@ -830,6 +863,24 @@ struct RawFile {
     weight: Option<Spanned<RawWeight>>,
     #[serde(default)]
     layer: Vec<Spanned<RawLayer>>,
+    stuck_cells: Option<RawStuckBuffers>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStuckBuffers {
+    ifmap: Option<Spanned<RawStuckCells>>,
+    ofmap: Option<Spanned<RawStuckCells>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStuckCells {
+    words: Spanned<i64>,
+    #[serde(default)]
+    p0: f64,
+    #[serde(default)]
+    p1: f64,
 }
 
 #[derive(Deserialize)]
@@ -901,6 +952,7 @@ struct RawLayer {
     feature: Option<Spanned<RawFeature>>,
     weight: Option<Spanned<RawWeight>>,
     input_flip: Option<Spanned<f64>>,
+    filter_flip: Option<Spanned<f64>>,
     stored_flip: Option<Spanned<f64>>,
 }
 
@@ -979,6 +1031,7 @@ impl Ctx<'_> {
             if l.feature.is_none()
                 && l.weight.is_none()
                 && l.input_flip.is_none()
+                && l.filter_flip.is_none()
                 && l.stored_flip.is_none()
             {
                 return Err(self.err(
@@ -986,13 +1039,14 @@ impl Ctx<'_> {
                     &here,
                     format!(
                         "layer `{name}` needs a `feature` and/or a `weight` table, or \
-                         `input_flip` / `stored_flip`"
+                         `input_flip` / `filter_flip` / `stored_flip`"
                     ),
                 ));
             }
-            let mut flips = [0.0; 2];
+            let mut flips = [0.0; 3];
             for (slot, (key, v)) in flips.iter_mut().zip([
                 ("input_flip", &l.input_flip),
+                ("filter_flip", &l.filter_flip),
                 ("stored_flip", &l.stored_flip),
             ]) {
                 if let Some(v) = v {
@@ -1043,14 +1097,46 @@ impl Ctx<'_> {
                 feature,
                 weight,
                 input_flip: flips[0],
-                stored_flip: flips[1],
+                filter_flip: flips[1],
+                stored_flip: flips[2],
             });
+        }
+        let mut stuck_cells = StuckBuffers::default();
+        if let Some(sb) = &raw.stuck_cells {
+            for (buffer, r) in [
+                (FeatureBuffer::Ifmap, &sb.ifmap),
+                (FeatureBuffer::Ofmap, &sb.ofmap),
+            ] {
+                let Some(r) = r else { continue };
+                let key = format!("stuck_cells.{}", buffer.key());
+                let raw_cells = r.get_ref();
+                let words = *raw_cells.words.get_ref();
+                if words < 1 {
+                    return Err(self.err(
+                        raw_cells.words.span(),
+                        &format!("{key}.words"),
+                        "must be at least 1 (the buffer's size in codes)",
+                    ));
+                }
+                let m = StuckCells {
+                    words: words as usize,
+                    p0: raw_cells.p0,
+                    p1: raw_cells.p1,
+                };
+                m.validate()
+                    .map_err(|(k, msg)| self.err(r.span(), &format!("{key}.{k}"), msg))?;
+                match buffer {
+                    FeatureBuffer::Ifmap => stuck_cells.ifmap = Some(m),
+                    FeatureBuffer::Ofmap => stuck_cells.ofmap = Some(m),
+                }
+            }
         }
         Ok(FaultSpec {
             description: raw.description,
             feature,
             weight,
             layers,
+            stuck_cells,
         })
     }
 

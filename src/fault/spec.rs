@@ -11,6 +11,7 @@ use super::bitflip::BitFlip;
 use super::mibb::Mibb;
 use super::output_hit::OutputHit;
 use super::stuck_at::StuckAt;
+use super::stuck_cells::{FeatureBuffer, StuckBuffers};
 use super::LayerSite;
 
 /// A feature (layer output) fault model.
@@ -158,25 +159,38 @@ pub struct WeightSection {
 /// `None` keeps the default; `Some(Off)` disables faults on the layer. An
 /// override applies whatever the section's layer selection says.
 ///
-/// `input_flip` and `stored_flip` are the two SRAM-buffer hook points
-/// (derived from `sram.ifmap` / `sram.ofmap` transients): the probability
-/// that each bit of each input code is flipped as this layer reads it (the
-/// flip is seen by this layer only; other readers of the same tensor see
-/// the clean code), and that each bit of each output code is flipped after
-/// the fused activation, as every later node reads it. 0 = none.
+/// `input_flip`, `filter_flip` and `stored_flip` are the three SRAM-buffer
+/// hook points (derived from `sram.ifmap` / `sram.filter` / `sram.ofmap`
+/// transients): the probability that each bit of each input code is
+/// flipped as this layer reads it (the flip is seen by this layer only;
+/// other readers of the same tensor see the clean code), that each bit of
+/// each weight code is flipped for one image's pass through the layer
+/// (resampled per image), and that each bit of each output code is
+/// flipped after the fused activation, as every later node reads it.
+/// 0 = none.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LayerOverride {
     pub name: String,
     pub feature: Option<FeatureFault>,
     pub weight: Option<WeightFault>,
     pub input_flip: f64,
+    pub filter_flip: f64,
     pub stored_flip: f64,
 }
 
 impl LayerOverride {
     /// True when the entry has SRAM-buffer flips.
     pub fn has_buffer_flips(&self) -> bool {
-        self.input_flip > 0.0 || self.stored_flip > 0.0
+        self.input_flip > 0.0 || self.filter_flip > 0.0 || self.stored_flip > 0.0
+    }
+
+    /// The entry's three buffer-flip probabilities, with their file keys.
+    pub fn buffer_flips(&self) -> [(&'static str, f64); 3] {
+        [
+            ("input_flip", self.input_flip),
+            ("filter_flip", self.filter_flip),
+            ("stored_flip", self.stored_flip),
+        ]
     }
 }
 
@@ -188,6 +202,8 @@ pub struct FaultSpec {
     pub feature: Option<FeatureSection>,
     pub weight: Option<WeightSection>,
     pub layers: Vec<LayerOverride>,
+    /// Stuck cells of the feature-map buffers (every layer, per chip).
+    pub stuck_cells: StuckBuffers,
 }
 
 impl FaultSpec {
@@ -204,6 +220,12 @@ impl FaultSpec {
                 .validate()
                 .map_err(|(k, m)| format!("weight.{k}: {m}"))?;
         }
+        for b in [FeatureBuffer::Ifmap, FeatureBuffer::Ofmap] {
+            if let Some(m) = self.stuck_cells.get(b) {
+                m.validate()
+                    .map_err(|(k, msg)| format!("stuck_cells.{}.{k}: {msg}", b.key()))?;
+            }
+        }
         for (i, l) in self.layers.iter().enumerate() {
             if self.layers[..i].iter().any(|o| o.name == l.name) {
                 return Err(format!("layer[{i}].name: duplicate layer `{}`", l.name));
@@ -216,7 +238,7 @@ impl FaultSpec {
                 w.validate()
                     .map_err(|(k, m)| format!("layer[{i}].weight.{k}: {m}"))?;
             }
-            for (key, p) in [("input_flip", l.input_flip), ("stored_flip", l.stored_flip)] {
+            for (key, p) in l.buffer_flips() {
                 super::output_hit::check_prob(key, p)
                     .map_err(|(k, m)| format!("layer[{i}].{k}: {m}"))?;
             }
@@ -229,13 +251,14 @@ impl FaultSpec {
         self.feature
             .as_ref()
             .is_some_and(|f| f.fault != FeatureFault::Off)
+            || !self.stuck_cells.is_empty()
             || self.layers.iter().any(|l| {
                 l.feature.as_ref().is_some_and(|f| *f != FeatureFault::Off) || l.has_buffer_flips()
             })
     }
 
     /// True when some layer has SRAM-buffer flips (`input_flip`,
-    /// `stored_flip`): hook points only the inference engines have.
+    /// `filter_flip`, `stored_flip`).
     pub fn has_buffer_flips(&self) -> bool {
         self.layers.iter().any(LayerOverride::has_buffer_flips)
     }

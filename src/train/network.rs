@@ -28,7 +28,7 @@ use super::conv::{self, ConvGeom};
 use super::fake_quant::{Grid, QuantPlan};
 use super::layers::{self, BnStats, PoolGeom};
 use super::params::Params;
-use crate::fault::{FeatureInjector, LayerSite, SparseCodes, WeightInjector};
+use crate::fault::{FeatureBuffer, FeatureInjector, LayerSite, SparseCodes, WeightInjector};
 use crate::fixed::{saturate, Datapath, Format};
 use crate::model::{Graph, NodeId, Op, Shape};
 use crate::quant::int_ops::six_code;
@@ -87,6 +87,26 @@ fn flip_codes(img: &mut [f32], grid: Grid, p: f64, rng: &mut Xoshiro256PlusPlus)
     };
     for (j, c) in hits {
         img[j] = grid.value(c);
+    }
+}
+
+/// Force the stuck cells of `buffer` into one image's values `img` (on
+/// `grid`), as [`crate::fault::FeatureInjector::inject_stuck`] does on
+/// codes; writes back only the values that changed.
+fn stick_codes(
+    inj: &dyn FeatureInjector,
+    site: &LayerSite,
+    buffer: FeatureBuffer,
+    image: u64,
+    img: &mut [f32],
+    grid: Grid,
+) {
+    let mut codes: Vec<i32> = img.iter().map(|&v| grid.code(v)).collect();
+    inj.inject_stuck(site, buffer, image, &mut codes);
+    for (v, &c) in img.iter_mut().zip(&codes) {
+        if grid.code(*v) != c {
+            *v = grid.value(c);
+        }
     }
 }
 
@@ -221,6 +241,22 @@ impl<'g> Network<'g> {
                 for c in &mut codes {
                     *c = saturate(*c as i64, wfmt.bits) as i32;
                 }
+                hit.weight_total += codes.len() as u64;
+                hit.weight_changed +=
+                    codes.iter().zip(&before).filter(|(a, b)| a != b).count() as u64;
+            }
+        }
+        if let Some(f) = faults {
+            // SRAM filter-buffer flips: the engines draw them per image;
+            // a training forward shares one weight tensor across its batch,
+            // so it draws them once per forward (same per-bit marginal)
+            let p = f
+                .feature
+                .map_or(0.0, |inj| inj.filter_flip(&self.site(id, wfmt)));
+            if p > 0.0 {
+                let mut rng = crate::fault::filter_stream(f.seed, f.trial, f.first_index, id);
+                let before = codes.clone();
+                crate::fault::BitFlip { p }.apply(wfmt.bits, codes.as_mut_slice(), &mut rng);
                 hit.weight_total += codes.len() as u64;
                 hit.weight_changed +=
                     codes.iter().zip(&before).filter(|(a, b)| a != b).count() as u64;
@@ -548,7 +584,7 @@ impl<'g> Network<'g> {
         };
         let inj = f.feature?;
         let site = self.site(mac, grid.format);
-        let keep = inj.stored_flip(&site) > 0.0;
+        let keep = inj.stored_flip(&site) > 0.0 || inj.has_stuck_cells(FeatureBuffer::Ofmap);
         let (changed, rngs): (Vec<u64>, Vec<Option<Xoshiro256PlusPlus>>) = out
             .par_chunks_mut(s.numel())
             .enumerate()
@@ -599,10 +635,22 @@ impl<'g> Network<'g> {
     ) {
         let Some(inj) = f.feature else { return };
         let grid = Grid::new(q.formats[id]);
-        let p = inj.stored_flip(&self.site(mac, grid.format));
+        let site = LayerSite {
+            draw: crate::fault::draw_key(f.seed, f.trial),
+            ..self.site(mac, grid.format)
+        };
+        let p = inj.stored_flip(&site);
+        let stuck = inj.has_stuck_cells(FeatureBuffer::Ofmap);
         out.par_chunks_mut(s.numel())
             .zip(rngs)
-            .for_each(|(img, mut rng)| flip_codes(img, grid, p, &mut rng));
+            .enumerate()
+            .for_each(|(i, (img, mut rng))| {
+                flip_codes(img, grid, p, &mut rng);
+                if stuck {
+                    let image = f.first_index + i as u64;
+                    stick_codes(inj, &site, FeatureBuffer::Ofmap, image, img, grid);
+                }
+            });
     }
 
     /// Conv/linear `id`'s own copy of its input `x` (node `input`) with the
@@ -620,14 +668,25 @@ impl<'g> Network<'g> {
         let inj = f.feature?;
         let grid = Grid::new(q.formats[input]);
         let p = inj.input_flip(&self.site(id, q.formats[self.plan.format_of[id]]));
-        if p <= 0.0 {
+        let stuck = inj.has_stuck_cells(FeatureBuffer::Ifmap);
+        if p <= 0.0 && !stuck {
             return None;
         }
+        let site = LayerSite {
+            draw: crate::fault::draw_key(f.seed, f.trial),
+            ..self.site(id, grid.format)
+        };
         let per = self.graph.nodes[input].shape.numel();
         let mut copy = x.to_vec();
         copy.par_chunks_mut(per).enumerate().for_each(|(i, img)| {
-            let mut rng = crate::fault::input_stream(f.seed, f.trial, f.first_index + i as u64, id);
-            flip_codes(img, grid, p, &mut rng);
+            let image = f.first_index + i as u64;
+            if p > 0.0 {
+                let mut rng = crate::fault::input_stream(f.seed, f.trial, image, id);
+                flip_codes(img, grid, p, &mut rng);
+            }
+            if stuck {
+                stick_codes(inj, &site, FeatureBuffer::Ifmap, image, img, grid);
+            }
         });
         Some(copy)
     }
