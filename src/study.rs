@@ -37,6 +37,7 @@ use crate::engine::{EngineError, FastEngine};
 use crate::eval::pipeline::TestSet;
 use crate::eval::stats::pct;
 use crate::eval::{accuracy, Summary};
+use crate::fault::FeatureBuffer;
 use crate::fixed::Datapath;
 use crate::hwsim::spec::FaultTarget;
 use crate::hwsim::{HwFaultSpec, HwNetError};
@@ -554,11 +555,36 @@ pub fn render(studies: &[ModelStudy], ctx: &ReportContext<'_>) -> Result<Report,
                     ),
                 );
             }
+            if !f.derivation.weights.is_empty() {
+                let st = &f.derivation.stuck;
+                w(
+                    &mut md,
+                    format!(
+                        " Stuck cells that hold weights (per bit, stuck at 0 / 1: filter SRAM {:e} / {:e}, weight register {:e} / {:e}): per-layer `stuck_at` weight faults, drawn once per chip.",
+                        st.sram_filter.p0, st.sram_filter.p1, st.weight_reg.p0, st.weight_reg.p1
+                    ),
+                );
+            }
+            for buffer in [FeatureBuffer::Ifmap, FeatureBuffer::Ofmap] {
+                if let Some(m) = f.derivation.stuck_cells.get(buffer) {
+                    w(
+                        &mut md,
+                        format!(
+                            " Stuck {} cells ({} words, per bit stuck at 0 / 1: {:e} / {:e}): `[stuck_cells.{}]`, drawn once per chip.",
+                            buffer.key(),
+                            m.words,
+                            m.p0,
+                            m.p1,
+                            buffer.key()
+                        ),
+                    );
+                }
+            }
             if !f.left_out.is_empty() {
                 w(
                     &mut md,
                     format!(
-                        " Not in the derived feature model (present in the hardware-level run): {}.",
+                        " Not in the derived model (present in the hardware-level run): {}.",
                         f.left_out.join(", ")
                     ),
                 );
