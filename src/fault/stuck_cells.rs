@@ -113,7 +113,6 @@ impl StuckCells {
             }
         }
     }
-
 }
 
 /// The stuck cells of both feature-map buffers (either may be absent).

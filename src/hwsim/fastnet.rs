@@ -50,6 +50,18 @@ pub(crate) struct ChipKit {
     /// Per MAC layer, its filter codes as i8 for [`engine_stuck`], made on
     /// first use (once per chip instead of once per image and layer).
     w8: Vec<OnceLock<Vec<i8>>>,
+    /// Per MAC layer and group, the group's filter codes transposed
+    /// (`K x M`, the IS array's streamed operand row by row), made on first
+    /// use.
+    wt8: Vec<Vec<OnceLock<Vec<i8>>>>,
+}
+
+/// One [`OnceLock`] per group of every MAC layer of `net`.
+fn group_cells(net: &HwNetwork) -> Vec<Vec<OnceLock<Vec<i8>>>> {
+    net.layers()
+        .iter()
+        .map(|l| (0..l.gemm.groups).map(|_| OnceLock::new()).collect())
+        .collect()
 }
 
 impl ChipKit {
@@ -59,6 +71,7 @@ impl ChipKit {
             model: None,
             kit: LayerKit::new(net.model()),
             w8: (0..net.layers().len()).map(|_| OnceLock::new()).collect(),
+            wt8: group_cells(net),
         }
     }
 
@@ -104,6 +117,7 @@ impl ChipKit {
             model: Some(model),
             kit,
             w8: (0..net.layers().len()).map(|_| OnceLock::new()).collect(),
+            wt8: group_cells(net),
         }
     }
 
@@ -215,6 +229,7 @@ pub(crate) fn run_codes(
                                 let ops = EngineOperands {
                                     col,
                                     w: w_group,
+                                    wt: Some(&ck.wt8[li][gi]),
                                     packed: Some(packed),
                                     e: shape.e,
                                     k: k_len,

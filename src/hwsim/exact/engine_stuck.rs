@@ -38,6 +38,8 @@
 //! `stuck.rs`, which the per-output path cross-checks; the proptests compare
 //! whole networks against the cycle-level executor.
 
+use std::sync::OnceLock;
+
 use super::super::{Dataflow, FaultKind, HwFault, HwSimError, Mapping, SystolicArray};
 use super::stuck::{pe_masks, PeMasks};
 use super::{Event, StuckMask};
@@ -51,6 +53,9 @@ pub(crate) struct EngineOperands<'a> {
     pub col: &'a [i8],
     /// The filter operand, `M x K` row-major (`W` transposed).
     pub w: &'a [i8],
+    /// A cell for `w` transposed (`K x M`), if the caller keeps one across
+    /// calls (filled on first use; IS `psum_reg` columns read it).
+    pub wt: Option<&'a OnceLock<Vec<i8>>>,
     /// `w` packed for the engine's default kernel, if the caller has it.
     pub packed: Option<&'a PackedA>,
     pub e: usize,
@@ -523,6 +528,13 @@ fn stationary(
     let mut out0: Vec<i32> = Vec::new();
     let mut out1: Vec<i32> = Vec::new();
     let mut scs: Vec<usize> = Vec::new();
+    // IS multiplier corrections read the streamed weights row by row
+    let mut own_wt = Vec::new();
+    let wt: &[i8] = if is && set.faulty.iter().any(|&p| pes[p].mult.is_some()) {
+        transposed(ops, &mut own_wt)
+    } else {
+        &[]
+    };
     for r in set.lines(cols, 0, |_| true) {
         let row_pes = &pes[r * cols..(r + 1) * cols];
         let ks: Vec<usize> = (r..k_len).step_by(rows).collect();
@@ -651,7 +663,6 @@ fn stationary(
         // Multiplier bits: the PE's live products, a vector over the
         // streamed index at a time.
         let mut d: Vec<i32> = Vec::new();
-        let mut stream: Vec<i8> = Vec::new();
         for (c, p) in row_pes.iter().enumerate() {
             let Some(mult) = p.mult else { continue };
             if column_has_psum[c] {
@@ -665,9 +676,7 @@ fn stationary(
                 for &k in &ks {
                     // IS gathers the weights of index k; WS reads the im2col row
                     let (xs, y): (&[i8], i8) = if is {
-                        stream.clear();
-                        stream.extend((0..m_len).map(|m| w[m * k_len + k]));
-                        (&stream, col[k * e_len + sc])
+                        (&wt[k * m_len..(k + 1) * m_len], col[k * e_len + sc])
                     } else {
                         (&col[k * e_len..(k + 1) * e_len], w[sc * k_len + k])
                     };
@@ -695,6 +704,29 @@ fn stationary(
             shift,
             DIRECT_STREAM,
         );
+    }
+}
+
+/// The filter operand transposed (`W^T`, `K x M`: the IS array's streamed
+/// weights row by row): made once per chip and layer in the caller's cell
+/// when it keeps one, else into `own`.
+fn transposed<'a>(ops: &EngineOperands<'a>, own: &'a mut Vec<i8>) -> &'a [i8] {
+    let (w, k_len, m_len) = (ops.w, ops.k, ops.m);
+    let transpose = || {
+        let mut wt = vec![0i8; k_len * m_len];
+        for m in 0..m_len {
+            for (k, &v) in w[m * k_len..(m + 1) * k_len].iter().enumerate() {
+                wt[k * m_len + m] = v;
+            }
+        }
+        wt
+    };
+    match ops.wt {
+        Some(cell) => cell.get_or_init(transpose),
+        None => {
+            *own = transpose();
+            own
+        }
     }
 }
 
@@ -750,18 +782,9 @@ fn replay_psum_columns(
                 .filter(|&p| p != 0),
         );
     }
-    // IS: the streamed weights row by row (`W^T`, `K x M`).
-    let wt: Vec<i8> = if is {
-        let mut wt = vec![0i8; k_len * m_len];
-        for m in 0..m_len {
-            for (k, &v) in w[m * k_len..(m + 1) * k_len].iter().enumerate() {
-                wt[k * m_len + m] = v;
-            }
-        }
-        wt
-    } else {
-        Vec::new()
-    };
+    // IS: the streamed weights row by row
+    let mut own = Vec::new();
+    let wt: &[i8] = if is { transposed(ops, &mut own) } else { &[] };
     // `n x T`, the part of column c is the rows s0..s1.
     let mut block = vec![0i32; n * t_len];
     let mut seg: Vec<i32> = Vec::new();
@@ -1047,6 +1070,7 @@ mod tests {
             let ops = EngineOperands {
                 col: &col,
                 w: &w,
+                wt: None,
                 packed: None,
                 e: e_len,
                 k: k_len,
