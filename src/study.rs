@@ -15,9 +15,10 @@
 //!    cross-check** — the whole spec (every site, SRAM and stuck-at
 //!    included) injected into the functional accelerator model on fewer
 //!    images — with the derived model run on the same images beside it.
-//! 4. **A sweep of the raw rate**: the spec's register site mix scaled so that the
-//!    strongest site flips at each rate, hardware-level injection against the
-//!    derived model, from no visible effect to heavy degradation.
+//! 4. **A sweep of the raw rate**: the spec's transient site mix (registers
+//!    and SRAM buffers) scaled so that the strongest site flips at each rate,
+//!    hardware-level injection against the derived model, from no visible
+//!    effect to heavy degradation.
 //!
 //! This module computes ([`study_model`]) and renders ([`Report`]); the CLI
 //! (`cli::study`) finds the files, shows progress and writes the report.
@@ -29,8 +30,9 @@ use std::fmt::Write as _;
 
 use crate::accel::network::TimingError;
 use crate::accel::{time_graph, Accelerator, NetworkTiming};
-use crate::derive::calibrate::{agrees, derived_accuracy, hardware_accuracy, rate_shape};
-use crate::derive::hardware::Hardware;
+use crate::derive::buffers::BufferRates;
+use crate::derive::calibrate::{agrees, derived_accuracy, hardware_accuracy};
+use crate::derive::hardware::{Hardware, TransientRates};
 use crate::derive::layer::GemmLayer;
 use crate::derive::network::{derive_bitserial_from_spec, derive_from_spec, NetworkDerivation};
 use crate::engine::{EngineError, FastEngine};
@@ -296,8 +298,12 @@ fn fault_study(
         progress,
     )?);
     let expected_flips = hw.expected_transients_per_image(spec);
-    let shape = rate_shape(&rates);
-    let unit = hw.flips_per_cycle(&shape);
+    let shape = TransientRates {
+        regs: rates,
+        sram: BufferRates::of_spec(spec, hw.clock_mhz()),
+    }
+    .shape();
+    let unit = hw.transient_flips_per_cycle(&shape);
     let mut sweep = Vec::new();
     if unit > 0.0 {
         for &r in &cfg.rates {
@@ -309,7 +315,7 @@ fn fault_study(
                 &|chip| Ok(hw.chip_at(&rates, cfg.seed, chip)),
                 progress,
             )?;
-            let d = hw.derive_network(m.layers, &rates);
+            let d = hw.derive_transients(m.layers, &rates);
             let alg = derived_accuracy(m.qmodel, &d, cross, cfg.chips, cfg.seed, progress)?;
             sweep.push(SweepPoint {
                 rate: r,
@@ -606,7 +612,7 @@ pub fn render(studies: &[ModelStudy], ctx: &ReportContext<'_>) -> Result<Report,
                 w(
                     &mut md,
                     format!(
-                        "Sweep of the raw rate (the spec's register site mix scaled): the derived model agrees with hardware-level injection at {n} of {} rates.\n",
+                        "Sweep of the raw rate (the spec's transient site mix scaled): the derived model agrees with hardware-level injection at {n} of {} rates.\n",
                         f.sweep.len()
                     ),
                 );

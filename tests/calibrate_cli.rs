@@ -16,6 +16,20 @@ transient_per_bit_cycle = 5e-8
 transient_per_bit_cycle = 1e-7
 "#;
 
+/// [`SPEC`] with SRAM-buffer upsets: the filter buffer the strongest site.
+const SRAM_SPEC: &str = r#"
+[sites."pe.psum_reg"]
+transient_per_bit_cycle = 1e-7
+[sites."pe.act_reg"]
+transient_per_bit_cycle = 5e-8
+[sites."pe.mult_out"]
+transient_per_bit_cycle = 1e-7
+[sites."sram.filter"]
+transient_per_bit_cycle = 2e-7
+[sites."sram.ofmap"]
+transient_per_bit_cycle = 1e-7
+"#;
+
 fn args(model: &str, weights: &str, spec: &str, path: &str, out: &str) -> Vec<String> {
     args_on(
         s(&repo_file("accelerators/edge_16x16_os.toml")),
@@ -74,15 +88,42 @@ fn calibrate_writes_reports_and_both_paths_agree() {
     let weights = dir.path().join("tiny.safetensors");
     init_weights(&model, "1x28x28", 2, &weights);
     let spec = dir.path().join("seu.toml");
-    std::fs::write(&spec, SPEC).unwrap();
+    std::fs::write(&spec, SRAM_SPEC).unwrap();
     let (exact, cycle) = (dir.path().join("exact"), dir.path().join("cycle"));
-    let out = succeeded(&run(args(
+    let run_exact = run(args(s(&model), s(&weights), s(&spec), "exact", s(&exact)));
+    // the SRAM upsets are part of the sweep, not left out
+    let stderr = String::from_utf8_lossy(&run_exact.stderr).to_string();
+    assert!(!stderr.contains("sram."), "{stderr}");
+    let out = succeeded(&run_exact);
+    let md = std::fs::read_to_string(exact.join("calibration.md")).unwrap();
+    assert!(
+        md.contains("SRAM ifmap 0.000, filter 1.000, ofmap 0.500"),
+        "{md}"
+    );
+    // the same run without the SRAM sites: fewer flips per image at each
+    // rate (with them the rate is the filter buffer's and the registers
+    // run at half of it, but the buffers hold far more bits)
+    let regs_only = dir.path().join("regs.toml");
+    std::fs::write(&regs_only, SPEC).unwrap();
+    let plain = dir.path().join("plain");
+    succeeded(&run(args(
         s(&model),
         s(&weights),
-        s(&spec),
+        s(&regs_only),
         "exact",
-        s(&exact),
+        s(&plain),
     )));
+    let flips = |dir: &std::path::Path| -> Vec<f64> {
+        let csv = std::fs::read_to_string(dir.join("calibration.csv")).unwrap();
+        let col = header_col(&csv, "flips_per_image");
+        csv.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(col).unwrap().parse().unwrap())
+            .collect()
+    };
+    for (with, without) in flips(&exact).into_iter().zip(flips(&plain)) {
+        assert!(with > without, "{with} vs {without}");
+    }
     assert!(
         out.contains("derived_agrees") && out.contains("p_measured"),
         "{out}"

@@ -15,16 +15,17 @@ use super::hwrun::ExecutorChoice;
 use super::infer::image_progress;
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
-use crate::derive::buffers::sram_transient_rate;
+use crate::derive::buffers::BufferRates;
 use crate::derive::calibrate::{calibrate, work, Calibration, CalibrationConfig};
 use crate::derive::hardware::Hardware;
+use crate::derive::hardware::TransientRates;
 use crate::derive::network::{bitserial_layers, sip_transient_rates};
 use crate::derive::network::{gemm_layers, with_psum_signs};
 use crate::derive::permanent::{stuck_rates, WeightHolder};
 use crate::eval;
 use crate::hwsim::bsnet::BitSerialNetwork;
 use crate::hwsim::network::HwNetwork;
-use crate::hwsim::spec::HwFaultSpec;
+use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::sram::SramBuffer;
 use crate::report::{write_atomic, Csv, Plot, Series, Table};
 
@@ -197,10 +198,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     skipped.extend(not_weights);
-    for b in SramBuffer::ALL {
-        if sram_transient_rate(&spec, b, acc.clock_mhz) > 0.0 {
+    for b in [SramBuffer::Ifmap, SramBuffer::Ofmap] {
+        if spec
+            .rates
+            .get(&Site::Sram(b))
+            .is_some_and(|r| r.stuck_at_0 + r.stuck_at_1 > 0.0)
+        {
             skipped.push(format!(
-                "{} transient (derived by `ftnas derive`; calibration sweeps register upsets)",
+                "{} stuck cells (derived by `ftnas derive`; calibration sweeps transient rates)",
                 b.name()
             ));
         }
@@ -253,6 +258,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         layer_images: args.layer_images,
     };
     let bar = image_progress(work(&cfg, test.len(), layers.len()));
+    let base = TransientRates {
+        regs: base,
+        sram: BufferRates::of_spec(&spec, acc.clock_mhz),
+    };
     let cal = calibrate(&hw, &layers, &base, test, &cfg, &|k| bar.inc(k))?;
     bar.finish_and_clear();
 
@@ -278,15 +287,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     writeln!(md, "# Calibration: {title}\n")?;
     writeln!(
         md,
-        "Accelerator `{}`, model `{}`, weights `{}`, fault spec `{}` ({kind} site ratios: act {:.3}, weight {:.3}, psum {:.3}, mult {:.3}); seed {}.\n",
+        "Accelerator `{}`, model `{}`, weights `{}`, fault spec `{}` ({kind} site ratios: act {:.3}, weight {:.3}, psum {:.3}, mult {:.3}; SRAM ifmap {:.3}, filter {:.3}, ofmap {:.3}); seed {}.\n",
         inp.accel.display(),
         inp.model.display(),
         inp.weights.display(),
         inp.faults.display(),
-        cal.shape.act_reg,
-        cal.shape.weight_reg,
-        cal.shape.psum_reg,
-        cal.shape.mult_out,
+        cal.shape.regs.act_reg,
+        cal.shape.regs.weight_reg,
+        cal.shape.regs.psum_reg,
+        cal.shape.regs.mult_out,
+        cal.shape.sram.ifmap,
+        cal.shape.sram.filter,
+        cal.shape.sram.ofmap,
         args.seed
     )?;
     writeln!(md, "Clean accuracy {}%. The derived model agrees with hardware-level injection (mean inside the 95% CI or within 1 pp) at {agree} of {} rates.\n", pct(cal.clean_accuracy), cal.points.len())?;

@@ -183,6 +183,43 @@ pub struct BufferRates {
     pub ofmap: f64,
 }
 
+impl BufferRates {
+    /// The transient rates of the SRAM sites of `spec` at `clock_mhz`.
+    pub fn of_spec(spec: &crate::hwsim::spec::HwFaultSpec, clock_mhz: f64) -> BufferRates {
+        use crate::hwsim::sram::SramBuffer;
+        let rate = |b| sram_transient_rate(spec, b, clock_mhz);
+        BufferRates {
+            ifmap: rate(SramBuffer::Ifmap),
+            filter: rate(SramBuffer::Filter),
+            ofmap: rate(SramBuffer::Ofmap),
+        }
+    }
+
+    /// Every rate multiplied by `k`.
+    pub fn scaled(&self, k: f64) -> BufferRates {
+        BufferRates {
+            ifmap: self.ifmap * k,
+            filter: self.filter * k,
+            ofmap: self.ofmap * k,
+        }
+    }
+
+    /// `(buffer, rate)` of the three buffers.
+    pub fn each(&self) -> [(crate::hwsim::sram::SramBuffer, f64); 3] {
+        use crate::hwsim::sram::SramBuffer;
+        [
+            (SramBuffer::Ifmap, self.ifmap),
+            (SramBuffer::Filter, self.filter),
+            (SramBuffer::Ofmap, self.ofmap),
+        ]
+    }
+
+    /// The largest of the three.
+    pub fn max(&self) -> f64 {
+        self.ifmap.max(self.filter).max(self.ofmap)
+    }
+}
+
 /// The buffer flips of every MAC layer of `model` on `geometry`, for
 /// per-bit per-cycle rates `rates` (layers without any are left out).
 pub fn derive_buffer_flips(

@@ -16,9 +16,13 @@
 //!    percentage point of the hardware mean.
 //!
 //! Rates: a sweep rate `r` is the raw flip probability per bit per cycle of
-//! the spec's most upset-prone register site; the other sites keep their
-//! ratio to it. SRAM sites and permanent faults are outside the derived feature
-//! model and are left out of both sides here.
+//! the spec's most upset-prone transient site (register or SRAM buffer);
+//! the other sites keep their ratio to it. The SRAM buffers' upsets are
+//! part of the network sweep (hardware: flips in the buffers; derived: the
+//! layers' input/filter/stored code flips, [`super::buffers`]); the
+//! per-layer statistics are the registers'. Permanent faults are left out
+//! of both sides here (`ftnas derive` covers them; a sweep scales
+//! transient rates).
 
 use rayon::prelude::*;
 
@@ -28,11 +32,10 @@ use crate::eval::{chip_accuracy, Summary};
 use crate::fault::FaultModel;
 use crate::hwsim::network::HwNetError;
 use crate::hwsim::spec::ChipFaults;
-use crate::hwsim::FaultSite;
 use crate::quant::{argmax, QModel, QOp};
 
-use super::hardware::Hardware;
-use super::layer::{GemmLayer, SiteRates};
+use super::hardware::{Hardware, TransientRates};
+use super::layer::GemmLayer;
 use super::measure::measure_layer;
 use super::network::NetworkDerivation;
 
@@ -113,24 +116,10 @@ pub fn agrees(hardware: &Summary, model: &Summary) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
     /// Site rates at `r = 1` (the spec's ratios).
-    pub shape: SiteRates,
+    pub shape: TransientRates,
     pub clean_accuracy: f64,
     pub layers: Vec<LayerCheck>,
     pub points: Vec<RatePoint>,
-}
-
-/// Site ratios of `rates`: every rate divided by the largest (all zero if
-/// none is positive).
-pub fn rate_shape(rates: &SiteRates) -> SiteRates {
-    let top = FaultSite::ALL
-        .iter()
-        .map(|&s| rates.of(s))
-        .fold(0.0, f64::max);
-    if top > 0.0 {
-        rates.scaled(1.0 / top)
-    } else {
-        SiteRates::default()
-    }
 }
 
 /// Top-1 accuracy of `chips` simulated chips (chip `c` has the faults
@@ -201,18 +190,18 @@ fn fitted(d: &NetworkDerivation, layers: &[LayerCheck]) -> NetworkDerivation {
 
 /// Run the calibration of `net` (its model quantized for the accelerator),
 /// with `layers` the GEMM views of its MAC layers (operand statistics),
-/// `base` the spec's PE transient rates, on `test`. `progress` is called
+/// `base` the spec's register and SRAM transient rates, on `test`. `progress` is called
 /// with work units done (images run).
 pub fn calibrate(
     net: &Hardware<'_>,
     layers: &[GemmLayer],
-    base: &SiteRates,
+    base: &TransientRates,
     test: TestSet<'_>,
     cfg: &CalibrationConfig,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Calibration, HwNetError> {
     let model = net.model();
-    let shape = rate_shape(base);
+    let shape = base.shape();
     let per = model.input_shape().numel();
     let engine = FastEngine;
     let clean_logits = engine
@@ -237,7 +226,7 @@ pub fn calibrate(
         })
         .collect();
     // Expected flips per cycle over the whole array at `r = 1`.
-    let unit_flips_per_cycle = net.flips_per_cycle(&shape);
+    let unit_flips_per_cycle = net.flips_per_cycle(&shape.regs);
     if unit_flips_per_cycle == 0.0 {
         return Err(HwNetError::Fault {
             what: "calibration".into(),
@@ -252,7 +241,7 @@ pub fn calibrate(
         li += 1;
         // A rate giving about four flips per layer run.
         let rate = 4.0 / (unit_flips_per_cycle * net.layer_cycles(li - 1, layer) as f64);
-        let rates = shape.scaled(rate);
+        let rates = shape.regs.scaled(rate);
         let d = net.derive_layer(gl, &rates);
         let inputs: Vec<Vec<i32>> = outs.iter().map(|o| o[node.inputs[0]].clone()).collect();
         let m = measure_layer(
@@ -300,7 +289,7 @@ pub fn calibrate(
     let mut points = Vec::new();
     for &r in &cfg.rates {
         let rates = shape.scaled(r);
-        let flips_per_image = r * unit_flips_per_cycle * net.cycles() as f64;
+        let flips_per_image = r * net.transient_flips_per_cycle(&shape) * net.cycles() as f64;
         let hw = hardware_accuracy(
             net,
             test,
@@ -308,7 +297,7 @@ pub fn calibrate(
             &|chip| Ok(net.chip_at(&rates, cfg.seed, chip)),
             progress,
         )?;
-        let derived = net.derive_network(layers, &rates);
+        let derived = net.derive_transients(layers, &rates);
         let fit = fitted(&derived, &checks);
         points.push(RatePoint {
             rate: r,

@@ -22,8 +22,42 @@ use crate::hwsim::{FaultSite, HwFault};
 use crate::quant::{MacLayer, QModel};
 
 use super::bitserial::{derive_bitserial_layer, sip_rate};
+use super::buffers::{BufferGeometry, BufferRates};
 use super::layer::{derive_layer, GemmLayer, LayerDerivation, SiteRates};
 use super::network::{derive_bitserial_network, derive_network, NetworkDerivation};
+
+/// The transient rates of a sweep point: the register sites' and the SRAM
+/// buffers' (per bit per cycle).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TransientRates {
+    pub regs: SiteRates,
+    pub sram: BufferRates,
+}
+
+impl TransientRates {
+    /// Every rate multiplied by `k`.
+    pub fn scaled(&self, k: f64) -> TransientRates {
+        TransientRates {
+            regs: self.regs.scaled(k),
+            sram: self.sram.scaled(k),
+        }
+    }
+
+    /// The rates divided by the largest of them (register or SRAM site):
+    /// the shape a sweep over the raw rate `r` scales (all zero if none is
+    /// positive).
+    pub fn shape(&self) -> TransientRates {
+        let top = FaultSite::ALL
+            .iter()
+            .map(|&s| self.regs.of(s))
+            .fold(self.sram.max(), f64::max);
+        if top > 0.0 {
+            self.scaled(1.0 / top)
+        } else {
+            TransientRates::default()
+        }
+    }
+}
 
 /// A network on the hardware being calibrated.
 #[derive(Clone, Copy)]
@@ -97,17 +131,47 @@ impl Hardware<'_> {
             .sum()
     }
 
-    /// A fault-free chip whose registers flip at `rates`.
-    pub fn chip_at(&self, rates: &SiteRates, seed: u64, chip: u64) -> ChipFaults {
+    /// Expected transient flips per cycle over every register bit and
+    /// every SRAM-buffer bit at `rates`.
+    pub fn transient_flips_per_cycle(&self, rates: &TransientRates) -> f64 {
+        self.flips_per_cycle(&rates.regs)
+            + rates
+                .sram
+                .each()
+                .iter()
+                .map(|&(b, r)| r * self.bits(Site::Sram(b)) as f64)
+                .sum::<f64>()
+    }
+
+    /// A fault-free chip whose registers and SRAM buffers flip at `rates`.
+    pub fn chip_at(&self, rates: &TransientRates, seed: u64, chip: u64) -> ChipFaults {
+        let sram = rates.sram.each().map(|(b, r)| (Site::Sram(b), r));
         ChipFaults {
             seed,
             chip,
             transient_rates: self
-                .site_rates(rates)
+                .site_rates(&rates.regs)
                 .into_iter()
+                .chain(sram)
                 .filter(|&(_, r)| r > 0.0)
                 .collect(),
             ..ChipFaults::default()
+        }
+    }
+
+    /// The clock of the design (MHz).
+    pub fn clock_mhz(&self) -> f64 {
+        match self {
+            Hardware::Systolic(n) => n.clock_mhz(),
+            Hardware::BitSerial(n) => FaultTarget::clock_mhz(*n),
+        }
+    }
+
+    /// The buffers' words and every layer's timing.
+    pub fn buffer_geometry(&self) -> BufferGeometry {
+        match self {
+            Hardware::Systolic(n) => n.buffer_geometry(),
+            Hardware::BitSerial(n) => n.buffer_geometry(),
         }
     }
 
@@ -133,7 +197,8 @@ impl Hardware<'_> {
         }
     }
 
-    /// The derived feature faults of every layer at raw rates `rates`.
+    /// The derived feature faults of every layer at raw register rates
+    /// `rates`.
     pub fn derive_network(&self, layers: &[GemmLayer], rates: &SiteRates) -> NetworkDerivation {
         match self {
             Hardware::Systolic(n) => derive_network(n.array(), n.model(), layers, rates),
@@ -141,6 +206,20 @@ impl Hardware<'_> {
                 derive_bitserial_network(&n.array().design, n.model(), layers, rates)
             }
         }
+    }
+
+    /// [`Self::derive_network`] with the code flips of the SRAM-buffer
+    /// rates of `rates` too.
+    pub fn derive_transients(
+        &self,
+        layers: &[GemmLayer],
+        rates: &TransientRates,
+    ) -> NetworkDerivation {
+        self.derive_network(layers, &rates.regs).with_buffer_rates(
+            self.model(),
+            &self.buffer_geometry(),
+            rates.sram,
+        )
     }
 
     /// Sample the transient flips of one run of layer `li`: every bit of

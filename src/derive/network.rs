@@ -22,9 +22,7 @@ use crate::quant::{MacLayer, QModel, QOp};
 use crate::fault::{PerBit, SharedStuck, StuckAt, StuckBuffers, StuckCells, WeightFault};
 
 use super::bitserial::{self, derive_bitserial_layer, sip_rate, step_profile, StepProfile};
-use super::buffers::{
-    derive_buffer_flips, sram_transient_rate, BufferFlips, BufferGeometry, BufferRates,
-};
+use super::buffers::{derive_buffer_flips, BufferFlips, BufferGeometry, BufferRates};
 use super::layer::{
     derive_layer, GemmLayer, LayerDerivation, Magnitudes, OperandRowSums, OperandRows, SiteRates,
 };
@@ -404,14 +402,19 @@ impl NetworkDerivation {
         spec: &HwFaultSpec,
         clock_mhz: f64,
     ) -> NetworkDerivation {
-        let rate = |b| sram_transient_rate(spec, b, clock_mhz);
-        let rates = BufferRates {
-            ifmap: rate(SramBuffer::Ifmap),
-            filter: rate(SramBuffer::Filter),
-            ofmap: rate(SramBuffer::Ofmap),
-        };
-        self.buffers = derive_buffer_flips(model, geometry, rates);
         self.stuck_cells = stuck_feature_cells(spec, geometry);
+        self.with_buffer_rates(model, geometry, BufferRates::of_spec(spec, clock_mhz))
+    }
+
+    /// Set the input/filter/stored code flips to those of SRAM transient
+    /// rates `rates` (per bit per cycle).
+    pub fn with_buffer_rates(
+        mut self,
+        model: &QModel,
+        geometry: &BufferGeometry,
+        rates: BufferRates,
+    ) -> NetworkDerivation {
+        self.buffers = derive_buffer_flips(model, geometry, rates);
         self
     }
 
