@@ -17,18 +17,12 @@ transient_per_bit_cycle = 1e-7
 "#;
 
 /// [`SPEC`] with SRAM-buffer upsets: the filter buffer the strongest site.
-const SRAM_SPEC: &str = r#"
-[sites."pe.psum_reg"]
-transient_per_bit_cycle = 1e-7
-[sites."pe.act_reg"]
-transient_per_bit_cycle = 5e-8
-[sites."pe.mult_out"]
-transient_per_bit_cycle = 1e-7
-[sites."sram.filter"]
-transient_per_bit_cycle = 2e-7
-[sites."sram.ofmap"]
-transient_per_bit_cycle = 1e-7
-"#;
+fn sram_spec() -> String {
+    format!(
+        "{SPEC}[sites.\"sram.filter\"]\ntransient_per_bit_cycle = 2e-7\n\
+         [sites.\"sram.ofmap\"]\ntransient_per_bit_cycle = 1e-7\n"
+    )
+}
 
 fn args(model: &str, weights: &str, spec: &str, path: &str, out: &str) -> Vec<String> {
     args_on(
@@ -88,7 +82,7 @@ fn calibrate_writes_reports_and_both_paths_agree() {
     let weights = dir.path().join("tiny.safetensors");
     init_weights(&model, "1x28x28", 2, &weights);
     let spec = dir.path().join("seu.toml");
-    std::fs::write(&spec, SRAM_SPEC).unwrap();
+    std::fs::write(&spec, sram_spec()).unwrap();
     let (exact, cycle) = (dir.path().join("exact"), dir.path().join("cycle"));
     let run_exact = run(args(s(&model), s(&weights), s(&spec), "exact", s(&exact)));
     // the SRAM upsets are part of the sweep, not left out

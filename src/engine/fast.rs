@@ -62,15 +62,7 @@ struct PreparedMac {
 /// node; the im2col matrix and the GEMM output of the whole group.
 struct Workspace {
     bufs: Vec<Vec<Vec<i32>>>,
-    col8: Vec<i8>,
-    col16: Vec<i16>,
-    /// One image's input codes narrowed once per layer (im2col then copies).
-    in8: Vec<i8>,
-    in16: Vec<i16>,
-    gemm_out: Vec<i32>,
-    depthwise: DepthwiseScratch,
-    /// One channel's raw depthwise sums.
-    depthwise_raw: Vec<i32>,
+    scratch: KitScratch,
 }
 
 impl Workspace {
@@ -84,13 +76,7 @@ impl Workspace {
         };
         Workspace {
             bufs: (0..slots).map(|_| per_image()).collect(),
-            col8: Vec::new(),
-            col16: Vec::new(),
-            in8: Vec::new(),
-            in16: Vec::new(),
-            gemm_out: Vec::new(),
-            depthwise: DepthwiseScratch::default(),
-            depthwise_raw: Vec::new(),
+            scratch: KitScratch::default(),
         }
     }
 }
@@ -217,16 +203,7 @@ fn run_group(
 ) -> Vec<Vec<i32>> {
     let n = model.input_shape().numel();
     let count = images.len() / n;
-    let Workspace {
-        bufs,
-        col8,
-        col16,
-        in8,
-        in16,
-        gemm_out,
-        depthwise,
-        depthwise_raw,
-    } = ws;
+    let Workspace { bufs, scratch } = ws;
     let bufs = &mut bufs[..count];
     for (q, node) in model.nodes.iter().enumerate() {
         match &node.op {
@@ -259,20 +236,11 @@ fn run_group(
                 }
                 // without a hook, the activation merges into requantization
                 let fused = faults.is_none();
-                let mut scratch = MacScratch {
-                    col8,
-                    col16,
-                    in8,
-                    in16,
-                    gemm_out,
-                    depthwise,
-                    depthwise_raw,
-                };
-                run_mac(layer, prep, &model.datapath, fused, &mut io, &mut scratch);
+                run_mac(layer, prep, &model.datapath, fused, &mut io, scratch);
                 for (_, l, input, out) in own_weights.iter_mut() {
                     let prep = prepare_mac(model, l);
                     let mut one = [(*input, &mut **out)];
-                    run_mac(l, &prep, &model.datapath, fused, &mut one, &mut scratch);
+                    run_mac(l, &prep, &model.datapath, fused, &mut one, scratch);
                 }
                 if !fused {
                     for ((_, out), idx) in io.into_iter().zip(io_index) {
@@ -462,17 +430,6 @@ enum GemmBuffers<'a> {
     I16(&'a mut Vec<i16>, &'a mut Vec<i16>),
 }
 
-/// The workspace buffers one MAC layer runs in.
-struct MacScratch<'a> {
-    col8: &'a mut Vec<i8>,
-    col16: &'a mut Vec<i16>,
-    in8: &'a mut Vec<i8>,
-    in16: &'a mut Vec<i16>,
-    gemm_out: &'a mut Vec<i32>,
-    depthwise: &'a mut DepthwiseScratch,
-    depthwise_raw: &'a mut Vec<i32>,
-}
-
 /// One prepared MAC layer for the images of `io` (`(input codes, output
 /// buffer)` each): requantized outputs, with the activation when `fused`.
 fn run_mac(
@@ -481,7 +438,7 @@ fn run_mac(
     dp: &Datapath,
     fused: bool,
     io: &mut [(&[i32], &mut [i32])],
-    s: &mut MacScratch<'_>,
+    s: &mut KitScratch,
 ) {
     if io.is_empty() {
         return;
@@ -490,17 +447,17 @@ fn run_mac(
     match &prep.plan {
         MacPlan::Depthwise(geom) => {
             for (input, out) in io.iter_mut() {
-                let scratch = (&mut *s.depthwise, &mut *s.depthwise_raw);
+                let scratch = (&mut s.depthwise, &mut s.depthwise_raw);
                 depthwise_layer(layer, geom, &finish, input, out, scratch);
             }
         }
         MacPlan::Gemm { packed, narrow_i8 } => {
             let operands = if *narrow_i8 {
-                GemmBuffers::I8(&mut *s.col8, &mut *s.in8)
+                GemmBuffers::I8(&mut s.col8, &mut s.in8)
             } else {
-                GemmBuffers::I16(&mut *s.col16, &mut *s.in16)
+                GemmBuffers::I16(&mut s.col16, &mut s.in16)
             };
-            gemm_layer(layer, packed, &finish, io, operands, s.gemm_out);
+            gemm_layer(layer, packed, &finish, io, operands, &mut s.gemm_out);
         }
     }
 }
@@ -727,7 +684,8 @@ pub(crate) struct LayerKit {
     prepared: Vec<Option<PreparedMac>>,
 }
 
-/// One thread's buffers for [`LayerKit`].
+/// One thread's buffers for a MAC layer (the engine's workspace and
+/// [`LayerKit`]'s).
 #[derive(Default)]
 pub(crate) struct KitScratch {
     col8: Vec<i8>,
@@ -768,22 +726,7 @@ impl LayerKit {
         s: &mut KitScratch,
     ) {
         let (layer, prep) = self.layer(model, q);
-        let finish = Finish::new(layer, prep, &model.datapath, true);
-        match &prep.plan {
-            MacPlan::Depthwise(geom) => {
-                let scratch = (&mut s.depthwise, &mut s.depthwise_raw);
-                depthwise_layer(layer, geom, &finish, input, out, scratch);
-            }
-            MacPlan::Gemm { packed, narrow_i8 } => {
-                let operands = if *narrow_i8 {
-                    GemmBuffers::I8(&mut s.col8, &mut s.in8)
-                } else {
-                    GemmBuffers::I16(&mut s.col16, &mut s.in16)
-                };
-                let mut io = [(input, out)];
-                gemm_layer(layer, packed, &finish, &mut io, operands, &mut s.gemm_out);
-            }
-        }
+        run_mac(layer, prep, &model.datapath, true, &mut [(input, out)], s);
     }
 
     /// The raw wrapping i32 sums (no bias) of group `grp` of MAC node `q`
