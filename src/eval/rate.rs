@@ -15,6 +15,7 @@
 //! | `stuck_at` | `p0[b] -> k p0[b]`, `p1[b] -> k p1[b]`; where `k (p0[b] + p1[b]) > 1` both are divided by their sum (the stuck-at-0 : stuck-at-1 ratio is kept) |
 //! | `adsaf` | `p -> min(1, k p)` (stuck-at-1 share and sign rule kept) |
 //! | `input_flip`, `filter_flip`, `stored_flip` | `q -> (1 - (1 - 2q)^k) / 2` (an odd number of upsets at `k` times the per-cycle rate: exact for any residency; transients, so scaled with the feature part) |
+//! | `[stuck_cells.*]` `p0`, `p1` | `p -> k p`, divided by their sum where `k (p0 + p1) > 1` (as `stuck_at`; feature faults, so the feature part's `k`) |
 //!
 //! `output_hit` scales as the probability of at least one of many small
 //! independent events each made `k` times likelier: `1-(1-p_out)^k`, which
@@ -222,7 +223,26 @@ pub fn scale_spec(spec: &FaultSpec, kf: f64, kw: f64, weight_bits: u8) -> FaultS
             stored_flip: scale_odd_flips(l.stored_flip, kf),
         })
         .collect();
+    for cells in [&mut out.stuck_cells.ifmap, &mut out.stuck_cells.ofmap]
+        .into_iter()
+        .flatten()
+    {
+        (cells.p0, cells.p1) = scale_stuck_pair(cells.p0, cells.p1, kf);
+    }
     out
+}
+
+/// A stuck-at-0 / stuck-at-1 pair of one bit at factor `k`: both times
+/// `k`, divided by their sum where it passes 1 (`p0 + p1 <= 1`, the ratio
+/// kept).
+fn scale_stuck_pair(p0: f64, p1: f64, k: f64) -> (f64, f64) {
+    let (a, b) = (p0 * k, p1 * k);
+    if a + b > 1.0 {
+        let a = a / (a + b);
+        (a, 1.0 - a)
+    } else {
+        (a, b)
+    }
 }
 
 /// A per-bit flip probability `q = (1 - (1-2p)^T) / 2` (an odd number of
@@ -279,16 +299,7 @@ fn scale_weight(w: &WeightFault, k: f64, weight_bits: u8) -> WeightFault {
 }
 
 fn scale_stuck_at(s: &StuckAt, k: f64, weight_bits: u8) -> StuckAt {
-    // (p0, p1) of one bit at factor k, keeping p0 + p1 <= 1 and their ratio.
-    let pair = |p0: f64, p1: f64| {
-        let (a, b) = (p0 * k, p1 * k);
-        if a + b > 1.0 {
-            let a = a / (a + b);
-            (a, 1.0 - a)
-        } else {
-            (a, b)
-        }
-    };
+    let pair = |p0: f64, p1: f64| scale_stuck_pair(p0, p1, k);
     // Register bits scale like cell bits: both are densities of stuck cells.
     let shared = s.shared.as_ref().map(|sh| {
         let (p0, p1) = pair(sh.p0, sh.p1);
@@ -353,11 +364,23 @@ mod tests {
         }
         // the rate of a file of layer entries scales them
         let fm = FaultModel::parse_str(
-            "[[layer]]\nname = \"c\"\ninput_flip = 1e-6\nstored_flip = 2e-6\n",
+            "[stuck_cells.ofmap]\nwords = 64\np0 = 1e-4\np1 = 0.3\n\
+             [[layer]]\nname = \"c\"\ninput_flip = 1e-6\nstored_flip = 2e-6\n",
             "f.toml",
         )
         .unwrap();
         let s = RateScaler::new(&fm, RateMode::Relative, 8).unwrap();
+        let at = s.at(10.0).unwrap();
+        // stuck cells: times 10, and past p0 + p1 = 1 normalised
+        let cells = spec_of(&at).stuck_cells.ofmap.unwrap();
+        assert!((cells.p0 - 1e-3 / 3.001).abs() < 1e-12, "{}", cells.p0);
+        assert!((cells.p0 + cells.p1 - 1.0).abs() < 1e-12);
+        assert_eq!(cells.words, 64);
+        let at = s.at(2.0).unwrap();
+        let cells = spec_of(&at).stuck_cells.ofmap.unwrap();
+        assert!((cells.p0 - 2e-4).abs() < 1e-15 && (cells.p1 - 0.6).abs() < 1e-12);
+        let l = &spec_of(&at).layers[0];
+        assert!((l.input_flip / 2e-6 - 1.0).abs() < 1e-4, "{}", l.input_flip);
         let at = s.at(10.0).unwrap();
         let l = &spec_of(&at).layers[0];
         assert!((l.input_flip / 1e-5 - 1.0).abs() < 1e-4, "{}", l.input_flip);
