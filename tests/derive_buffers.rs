@@ -193,80 +193,117 @@ fn derived_buffer_flips_match_hardware_injection_on_a_bit_serial_design() {
 /// (`[stuck_cells]`, the buffers' word counts and the spec's densities) is
 /// the hardware rule itself, so a chip whose hardware faults are exactly the
 /// cells the model draws gives the engine's logits bit for bit — on
-/// multi-tile tensors, where one cell hits a code of every tile.
+/// multi-tile tensors, where one cell hits a code of every tile, on two
+/// systolic dataflows and a bit-serial design.
 #[test]
 fn stuck_feature_cells_are_the_hardware_rule() {
+    let q = tiny_model();
+    let (px, _) = first_images(12);
+    let text = "[sites.\"sram.ifmap\"]\nstuck_at_0 = 1e-3\nstuck_at_1 = 2e-3\n\
+                [sites.\"sram.ofmap\"]\nstuck_at_0 = 2e-3\nstuck_at_1 = 1e-3\n";
+    let spec = HwFaultSpec::parse(text, std::path::Path::new("stuck.toml")).unwrap();
+    let layers = gemm_layers(&q, &px[..4 * q.input_shape().numel()]);
+    let mut changed = 0;
+    for dataflow in [Dataflow::Os, Dataflow::Ws] {
+        let acc = common::systolic_accelerator(8, 8, dataflow, q.datapath, 1);
+        let net = HwNetwork::new(&acc, &q).unwrap();
+        let geometry = net.buffer_geometry();
+        let (d, left_out) =
+            derive_from_spec(net.array(), &geometry, net.clock_mhz(), &q, &layers, &spec);
+        assert!(left_out.is_empty(), "{left_out:?}");
+        changed += check_stuck_cells(&format!("{dataflow:?}"), &q, px, &d, &geometry, |c| {
+            net.run_images(px, 0, c).unwrap()
+        });
+    }
+    let design = BitSerial {
+        tiles: 2,
+        windows: 4,
+        filters: 4,
+        lanes: 4,
+        serial: Serial::Activations,
+        bits_per_cycle: 1,
+        precision: Precision::PerLayer,
+        group_size: None,
+    };
+    let acc = common::bitserial_accelerator(design.clone(), q.datapath, 1);
+    let net = BitSerialNetwork::new(&acc, &q).unwrap();
+    let geometry = net.buffer_geometry();
+    let (d, left_out) = derive_bitserial_from_spec(&design, &geometry, 500.0, &q, &layers, &spec);
+    assert!(left_out.is_empty(), "{left_out:?}");
+    changed += check_stuck_cells("Stripes", &q, px, &d, &geometry, |c| {
+        net.run_images(px, 0, c).unwrap()
+    });
+    assert!(changed > 0, "the stuck cells change some logits");
+}
+
+/// Derivation `d` carries the spec's stuck feature cells with `geometry`'s
+/// word counts; four chips whose hardware faults (`hw`) are the cells the
+/// written model draws give the engine's logits. Returns the logits that
+/// differ from the clean run.
+fn check_stuck_cells(
+    what: &str,
+    q: &QModel,
+    px: &[f32],
+    d: &ftnas::derive::network::NetworkDerivation,
+    geometry: &ftnas::derive::buffers::BufferGeometry,
+    hw: impl Fn(&ftnas::hwsim::spec::ChipFaults) -> Vec<Vec<i32>>,
+) -> usize {
     use ftnas::fault::FeatureBuffer;
     use ftnas::hwsim::network::ChipFault;
     use ftnas::hwsim::spec::ChipFaults;
     use ftnas::hwsim::sram::{SramBuffer, SramFault};
     use ftnas::hwsim::FaultKind;
 
-    let q = tiny_model();
-    let images = 12usize;
-    let (px, _) = first_images(images);
-    let clean = FastEngine.run(&q, px, 0, None).unwrap();
-    let mut changed = 0usize;
-    for dataflow in [Dataflow::Os, Dataflow::Ws] {
-        let acc = common::systolic_accelerator(8, 8, dataflow, q.datapath, 1);
-        let net = HwNetwork::new(&acc, &q).unwrap();
-        let text = "[sites.\"sram.ifmap\"]\nstuck_at_0 = 1e-3\nstuck_at_1 = 2e-3\n\
-                    [sites.\"sram.ofmap\"]\nstuck_at_0 = 2e-3\nstuck_at_1 = 1e-3\n";
-        let spec = HwFaultSpec::parse(text, std::path::Path::new("stuck.toml")).unwrap();
-        let layers = gemm_layers(&q, &px[..4 * q.input_shape().numel()]);
-        let geometry = net.buffer_geometry();
-        let (d, left_out) =
-            derive_from_spec(net.array(), &geometry, net.clock_mhz(), &q, &layers, &spec);
-        assert!(left_out.is_empty(), "{left_out:?}");
-        let ifmap = d.stuck_cells.ifmap.expect("ifmap cells derived");
-        let ofmap = d.stuck_cells.ofmap.expect("ofmap cells derived");
-        assert_eq!(
-            (ifmap.words, ifmap.p0, ifmap.p1),
-            (geometry.ifmap_words, 1e-3, 2e-3)
-        );
-        assert_eq!(
-            (ofmap.words, ofmap.p0, ofmap.p1),
-            (geometry.ofmap_words, 2e-3, 1e-3)
-        );
-        let fm = FaultModel::from_spec(d.fault_spec("stuck feature cells".into())).unwrap();
-        let fm = FaultModel::parse_str(&fm.to_toml_string(), "written.toml").unwrap();
-        for chip in 0..4u64 {
-            let draw = ftnas::fault::draw_key(11, chip);
-            let mut permanent = Vec::new();
-            for (buffer, m, hw) in [
-                (FeatureBuffer::Ifmap, ifmap, SramBuffer::Ifmap),
-                (FeatureBuffer::Ofmap, ofmap, SramBuffer::Ofmap),
-            ] {
-                for c in m.cells(draw, buffer, q.datapath.act_bits) {
-                    permanent.push(ChipFault::Sram(SramFault {
-                        buffer: hw,
-                        address: c.address,
-                        bit: c.bit as u8,
-                        kind: if c.one {
-                            FaultKind::StuckAt1
-                        } else {
-                            FaultKind::StuckAt0
-                        },
-                    }));
-                }
+    let ifmap = d.stuck_cells.ifmap.expect("ifmap cells derived");
+    let ofmap = d.stuck_cells.ofmap.expect("ofmap cells derived");
+    assert_eq!(
+        (ifmap.words, ifmap.p0, ifmap.p1),
+        (geometry.ifmap_words, 1e-3, 2e-3)
+    );
+    assert_eq!(
+        (ofmap.words, ofmap.p0, ofmap.p1),
+        (geometry.ofmap_words, 2e-3, 1e-3)
+    );
+    let fm = FaultModel::from_spec(d.fault_spec("stuck feature cells".into())).unwrap();
+    let fm = FaultModel::parse_str(&fm.to_toml_string(), "written.toml").unwrap();
+    let clean = FastEngine.run(q, px, 0, None).unwrap();
+    let mut changed = 0;
+    for chip in 0..4u64 {
+        let draw = ftnas::fault::draw_key(11, chip);
+        let mut permanent = Vec::new();
+        for (buffer, m, site) in [
+            (FeatureBuffer::Ifmap, ifmap, SramBuffer::Ifmap),
+            (FeatureBuffer::Ofmap, ofmap, SramBuffer::Ofmap),
+        ] {
+            for c in m.cells(draw, buffer, q.datapath.act_bits) {
+                permanent.push(ChipFault::Sram(SramFault {
+                    buffer: site,
+                    address: c.address,
+                    bit: c.bit as u8,
+                    kind: if c.one {
+                        FaultKind::StuckAt1
+                    } else {
+                        FaultKind::StuckAt0
+                    },
+                }));
             }
-            assert!(!permanent.is_empty(), "chip {chip} has stuck cells");
-            let chip_faults = ChipFaults {
-                seed: 11,
-                chip,
-                permanent,
-                ..ChipFaults::none()
-            };
-            let hw = net.run_images(px, 0, &chip_faults).unwrap();
-            let f = FeatureFaults {
-                injector: fm.feature().unwrap(),
-                seed: 11,
-                trial: chip,
-            };
-            let alg = FastEngine.run(&q, px, 0, Some(f)).unwrap();
-            assert_eq!(hw, alg, "{dataflow:?} chip {chip}");
-            changed += hw.iter().zip(&clean).filter(|(a, b)| a != b).count();
         }
+        assert!(!permanent.is_empty(), "{what} chip {chip} has stuck cells");
+        let chip_faults = ChipFaults {
+            seed: 11,
+            chip,
+            permanent,
+            ..ChipFaults::none()
+        };
+        let on_hw = hw(&chip_faults);
+        let f = FeatureFaults {
+            injector: fm.feature().unwrap(),
+            seed: 11,
+            trial: chip,
+        };
+        let alg = FastEngine.run(q, px, 0, Some(f)).unwrap();
+        assert_eq!(on_hw, alg, "{what} chip {chip}");
+        changed += on_hw.iter().zip(&clean).filter(|(a, b)| a != b).count();
     }
-    assert!(changed > 0, "the stuck cells change some logits");
+    changed
 }
