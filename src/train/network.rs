@@ -567,7 +567,8 @@ impl<'g> Network<'g> {
     /// Requantize node `id`'s output to its format; at a MAC layer's hook,
     /// inject feature faults on the codes of every image and saturate again.
     /// Returns each image's fault stream after the hook when the layer
-    /// has output-buffer flips (for [`Self::flip_stored`]).
+    /// has output-buffer flips or stuck output-buffer cells (for
+    /// [`Self::flip_stored`]).
     fn requantize(
         &self,
         id: NodeId,
@@ -619,9 +620,10 @@ impl<'g> Network<'g> {
         keep.then(|| rngs.into_iter().flatten().collect())
     }
 
-    /// Output-buffer flips of conv/linear `mac` on its stored codes (node
-    /// `id`'s output, after the fused activation), one image per stream of
-    /// `rngs`, as [`crate::engine::finish_mac_output`] applies them.
+    /// Output-buffer flips and stuck output-buffer cells of conv/linear
+    /// `mac` on its stored codes (node `id`'s output, after the fused
+    /// activation), one image per stream of `rngs`, as
+    /// [`crate::engine::finish_mac_output`] applies them.
     #[allow(clippy::too_many_arguments)]
     fn flip_stored(
         &self,
