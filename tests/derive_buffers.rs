@@ -144,12 +144,10 @@ fn compare(
     assert!(agree(hw_top, alg_top, n), "{what}: {hw_top} vs {alg_top}");
 }
 
-#[test]
-fn derived_buffer_flips_match_hardware_injection_on_a_bit_serial_design() {
-    let q = tiny_model();
-    let (images, chips) = (100usize, 20u64);
-    let (px, _) = first_images(images);
-    let design = BitSerial {
+/// A small Stripes-like design: 2 tiles of 4 windows x 4 filters, 4 lanes,
+/// one activation bit per cycle, per-layer precision.
+fn small_stripes() -> BitSerial {
+    BitSerial {
         tiles: 2,
         windows: 4,
         filters: 4,
@@ -158,7 +156,15 @@ fn derived_buffer_flips_match_hardware_injection_on_a_bit_serial_design() {
         bits_per_cycle: 1,
         precision: Precision::PerLayer,
         group_size: None,
-    };
+    }
+}
+
+#[test]
+fn derived_buffer_flips_match_hardware_injection_on_a_bit_serial_design() {
+    let q = tiny_model();
+    let (images, chips) = (100usize, 20u64);
+    let (px, _) = first_images(images);
+    let design = small_stripes();
     // 1 KiB per buffer: the 6x28x28 feature map takes 5 tiles
     let acc = common::bitserial_accelerator(design.clone(), q.datapath, 1);
     let net = BitSerialNetwork::new(&acc, &q).unwrap();
@@ -215,16 +221,7 @@ fn stuck_feature_cells_are_the_hardware_rule() {
             net.run_images(px, 0, c).unwrap()
         });
     }
-    let design = BitSerial {
-        tiles: 2,
-        windows: 4,
-        filters: 4,
-        lanes: 4,
-        serial: Serial::Activations,
-        bits_per_cycle: 1,
-        precision: Precision::PerLayer,
-        group_size: None,
-    };
+    let design = small_stripes();
     let acc = common::bitserial_accelerator(design.clone(), q.datapath, 1);
     let net = BitSerialNetwork::new(&acc, &q).unwrap();
     let geometry = net.buffer_geometry();

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 
 use crate::accel::description::Accelerator;
 use crate::data::{self, Split};
-use crate::derive::buffers::sram_transient_rate;
+use crate::derive::buffers::BufferRates;
 use crate::derive::network::{
     bitserial_layers, derive_bitserial_from_spec, derive_from_spec, gemm_layers,
     sip_transient_rates, with_psum_signs, NetworkDerivation,
@@ -22,7 +22,6 @@ use crate::eval;
 use crate::fault::{FaultModel, FeatureBuffer};
 use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::spec::{HwFaultSpec, Site};
-use crate::hwsim::sram::SramBuffer;
 use crate::hwsim::AnyHwNetwork;
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::report::{Csv, Table};
@@ -158,13 +157,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let desc = if d.buffers.is_empty() {
         desc
     } else {
-        let rate = |b| sram_transient_rate(&spec, b, acc.clock_mhz);
+        let r = BufferRates::of_spec(&spec, acc.clock_mhz);
         format!(
             "{desc}; SRAM upsets per bit per cycle: ifmap {:e}, filter {:e}, ofmap {:e} \
              (input_flip / filter_flip / stored_flip per layer)",
-            rate(SramBuffer::Ifmap),
-            rate(SramBuffer::Filter),
-            rate(SramBuffer::Ofmap)
+            r.ifmap, r.filter, r.ofmap
         )
     };
     let desc = if d.stuck_cells.is_empty() {

@@ -393,8 +393,9 @@ pub fn derive_from_spec(
 
 impl NetworkDerivation {
     /// Add the input/filter/stored code flips of the spec's `sram.ifmap`,
-    /// `sram.filter` and `sram.ofmap` transient rates (nothing when none is
-    /// set).
+    /// `sram.filter` and `sram.ofmap` transient rates and the stuck cells of
+    /// its `sram.ifmap` / `sram.ofmap` stuck-at densities (nothing when none
+    /// is set).
     pub fn with_buffer_flips(
         mut self,
         model: &QModel,
