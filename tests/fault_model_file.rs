@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ftnas::fault::{
     AdSaf, FaultError, FaultModel, FaultSpec, FeatureFault, FeatureSection, HitSign, LayerOverride,
     LayerSelection, Mibb, OutputHit, PerBit, Sa1Sign, ShareUnit, SharedStuck, StuckAt,
-    StuckBuffers, StuckCells, WeightFault, WeightSection,
+    StuckBuffers, StuckCells, StuckDensity, StuckMacs, WeightFault, WeightSection,
 };
 
 fn examples() -> PathBuf {
@@ -168,6 +168,20 @@ fn rich_spec() -> FaultSpec {
             }),
             ofmap: None,
         },
+        stuck_macs: Some(StuckMacs {
+            grid: ftnas::fault::MacGrid::WeightStationary,
+            rows: 16,
+            cols: 12,
+            density: [
+                StuckDensity { p0: 1e-5, p1: 0.0 },
+                StuckDensity { p0: 0.0, p1: 0.0 },
+                StuckDensity {
+                    p0: 2.5e-6,
+                    p1: 7e-6,
+                },
+                StuckDensity { p0: 0.0, p1: 2e-5 },
+            ],
+        }),
     }
 }
 
@@ -425,6 +439,31 @@ fn bad_files_name_file_line_and_key() {
         (
             "[stuck_cells.psum]\nwords = 64\n",
             &["bad.toml:", "psum"],
+        ),
+        // stuck MAC-unit bits
+        (
+            "[stuck_macs]\ndataflow = \"os\"\nrows = 0\ncols = 4\n",
+            &["bad.toml:3:", "stuck_macs.rows", "at least 1"],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"rs\"\nrows = 2\ncols = 4\n",
+            &["bad.toml:2:", "stuck_macs.dataflow", "\"os\", \"ws\" or \"is\""],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"os\"\nrows = 4\ncols = 4\nproduct = { p0 = 0.75, p1 = 0.5 }\n",
+            &["bad.toml:", "stuck_macs.product.p1", "at most 1"],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"os\"\nrows = 4\ncols = 4\naccumulator = { p0 = -1e-3 }\n",
+            &["bad.toml:", "stuck_macs.accumulator.p0"],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"os\"\nrows = 4\ncols = 4\npsum = { p0 = 1e-3 }\n",
+            &["bad.toml:", "psum"],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"ws\"\ncols = 4\n",
+            &["bad.toml:", "rows"],
         ),
         // not TOML
         ("[feature\nkind = 1\n", &["bad.toml", "line 1"]),

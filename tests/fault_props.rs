@@ -267,6 +267,17 @@ proptest! {
                 ifmap: persistent.then_some(ftnas::fault::StuckCells { words: 1 + (q * 1e4) as usize, p0: p * q, p1: p * (1.0 - q) }),
                 ofmap: (q > 0.5).then_some(ftnas::fault::StuckCells { words: 7, p0: p * (1.0 - q), p1: p * q }),
             },
+            stuck_macs: (q < 0.7).then_some(ftnas::fault::StuckMacs {
+                grid: [ftnas::fault::MacGrid::OutputStationary, ftnas::fault::MacGrid::WeightStationary, ftnas::fault::MacGrid::InputStationary][names.len() % 3],
+                rows: 1 + (q * 40.0) as usize,
+                cols: 1 + bits,
+                density: [
+                    ftnas::fault::StuckDensity { p0: p * q, p1: 0.0 },
+                    ftnas::fault::StuckDensity { p0: 0.0, p1: p },
+                    ftnas::fault::StuckDensity::default(),
+                    ftnas::fault::StuckDensity { p0: p * (1.0 - q), p1: p * q },
+                ],
+            }),
         };
         let m = FaultModel::from_spec(spec).unwrap();
         let back = FaultModel::parse_str(&m.to_toml_string(), "rt.toml").unwrap();

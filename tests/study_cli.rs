@@ -246,10 +246,45 @@ fn study_rejects_bad_inputs_clearly() {
         &study(dir.path(), "accelerators/edge_16x16_os.toml", "2", &out),
         &["--rates", "2"],
     );
+    failed_naming(
+        &study(
+            dir.path(),
+            "accelerators/edge_16x16_os.toml",
+            "1e-9,x",
+            &out,
+        ),
+        &["--rates", "`x`", "not a number"],
+    );
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     failed_naming(
         &run(["study", "--models-dir", s(&empty), "--out", s(&out)]),
         &["no trained model", "empty"],
     );
+}
+
+/// An aged chip on the OS array: stuck PE register bits are part of the
+/// derived model (`[stuck_macs]`) and named in the report, SRAM stuck
+/// cells too; `--rates ''` skips the sweep.
+#[test]
+fn study_of_an_aged_chip_derives_stuck_pe_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    models_dir(dir.path());
+    let out = dir.path().join("aged");
+    let stdout = succeeded(&study_under(
+        dir.path(),
+        "accelerators/edge_16x16_os.toml",
+        "accelerators/faults/aged_chip.toml",
+        "",
+        &out,
+    ));
+    assert!(!stdout.contains("sweep of the raw"), "{stdout}");
+    let fm = std::fs::read_to_string(out.join("tiny.fault-model.toml")).unwrap();
+    assert!(
+        fm.contains("[stuck_macs]") && fm.contains("rows = 16"),
+        "{fm}"
+    );
+    let md = std::fs::read_to_string(out.join("study.md")).unwrap();
+    assert!(md.contains("Stuck PE register bits of the 16x16"), "{md}");
+    assert!(!md.contains("pe.psum_reg stuck-at"), "{md}");
 }

@@ -287,6 +287,28 @@ fn ftt_step_reports_a_faulty_loss() {
     assert!(st.faulty_loss > 0.0 && st.faulty_loss != st.loss, "{st:?}");
 }
 
+/// Stuck MAC-unit bits need the integer accumulator the training forward
+/// does not have: FTT with such a model is a clear configuration error,
+/// not a silently clean forward.
+#[test]
+fn ftt_rejects_stuck_mac_units() {
+    let (graph, _, _) = setup(1);
+    let mut cfg = TrainConfig::new(1, 32);
+    cfg.ftt = Some(Ftt {
+        model: FaultModel::parse_str(
+            "[stuck_macs]\ndataflow = \"os\"\nrows = 4\ncols = 4\naccumulator = { p1 = 1e-3 }\n",
+            "m.toml",
+        )
+        .unwrap(),
+        alpha: 0.5,
+    });
+    let e = Trainer::new(&graph, cfg, Params::init(&graph, 2))
+        .err()
+        .expect("rejected")
+        .to_string();
+    assert!(e.contains("stuck_macs"), "{e}");
+}
+
 /// One FTT step applies exactly `(1-alpha) dCE(clean) + alpha dCE(faulty)`:
 /// the step's two halves (run side by side) give the same parameters, bit
 /// for bit, as the clean and the faulty forward/backward run one after the

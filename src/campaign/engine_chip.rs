@@ -29,7 +29,9 @@
 //! `feature` with the image's scope: each code they changed in a layer's
 //! copy of its input (after its flips; a code both flipped and stuck counts
 //! twice) or in its stored output, for that image (the engine tells the
-//! injector the image of these calls).
+//! injector the image of these calls). Stuck MAC-unit bits
+//! (`[stuck_macs]`) likewise: each pre-activation output code of a layer
+//! they changed for that image.
 //!
 //! The feature injector is wrapped to see what it changes; the engine does
 //! not tell an injector which image it is working on, but it seeds each
@@ -169,6 +171,24 @@ impl FeatureInjector for Recorder<'_> {
     fn inject_stuck(&self, site: &LayerSite, buffer: FeatureBuffer, image: u64, codes: &mut [i32]) {
         let before = codes.to_vec();
         self.inner.inject_stuck(site, buffer, image, codes);
+        self.record(site.node, image as usize, &before, codes);
+    }
+
+    fn has_stuck_macs(&self) -> bool {
+        self.inner.has_stuck_macs()
+    }
+
+    fn inject_macs(
+        &self,
+        site: &LayerSite,
+        layer: &crate::quant::MacLayer,
+        input: &[i32],
+        dp: &crate::fixed::Datapath,
+        image: u64,
+        codes: &mut [i32],
+    ) {
+        let before = codes.to_vec();
+        self.inner.inject_macs(site, layer, input, dp, image, codes);
         self.record(site.node, image as usize, &before, codes);
     }
 }

@@ -198,6 +198,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     skipped.extend(not_weights);
+    if acc.systolic.is_some()
+        && spec
+            .rates
+            .iter()
+            .any(|(s, r)| matches!(s, Site::Pe(_)) && r.stuck_at_0 + r.stuck_at_1 > 0.0)
+    {
+        skipped.push(
+            "stuck PE register bits (derived by `ftnas derive` as [stuck_macs]; calibration sweeps transient rates)"
+                .into(),
+        );
+    }
     for b in [SramBuffer::Ifmap, SramBuffer::Ofmap] {
         if spec
             .rates

@@ -3,9 +3,11 @@
 //! probability that an output element is hit and the distribution of the
 //! hit bit (`output_hit`) from PE transient rates, and the per-bit weight
 //! stuck-at probabilities from stuck filter-SRAM cells and (on WS arrays)
-//! stuck weight registers — written as a fault-model file that `infer`,
-//! `eval`, `train` and `search` read. See [`crate::derive`] for the
-//! formulas.
+//! stuck weight registers, SRAM-buffer upsets and stuck feature-buffer
+//! cells, and the other stuck PE register bits as stuck MAC-unit bits —
+//! written as a fault-model file that `infer`, `eval`, `inject
+//! --fault-model` and (all but the stuck MAC-unit bits) `train` and
+//! `search` read. See [`crate::derive`] for the formulas.
 
 use std::path::PathBuf;
 
@@ -19,7 +21,8 @@ use crate::derive::network::{
     sip_transient_rates, with_psum_signs, NetworkDerivation,
 };
 use crate::eval;
-use crate::fault::{FaultModel, FeatureBuffer};
+use crate::fault::{FaultModel, FeatureBuffer, MacRegister, StuckMacs};
+use crate::fixed::Datapath;
 use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::AnyHwNetwork;
@@ -100,6 +103,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     spec.check(&net)
         .with_context(|| format!("{} is a {kind} design", inp.accel.display()))?;
     let layers = gemm_layers(&q.qmodel, &train.images[..n * per]);
+    let shapes: Vec<_> = layers
+        .iter()
+        .map(|l| (l.name.clone(), (l.e, l.k, l.m), l.groups))
+        .collect();
     let geometry = net.buffer_geometry();
     let (d, skipped) = match (&acc.systolic, &acc.bitserial) {
         (Some(sys), _) => {
@@ -169,6 +176,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         format!("{desc}; stuck feature-buffer cells ([stuck_cells], per chip)")
     };
+    let desc = match &d.stuck_macs {
+        None => desc,
+        Some(m) => format!(
+            "{desc}; stuck PE register bits of the {}x{} OS array ([stuck_macs], per chip)",
+            m.rows, m.cols
+        ),
+    };
     let model = FaultModel::from_spec(d.fault_spec(desc))?;
     model.save(&args.out)?;
 
@@ -224,8 +238,73 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(m) = &d.stuck_macs {
+        let (table, csv) = stuck_macs_table(m, &shapes, &acc.datapath)?;
+        print!("{table}");
+        let path = args.out.with_extension("macs.csv");
+        csv.write(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path.display().to_string());
+    }
     println!("wrote {}", written.join(", "));
     Ok(())
+}
+
+/// The stuck MAC-unit model's summary line and per-layer reach table;
+/// `layers` holds per layer `(name, (pixels, reduction, filters per
+/// group), groups)`.
+pub fn stuck_macs_table(
+    m: &StuckMacs,
+    layers: &[(String, (usize, usize, usize), usize)],
+    dp: &Datapath,
+) -> anyhow::Result<(String, Csv)> {
+    let mut out = String::new();
+    let expected: f64 = MacRegister::ALL
+        .iter()
+        .map(|&r| {
+            let d = m.of(r);
+            (m.rows * m.cols) as f64 * f64::from(r.width(dp)) * (d.p0 + d.p1)
+        })
+        .sum();
+    out += &format!(
+        "stuck PE register bits ({}x{} {} array, per chip, every layer; per bit stuck at 0 / 1: {}); \
+         expected {expected:.2} stuck bits per chip\n",
+        m.rows,
+        m.cols,
+        m.grid.key().to_uppercase(),
+        MacRegister::ALL
+            .iter()
+            .filter(|&&r| m.of(r).p0 + m.of(r).p1 > 0.0)
+            .map(|&r| format!("{} {:e} / {:e}", r.key(), m.of(r).p0, m.of(r).p1))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    out += "outputs one stuck bit reaches (mean over the PEs it can sit in):\n";
+    let header = [
+        "layer",
+        "outputs",
+        "act_bit",
+        "weight_bit",
+        "product_bit",
+        "psum_bit",
+    ];
+    let mut t = Table::new(header);
+    let mut csv = Csv::new(header);
+    for (name, (e, k, f), g) in layers {
+        let r = crate::derive::stuck_macs::mean_reach(m.grid, m.rows, m.cols, (*e, *k, *f), *g);
+        let row = [
+            name.clone(),
+            (e * f * g).to_string(),
+            format!("{:.1}", r[0]),
+            format!("{:.1}", r[1]),
+            format!("{:.1}", r[2]),
+            format!("{:.1}", r[3]),
+        ];
+        csv.push(row.clone())?;
+        t.push(row);
+    }
+    out += &t.to_string();
+    Ok((out, csv))
 }
 
 /// Where `derive --out FM.toml` writes the weight-fault CSV: `FM.weights.csv`.

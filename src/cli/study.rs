@@ -57,12 +57,8 @@ pub struct Args {
     pub chips: u64,
     /// Raw rates of the sweep (flip probability per bit per cycle of the
     /// spec's most upset-prone register site (PE or SIP)), comma separated; `--rates ''` for none.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1e-9,1e-8,1e-7,1e-6,1e-5"
-    )]
-    pub rates: Vec<f64>,
+    #[arg(long, default_value = "1e-9,1e-8,1e-7,1e-6,1e-5")]
+    pub rates: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Training images used to calibrate activation formats.
@@ -109,7 +105,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.images == 0 || args.hw_images == 0 || args.chips == 0 || args.stats_images == 0 {
         bail!("--images, --hw-images, --chips and --stats-images must be at least 1");
     }
-    if let Some(r) = args.rates.iter().find(|r| !(0.0..=0.5).contains(*r)) {
+    let rates = rate_list(&args.rates)?;
+    if let Some(r) = rates.iter().find(|r| !(0.0..=0.5).contains(*r)) {
         bail!("--rates: {r} is not a probability per bit per cycle in [0, 0.5]");
     }
     let acc = Accelerator::load(&args.accel)?;
@@ -158,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let test = eval::first_images(&test_data, Some(args.images))?;
     let cross = eval::first_images(&test_data, Some(args.hw_images))?;
     let cfg = StudyConfig {
-        rates: args.rates.clone(),
+        rates,
         chips: args.chips,
         seed: args.seed,
     };
@@ -271,4 +268,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("wrote {}/study.md (+ summary.csv, sweep.csv, accuracy.svg, per-model timing, derived fault models)", args.out.display());
     Ok(())
+}
+
+/// The `--rates` list: comma-separated numbers, or nothing (`''`) for no
+/// sweep.
+fn rate_list(text: &str) -> anyhow::Result<Vec<f64>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<f64>().map_err(|_| {
+                anyhow::anyhow!("--rates: `{t}` is not a number (expected e.g. 1e-9,1e-8)")
+            })
+        })
+        .collect()
 }

@@ -7,7 +7,9 @@
 //! exposure of each output value to each register site ([`exposure`]), and
 //! the per-layer parameters built from it; and from permanent stuck-at
 //! cells to weight stuck-at faults ([`permanent`]); and from SRAM-buffer
-//! upsets to flips of a layer's input and stored output codes ([`buffers`]).
+//! upsets to flips of a layer's input and stored output codes ([`buffers`]);
+//! and from stuck PE register bits of an output-stationary array to stuck
+//! MAC-unit bits ([`stuck_macs`]).
 
 pub mod bitserial;
 pub mod buffers;
@@ -20,3 +22,4 @@ pub mod network;
 pub mod permanent;
 pub mod psum_sign;
 pub mod stream;
+pub mod stuck_macs;

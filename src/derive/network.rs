@@ -19,7 +19,9 @@ use crate::hwsim::sram::SramBuffer;
 use crate::hwsim::{FaultSite, SystolicArray};
 use crate::quant::{MacLayer, QModel, QOp};
 
-use crate::fault::{PerBit, SharedStuck, StuckAt, StuckBuffers, StuckCells, WeightFault};
+use crate::fault::{
+    PerBit, SharedStuck, StuckAt, StuckBuffers, StuckCells, StuckMacs, WeightFault,
+};
 
 use super::bitserial::{self, derive_bitserial_layer, sip_rate, step_profile, StepProfile};
 use super::buffers::{derive_buffer_flips, BufferFlips, BufferGeometry, BufferRates};
@@ -124,6 +126,9 @@ pub struct NetworkDerivation {
     /// Stuck cells of the feature-map buffers (`sram.ifmap` /
     /// `sram.ofmap` stuck-at densities with the buffers' word counts).
     pub stuck_cells: StuckBuffers,
+    /// Stuck PE register bits of an output-stationary array
+    /// ([`super::stuck_macs`]).
+    pub stuck_macs: Option<StuckMacs>,
 }
 
 /// Every MAC layer of `model` with the node id of its input, in graph order
@@ -333,6 +338,7 @@ pub fn derive_network(
         shared: None,
         buffers: Vec::new(),
         stuck_cells: StuckBuffers::default(),
+        stuck_macs: None,
     }
 }
 
@@ -359,7 +365,9 @@ pub fn derive_bitserial_network(
 /// buffers and layer timing of `geometry`, at `clock_mhz`): feature faults
 /// from the PE transient rates, input/stored code flips from the ifmap/ofmap
 /// SRAM transient rates, weight faults from the stuck cells that hold
-/// weights. Also returns what the spec has that is not derived (by name).
+/// weights, stuck feature-buffer cells, and stuck MAC-unit bits from the
+/// other stuck PE register bits ([`super::stuck_macs`]). Also returns what
+/// the spec has that is not derived (by name).
 pub fn derive_from_spec(
     array: &SystolicArray,
     geometry: &BufferGeometry,
@@ -385,9 +393,10 @@ pub fn derive_from_spec(
             ..NetworkDerivation::default()
         }
     };
-    let d = derived
+    let mut d = derived
         .with_weight_faults(&holder, geometry.filter_words, model, layers, &stuck)
         .with_buffer_flips(model, geometry, spec, clock_mhz);
+    d.stuck_macs = super::stuck_macs::stuck_macs_of_spec(spec, array);
     (d, left_out)
 }
 
@@ -537,6 +546,7 @@ impl NetworkDerivation {
             weight: None,
             layers,
             stuck_cells: self.stuck_cells,
+            stuck_macs: self.stuck_macs,
         }
     }
 }

@@ -69,8 +69,10 @@
 //! a stuck bit corrupts a weight only for the outputs computed downstream of
 //! that PE (OS: PE rows below it; IS: columns to its right), which is not a
 //! property of the weight alone. Stuck `act_reg`/`psum_reg`/`mult_out` bits
-//! corrupt features, not weights; they stay with hardware-level injection
-//! (`ftnas inject`), and [`stuck_rates`] lists them as not derived. Stuck
+//! corrupt features, not weights. On a systolic array all of these become
+//! stuck MAC-unit bits ([`super::stuck_macs`]), so [`stuck_rates`] passes
+//! over them; on a bit-serial design it lists a PE site as not derived (no
+//! such site there), the SIP activation and partial-sum registers too. Stuck
 //! ifmap/ofmap cells corrupt features too; they become the feature model's
 //! stuck buffer cells ([`crate::fault::stuck_cells`]), so [`stuck_rates`]
 //! passes over them.
@@ -260,12 +262,12 @@ pub fn stuck_rates(spec: &HwFaultSpec, holder: &WeightHolder) -> (StuckRates, Ve
             (s, h) if *s == h.register_site() && h.register_holds_weights() => {
                 rates.weight_reg = pair
             }
+            // feature faults of the array's MAC units
+            // (`super::stuck_macs`)
+            (Site::Pe(_), WeightHolder::Systolic { .. }) => {}
             (Site::Pe(_), WeightHolder::BitSerial { .. }) => not_derived.push(format!(
                 "{} stuck-at (no such site on a bit-serial design)",
                 site.name()
-            )),
-            (Site::Pe(FaultSite::WeightReg), WeightHolder::Systolic { dataflow, .. }) => not_derived.push(format!(
-                "pe.weight_reg stuck-at (a moving register on {dataflow:?}: it corrupts a weight only for the outputs downstream of the PE)"
             )),
             (other, _) => not_derived.push(format!(
                 "{} stuck-at (corrupts features, not weights)",

@@ -29,8 +29,8 @@ use super::depthwise::{depthwise_plane, DepthwiseScratch, PlaneGeometry};
 use super::elementwise::{add2, clamp_into, wrap_requant, AddRescale, WrapRequant};
 use super::gemm::{default_kernel, gemm_packed_i16, gemm_packed_i8, PackedA, Parallelism};
 use super::{
-    exec_non_mac, finish_mac_output, image_count, layer_input, layer_with_filter_flips, Engine,
-    EngineError, FeatureFaults,
+    exec_non_mac, finish_mac_output, image_count, layer_input, layer_with_filter_flips,
+    stuck_mac_outputs, Engine, EngineError, FeatureFaults,
 };
 
 /// The im2col + GEMM engine.
@@ -243,10 +243,13 @@ fn run_group(
                     run_mac(l, &prep, &model.datapath, fused, &mut one, scratch);
                 }
                 if !fused {
-                    for ((_, out), idx) in io.into_iter().zip(io_index) {
+                    let dp = &model.datapath;
+                    for ((input, out), idx) in io.into_iter().zip(io_index) {
+                        stuck_mac_outputs(layer, input, dp, idx, faults, out);
                         finish_mac_output(layer, out, idx, faults);
                     }
-                    for (idx, _, _, out) in own_weights {
+                    for (idx, l, input, out) in own_weights {
+                        stuck_mac_outputs(&l, input, dp, idx, faults, out);
                         finish_mac_output(layer, out, idx, faults);
                     }
                 }

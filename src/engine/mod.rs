@@ -8,7 +8,10 @@
 //! shape and datapath; `tests/engine_equivalence.rs` holds them to it.
 //!
 //! Fault hook points (identical in every engine, see [`finish_mac_output`]):
-//! per image and per conv/linear layer, the requantized pre-activation codes
+//! per image and per conv/linear layer, the layer's input codes and weight
+//! codes go through the buffer faults ([`layer_input`],
+//! [`layer_with_filter_flips`]), the outputs stuck MAC-unit bits reach are
+//! recomputed from them ([`stuck_mac_outputs`]), then the requantized pre-activation codes
 //! (CHW) go through `FeatureInjector::inject` with the stream
 //! `fault::stream(seed, trial, image_index, node)`, are saturated to
 //! `act_bits`, then the fused activation clamps them. Weight faults are
@@ -112,6 +115,34 @@ pub fn finish_mac_output(
         f.injector
             .inject_stuck(&site, FeatureBuffer::Ofmap, image_index, codes);
     }
+}
+
+/// The stuck MAC-unit bits of the fault model
+/// ([`crate::fault::stuck_macs`]) on one image's pass through `layer`:
+/// recomputes the requantized pre-activation `codes` they reach from the
+/// codes the layer read (`input`, from [`layer_input`]) and its weights
+/// (`layer` from [`layer_with_filter_flips`] when those changed). Called
+/// between the MAC and [`finish_mac_output`]; nothing without such bits.
+pub fn stuck_mac_outputs(
+    layer: &MacLayer,
+    input: &[i32],
+    dp: &Datapath,
+    image_index: u64,
+    faults: Option<FeatureFaults<'_>>,
+    codes: &mut [i32],
+) {
+    let Some(f) = faults else {
+        return;
+    };
+    if !f.injector.has_stuck_macs() {
+        return;
+    }
+    let site = LayerSite {
+        draw: crate::fault::draw_key(f.seed, f.trial),
+        ..layer.feature_site()
+    };
+    f.injector
+        .inject_macs(&site, layer, input, dp, image_index, codes);
 }
 
 /// The input codes `layer` computes on for one image: `input` itself, or,

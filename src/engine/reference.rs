@@ -11,8 +11,8 @@ use crate::fixed::{requantize, Datapath};
 use crate::quant::{int_ops, MacLayer, QModel, QOp};
 
 use super::{
-    exec_non_mac, finish_mac_output, image_count, layer_input, layer_with_filter_flips, Engine,
-    EngineError, FeatureFaults,
+    exec_non_mac, finish_mac_output, image_count, layer_input, layer_with_filter_flips,
+    stuck_mac_outputs, Engine, EngineError, FeatureFaults,
 };
 
 /// The scalar reference engine.
@@ -69,6 +69,7 @@ pub fn run_image_all(
                 let flipped = layer_with_filter_flips(layer, image_index, faults);
                 let layer = flipped.as_ref().unwrap_or(layer);
                 mac_layer_reference(layer, input, &model.datapath, &mut out);
+                stuck_mac_outputs(layer, input, &model.datapath, image_index, faults, &mut out);
                 finish_mac_output(layer, &mut out, image_index, faults);
             }
             _ => exec_non_mac(model, q, &outs, &mut out),

@@ -16,6 +16,7 @@
 //! | `adsaf` | `p -> min(1, k p)` (stuck-at-1 share and sign rule kept) |
 //! | `input_flip`, `filter_flip`, `stored_flip` | `q -> (1 - (1 - 2q)^k) / 2` (an odd number of upsets at `k` times the per-cycle rate: exact for any residency; transients, so scaled with the feature part) |
 //! | `[stuck_cells.*]` `p0`, `p1` | `p -> k p`, divided by their sum where `k (p0 + p1) > 1` (as `stuck_at`; feature faults, so the feature part's `k`) |
+//! | `[stuck_macs]` `p0`, `p1` of every register kind | the same rule (feature part's `k`); the grid is kept |
 //!
 //! `output_hit` scales as the probability of at least one of many small
 //! independent events each made `k` times likelier: `1-(1-p_out)^k`, which
@@ -227,22 +228,10 @@ pub fn scale_spec(spec: &FaultSpec, kf: f64, kw: f64, weight_bits: u8) -> FaultS
         .into_iter()
         .flatten()
     {
-        (cells.p0, cells.p1) = scale_stuck_pair(cells.p0, cells.p1, kf);
+        (cells.p0, cells.p1) = crate::fault::stuck_at::scale_pair(cells.p0, cells.p1, kf);
     }
+    out.stuck_macs = spec.stuck_macs.map(|m| m.scaled(kf));
     out
-}
-
-/// A stuck-at-0 / stuck-at-1 pair of one bit at factor `k`: both times
-/// `k`, divided by their sum where it passes 1 (`p0 + p1 <= 1`, the ratio
-/// kept).
-fn scale_stuck_pair(p0: f64, p1: f64, k: f64) -> (f64, f64) {
-    let (a, b) = (p0 * k, p1 * k);
-    if a + b > 1.0 {
-        let a = a / (a + b);
-        (a, 1.0 - a)
-    } else {
-        (a, b)
-    }
 }
 
 /// A per-bit flip probability `q = (1 - (1-2p)^T) / 2` (an odd number of
@@ -299,7 +288,7 @@ fn scale_weight(w: &WeightFault, k: f64, weight_bits: u8) -> WeightFault {
 }
 
 fn scale_stuck_at(s: &StuckAt, k: f64, weight_bits: u8) -> StuckAt {
-    let pair = |p0: f64, p1: f64| scale_stuck_pair(p0, p1, k);
+    let pair = |p0: f64, p1: f64| crate::fault::stuck_at::scale_pair(p0, p1, k);
     // Register bits scale like cell bits: both are densities of stuck cells.
     let shared = s.shared.as_ref().map(|sh| {
         let (p0, p1) = pair(sh.p0, sh.p1);
@@ -381,6 +370,18 @@ mod tests {
         assert!((cells.p0 - 2e-4).abs() < 1e-15 && (cells.p1 - 0.6).abs() < 1e-12);
         let l = &spec_of(&at).layers[0];
         assert!((l.input_flip / 2e-6 - 1.0).abs() < 1e-4, "{}", l.input_flip);
+        // stuck MAC-unit bits scale as the stuck cells, the grid kept
+        let macs_model = FaultModel::parse_str(
+            "[stuck_macs]\ndataflow = \"os\"\nrows = 4\ncols = 3\nweight = { p0 = 1e-4, p1 = 3e-4 }\n",
+            "m.toml",
+        )
+        .unwrap();
+        let macs = RateScaler::new(&macs_model, RateMode::Relative, 8).unwrap();
+        let m = spec_of(&macs.at(5.0).unwrap()).stuck_macs.unwrap();
+        assert_eq!((m.rows, m.cols), (4, 3));
+        let w = m.of(crate::fault::MacRegister::Weight);
+        assert!((w.p0 - 5e-4).abs() < 1e-15 && (w.p1 - 1.5e-3).abs() < 1e-15);
+        assert!(m.of(crate::fault::MacRegister::Act).p0 == 0.0);
         let at = s.at(10.0).unwrap();
         let l = &spec_of(&at).layers[0];
         assert!((l.input_flip / 1e-5 - 1.0).abs() < 1e-4, "{}", l.input_flip);

@@ -9,6 +9,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::spec::{FaultSpec, FeatureFault, LayerSelection, WeightFault};
 use super::stuck_cells::{FeatureBuffer, StuckBuffers};
+use super::stuck_macs::StuckMacs;
 use super::{FeatureInjector, LayerSite, WeightInjector};
 
 /// Feature faults of a [`FaultSpec`], per layer.
@@ -22,6 +23,8 @@ pub struct LayeredFeature {
     buffer_flips: HashMap<String, [f64; 3]>,
     /// Stuck cells of the feature-map buffers.
     stuck_cells: StuckBuffers,
+    /// Stuck bits of the MAC units.
+    stuck_macs: Option<StuckMacs>,
 }
 
 impl LayeredFeature {
@@ -47,6 +50,7 @@ impl LayeredFeature {
             overrides,
             buffer_flips,
             stuck_cells: spec.stuck_cells,
+            stuck_macs: spec.stuck_macs.filter(|m| !m.is_empty()),
         }
     }
 
@@ -99,6 +103,24 @@ impl FeatureInjector for LayeredFeature {
     ) {
         self.stuck_cells
             .apply(buffer, site.draw, site.format.bits, codes);
+    }
+
+    fn has_stuck_macs(&self) -> bool {
+        self.stuck_macs.is_some()
+    }
+
+    fn inject_macs(
+        &self,
+        site: &LayerSite,
+        layer: &crate::quant::MacLayer,
+        input: &[i32],
+        dp: &crate::fixed::Datapath,
+        _image: u64,
+        codes: &mut [i32],
+    ) {
+        if let Some(m) = &self.stuck_macs {
+            m.apply(site.draw, layer, input, dp, codes);
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod spec;
 pub mod stream_hit;
 pub mod stuck_at;
 pub mod stuck_cells;
+pub mod stuck_macs;
 pub mod twos;
 
 pub use adsaf::{AdSaf, Sa1Sign};
@@ -32,6 +33,7 @@ pub use spec::{
 };
 pub use stuck_at::{PerBit, ShareUnit, SharedStuck, StuckAt};
 pub use stuck_cells::{FeatureBuffer, StuckBuffers, StuckCells};
+pub use stuck_macs::{MacGrid, MacRegister, StuckDensity, StuckMacs};
 
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -132,6 +134,29 @@ pub trait FeatureInjector: Send + Sync {
         &self,
         _site: &LayerSite,
         _buffer: FeatureBuffer,
+        _image: u64,
+        _codes: &mut [i32],
+    ) {
+    }
+
+    /// True when [`inject_macs`](Self::inject_macs) has stuck MAC-unit
+    /// bits to apply.
+    fn has_stuck_macs(&self) -> bool {
+        false
+    }
+
+    /// Apply the stuck bits of the MAC units ([`stuck_macs`]) to one
+    /// image's pass through a conv/linear layer: recompute the outputs they
+    /// reach from the codes the layer reads (`input`, after the input
+    /// buffer's faults) and the weight codes of `layer` (after the filter
+    /// buffer's), overwriting the requantized pre-activation `codes`.
+    /// `site.draw` is the chip ([`draw_key`]), `image` the image.
+    fn inject_macs(
+        &self,
+        _site: &LayerSite,
+        _layer: &crate::quant::MacLayer,
+        _input: &[i32],
+        _dp: &crate::fixed::Datapath,
         _image: u64,
         _codes: &mut [i32],
     ) {

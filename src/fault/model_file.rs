@@ -37,6 +37,19 @@
 //!                         #   layer's input at word i mod words
 //! # [stuck_cells.ofmap]: the same for each layer's stored output
 //!
+//! [stuck_macs]            # optional: stuck bits of the MAC units of a
+//! dataflow = "os"         #   systolic grid (`ftnas derive` writes it for
+//! rows = 16               #   stuck PE register bits): "os": output (e, m)
+//! cols = 16               #   of each group's GEMM on unit (e mod rows,
+//!                         #   m mod cols); "ws" / "is": term k of output
+//!                         #   (e, m) on unit (k mod rows, m / e mod cols);
+//!                         #   per register kind every bit stuck at 0 / 1
+//!                         #   per chip (`fault::stuck_macs`)
+//! act = { p0 = 1e-5, p1 = 1e-5 }          # activation register
+//! weight = { p0 = 5e-5, p1 = 5e-5 }       # weight register
+//! product = { p0 = 0.0, p1 = 1e-5 }       # multiplier output
+//! accumulator = { p0 = 0.0, p1 = 2e-5 }   # partial-sum register
+//!
 //! [[layer]]               # per-layer replacement of the defaults
 //! name = "cells.3.op1.conv"
 //! # optional, what `ftnas derive` writes for ifmap/filter/ofmap SRAM upsets:
@@ -138,6 +151,7 @@ use super::spec::{
 use super::stream_hit::{StreamAxis, StreamHits};
 use super::stuck_at::{PerBit, ShareUnit, SharedStuck, StuckAt};
 use super::stuck_cells::{FeatureBuffer, StuckBuffers, StuckCells};
+use super::stuck_macs::{MacGrid, MacRegister, StuckDensity, StuckMacs};
 use super::{FeatureInjector, LayerSite, WeightInjector};
 
 /// Errors reading, parsing or writing a fault model.
@@ -366,6 +380,24 @@ impl FaultModel {
                 push_all(&mut out, &kv);
             }
         }
+        if let Some(m) = &self.spec.stuck_macs {
+            out.push_str("\n[stuck_macs]\n");
+            let mut kv: KeyValues = vec![
+                ("dataflow", toml::Value::String(m.grid.key().into())),
+                ("rows", toml::Value::Integer(m.rows as i64)),
+                ("cols", toml::Value::Integer(m.cols as i64)),
+            ];
+            for r in MacRegister::ALL {
+                let d = m.of(r);
+                if d.p0 > 0.0 || d.p1 > 0.0 {
+                    let mut t = toml::map::Map::new();
+                    t.insert("p0".into(), toml::Value::Float(d.p0));
+                    t.insert("p1".into(), toml::Value::Float(d.p1));
+                    kv.push((r.key(), toml::Value::Table(t)));
+                }
+            }
+            push_all(&mut out, &kv);
+        }
         for l in &self.spec.layers {
             out.push_str("\n[[layer]]\n");
             push_kv(&mut out, "name", &toml::Value::String(l.name.clone()));
@@ -474,6 +506,12 @@ impl FaultModel {
         a.weight = a.weight.or(b.weight);
         a.stuck_cells.ifmap = a.stuck_cells.ifmap.or(b.stuck_cells.ifmap);
         a.stuck_cells.ofmap = a.stuck_cells.ofmap.or(b.stuck_cells.ofmap);
+        if a.stuck_macs.is_some() && b.stuck_macs.is_some() {
+            return Err(FaultError::Invalid(
+                "two models give stuck MAC-unit bits; use one".into(),
+            ));
+        }
+        a.stuck_macs = a.stuck_macs.or(b.stuck_macs);
         a.description = match (a.description, b.description) {
             (Some(x), Some(y)) => Some(format!("{x}; {y}")),
             (x, y) => x.or(y),
@@ -864,6 +902,28 @@ struct RawFile {
     #[serde(default)]
     layer: Vec<Spanned<RawLayer>>,
     stuck_cells: Option<RawStuckBuffers>,
+    stuck_macs: Option<Spanned<RawStuckMacs>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStuckMacs {
+    dataflow: Spanned<String>,
+    rows: Spanned<i64>,
+    cols: Spanned<i64>,
+    act: Option<RawDensity>,
+    weight: Option<RawDensity>,
+    product: Option<RawDensity>,
+    accumulator: Option<RawDensity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDensity {
+    #[serde(default)]
+    p0: f64,
+    #[serde(default)]
+    p1: f64,
 }
 
 #[derive(Deserialize)]
@@ -1131,12 +1191,61 @@ impl Ctx<'_> {
                 }
             }
         }
+        let stuck_macs = match &raw.stuck_macs {
+            None => None,
+            Some(r) => {
+                let raw_m = r.get_ref();
+                let mut dims = [0usize; 2];
+                for (d, (key, v)) in dims
+                    .iter_mut()
+                    .zip([("rows", &raw_m.rows), ("cols", &raw_m.cols)])
+                {
+                    if *v.get_ref() < 1 {
+                        return Err(self.err(
+                            v.span(),
+                            &format!("stuck_macs.{key}"),
+                            "must be at least 1 (the grid's MAC units)",
+                        ));
+                    }
+                    *d = *v.get_ref() as usize;
+                }
+                let density = |d: &Option<RawDensity>| {
+                    d.as_ref()
+                        .map_or(StuckDensity::default(), |d| StuckDensity {
+                            p0: d.p0,
+                            p1: d.p1,
+                        })
+                };
+                let grid = MacGrid::from_key(raw_m.dataflow.get_ref()).ok_or_else(|| {
+                    self.err(
+                        raw_m.dataflow.span(),
+                        "stuck_macs.dataflow",
+                        "expected \"os\", \"ws\" or \"is\"",
+                    )
+                })?;
+                let m = StuckMacs {
+                    grid,
+                    rows: dims[0],
+                    cols: dims[1],
+                    density: [
+                        density(&raw_m.act),
+                        density(&raw_m.weight),
+                        density(&raw_m.product),
+                        density(&raw_m.accumulator),
+                    ],
+                };
+                m.validate()
+                    .map_err(|(k, msg)| self.err(r.span(), &format!("stuck_macs.{k}"), &msg))?;
+                Some(m)
+            }
+        };
         Ok(FaultSpec {
             description: raw.description,
             feature,
             weight,
             layers,
             stuck_cells,
+            stuck_macs,
         })
     }
 

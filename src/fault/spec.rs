@@ -12,6 +12,7 @@ use super::mibb::Mibb;
 use super::output_hit::OutputHit;
 use super::stuck_at::StuckAt;
 use super::stuck_cells::{FeatureBuffer, StuckBuffers};
+use super::stuck_macs::StuckMacs;
 use super::LayerSite;
 
 /// A feature (layer output) fault model.
@@ -204,6 +205,9 @@ pub struct FaultSpec {
     pub layers: Vec<LayerOverride>,
     /// Stuck cells of the feature-map buffers (every layer, per chip).
     pub stuck_cells: StuckBuffers,
+    /// Stuck bits of the MAC units of an output-stationary grid (every
+    /// layer, per chip).
+    pub stuck_macs: Option<StuckMacs>,
 }
 
 impl FaultSpec {
@@ -225,6 +229,10 @@ impl FaultSpec {
                 m.validate()
                     .map_err(|(k, msg)| format!("stuck_cells.{}.{k}: {msg}", b.key()))?;
             }
+        }
+        if let Some(m) = &self.stuck_macs {
+            m.validate()
+                .map_err(|(k, msg)| format!("stuck_macs.{k}: {msg}"))?;
         }
         for (i, l) in self.layers.iter().enumerate() {
             if self.layers[..i].iter().any(|o| o.name == l.name) {
@@ -252,6 +260,7 @@ impl FaultSpec {
             .as_ref()
             .is_some_and(|f| f.fault != FeatureFault::Off)
             || !self.stuck_cells.is_empty()
+            || self.stuck_macs.is_some_and(|m| !m.is_empty())
             || self.layers.iter().any(|l| {
                 l.feature.as_ref().is_some_and(|f| *f != FeatureFault::Off) || l.has_buffer_flips()
             })

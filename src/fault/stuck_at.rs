@@ -115,6 +115,19 @@ impl ShareUnit {
     }
 }
 
+/// A stuck-at-0 / stuck-at-1 pair of one bit at factor `k`: both times
+/// `k`, divided by their sum where it passes 1 (`p0 + p1 <= 1`, the ratio
+/// kept).
+pub fn scale_pair(p0: f64, p1: f64, k: f64) -> (f64, f64) {
+    let (a, b) = (p0 * k, p1 * k);
+    if a + b > 1.0 {
+        let a = a / (a + b);
+        (a, 1.0 - a)
+    } else {
+        (a, b)
+    }
+}
+
 /// Stuck bits of a `filters x reduction` register file holding weights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedStuck {

@@ -114,6 +114,13 @@ impl SearchConfig {
                 "steps, train batches per step and top-k must be >= 1".into(),
             ));
         }
+        if self.faults.spec().stuck_macs.is_some() {
+            return Err(SearchError::Config(
+                "the fault model has stuck MAC-unit bits ([stuck_macs]), which the super-net's \
+                 training forward does not apply: search with a model without that section"
+                    .into(),
+            ));
+        }
         if !(0.0..=1.0).contains(&self.reward.beta) {
             return Err(SearchError::Config(format!(
                 "beta must be in [0, 1], got {}",

@@ -1,0 +1,627 @@
+//! Stuck bits of the MAC units of a systolic grid: what stuck-at bits in
+//! the PE registers (`pe.act_reg`, `pe.weight_reg`, `pe.mult_out`,
+//! `pe.psum_reg`) do to a layer's outputs, as an algorithmic model the
+//! engines apply.
+//!
+//! # The model
+//!
+//! Each group's GEMM of a conv/linear layer (`E` output pixels by `M`
+//! filters, reduction `K` in the engines' order `(c, kh, kw)`, padded taps
+//! code 0; see [`crate::hwsim::layer`]) is computed on a `rows x cols` grid
+//! of MAC units. A unit has four registers — the activation operand
+//! (`act_bits` wide), the weight operand (`weight_bits`), the product
+//! (`act_bits + weight_bits`) and the accumulator (`psum_bits`) — and every
+//! bit of every register is stuck at 0 with `p0`, at 1 with `p1`, once per
+//! chip (per [`super::LayerSite::draw`]), the same units in every layer and
+//! image. Where a term is computed and which registers its operands pass
+//! is the grid's [`MacGrid`]:
+//!
+//! - **output-stationary**: output `(e, m)` on unit `(i, j) = (e mod rows,
+//!   m mod cols)`, which accumulates its `K` products in reduction order;
+//!   its activations pass the activation registers of units `(i, 0..=j)`,
+//!   its weights the weight registers of units `(0..=i, j)`. Per output,
+//!
+//!   ```text
+//!   acc = A(0);  for k in 0..K:  acc = rule(A(acc) + P(X(a_k) * W(w_k)))
+//!   out = requantize(limit(A(acc) + bias))
+//!   ```
+//!
+//! - **weight- / input-stationary**: term `k` of output `(e, m)` on unit
+//!   `(r, c) = (k mod rows, m mod cols)` (WS) or `(k mod rows, e mod cols)`
+//!   (IS); the streamed operand (WS activations, IS weights) passes the
+//!   registers of units `(r, 0..=c)`, the stationary one sits in unit
+//!   `(r, c)`'s register, and the partial sum passes every unit row of
+//!   column `c` in every row fold of `ceil(K / rows)`, rows past `K` in the
+//!   last fold adding the product of their (forced) zero operands:
+//!
+//!   ```text
+//!   acc = 0;  for k in 0..rows*ceil(K/rows):  acc = rule(A_r(acc) + P_r(X_r(a_k) * W_r(w_k)))
+//!   out = requantize(limit(acc + bias))          (r = k mod rows; P_r only for k < K)
+//!   ```
+//!
+//! `X`, `W`, `P`, `A` are the composed forcing of the unit's activation
+//! path, weight path, product and accumulator bits (the last register on a
+//! path wins a bit two of them force), `rule` the datapath's accumulator
+//! rule (wrap or saturate at `psum_bits`). A stuck accumulator bit forces
+//! the running sum before every add, so its error grows with the number of
+//! adds that carry into it, not just one `2^b`.
+//!
+//! # Relation to the hardware
+//!
+//! These are the systolic arrays' own rules ([`crate::hwsim`]'s OS and
+//! stationary fold engines, `crate::hwsim::exact`'s stuck-bit rules).
+//! Derived from a spec with the array's dimensions the model reproduces
+//! hardware injection bit for bit, except where an OS array's skew bubbles
+//! meet: an output whose activation *and* weight paths both force a bit to
+//! 1 multiplies two corrupted zeros in the cycles before and after its live
+//! terms, which the model leaves out (`tests/derive_stuck_macs.rs`).
+
+use rand::Rng;
+
+use super::output_hit::check_prob;
+use super::skip::Skipper;
+use crate::fixed::{requantize, Datapath};
+use crate::quant::MacLayer;
+
+/// The four registers of a MAC unit, in sampling order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacRegister {
+    /// The activation operand (passed along the unit row).
+    Act,
+    /// The weight operand (passed down the unit column).
+    Weight,
+    /// The multiplier's output.
+    Product,
+    /// The accumulator (partial sum).
+    Accumulator,
+}
+
+impl MacRegister {
+    pub const ALL: [MacRegister; 4] = [
+        MacRegister::Act,
+        MacRegister::Weight,
+        MacRegister::Product,
+        MacRegister::Accumulator,
+    ];
+
+    /// The key in fault-model files.
+    pub fn key(self) -> &'static str {
+        match self {
+            MacRegister::Act => "act",
+            MacRegister::Weight => "weight",
+            MacRegister::Product => "product",
+            MacRegister::Accumulator => "accumulator",
+        }
+    }
+
+    /// Register width on datapath `dp`.
+    pub fn width(self, dp: &Datapath) -> u32 {
+        match self {
+            MacRegister::Act => u32::from(dp.act_bits),
+            MacRegister::Weight => u32::from(dp.weight_bits),
+            MacRegister::Product => u32::from(dp.act_bits) + u32::from(dp.weight_bits),
+            MacRegister::Accumulator => u32::from(dp.psum_bits),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Stuck-bit densities of one register kind: every bit stuck at 0 with
+/// `p0`, at 1 with `p1`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StuckDensity {
+    pub p0: f64,
+    pub p1: f64,
+}
+
+impl StuckDensity {
+    fn total(&self) -> f64 {
+        self.p0 + self.p1
+    }
+}
+
+/// How a grid maps a GEMM onto its MAC units (module doc): the three
+/// systolic dataflows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacGrid {
+    /// Output `(e, m)` on unit `(e mod rows, m mod cols)`; activations
+    /// pass along the row, weights down the column.
+    OutputStationary,
+    /// Weight `(k, m)` on unit `(k mod rows, m mod cols)`; activations
+    /// pass along the row, partial sums down the column.
+    WeightStationary,
+    /// Activation `(e, k)` on unit `(k mod rows, e mod cols)`; weights
+    /// pass along the row, partial sums down the column.
+    InputStationary,
+}
+
+impl MacGrid {
+    /// The key in fault-model files.
+    pub fn key(self) -> &'static str {
+        match self {
+            MacGrid::OutputStationary => "os",
+            MacGrid::WeightStationary => "ws",
+            MacGrid::InputStationary => "is",
+        }
+    }
+
+    /// The grid of key `key`.
+    pub fn from_key(key: &str) -> Option<MacGrid> {
+        [
+            MacGrid::OutputStationary,
+            MacGrid::WeightStationary,
+            MacGrid::InputStationary,
+        ]
+        .into_iter()
+        .find(|g| g.key() == key)
+    }
+}
+
+/// Stuck bits of the MAC units of a grid (module doc).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StuckMacs {
+    pub grid: MacGrid,
+    pub rows: usize,
+    pub cols: usize,
+    /// Densities per register kind, in [`MacRegister::ALL`] order.
+    pub density: [StuckDensity; 4],
+}
+
+/// One stuck bit of one unit's register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StuckMacBit {
+    pub register: MacRegister,
+    pub row: usize,
+    pub col: usize,
+    pub bit: u32,
+    pub one: bool,
+}
+
+/// Forcing of stuck bits on a `width`-bit register:
+/// `v -> sign_extend((v & and) | or)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BitForce {
+    and: i64,
+    or: i64,
+    shift: u32,
+}
+
+impl BitForce {
+    /// No bit forced, `width` bits (1..=32).
+    pub fn identity(width: u32) -> BitForce {
+        BitForce {
+            and: -1,
+            or: 0,
+            shift: 64 - width,
+        }
+    }
+
+    /// True when nothing is forced.
+    pub fn is_identity(&self) -> bool {
+        self.and == -1 && self.or == 0
+    }
+
+    /// Add a stuck bit that acts after the ones already here.
+    pub fn then_stuck(mut self, bit: u32, one: bool) -> BitForce {
+        if one {
+            self.or |= 1 << bit;
+        } else {
+            self.and &= !(1 << bit);
+            self.or &= !(1 << bit);
+        }
+        self
+    }
+
+    /// `self`, then `next` (same width).
+    pub fn then(self, next: BitForce) -> BitForce {
+        BitForce {
+            and: self.and & next.and,
+            or: (self.or & next.and) | next.or,
+            shift: self.shift,
+        }
+    }
+
+    #[inline(always)]
+    pub fn apply(&self, v: i64) -> i64 {
+        (((v & self.and) | self.or) << self.shift) >> self.shift
+    }
+}
+
+/// The composed forcing each unit applies to its outputs' terms.
+#[derive(Debug, Clone, Copy)]
+struct UnitForce {
+    act: BitForce,
+    weight: BitForce,
+    product: BitForce,
+    acc: BitForce,
+}
+
+impl UnitForce {
+    fn is_identity(&self) -> bool {
+        self.act.is_identity()
+            && self.weight.is_identity()
+            && self.product.is_identity()
+            && self.acc.is_identity()
+    }
+}
+
+impl StuckMacs {
+    /// Check the parameter rules; returns the offending key and the rule.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (k, v) in [("rows", self.rows), ("cols", self.cols)] {
+            if v == 0 {
+                return Err((k.into(), "must be at least 1".into()));
+            }
+        }
+        for r in MacRegister::ALL {
+            let d = self.density[r.index()];
+            let key = |p: &str| format!("{}.{p}", r.key());
+            check_prob("p0", d.p0).map_err(|(_, m)| (key("p0"), m))?;
+            check_prob("p1", d.p1).map_err(|(_, m)| (key("p1"), m))?;
+            if d.total() > 1.0 {
+                return Err((key("p1"), "p0 + p1 must be at most 1".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Densities of `register`.
+    pub fn of(&self, register: MacRegister) -> StuckDensity {
+        self.density[register.index()]
+    }
+
+    /// True when no register kind has stuck bits.
+    pub fn is_empty(&self) -> bool {
+        self.density.iter().all(|d| d.total() <= 0.0)
+    }
+
+    /// The same model with every density multiplied by `k` (and clamped
+    /// so that `p0 + p1 <= 1`).
+    pub fn scaled(&self, k: f64) -> StuckMacs {
+        let mut out = *self;
+        for d in &mut out.density {
+            let (p0, p1) = crate::fault::stuck_at::scale_pair(d.p0, d.p1, k);
+            *d = StuckDensity { p0, p1 };
+        }
+        out
+    }
+
+    /// The stuck bits of draw `draw` on datapath `dp`, register kind by
+    /// kind, unit-major (`(row * cols + col) * width + bit`). Deterministic
+    /// in `draw`; the same for every layer.
+    pub fn bits(&self, draw: u64, dp: &Datapath) -> Vec<StuckMacBit> {
+        let mut rng = super::stream(draw, 3, u64::MAX - 9, 0);
+        let units = self.rows * self.cols;
+        let mut out = Vec::new();
+        for r in MacRegister::ALL {
+            let d = self.of(r);
+            let q = d.total();
+            let width = r.width(dp) as usize;
+            if q <= 0.0 || width == 0 {
+                continue;
+            }
+            let zero_given_hit = d.p0 / q;
+            Skipper::new(q).for_each_hit(units * width, &mut rng, |k, rng| {
+                let one = rng.random::<f64>() >= zero_given_hit;
+                let unit = k / width;
+                out.push(StuckMacBit {
+                    register: r,
+                    row: unit / self.cols,
+                    col: unit % self.cols,
+                    bit: (k % width) as u32,
+                    one,
+                });
+            });
+        }
+        out
+    }
+
+    /// The composed forcing of every unit (row-major) for `bits`, or
+    /// `None` when no unit forces anything.
+    fn unit_forces(&self, bits: &[StuckMacBit], dp: &Datapath) -> Option<Vec<UnitForce>> {
+        if bits.is_empty() {
+            return None;
+        }
+        let (rows, cols) = (self.rows, self.cols);
+        let id = |r: MacRegister| BitForce::identity(r.width(dp));
+        let mut own = vec![
+            UnitForce {
+                act: id(MacRegister::Act),
+                weight: id(MacRegister::Weight),
+                product: id(MacRegister::Product),
+                acc: id(MacRegister::Accumulator),
+            };
+            rows * cols
+        ];
+        for b in bits {
+            let u = &mut own[b.row * cols + b.col];
+            let f = match b.register {
+                MacRegister::Act => &mut u.act,
+                MacRegister::Weight => &mut u.weight,
+                MacRegister::Product => &mut u.product,
+                MacRegister::Accumulator => &mut u.acc,
+            };
+            *f = f.then_stuck(b.bit, b.one);
+        }
+        // moving operands compose along their paths: left to right (OS
+        // and WS activations, IS weights), top to bottom (OS weights)
+        let mut out = own.clone();
+        for i in 0..rows {
+            for j in 1..cols {
+                let (prev, this) = (out[i * cols + j - 1], &mut out[i * cols + j]);
+                match self.grid {
+                    MacGrid::InputStationary => this.weight = prev.weight.then(this.weight),
+                    _ => this.act = prev.act.then(this.act),
+                }
+            }
+        }
+        if self.grid == MacGrid::OutputStationary {
+            for j in 0..cols {
+                for i in 1..rows {
+                    out[i * cols + j].weight = out[(i - 1) * cols + j]
+                        .weight
+                        .then(own[i * cols + j].weight);
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Recompute the outputs of `layer` that the stuck bits of draw `draw`
+    /// reach, for one image: `input` the codes the layer reads (CHW),
+    /// `codes` its requantized pre-activation outputs (CHW), overwritten
+    /// where the units' stuck bits change them. `layer.weights` are the
+    /// codes the array receives (after any filter-buffer faults).
+    pub fn apply(
+        &self,
+        draw: u64,
+        layer: &MacLayer,
+        input: &[i32],
+        dp: &Datapath,
+        codes: &mut [i32],
+    ) {
+        let bits = self.bits(draw, dp);
+        self.apply_bits(&bits, layer, input, dp, codes);
+    }
+
+    /// [`apply`](Self::apply) with the chip's stuck bits given.
+    pub fn apply_bits(
+        &self,
+        bits: &[StuckMacBit],
+        layer: &MacLayer,
+        input: &[i32],
+        dp: &Datapath,
+        codes: &mut [i32],
+    ) {
+        let Some(forces) = self.unit_forces(bits, dp) else {
+            return;
+        };
+        if self.grid != MacGrid::OutputStationary {
+            self.apply_stationary(&forces, layer, input, dp, codes);
+            return;
+        }
+        let (rows, cols) = (self.rows, self.cols);
+        let o = layer.out_shape;
+        let e_len = o.h * o.w;
+        let m_len = layer.cout_per_group();
+        let k_len = layer.macs_per_output();
+        let mut a = vec![0i32; k_len];
+        for g in 0..layer.groups {
+            for e in 0..e_len {
+                let i = e % rows;
+                let row = &forces[i * cols..(i + 1) * cols];
+                if row.iter().all(|f| f.is_identity()) {
+                    continue;
+                }
+                let mut have_operand = false;
+                for m in 0..m_len {
+                    let f = &row[m % cols];
+                    if f.is_identity() {
+                        continue;
+                    }
+                    if !have_operand {
+                        im2col_pixel(layer, input, g, e, &mut a);
+                        have_operand = true;
+                    }
+                    let oc = g * m_len + m;
+                    let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
+                    let mut acc = f.acc.apply(0);
+                    for (&x, &wv) in a.iter().zip(w) {
+                        let p = f.act.apply(x as i64) * f.weight.apply(wv as i64);
+                        let p = f.product.apply(p);
+                        acc = dp.acc_limit(f.acc.apply(acc) + p);
+                    }
+                    let v = dp.acc_limit(f.acc.apply(acc) + layer.bias[oc] as i64);
+                    codes[oc * e_len + e] = requantize(
+                        v,
+                        layer.acc_frac,
+                        layer.out_format.frac,
+                        layer.out_format.bits,
+                    ) as i32;
+                }
+            }
+        }
+    }
+}
+
+impl StuckMacs {
+    /// WS and IS: the outputs of every unit column with a forcing unit,
+    /// accumulated in hardware order — reduction index `k` in unit row
+    /// `k mod rows`, the partial sum passing every row of the column in
+    /// every row fold (rows past `K` in the last fold add the product of
+    /// the forced zeros), each unit forcing the arriving partial sum
+    /// before its add.
+    fn apply_stationary(
+        &self,
+        forces: &[UnitForce],
+        layer: &MacLayer,
+        input: &[i32],
+        dp: &Datapath,
+        codes: &mut [i32],
+    ) {
+        let (rows, cols) = (self.rows, self.cols);
+        let o = layer.out_shape;
+        let e_len = o.h * o.w;
+        let m_len = layer.cout_per_group();
+        let k_len = layer.macs_per_output();
+        let row_folds = k_len.div_ceil(rows);
+        let ws = self.grid == MacGrid::WeightStationary;
+        // the operand column: WS filters, IS pixels
+        let sc_len = if ws { m_len } else { e_len };
+        let mut a = vec![0i32; k_len];
+        for g in 0..layer.groups {
+            for c in 0..cols.min(sc_len) {
+                let column: Vec<UnitForce> = (0..rows).map(|r| forces[r * cols + c]).collect();
+                if column.iter().all(UnitForce::is_identity) {
+                    continue;
+                }
+                for sc in (c..sc_len).step_by(cols) {
+                    if !ws {
+                        im2col_pixel(layer, input, g, sc, &mut a);
+                    }
+                    for t in 0..(if ws { e_len } else { m_len }) {
+                        let (e, m) = if ws { (t, sc) } else { (sc, t) };
+                        if ws {
+                            im2col_pixel(layer, input, g, e, &mut a);
+                        }
+                        let oc = g * m_len + m;
+                        let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
+                        let mut acc = 0i64;
+                        for fr in 0..row_folds {
+                            for (r, f) in column.iter().enumerate() {
+                                let k = fr * rows + r;
+                                let live = k < k_len;
+                                let (x, wv) = if live { (a[k], w[k]) } else { (0, 0) };
+                                let mut p = f.act.apply(x as i64) * f.weight.apply(wv as i64);
+                                if live {
+                                    p = f.product.apply(p);
+                                }
+                                acc = dp.acc_limit(f.acc.apply(acc) + p);
+                            }
+                        }
+                        let v = dp.acc_limit(acc + layer.bias[oc] as i64);
+                        codes[oc * e_len + e] = requantize(
+                            v,
+                            layer.acc_frac,
+                            layer.out_format.frac,
+                            layer.out_format.bits,
+                        ) as i32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row `e` of group `g`'s im2col operand: the `K` input codes output pixel
+/// `e` multiplies, in reduction order `(c, kh, kw)`, padded taps 0.
+fn im2col_pixel(layer: &MacLayer, input: &[i32], g: usize, e: usize, a: &mut [i32]) {
+    let s = layer.in_shape;
+    let o = layer.out_shape;
+    let (oy, ox) = (e / o.w, e % o.w);
+    let cin_g = layer.cin_per_group();
+    let (kh, kw) = layer.kernel;
+    a.fill(0);
+    for ci in 0..cin_g {
+        let c = g * cin_g + ci;
+        for ky in 0..kh {
+            let iy =
+                (oy * layer.stride.0 + ky * layer.dilation.0) as isize - layer.padding.0 as isize;
+            if iy < 0 || iy >= s.h as isize {
+                continue;
+            }
+            for kx in 0..kw {
+                let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize
+                    - layer.padding.1 as isize;
+                if ix < 0 || ix >= s.w as isize {
+                    continue;
+                }
+                a[(ci * kh + ky) * kw + kx] = input[(c * s.h + iy as usize) * s.w + ix as usize];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dp() -> Datapath {
+        Datapath {
+            act_bits: 8,
+            weight_bits: 8,
+            psum_bits: 32,
+            overflow: crate::fixed::Overflow::Wrap,
+        }
+    }
+
+    #[test]
+    fn forcing_composes_with_the_last_register_winning() {
+        let a = BitForce::identity(8)
+            .then_stuck(0, true)
+            .then_stuck(7, false);
+        assert_eq!(a.apply(-128), 1);
+        assert_eq!(a.apply(2), 3);
+        let b = BitForce::identity(8).then_stuck(0, false);
+        // a then b: bit 0 ends at 0; b then a: at 1
+        assert_eq!(a.then(b).apply(5), 4);
+        assert_eq!(b.then(a).apply(4), 5);
+        // sign extension at the register width
+        let s = BitForce::identity(8).then_stuck(7, true);
+        assert_eq!(s.apply(1), -127);
+        assert!(BitForce::identity(32).is_identity());
+    }
+
+    #[test]
+    fn densities_and_positions_of_the_draw() {
+        let m = StuckMacs {
+            grid: MacGrid::OutputStationary,
+            rows: 16,
+            cols: 16,
+            density: [StuckDensity { p0: 0.01, p1: 0.03 }; 4],
+        };
+        let dp = dp();
+        assert_eq!(m.bits(4, &dp), m.bits(4, &dp));
+        assert_ne!(m.bits(4, &dp), m.bits(5, &dp));
+        let (mut zeros, mut ones) = ([0usize; 4], [0usize; 4]);
+        let draws = 30;
+        for d in 0..draws {
+            for b in m.bits(d, &dp) {
+                assert!(b.row < 16 && b.col < 16 && b.bit < b.register.width(&dp));
+                let i = b.register.index();
+                if b.one {
+                    ones[i] += 1
+                } else {
+                    zeros[i] += 1
+                }
+            }
+        }
+        for r in MacRegister::ALL {
+            let n = (draws as usize * 256 * r.width(&dp) as usize) as f64;
+            let (f0, f1) = (zeros[r.index()] as f64 / n, ones[r.index()] as f64 / n);
+            assert!((f0 - 0.01).abs() < 5.0 * (0.01 / n).sqrt(), "{r:?} {f0}");
+            assert!((f1 - 0.03).abs() < 5.0 * (0.03 / n).sqrt(), "{r:?} {f1}");
+        }
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut m = StuckMacs {
+            grid: MacGrid::InputStationary,
+            rows: 4,
+            cols: 4,
+            density: [StuckDensity::default(); 4],
+        };
+        assert!(m.validate().is_ok());
+        assert!(m.is_empty());
+        m.density[2] = StuckDensity { p0: 0.7, p1: 0.7 };
+        assert_eq!(m.validate().unwrap_err().0, "product.p1");
+        m.density[2] = StuckDensity { p0: -1.0, p1: 0.0 };
+        assert_eq!(m.validate().unwrap_err().0, "product.p0");
+        m.rows = 0;
+        assert_eq!(m.validate().unwrap_err().0, "rows");
+    }
+}
