@@ -61,6 +61,7 @@ use rand::Rng;
 use super::output_hit::check_prob;
 use super::skip::Skipper;
 use crate::fixed::{requantize, Datapath};
+use crate::quant::int_ops::im2col_row;
 use crate::quant::MacLayer;
 
 /// The four registers of a MAC unit, in sampling order.
@@ -423,7 +424,7 @@ impl StuckMacs {
                         continue;
                     }
                     if !have_operand {
-                        im2col_pixel(layer, input, g, e, &mut a);
+                        im2col_row(layer, input, g, e, &mut a);
                         have_operand = true;
                     }
                     let oc = g * m_len + m;
@@ -480,12 +481,12 @@ impl StuckMacs {
                 }
                 for sc in (c..sc_len).step_by(cols) {
                     if !ws {
-                        im2col_pixel(layer, input, g, sc, &mut a);
+                        im2col_row(layer, input, g, sc, &mut a);
                     }
                     for t in 0..(if ws { e_len } else { m_len }) {
                         let (e, m) = if ws { (t, sc) } else { (sc, t) };
                         if ws {
-                            im2col_pixel(layer, input, g, e, &mut a);
+                            im2col_row(layer, input, g, e, &mut a);
                         }
                         let oc = g * m_len + m;
                         let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
@@ -511,35 +512,6 @@ impl StuckMacs {
                         ) as i32;
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Row `e` of group `g`'s im2col operand: the `K` input codes output pixel
-/// `e` multiplies, in reduction order `(c, kh, kw)`, padded taps 0.
-fn im2col_pixel(layer: &MacLayer, input: &[i32], g: usize, e: usize, a: &mut [i32]) {
-    let s = layer.in_shape;
-    let o = layer.out_shape;
-    let (oy, ox) = (e / o.w, e % o.w);
-    let cin_g = layer.cin_per_group();
-    let (kh, kw) = layer.kernel;
-    a.fill(0);
-    for ci in 0..cin_g {
-        let c = g * cin_g + ci;
-        for ky in 0..kh {
-            let iy =
-                (oy * layer.stride.0 + ky * layer.dilation.0) as isize - layer.padding.0 as isize;
-            if iy < 0 || iy >= s.h as isize {
-                continue;
-            }
-            for kx in 0..kw {
-                let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize
-                    - layer.padding.1 as isize;
-                if ix < 0 || ix >= s.w as isize {
-                    continue;
-                }
-                a[(ci * kh + ky) * kw + kx] = input[(c * s.h + iy as usize) * s.w + ix as usize];
             }
         }
     }

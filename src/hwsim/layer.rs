@@ -182,36 +182,15 @@ impl LayerGemm {
 /// The ifmap operand of group `gi` (`E x K`, row-major) from the layer's
 /// input codes (CHW).
 pub fn ifmap_operand(layer: &MacLayer, input: &[i32], gi: usize, a: &mut Vec<i32>) {
-    let s = layer.in_shape;
     let o = layer.out_shape;
-    let cin_g = layer.cin_per_group();
-    let (kh, kw) = layer.kernel;
-    let k_len = cin_g * kh * kw;
+    let k_len = layer.macs_per_output();
     a.clear();
     a.resize(o.h * o.w * k_len, 0);
-    for oy in 0..o.h {
-        for ox in 0..o.w {
-            let row = &mut a[(oy * o.w + ox) * k_len..][..k_len];
-            for ci in 0..cin_g {
-                let c = gi * cin_g + ci;
-                for ky in 0..kh {
-                    let iy = (oy * layer.stride.0 + ky * layer.dilation.0) as isize
-                        - layer.padding.0 as isize;
-                    if iy < 0 || iy >= s.h as isize {
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize
-                            - layer.padding.1 as isize;
-                        if ix < 0 || ix >= s.w as isize {
-                            continue;
-                        }
-                        row[(ci * kh + ky) * kw + kx] =
-                            input[(c * s.h + iy as usize) * s.w + ix as usize];
-                    }
-                }
-            }
-        }
+    if k_len == 0 {
+        return;
+    }
+    for (e, row) in a.chunks_exact_mut(k_len).enumerate() {
+        crate::quant::int_ops::im2col_row(layer, input, gi, e, row);
     }
 }
 

@@ -20,6 +20,37 @@ pub fn round_div(s: i64, n: i64) -> i64 {
     (2 * s + n).div_euclid(2 * n)
 }
 
+/// Row `e` of group `g`'s im2col operand of a conv/linear: the `K = C/g *
+/// kh * kw` input codes output pixel `e = oy * out_w + ox` multiplies, in
+/// reduction order `(c, kh, kw)`, padded taps code 0 (what a GEMM-based
+/// datapath streams). `row` has length `K`.
+pub fn im2col_row(layer: &MacLayer, input: &[i32], g: usize, e: usize, row: &mut [i32]) {
+    let s = layer.in_shape;
+    let o = layer.out_shape;
+    let (oy, ox) = (e / o.w, e % o.w);
+    let cin_g = layer.cin_per_group();
+    let (kh, kw) = layer.kernel;
+    row.fill(0);
+    for ci in 0..cin_g {
+        let c = g * cin_g + ci;
+        for ky in 0..kh {
+            let iy =
+                (oy * layer.stride.0 + ky * layer.dilation.0) as isize - layer.padding.0 as isize;
+            if iy < 0 || iy >= s.h as isize {
+                continue;
+            }
+            for kx in 0..kw {
+                let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize
+                    - layer.padding.1 as isize;
+                if ix < 0 || ix >= s.w as isize {
+                    continue;
+                }
+                row[(ci * kh + ky) * kw + kx] = input[(c * s.h + iy as usize) * s.w + ix as usize];
+            }
+        }
+    }
+}
+
 /// One output of a conv/linear, before requantization: the reduction over
 /// `(c, kh, kw)` with the accumulator rule after every addition, then the
 /// bias with the same rule. `weights` are the layer's codes (possibly a
