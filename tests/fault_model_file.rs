@@ -194,6 +194,11 @@ fn save_then_load_round_trips_exactly() {
     let back = FaultModel::load(&path).unwrap();
     assert_eq!(back.spec(), m.spec());
     assert!(!back.weight_persistent());
+    let d = back.describe();
+    assert!(
+        d.contains("stuck feature-buffer cells") && d.contains("stuck MAC-unit bits (WS 16x12)"),
+        "{d}"
+    );
     // No temp file left behind.
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

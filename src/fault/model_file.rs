@@ -662,6 +662,18 @@ impl FaultModel {
         if !self.spec.layers.is_empty() {
             let _ = write!(s, "; {} layer overrides", self.spec.layers.len());
         }
+        if !self.spec.stuck_cells.is_empty() {
+            s.push_str("; stuck feature-buffer cells");
+        }
+        if let Some(m) = &self.spec.stuck_macs {
+            let _ = write!(
+                s,
+                "; stuck MAC-unit bits ({} {}x{})",
+                m.grid.key().to_uppercase(),
+                m.rows,
+                m.cols
+            );
+        }
         s
     }
 }
