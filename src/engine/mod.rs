@@ -11,10 +11,10 @@
 //! per image and per conv/linear layer, the layer's input codes and weight
 //! codes go through the buffer faults ([`layer_input`],
 //! [`layer_with_filter_flips`]), the outputs stuck MAC-unit bits reach are
-//! recomputed from them ([`stuck_mac_outputs`]), then the requantized pre-activation codes
-//! (CHW) go through `FeatureInjector::inject` with the stream
-//! `fault::stream(seed, trial, image_index, node)`, are saturated to
-//! `act_bits`, then the fused activation clamps them. Weight faults are
+//! recomputed from them ([`stuck_mac_outputs`]), then the requantized
+//! pre-activation codes (CHW) go through `FeatureInjector::inject` with the
+//! stream `fault::stream(seed, trial, image_index, node)`, are saturated
+//! to `act_bits`, then the fused activation clamps them. Weight faults are
 //! applied to the model ([`QModel::with_weight_faults`]) before an engine
 //! runs it, so every engine sees the same corrupted weights. Random streams
 //! depend only on (seed, trial, image index, layer): results do not depend on
