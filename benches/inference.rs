@@ -1,6 +1,8 @@
 //! Whole-network fixed-point inference throughput (images/s) for the shipped
 //! ResNet-20 and MobileNet-V2 model files on 1x28x28 inputs: fast engine at
-//! batch 1 and 128, clean and under MiBB p=1e-4 feature faults, and the
+//! batch 1 and 128, clean, under MiBB p=1e-4 feature faults and (ResNet-20,
+//! batch 128) under the stuck MAC-unit bits of a chip of the edge 16x16 OS
+//! array at 1e-4 per bit at all four PE sites (`[stuck_macs]`), and the
 //! reference engine at batch 1 for scale. Real Fashion-MNIST test images
 //! when the Debian package is installed, seeded random pixels otherwise
 //! (throughput does not depend on pixel values).
@@ -67,6 +69,27 @@ fn cpu_throughput(label: &str, batch: usize, mut f: impl FnMut()) {
     );
 }
 
+/// Stuck MAC-unit bits of the edge 16x16 OS array at 1e-4 per bit and
+/// stuck value at all four PE sites, and the chip (trial) benchmarked:
+/// the first whose draw has stuck bits, with their count.
+fn stuck_macs() -> (FaultModel, u64, usize) {
+    let text = "[stuck_macs]\ndataflow = \"os\"\nrows = 16\ncols = 16\n\
+                act = { p0 = 1e-4, p1 = 1e-4 }\nweight = { p0 = 1e-4, p1 = 1e-4 }\n\
+                product = { p0 = 1e-4, p1 = 1e-4 }\naccumulator = { p0 = 1e-4, p1 = 1e-4 }\n";
+    let fm = FaultModel::parse_str(text, "stuck_macs.toml").unwrap();
+    let m = fm.spec().stuck_macs.unwrap();
+    let (trial, bits) = (0u64..)
+        .map(|t| {
+            (
+                t,
+                m.bits(ftnas::fault::draw_key(1, t), &Datapath::INT8).len(),
+            )
+        })
+        .find(|&(_, n)| n > 0)
+        .unwrap();
+    (fm, trial, bits)
+}
+
 fn bench_inference(c: &mut Criterion) {
     if std::env::var_os("FTNAS_BENCH_CPU").is_some() {
         return cpu_mode();
@@ -96,6 +119,17 @@ fn bench_inference(c: &mut Criterion) {
             });
         }
         if name == "resnet20" {
+            let (stuck, trial, bits) = stuck_macs();
+            let chip = FeatureFaults {
+                injector: stuck.feature().unwrap(),
+                seed: 1,
+                trial,
+            };
+            let imgs = images(shape, 128);
+            group.throughput(Throughput::Elements(128));
+            group.bench_function(format!("fast/batch128/stuck_macs_{bits}_bits"), |b| {
+                b.iter(|| FastEngine.run(&q, &imgs, 0, Some(chip)).unwrap())
+            });
             let one = images(shape, 1);
             group.throughput(Throughput::Elements(1));
             group.bench_function("reference/batch1/clean", |b| {
@@ -135,6 +169,18 @@ fn cpu_mode() {
         cpu_throughput(&format!("{name} fast batch128 mibb1e-4"), 128, || {
             FastEngine.run(&q, &imgs, 0, Some(faults)).unwrap();
         });
+        if name == "resnet20" {
+            let (stuck, trial, bits) = stuck_macs();
+            let chip = FeatureFaults {
+                injector: stuck.feature().unwrap(),
+                seed: 1,
+                trial,
+            };
+            let label = format!("{name} fast batch128 stuck MAC-unit bits ({bits} bits)");
+            cpu_throughput(&label, 128, || {
+                FastEngine.run(&q, &imgs, 0, Some(chip)).unwrap();
+            });
+        }
     }
 }
 

@@ -409,7 +409,17 @@ impl StuckMacs {
         let e_len = o.h * o.w;
         let m_len = layer.cout_per_group();
         let k_len = layer.macs_per_output();
+        // Without product and accumulator bits the sum is linear when the
+        // accumulator wraps or can never saturate (K terms of at most
+        // 2^(A+W-1) each): one plain dot product of the forced operands,
+        // the rule applied once. The forced activation row is shared by the
+        // filters of a pixel whose units force the same bits.
+        let max_term = 1i128 << (MacRegister::Product.width(dp) - 1);
+        let linear = dp.overflow == crate::fixed::Overflow::Wrap
+            || k_len as i128 * max_term <= crate::fixed::max_code(dp.psum_bits) as i128;
         let mut a = vec![0i32; k_len];
+        let mut xa = vec![0i32; k_len];
+        let mut wf = vec![0i32; k_len];
         for g in 0..layer.groups {
             for e in 0..e_len {
                 let i = e % rows;
@@ -418,6 +428,7 @@ impl StuckMacs {
                     continue;
                 }
                 let mut have_operand = false;
+                let mut forced_with: Option<BitForce> = None;
                 for m in 0..m_len {
                     let f = &row[m % cols];
                     if f.is_identity() {
@@ -429,12 +440,31 @@ impl StuckMacs {
                     }
                     let oc = g * m_len + m;
                     let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
-                    let mut acc = f.acc.apply(0);
-                    for (&x, &wv) in a.iter().zip(w) {
-                        let p = f.act.apply(x as i64) * f.weight.apply(wv as i64);
-                        let p = f.product.apply(p);
-                        acc = dp.acc_limit(f.acc.apply(acc) + p);
-                    }
+                    let acc = if linear && f.product.is_identity() && f.acc.is_identity() {
+                        if forced_with != Some(f.act) {
+                            for (x, &v) in xa.iter_mut().zip(&a) {
+                                *x = f.act.apply(v as i64) as i32;
+                            }
+                            forced_with = Some(f.act);
+                        }
+                        let w = if f.weight.is_identity() {
+                            w
+                        } else {
+                            for (x, &v) in wf.iter_mut().zip(w) {
+                                *x = f.weight.apply(v as i64) as i32;
+                            }
+                            &wf
+                        };
+                        dp.acc_limit(dot(&xa, w))
+                    } else {
+                        let mut acc = f.acc.apply(0);
+                        for (&x, &wv) in a.iter().zip(w) {
+                            let p = f.act.apply(x as i64) * f.weight.apply(wv as i64);
+                            let p = f.product.apply(p);
+                            acc = dp.acc_limit(f.acc.apply(acc) + p);
+                        }
+                        acc
+                    };
                     let v = dp.acc_limit(f.acc.apply(acc) + layer.bias[oc] as i64);
                     codes[oc * e_len + e] = requantize(
                         v,
@@ -515,6 +545,16 @@ impl StuckMacs {
             }
         }
     }
+}
+
+/// `sum a[k] * b[k]` of two code rows modulo `2^32` (wrapping `i32`, which
+/// vectorises): exact modulo `2^psum_bits` for a wrapping accumulator of at
+/// most 32 bits, and exact outright when the sum cannot leave a
+/// saturating accumulator's range (the only two uses).
+fn dot(a: &[i32], b: &[i32]) -> i64 {
+    a.iter()
+        .zip(b)
+        .fold(0i32, |s, (&x, &y)| s.wrapping_add(x.wrapping_mul(y))) as i64
 }
 
 #[cfg(test)]
