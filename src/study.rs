@@ -587,18 +587,14 @@ pub fn render(studies: &[ModelStudy], ctx: &ReportContext<'_>) -> Result<Report,
                 }
             }
             if let Some(m) = &f.derivation.stuck_macs {
-                let kinds: Vec<String> = crate::fault::MacRegister::ALL
-                    .iter()
-                    .filter(|&&r| m.of(r).p0 + m.of(r).p1 > 0.0)
-                    .map(|&r| format!("{} {:e} / {:e}", r.key(), m.of(r).p0, m.of(r).p1))
-                    .collect();
                 w(
                     &mut md,
                     format!(
-                        " Stuck PE register bits of the {}x{} output-stationary array (per bit stuck at 0 / 1: {}): `[stuck_macs]`, drawn once per chip; each acts on the outputs its PE computes or its operands reach.",
+                        " Stuck PE register bits of the {}x{} {} array (per bit stuck at 0 / 1: {}): `[stuck_macs]`, drawn once per chip; each acts on the outputs its PE computes or its operands reach.",
                         m.rows,
                         m.cols,
-                        kinds.join(", ")
+                        m.grid.key().to_uppercase(),
+                        m.densities_text()
                     ),
                 );
             }

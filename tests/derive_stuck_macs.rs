@@ -18,7 +18,8 @@ mod engine_common;
 use common::systolic_accelerator as accelerator;
 use engine_common::{datapath, images, random_graph};
 use ftnas::accel::Dataflow;
-use ftnas::derive::network::{derive_from_spec, gemm_layers};
+use ftnas::derive::layer::GemmLayer;
+use ftnas::derive::network::{derive_from_spec, gemm_layers, NetworkDerivation};
 use ftnas::engine::{Engine, FastEngine, FeatureFaults, ReferenceEngine};
 use ftnas::fault::stuck_macs::StuckMacBit;
 use ftnas::fault::{FaultModel, MacGrid, MacRegister, StuckMacs};
@@ -67,6 +68,23 @@ fn bubbles_meet(m: &StuckMacs, bits: &[StuckMacBit]) -> bool {
     ones(MacRegister::Act).any(|(ai, aj)| {
         ones(MacRegister::Weight).any(|(wi, wj)| wi <= ai && aj <= wj && wj < m.cols)
     })
+}
+
+/// `ftnas derive`'s derivation of `spec` for `q` on `net`'s array.
+fn derive_on(
+    net: &HwNetwork,
+    q: &QModel,
+    layers: &[GemmLayer],
+    spec: &HwFaultSpec,
+) -> (NetworkDerivation, Vec<String>) {
+    derive_from_spec(
+        net.array(),
+        &net.buffer_geometry(),
+        net.clock_mhz(),
+        q,
+        layers,
+        spec,
+    )
 }
 
 /// A spec with stuck bits at the PE sites of `mask` (bit 0 act, 1 weight,
@@ -170,9 +188,7 @@ proptest! {
         let imgs = images(g.input_shape(), 3, seed ^ 3);
         let spec = pe_spec(sites, 2e-3 * f64::from(density));
         let layers = gemm_layers(&q, &imgs);
-        let (d, left_out) = derive_from_spec(
-            net.array(), &net.buffer_geometry(), net.clock_mhz(), &q, &layers, &spec,
-        );
+        let (d, left_out) = derive_on(&net, &q, &layers, &spec);
         prop_assert!(left_out.is_empty(), "{:?}", left_out);
         let m = d.stuck_macs.expect("PE stuck bits are derived");
         prop_assert_eq!((m.rows, m.cols), (rows, cols));
@@ -193,14 +209,7 @@ fn stuck_pe_bits_on_a_real_network() {
     let acc = accelerator(8, 8, Dataflow::Os, q.datapath, 1);
     let net = HwNetwork::new(&acc, &q).unwrap();
     let layers = gemm_layers(&q, px);
-    let (d, left_out) = derive_from_spec(
-        net.array(),
-        &net.buffer_geometry(),
-        net.clock_mhz(),
-        &q,
-        &layers,
-        &pe_spec(0b1111, 2e-4),
-    );
+    let (d, left_out) = derive_on(&net, &q, &layers, &pe_spec(0b1111, 2e-4));
     assert!(left_out.is_empty(), "{left_out:?}");
     let m = d.stuck_macs.unwrap();
     let (compared, changed, skipped) = compare(&q, &net, &m, px, 7, 12, &FastEngine);
@@ -223,14 +232,7 @@ fn ws_weight_registers_stay_weight_faults() {
     for df in [Dataflow::Ws, Dataflow::Is] {
         let acc = accelerator(8, 8, df, q.datapath, 1);
         let net = HwNetwork::new(&acc, &q).unwrap();
-        let (d, left_out) = derive_from_spec(
-            net.array(),
-            &net.buffer_geometry(),
-            net.clock_mhz(),
-            &q,
-            &layers,
-            &pe_spec(0b1111, 1e-4),
-        );
+        let (d, left_out) = derive_on(&net, &q, &layers, &pe_spec(0b1111, 1e-4));
         assert!(left_out.is_empty(), "{df:?}: {left_out:?}");
         let m = d.stuck_macs.expect("derived");
         let weight = m.of(MacRegister::Weight).p0 > 0.0;
@@ -255,14 +257,7 @@ fn stuck_pe_bits_on_stationary_arrays() {
     for (df, sites) in [(Dataflow::Ws, 0b1101), (Dataflow::Is, 0b1111)] {
         let acc = accelerator(8, 8, df, q.datapath, 1);
         let net = HwNetwork::new(&acc, &q).unwrap();
-        let (d, _) = derive_from_spec(
-            net.array(),
-            &net.buffer_geometry(),
-            net.clock_mhz(),
-            &q,
-            &layers,
-            &pe_spec(sites, 2e-4),
-        );
+        let (d, _) = derive_on(&net, &q, &layers, &pe_spec(sites, 2e-4));
         let m = d.stuck_macs.unwrap();
         let (compared, changed, skipped) = compare(&q, &net, &m, px, 3, 8, &FastEngine);
         assert_eq!((compared, skipped), (8, 0), "{df:?}");
@@ -293,14 +288,7 @@ fn trained_resnet20_on_the_edge_array() {
     let net = HwNetwork::new(&accel, &q).unwrap();
     let (px, _) = campaign_common::first_images(3);
     let layers = gemm_layers(&q, px);
-    let (d, left_out) = derive_from_spec(
-        net.array(),
-        &net.buffer_geometry(),
-        net.clock_mhz(),
-        &q,
-        &layers,
-        &pe_spec(0b1111, 1e-4),
-    );
+    let (d, left_out) = derive_on(&net, &q, &layers, &pe_spec(0b1111, 1e-4));
     assert!(left_out.is_empty(), "{left_out:?}");
     let m = d.stuck_macs.unwrap();
     let (compared, changed, skipped) = compare(&q, &net, &m, px, 1, 4, &FastEngine);

@@ -272,12 +272,7 @@ pub fn stuck_macs_table(
         m.rows,
         m.cols,
         m.grid.key().to_uppercase(),
-        MacRegister::ALL
-            .iter()
-            .filter(|&&r| m.of(r).p0 + m.of(r).p1 > 0.0)
-            .map(|&r| format!("{} {:e} / {:e}", r.key(), m.of(r).p0, m.of(r).p1))
-            .collect::<Vec<_>>()
-            .join(", "),
+        m.densities_text(),
     );
     out += "outputs one stuck bit reaches (mean over the PEs it can sit in):\n";
     let header = [

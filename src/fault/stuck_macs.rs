@@ -274,6 +274,17 @@ impl StuckMacs {
         self.density[register.index()]
     }
 
+    /// The register kinds with stuck bits and their densities, for
+    /// reports: `weight 5e-5 / 5e-5, accumulator 0e0 / 2e-5` (p0 / p1).
+    pub fn densities_text(&self) -> String {
+        MacRegister::ALL
+            .iter()
+            .filter(|&&r| self.of(r).total() > 0.0)
+            .map(|&r| format!("{} {:e} / {:e}", r.key(), self.of(r).p0, self.of(r).p1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// True when no register kind has stuck bits.
     pub fn is_empty(&self) -> bool {
         self.density.iter().all(|d| d.total() <= 0.0)
@@ -465,13 +476,8 @@ impl StuckMacs {
                         }
                         acc
                     };
-                    let v = dp.acc_limit(f.acc.apply(acc) + layer.bias[oc] as i64);
-                    codes[oc * e_len + e] = requantize(
-                        v,
-                        layer.acc_frac,
-                        layer.out_format.frac,
-                        layer.out_format.bits,
-                    ) as i32;
+                    // the read-out sees a stuck accumulator bit too
+                    codes[oc * e_len + e] = finish(layer, dp, f.acc.apply(acc), oc);
                 }
             }
         }
@@ -500,51 +506,60 @@ impl StuckMacs {
         let k_len = layer.macs_per_output();
         let row_folds = k_len.div_ceil(rows);
         let ws = self.grid == MacGrid::WeightStationary;
-        // the operand column: WS filters, IS pixels
-        let sc_len = if ws { m_len } else { e_len };
+        // each unit column's forces top to bottom, `None` where none acts
+        let columns: Vec<Option<Vec<UnitForce>>> = (0..cols)
+            .map(|c| {
+                let column: Vec<UnitForce> = (0..rows).map(|r| forces[r * cols + c]).collect();
+                (!column.iter().all(UnitForce::is_identity)).then_some(column)
+            })
+            .collect();
+        // output (e, m) runs in column m mod cols (WS) or e mod cols (IS)
+        let column_of = |e: usize, m: usize| columns[if ws { m } else { e } % cols].as_ref();
         let mut a = vec![0i32; k_len];
         for g in 0..layer.groups {
-            for c in 0..cols.min(sc_len) {
-                let column: Vec<UnitForce> = (0..rows).map(|r| forces[r * cols + c]).collect();
-                if column.iter().all(UnitForce::is_identity) {
-                    continue;
-                }
-                for sc in (c..sc_len).step_by(cols) {
-                    if !ws {
-                        im2col_row(layer, input, g, sc, &mut a);
+            for e in 0..e_len {
+                let mut have_operand = false;
+                for m in 0..m_len {
+                    let Some(column) = column_of(e, m) else {
+                        continue;
+                    };
+                    if !have_operand {
+                        im2col_row(layer, input, g, e, &mut a);
+                        have_operand = true;
                     }
-                    for t in 0..(if ws { e_len } else { m_len }) {
-                        let (e, m) = if ws { (t, sc) } else { (sc, t) };
-                        if ws {
-                            im2col_row(layer, input, g, e, &mut a);
-                        }
-                        let oc = g * m_len + m;
-                        let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
-                        let mut acc = 0i64;
-                        for fr in 0..row_folds {
-                            for (r, f) in column.iter().enumerate() {
-                                let k = fr * rows + r;
-                                let live = k < k_len;
-                                let (x, wv) = if live { (a[k], w[k]) } else { (0, 0) };
-                                let mut p = f.act.apply(x as i64) * f.weight.apply(wv as i64);
-                                if live {
-                                    p = f.product.apply(p);
-                                }
-                                acc = dp.acc_limit(f.acc.apply(acc) + p);
+                    let oc = g * m_len + m;
+                    let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
+                    let mut acc = 0i64;
+                    for fr in 0..row_folds {
+                        for (r, f) in column.iter().enumerate() {
+                            let k = fr * rows + r;
+                            let live = k < k_len;
+                            let (x, wv) = if live { (a[k], w[k]) } else { (0, 0) };
+                            let mut p = f.act.apply(x as i64) * f.weight.apply(wv as i64);
+                            if live {
+                                p = f.product.apply(p);
                             }
+                            acc = dp.acc_limit(f.acc.apply(acc) + p);
                         }
-                        let v = dp.acc_limit(acc + layer.bias[oc] as i64);
-                        codes[oc * e_len + e] = requantize(
-                            v,
-                            layer.acc_frac,
-                            layer.out_format.frac,
-                            layer.out_format.bits,
-                        ) as i32;
                     }
+                    codes[oc * e_len + e] = finish(layer, dp, acc, oc);
                 }
             }
         }
     }
+}
+
+/// The requantized pre-activation code of output channel `oc` from its
+/// accumulator `acc`: bias added with the accumulator rule, then
+/// requantized (as `hwsim::layer` finishes a GEMM's outputs).
+fn finish(layer: &MacLayer, dp: &Datapath, acc: i64, oc: usize) -> i32 {
+    let v = dp.acc_limit(acc + layer.bias[oc] as i64);
+    requantize(
+        v,
+        layer.acc_frac,
+        layer.out_format.frac,
+        layer.out_format.bits,
+    ) as i32
 }
 
 /// `sum a[k] * b[k]` of two code rows modulo `2^32` (wrapping `i32`, which

@@ -107,6 +107,18 @@ impl SearchConfig {
         }
     }
 
+    /// What each super-net step trains with: the training settings, the
+    /// search's seed, FTT with the search's fault model.
+    fn supernet_train_config(&self) -> TrainConfig {
+        let mut t = super_train_config(&self.train);
+        t.seed = self.seed;
+        t.ftt = Some(Ftt {
+            model: self.faults.clone(),
+            alpha: self.alpha,
+        });
+        t
+    }
+
     fn validate(&self) -> Result<(), SearchError> {
         self.space.validate()?;
         if self.steps == 0 || self.train_batches == 0 || self.top_k == 0 {
@@ -114,13 +126,8 @@ impl SearchConfig {
                 "steps, train batches per step and top-k must be >= 1".into(),
             ));
         }
-        if self.faults.spec().stuck_macs.is_some() {
-            return Err(SearchError::Config(
-                "the fault model has stuck MAC-unit bits ([stuck_macs]), which the super-net's \
-                 training forward does not apply: search with a model without that section"
-                    .into(),
-            ));
-        }
+        // the super-net's training rules (FTT model, alpha, ...) up front
+        self.supernet_train_config().validate()?;
         if !(0.0..=1.0).contains(&self.reward.beta) {
             return Err(SearchError::Config(format!(
                 "beta must be in [0, 1], got {}",
@@ -391,13 +398,7 @@ impl<'a> Search<'a> {
     }
 
     fn train_config(&self) -> TrainConfig {
-        let mut t = super_train_config(&self.cfg.train);
-        t.seed = self.cfg.seed;
-        t.ftt = Some(Ftt {
-            model: self.cfg.faults.clone(),
-            alpha: self.cfg.alpha,
-        });
-        t
+        self.cfg.supernet_train_config()
     }
 
     /// Total super-net steps of the whole search (the cosine schedule).

@@ -120,7 +120,7 @@ impl TrainConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), TrainError> {
+    pub(crate) fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: &str| Err(TrainError::Config(m.to_string()));
         if self.batch < 2 {
             return bad("batch must be at least 2 (batch norm needs batch statistics)");
