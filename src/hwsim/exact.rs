@@ -46,6 +46,7 @@
 pub(crate) mod clean;
 pub(crate) mod engine_stuck;
 mod os;
+mod pair_dot;
 mod stationary;
 mod stuck;
 

@@ -29,7 +29,7 @@ use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
-use super::exact::engine_stuck::{self, EngineOperands};
+use super::exact::engine_stuck::{self, EngineOperands, FilterCache};
 use super::exact::{clean::plain_sum_exact, clean_gemm, run_exact_from_clean_trusted};
 use super::layer::{filter_operand, finish_group, ifmap_operand, LayerGemm, LayerStats};
 use super::network::{ActingFaults, ChipFault, HwImageRun, HwNetError, HwNetwork, ImageFaults};
@@ -50,17 +50,16 @@ pub(crate) struct ChipKit {
     /// Per MAC layer, its filter codes as i8 for [`engine_stuck`], made on
     /// first use (once per chip instead of once per image and layer).
     w8: Vec<OnceLock<Vec<i8>>>,
-    /// Per MAC layer and group, the group's filter codes transposed
-    /// (`K x M`, the IS array's streamed operand row by row), made on first
-    /// use.
-    wt8: Vec<Vec<OnceLock<Vec<i8>>>>,
+    /// Per MAC layer and group, what the IS corrections derive from the
+    /// group's filter codes, made on first use.
+    filter_cache: Vec<Vec<FilterCache>>,
 }
 
-/// One [`OnceLock`] per group of every MAC layer of `net`.
-fn group_cells(net: &HwNetwork) -> Vec<Vec<OnceLock<Vec<i8>>>> {
+/// One [`FilterCache`] per group of every MAC layer of `net`.
+fn group_cells(net: &HwNetwork) -> Vec<Vec<FilterCache>> {
     net.layers()
         .iter()
-        .map(|l| (0..l.gemm.groups).map(|_| OnceLock::new()).collect())
+        .map(|l| (0..l.gemm.groups).map(|_| FilterCache::default()).collect())
         .collect()
 }
 
@@ -71,7 +70,7 @@ impl ChipKit {
             model: None,
             kit: LayerKit::new(net.model()),
             w8: (0..net.layers().len()).map(|_| OnceLock::new()).collect(),
-            wt8: group_cells(net),
+            filter_cache: group_cells(net),
         }
     }
 
@@ -117,7 +116,7 @@ impl ChipKit {
             model: Some(model),
             kit,
             w8: (0..net.layers().len()).map(|_| OnceLock::new()).collect(),
-            wt8: group_cells(net),
+            filter_cache: group_cells(net),
         }
     }
 
@@ -229,7 +228,7 @@ pub(crate) fn run_codes(
                                 let ops = EngineOperands {
                                     col,
                                     w: w_group,
-                                    wt: Some(&ck.wt8[li][gi]),
+                                    cache: Some(&ck.filter_cache[li][gi]),
                                     packed: Some(packed),
                                     e: shape.e,
                                     k: k_len,
