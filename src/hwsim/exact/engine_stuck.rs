@@ -444,7 +444,7 @@ fn os_psum_outputs(
     let mut lanes = OsLanes::default();
     // Lanes come in groups, one per (PE, filter): the outputs e = i, i +
     // rows, ... of filter m. Per group: first lane, PE row i, m, masks.
-    let mut groups: Vec<(usize, usize, usize, StuckMask, StuckMask)> = Vec::new();
+    let mut groups: Vec<(usize, usize, usize, Option<StuckMask>, StuckMask)> = Vec::new();
     let mut outs: Vec<usize> = Vec::new();
     for &pe in &set.faulty {
         let masks = &pes[pe];
@@ -455,7 +455,7 @@ fn os_psum_outputs(
         }
         let mult = id(masks.mult);
         for m in (j..m_len).step_by(cols) {
-            groups.push((outs.len(), i, m, id(masks.first), id(masks.second)));
+            groups.push((outs.len(), i, m, masks.first, id(masks.second)));
             for e in (i..e_len).step_by(rows) {
                 lanes.push(psum, mult);
                 outs.push(m * e_len + e);
@@ -478,13 +478,21 @@ fn os_psum_outputs(
         for (g, &(start, i, m, first, second)) in groups.iter().enumerate() {
             let end = groups.get(g + 1).map_or(n, |next| next.0);
             let xg = &mut xk[start..end];
-            for (x, &v) in xg.iter_mut().zip(row[i..].iter().step_by(rows)) {
-                *x = v as i32;
+            // the group's pixels e = i, i + rows, ... (inside the row)
+            let px = &row[i..i + (xg.len() - 1) * rows + 1];
+            match first {
+                Some(f) => {
+                    for (l, x) in xg.iter_mut().enumerate() {
+                        *x = f.apply(i32::from(px[l * rows]));
+                    }
+                }
+                None => {
+                    for (l, x) in xg.iter_mut().enumerate() {
+                        *x = i32::from(px[l * rows]);
+                    }
+                }
             }
-            if first != IDENTITY {
-                mask_all(first, xg);
-            }
-            yk[start..end].fill(second.apply(w[m * k_len + k] as i32));
+            yk[start..end].fill(second.apply(i32::from(w[m * k_len + k])));
         }
     }
     let mut a = vec![0i32; n];
@@ -1258,7 +1266,7 @@ mod tests {
             );
             let x0: Vec<i8> = (0..m * k).map(|_| rng.random()).collect();
             let y0: Vec<i8> = (0..k * n).map(|_| rng.random()).collect();
-            let mut mask = |rng: &mut Xoshiro256PlusPlus| {
+            let mask = |rng: &mut Xoshiro256PlusPlus| {
                 let mut f = random_mask(rng, 8);
                 if case % 3 == 0 {
                     // two bits: 0 and 7 give changes of 1 and 128 (no i8 scale)
