@@ -590,10 +590,8 @@ pub fn render(studies: &[ModelStudy], ctx: &ReportContext<'_>) -> Result<Report,
                 w(
                     &mut md,
                     format!(
-                        " Stuck PE register bits of the {}x{} {} array (per bit stuck at 0 / 1: {}): `[stuck_macs]`, drawn once per chip; each acts on the outputs its PE computes or its operands reach.",
-                        m.rows,
-                        m.cols,
-                        m.grid.key().to_uppercase(),
+                        " Stuck register bits of the {} (per bit stuck at 0 / 1: {}): `[stuck_macs]`, drawn once per chip; each acts on the outputs its unit computes or its operands reach.",
+                        m.grid_text(),
                         m.densities_text()
                     ),
                 );

@@ -305,6 +305,61 @@ fn derive_on_a_bit_serial_design_gives_weight_and_feature_faults() {
     }
 }
 
+/// The shipped aged bit-serial chip on Stripes: the SIP activation and
+/// accumulator stuck bits become `[stuck_macs]` (`dataflow =
+/// "bit-serial"`, the design's windows, lanes and filter rows), nothing is
+/// left out, the reach table is printed; on Loom (serial weights, run-time
+/// precision) the two sites are named as not derived.
+#[test]
+fn derive_turns_stuck_sip_registers_into_stuck_macs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, weights) = tiny_vgg(dir.path(), "[[4], [8]]", 5);
+    let spec = repo_file("accelerators/faults/aged_bitserial_chip.toml");
+    let fm = dir.path().join("aged-bs.toml");
+    let out = derive(
+        &repo_file("accelerators/stripes_a8.toml"),
+        &model,
+        &weights,
+        &spec,
+        &fm,
+        &[],
+    );
+    let stdout = succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("not part of the derived"), "{stderr}");
+    assert!(
+        stdout.contains("stuck SIP register bits (bit-serial design's 16 windows x 16 lanes, 256 filter rows (1 bit per cycle)"),
+        "{stdout}"
+    );
+    let loaded = FaultModel::load(&fm).unwrap();
+    let m = loaded.spec().stuck_macs.expect("[stuck_macs]");
+    assert_eq!(
+        m.grid,
+        ftnas::fault::MacGrid::BitSerial {
+            filter_rows: 256,
+            bits_per_cycle: 1
+        }
+    );
+    assert_eq!((m.rows, m.cols), (16, 16));
+    let act = m.of(ftnas::fault::MacRegister::Act);
+    let acc = m.of(ftnas::fault::MacRegister::Accumulator);
+    assert_eq!((act.p0, act.p1, acc.p0, acc.p1), (5e-5, 5e-5, 0.0, 2e-5));
+    let out = derive(
+        &repo_file("accelerators/loom.toml"),
+        &model,
+        &weights,
+        &spec,
+        &fm,
+        &[],
+    );
+    succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for site in ["sip.act_reg stuck-at", "sip.psum_reg stuck-at"] {
+        assert!(stderr.contains(site), "{site}: {stderr}");
+    }
+    assert!(FaultModel::load(&fm).unwrap().spec().stuck_macs.is_none());
+}
+
 #[test]
 fn derive_rejects_bad_inputs_clearly() {
     let dir = tempfile::tempdir().unwrap();

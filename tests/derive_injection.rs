@@ -374,10 +374,7 @@ fn shared_stuck_registers_hold_the_weights_the_hardware_registers_hold() {
         precision: Precision::PerLayer,
         group_size: None,
     };
-    let holder = WeightHolder::BitSerial {
-        filter_rows: 3,
-        lanes: 2,
-    };
+    let holder = WeightHolder::bitserial(&design);
     let shared = holder.shared_stuck(r).expect("SIP registers hold weights");
     let arr = BitSerialArray::new(design).unwrap();
     let mut covered = BTreeSet::new();

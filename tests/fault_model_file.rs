@@ -185,6 +185,37 @@ fn rich_spec() -> FaultSpec {
     }
 }
 
+/// A bit-serial SIP grid (`dataflow = "bit-serial"` with its filter rows
+/// and bits per cycle) is written and read back exactly.
+#[test]
+fn bitserial_stuck_sips_round_trip() {
+    let spec = FaultSpec {
+        stuck_macs: Some(StuckMacs {
+            grid: ftnas::fault::MacGrid::BitSerial {
+                filter_rows: 256,
+                bits_per_cycle: 2,
+            },
+            rows: 16,
+            cols: 16,
+            density: [
+                StuckDensity { p0: 1e-5, p1: 2e-5 },
+                StuckDensity::default(),
+                StuckDensity::default(),
+                StuckDensity { p0: 0.0, p1: 3e-6 },
+            ],
+        }),
+        ..FaultSpec::default()
+    };
+    let m = FaultModel::from_spec(spec).unwrap();
+    let text = m.to_toml_string();
+    assert!(text.contains("dataflow = \"bit-serial\"") && text.contains("filter_rows = 256"));
+    let back = FaultModel::parse_str(&text, "sips.toml").unwrap();
+    assert_eq!(back.spec(), m.spec());
+    assert!(back
+        .describe()
+        .contains("16 windows x 16 lanes, 256 filter rows"));
+}
+
 #[test]
 fn save_then_load_round_trips_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,7 +227,8 @@ fn save_then_load_round_trips_exactly() {
     assert!(!back.weight_persistent());
     let d = back.describe();
     assert!(
-        d.contains("stuck feature-buffer cells") && d.contains("stuck MAC-unit bits (WS 16x12)"),
+        d.contains("stuck feature-buffer cells")
+            && d.contains("stuck MAC-unit bits (16x12 WS array)"),
         "{d}"
     );
     // No temp file left behind.
@@ -452,7 +484,7 @@ fn bad_files_name_file_line_and_key() {
         ),
         (
             "[stuck_macs]\ndataflow = \"rs\"\nrows = 2\ncols = 4\n",
-            &["bad.toml:2:", "stuck_macs.dataflow", "\"os\", \"ws\" or \"is\""],
+            &["bad.toml:2:", "stuck_macs.dataflow", "\"os\", \"ws\", \"is\" or \"bit-serial\""],
         ),
         (
             "[stuck_macs]\ndataflow = \"os\"\nrows = 4\ncols = 4\nproduct = { p0 = 0.75, p1 = 0.5 }\n",
@@ -469,6 +501,22 @@ fn bad_files_name_file_line_and_key() {
         (
             "[stuck_macs]\ndataflow = \"ws\"\ncols = 4\n",
             &["bad.toml:", "rows"],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"bit-serial\"\nrows = 4\ncols = 4\nbits_per_cycle = 1\n",
+            &["bad.toml:", "stuck_macs.filter_rows", "missing"],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"os\"\nrows = 4\ncols = 4\nfilter_rows = 8\n",
+            &["bad.toml:5:", "stuck_macs.filter_rows", "bit-serial"],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"bit-serial\"\nrows = 4\ncols = 4\nfilter_rows = 8\nbits_per_cycle = 0\n",
+            &["bad.toml:6:", "stuck_macs.bits_per_cycle", "positive"],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"bit-serial\"\nrows = 4\ncols = 4\nfilter_rows = 8\nbits_per_cycle = 2\nweight = { p1 = 1e-4 }\n",
+            &["bad.toml:", "stuck_macs.weight.p0", "weight model"],
         ),
         // not TOML
         ("[feature\nkind = 1\n", &["bad.toml", "line 1"]),

@@ -21,7 +21,7 @@ use crate::derive::network::{
     sip_transient_rates, with_psum_signs, NetworkDerivation,
 };
 use crate::eval;
-use crate::fault::{FaultModel, FeatureBuffer, MacRegister, StuckMacs};
+use crate::fault::{FaultModel, FeatureBuffer, MacGrid, MacRegister, StuckMacs};
 use crate::fixed::Datapath;
 use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::spec::{HwFaultSpec, Site};
@@ -105,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let layers = gemm_layers(&q.qmodel, &train.images[..n * per]);
     let shapes: Vec<_> = layers
         .iter()
-        .map(|l| (l.name.clone(), (l.e, l.k, l.m), l.groups))
+        .map(|l| (l.name.clone(), (l.e, l.k, l.m), l.taps, l.groups))
         .collect();
     let geometry = net.buffer_geometry();
     let (d, skipped) = match (&acc.systolic, &acc.bitserial) {
@@ -179,8 +179,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let desc = match &d.stuck_macs {
         None => desc,
         Some(m) => format!(
-            "{desc}; stuck PE register bits of the {}x{} OS array ([stuck_macs], per chip)",
-            m.rows, m.cols
+            "{desc}; stuck {} register bits of the {} ([stuck_macs], per chip)",
+            if acc.systolic.is_some() { "PE" } else { "SIP" },
+            m.grid_text()
         ),
     };
     let model = FaultModel::from_spec(d.fault_spec(desc))?;
@@ -250,12 +251,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The stuck MAC-unit model's summary line and per-layer reach table;
-/// `layers` holds per layer `(name, (pixels, reduction, filters per
-/// group), groups)`.
+/// A layer of [`stuck_macs_table`]: name, GEMM `(E, K, M)` (pixels,
+/// reduction, filters per group), taps, groups.
+pub type ReachLayer = (String, (usize, usize, usize), usize, usize);
+
+/// The stuck MAC-unit model's summary line and per-layer reach table.
 pub fn stuck_macs_table(
     m: &StuckMacs,
-    layers: &[(String, (usize, usize, usize), usize)],
+    layers: &[ReachLayer],
     dp: &Datapath,
 ) -> anyhow::Result<(String, Csv)> {
     let mut out = String::new();
@@ -263,18 +266,22 @@ pub fn stuck_macs_table(
         .iter()
         .map(|&r| {
             let d = m.of(r);
-            (m.rows * m.cols) as f64 * f64::from(r.width(dp)) * (d.p0 + d.p1)
+            let (rows, cols) = m.units(r);
+            (rows * cols) as f64 * f64::from(r.width(dp)) * (d.p0 + d.p1)
         })
         .sum();
+    let unit = if let MacGrid::BitSerial { .. } = m.grid {
+        "SIP"
+    } else {
+        "PE"
+    };
     out += &format!(
-        "stuck PE register bits ({}x{} {} array, per chip, every layer; per bit stuck at 0 / 1: {}); \
+        "stuck {unit} register bits ({}, per chip, every layer; per bit stuck at 0 / 1: {}); \
          expected {expected:.2} stuck bits per chip\n",
-        m.rows,
-        m.cols,
-        m.grid.key().to_uppercase(),
+        m.grid_text(),
         m.densities_text(),
     );
-    out += "outputs one stuck bit reaches (mean over the PEs it can sit in):\n";
+    out += &format!("outputs one stuck bit reaches (mean over the {unit}s it can sit in):\n");
     let header = [
         "layer",
         "outputs",
@@ -285,8 +292,9 @@ pub fn stuck_macs_table(
     ];
     let mut t = Table::new(header);
     let mut csv = Csv::new(header);
-    for (name, (e, k, f), g) in layers {
-        let r = crate::derive::stuck_macs::mean_reach(m.grid, m.rows, m.cols, (*e, *k, *f), *g);
+    for (name, (e, k, f), taps, g) in layers {
+        let r =
+            crate::derive::stuck_macs::mean_reach(m.grid, m.rows, m.cols, (*e, *k, *f), *taps, *g);
         let row = [
             name.clone(),
             (e * f * g).to_string(),

@@ -576,9 +576,10 @@ pub fn derive_bitserial_from_spec(
     let holder = WeightHolder::bitserial(design);
     let (stuck, not_weights) = stuck_rates(spec, &holder);
     left_out.extend(not_weights);
-    let d = NetworkDerivation { rates, ..derived }
+    let mut d = NetworkDerivation { rates, ..derived }
         .with_weight_faults(&holder, geometry.filter_words, model, layers, &stuck)
         .with_buffer_flips(model, geometry, spec, clock_mhz);
+    d.stuck_macs = super::stuck_macs::stuck_macs_of_bitserial(spec, design);
     (d, left_out)
 }
 

@@ -119,8 +119,13 @@ pub enum WeightHolder {
         dataflow: Dataflow,
     },
     /// A bit-serial design: SIP weight registers, `filter_rows = tiles *
-    /// filters` by `lanes`.
-    BitSerial { filter_rows: usize, lanes: usize },
+    /// filters` by `lanes`; `units_derived` when its SIP activation and
+    /// partial-sum register bits are derived ([`super::stuck_macs`]).
+    BitSerial {
+        filter_rows: usize,
+        lanes: usize,
+        units_derived: bool,
+    },
 }
 
 impl WeightHolder {
@@ -129,6 +134,7 @@ impl WeightHolder {
         WeightHolder::BitSerial {
             filter_rows: design.tiles * design.filters,
             lanes: design.lanes,
+            units_derived: super::stuck_macs::sip_units_derived(design),
         }
     }
 
@@ -174,9 +180,9 @@ impl WeightHolder {
             // W[k][m] in PE (k mod R, m mod C).
             WeightHolder::Systolic { rows, cols, .. } => (cols, rows, ShareUnit::Term),
             // Filter m, channel c (all taps) in SIP (m mod F, c mod lanes).
-            WeightHolder::BitSerial { filter_rows, lanes } => {
-                (filter_rows, lanes, ShareUnit::Channel)
-            }
+            WeightHolder::BitSerial {
+                filter_rows, lanes, ..
+            } => (filter_rows, lanes, ShareUnit::Channel),
         };
         Some(SharedStuck {
             p0: r.p0,
@@ -191,7 +197,9 @@ impl WeightHolder {
     fn used_registers(&self, l: &GemmLayer) -> usize {
         match *self {
             WeightHolder::Systolic { rows, cols, .. } => l.k.min(rows) * l.m.min(cols),
-            WeightHolder::BitSerial { filter_rows, lanes } => {
+            WeightHolder::BitSerial {
+                filter_rows, lanes, ..
+            } => {
                 let channels = l.k / l.taps.max(1);
                 l.m.min(filter_rows) * channels.min(lanes)
             }
@@ -269,6 +277,21 @@ pub fn stuck_rates(spec: &HwFaultSpec, holder: &WeightHolder) -> (StuckRates, Ve
                 "{} stuck-at (no such site on a bit-serial design)",
                 site.name()
             )),
+            // feature faults of the SIPs (`super::stuck_macs`), where derived
+            (
+                Site::Sip(SipSite::ActReg | SipSite::PsumReg),
+                WeightHolder::BitSerial {
+                    units_derived: true,
+                    ..
+                },
+            ) => {}
+            (Site::Sip(SipSite::ActReg | SipSite::PsumReg), WeightHolder::BitSerial { .. }) => {
+                not_derived.push(format!(
+                    "{} stuck-at (serial weights or run-time precision: a stuck bit above a \
+                     step's detected precision is never shifted out, which depends on the data)",
+                    site.name()
+                ))
+            }
             (other, _) => not_derived.push(format!(
                 "{} stuck-at (corrupts features, not weights)",
                 other.name()
@@ -452,6 +475,7 @@ mod tests {
             let holder = WeightHolder::BitSerial {
                 filter_rows: rows,
                 lanes: cols,
+                units_derived: true,
             };
             let d = &derive_weight_faults(&holder, words, 8, &[l], &rates)[0];
             let mut regs = std::collections::HashSet::new();

@@ -36,8 +36,10 @@
 //! not reach padding rows); see [`crate::fault::stuck_macs`]. Expected
 //! stuck bits per chip: `R * C * sum over sites (p0 + p1) * width`.
 
+use crate::accel::description::{BitSerial, Precision, Serial};
 use crate::accel::Dataflow;
 use crate::fault::{MacGrid, StuckDensity, StuckMacs};
+use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::spec::{HwFaultSpec, Site};
 use crate::hwsim::{FaultSite, SystolicArray};
 
@@ -75,6 +77,48 @@ pub fn stuck_macs_of_spec(spec: &HwFaultSpec, array: &SystolicArray) -> Option<S
     (!m.is_empty()).then_some(m)
 }
 
+/// The stuck SIP model of `spec`'s `sip.act_reg` / `sip.psum_reg` stuck-at
+/// densities on bit-serial `design` (`None` when neither has stuck bits,
+/// or when the design is not derived: serial weights (Loom) or run-time
+/// precision, where a stuck bit above a step's detected precision is never
+/// shifted out, which depends on the data). The SIP weight register is the
+/// weight model's ([`super::permanent`]).
+pub fn stuck_macs_of_bitserial(spec: &HwFaultSpec, design: &BitSerial) -> Option<StuckMacs> {
+    if !sip_units_derived(design) {
+        return None;
+    }
+    let density = |s: SipSite| {
+        spec.rates
+            .get(&Site::Sip(s))
+            .map_or(StuckDensity::default(), |r| StuckDensity {
+                p0: r.stuck_at_0,
+                p1: r.stuck_at_1,
+            })
+    };
+    let m = StuckMacs {
+        grid: MacGrid::BitSerial {
+            filter_rows: design.tiles * design.filters,
+            bits_per_cycle: design.bits_per_cycle,
+        },
+        rows: design.windows,
+        cols: design.lanes,
+        density: [
+            density(SipSite::ActReg),
+            StuckDensity::default(),
+            StuckDensity::default(),
+            density(SipSite::PsumReg),
+        ],
+    };
+    (!m.is_empty()).then_some(m)
+}
+
+/// Whether stuck SIP activation and partial-sum register bits of `design`
+/// are derived ([`stuck_macs_of_bitserial`]): Stripes (activations serial)
+/// at per-layer precision.
+pub fn sip_units_derived(design: &BitSerial) -> bool {
+    design.serial == Serial::Activations && design.precision == Precision::PerLayer
+}
+
 /// Outputs of a layer one stuck bit reaches, averaged over the units it can
 /// sit in: per register kind ([`crate::fault::MacRegister::ALL`] order:
 /// activation, weight, product, accumulator), for `groups` GEMMs of `e`
@@ -89,16 +133,33 @@ pub fn stuck_macs_of_spec(spec: &HwFaultSpec, array: &SystolicArray) -> Option<S
 /// IS); a streamed-operand bit of unit `(r, c)` reaches those of columns
 /// `c..cols`, a stationary-operand or product bit those of column `c`, all
 /// only for a live row `r < k`; an accumulator bit those of column `c`.
+///
+/// Bit-serial (`rows` windows, `cols` lanes, `filter_rows`): an activation
+/// bit of window `w`, lane `l` reaches the `n(e, w, rows) * m` outputs of
+/// its pixels when the lane is live (`l < K / taps` input channels), an
+/// accumulator bit of window `w`, filter row `f` the `n(e, w, rows) * n(m,
+/// f, filter_rows)` outputs of its SIP; weight and product: none (mean
+/// over windows x lanes and windows x filter rows).
 pub fn mean_reach(
     grid: MacGrid,
     rows: usize,
     cols: usize,
     (e, k, m): (usize, usize, usize),
+    taps: usize,
     groups: usize,
 ) -> [f64; 4] {
     let n = |x: usize, i: usize, r: usize| if i < x { (x - i).div_ceil(r) } else { 0 };
     let units = (rows * cols) as f64;
     let g = groups as f64;
+    if let MacGrid::BitSerial { filter_rows, .. } = grid {
+        let channels = k / taps.max(1);
+        let pix: usize = (0..rows).map(|w| n(e, w, rows)).sum();
+        let live_lanes = cols.min(channels);
+        let act = (pix * m * live_lanes) as f64 / units;
+        let fil: usize = (0..filter_rows).map(|f| n(m, f, filter_rows)).sum();
+        let acc = (pix * fil) as f64 / (rows * filter_rows) as f64;
+        return [g * act, 0.0, 0.0, g * acc];
+    }
     if grid != MacGrid::OutputStationary {
         let ws = grid == MacGrid::WeightStationary;
         let (s_len, t_len) = if ws { (m, e) } else { (e, m) };
@@ -206,7 +267,7 @@ mod tests {
                         }
                     }
                 }
-                let r = mean_reach(grid, rows, cols, (e, k, m), groups);
+                let r = mean_reach(grid, rows, cols, (e, k, m), 1, groups);
                 for x in 0..4 {
                     let want = (groups * sum[x]) as f64 / (rows * cols) as f64;
                     assert!(
@@ -216,6 +277,43 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Bit-serial reach against counting: the SIP of window `e mod rows`,
+    /// filter row `m mod filter_rows`; lane `l` live when some input
+    /// channel `c < K / taps` has `c mod cols = l`.
+    #[test]
+    fn bitserial_reach_is_brute_force_counting() {
+        for (rows, cols, filter_rows, e, taps, channels, m, groups) in [
+            (4, 3, 5, 10, 9, 2, 7, 1),
+            (2, 8, 3, 7, 1, 20, 4, 3),
+            (16, 16, 256, 49, 9, 64, 64, 1),
+        ] {
+            let grid = MacGrid::BitSerial {
+                filter_rows,
+                bits_per_cycle: 1,
+            };
+            let (mut act, mut acc) = (0usize, 0usize);
+            for pe in 0..e {
+                for fm in 0..m {
+                    for w in 0..rows {
+                        for l in 0..cols {
+                            let live = (0..channels).any(|c| c % cols == l);
+                            act += usize::from(pe % rows == w && live);
+                        }
+                        for f in 0..filter_rows {
+                            acc += usize::from(pe % rows == w && fm % filter_rows == f);
+                        }
+                    }
+                }
+            }
+            let r = mean_reach(grid, rows, cols, (e, channels * taps, m), taps, groups);
+            let want_act = (groups * act) as f64 / (rows * cols) as f64;
+            let want_acc = (groups * acc) as f64 / (rows * filter_rows) as f64;
+            assert!((r[0] - want_act).abs() < 1e-9, "{} vs {want_act}", r[0]);
+            assert!((r[3] - want_acc).abs() < 1e-9, "{} vs {want_acc}", r[3]);
+            assert_eq!((r[1], r[2]), (0.0, 0.0));
         }
     }
 }

@@ -44,7 +44,11 @@
 //!                         #   m mod cols); "ws" / "is": term k of output
 //!                         #   (e, m) on unit (k mod rows, m / e mod cols);
 //!                         #   per register kind every bit stuck at 0 / 1
-//!                         #   per chip (`fault::stuck_macs`)
+//!                         #   per chip (`fault::stuck_macs`);
+//!                         #   "bit-serial" (Stripes SIPs; rows = windows,
+//!                         #   cols = lanes, and the keys filter_rows =
+//!                         #   tiles * filters, bits_per_cycle): act and
+//!                         #   accumulator only
 //! act = { p0 = 1e-5, p1 = 1e-5 }          # activation register
 //! weight = { p0 = 5e-5, p1 = 5e-5 }       # weight register
 //! product = { p0 = 0.0, p1 = 1e-5 }       # multiplier output
@@ -387,6 +391,17 @@ impl FaultModel {
                 ("rows", toml::Value::Integer(m.rows as i64)),
                 ("cols", toml::Value::Integer(m.cols as i64)),
             ];
+            if let MacGrid::BitSerial {
+                filter_rows,
+                bits_per_cycle,
+            } = m.grid
+            {
+                kv.push(("filter_rows", toml::Value::Integer(filter_rows as i64)));
+                kv.push((
+                    "bits_per_cycle",
+                    toml::Value::Integer(i64::from(bits_per_cycle)),
+                ));
+            }
             for r in MacRegister::ALL {
                 let d = m.of(r);
                 if d.p0 > 0.0 || d.p1 > 0.0 {
@@ -666,13 +681,7 @@ impl FaultModel {
             s.push_str("; stuck feature-buffer cells");
         }
         if let Some(m) = &self.spec.stuck_macs {
-            let _ = write!(
-                s,
-                "; stuck MAC-unit bits ({} {}x{})",
-                m.grid.key().to_uppercase(),
-                m.rows,
-                m.cols
-            );
+            let _ = write!(s, "; stuck MAC-unit bits ({})", m.grid_text());
         }
         s
     }
@@ -923,6 +932,8 @@ struct RawStuckMacs {
     dataflow: Spanned<String>,
     rows: Spanned<i64>,
     cols: Spanned<i64>,
+    filter_rows: Option<Spanned<i64>>,
+    bits_per_cycle: Option<Spanned<i64>>,
     act: Option<RawDensity>,
     weight: Option<RawDensity>,
     product: Option<RawDensity>,
@@ -1228,13 +1239,52 @@ impl Ctx<'_> {
                             p1: d.p1,
                         })
                 };
-                let grid = MacGrid::from_key(raw_m.dataflow.get_ref()).ok_or_else(|| {
-                    self.err(
-                        raw_m.dataflow.span(),
-                        "stuck_macs.dataflow",
-                        "expected \"os\", \"ws\" or \"is\"",
-                    )
-                })?;
+                let key = raw_m.dataflow.get_ref();
+                let serial_keys = [
+                    ("filter_rows", &raw_m.filter_rows),
+                    ("bits_per_cycle", &raw_m.bits_per_cycle),
+                ];
+                let grid = if key == "bit-serial" {
+                    let mut vals = [0i64; 2];
+                    for (v, (name, raw)) in vals.iter_mut().zip(serial_keys) {
+                        let Some(raw) = raw else {
+                            return Err(self.err(
+                                r.span(),
+                                &format!("stuck_macs.{name}"),
+                                "missing: a bit-serial grid needs filter_rows and bits_per_cycle",
+                            ));
+                        };
+                        if !(1..=i64::from(u16::MAX)).contains(raw.get_ref()) {
+                            return Err(self.err(
+                                raw.span(),
+                                &format!("stuck_macs.{name}"),
+                                "must be a positive count",
+                            ));
+                        }
+                        *v = *raw.get_ref();
+                    }
+                    MacGrid::BitSerial {
+                        filter_rows: vals[0] as usize,
+                        bits_per_cycle: u8::try_from(vals[1]).unwrap_or(u8::MAX),
+                    }
+                } else {
+                    if let Some((name, Some(raw))) =
+                        serial_keys.into_iter().find(|(_, v)| v.is_some())
+                    {
+                        return Err(self.err(
+                            raw.span(),
+                            &format!("stuck_macs.{name}"),
+                            "only for dataflow = \"bit-serial\"",
+                        ));
+                    }
+                    MacGrid::from_key(key).ok_or_else(|| {
+                        self.err(
+                            raw_m.dataflow.span(),
+                            "stuck_macs.dataflow",
+                            "expected \"os\", \"ws\", \"is\" or \"bit-serial\"",
+                        )
+                    })?
+                };
                 let m = StuckMacs {
                     grid,
                     rows: dims[0],

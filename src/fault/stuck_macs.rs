@@ -39,6 +39,22 @@
 //!   out = requantize(limit(acc + bias))          (r = k mod rows; P_r only for k < K)
 //!   ```
 //!
+//! - **bit-serial** (Stripes: activations serial, `b` bits per cycle, at
+//!   the datapath's activation precision `Pa`): output `(e, m)` on the SIP
+//!   of window `e mod rows` and filter row `m mod filter_rows`, whose
+//!   accumulator adds one lane set of one tap per step, bit group by bit
+//!   group; lane `l` of window `w` has its own activation register, which
+//!   holds input channel `c` (`c mod cols = l`) of every tap:
+//!
+//!   ```text
+//!   acc = 0;  for tap, for lane set, for i in 0..ceil(Pa/b):
+//!       acc = rule(A(acc) + (sum over the set's lanes of g_i(X_l(a)) * w) << (i*b))
+//!   out = requantize(limit(A(acc) + bias))
+//!   ```
+//!
+//!   (`g_i` bit group `i`, the sign bit counting negatively). The weight
+//!   registers are the weight model's; a SIP has no product register.
+//!
 //! `X`, `W`, `P`, `A` are the composed forcing of the unit's activation
 //! path, weight path, product and accumulator bits (the last register on a
 //! path wins a bit two of them force), `rule` the datapath's accumulator
@@ -49,7 +65,8 @@
 //! # Relation to the hardware
 //!
 //! These are the systolic arrays' own rules ([`crate::hwsim`]'s OS and
-//! stationary fold engines, `crate::hwsim::exact`'s stuck-bit rules).
+//! stationary fold engines, `crate::hwsim::exact`'s stuck-bit rules) and
+//! the bit-serial SIPs' ([`crate::hwsim::bitserial`]).
 //! Derived from a spec with the array's dimensions the model reproduces
 //! hardware injection bit for bit, except where an OS array's skew bubbles
 //! meet: an output whose activation *and* weight paths both force a bit to
@@ -61,6 +78,7 @@ use rand::Rng;
 use super::output_hit::check_prob;
 use super::skip::Skipper;
 use crate::fixed::{requantize, Datapath};
+use crate::hwsim::bitserial::bit_group;
 use crate::quant::int_ops::im2col_row;
 use crate::quant::MacLayer;
 
@@ -125,7 +143,8 @@ impl StuckDensity {
 }
 
 /// How a grid maps a GEMM onto its MAC units (module doc): the three
-/// systolic dataflows.
+/// systolic dataflows and the serial inner-product units of a bit-serial
+/// design.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MacGrid {
     /// Output `(e, m)` on unit `(e mod rows, m mod cols)`; activations
@@ -137,6 +156,15 @@ pub enum MacGrid {
     /// Activation `(e, k)` on unit `(k mod rows, e mod cols)`; weights
     /// pass along the row, partial sums down the column.
     InputStationary,
+    /// Stripes-style serial inner-product units (activations serial,
+    /// `bits_per_cycle` bits per cycle, every layer at the datapath's
+    /// activation precision): `rows` windows by `cols` lanes of activation
+    /// registers, `rows` windows by `filter_rows` accumulators (module
+    /// doc). No weight (the weight model's) or product register.
+    BitSerial {
+        filter_rows: usize,
+        bits_per_cycle: u8,
+    },
 }
 
 impl MacGrid {
@@ -146,10 +174,12 @@ impl MacGrid {
             MacGrid::OutputStationary => "os",
             MacGrid::WeightStationary => "ws",
             MacGrid::InputStationary => "is",
+            MacGrid::BitSerial { .. } => "bit-serial",
         }
     }
 
-    /// The grid of key `key`.
+    /// The systolic grid of key `key` (a bit-serial grid needs its shape
+    /// besides the key).
     pub fn from_key(key: &str) -> Option<MacGrid> {
         [
             MacGrid::OutputStationary,
@@ -250,11 +280,64 @@ impl UnitForce {
 }
 
 impl StuckMacs {
+    /// The `(rows, cols)` of the units holding `register`: the grid's for
+    /// every register of a systolic grid; on a bit-serial one windows by
+    /// lanes (activations), windows by filter rows (accumulators), none
+    /// for the other two.
+    pub fn units(&self, register: MacRegister) -> (usize, usize) {
+        match (self.grid, register) {
+            (MacGrid::BitSerial { filter_rows, .. }, MacRegister::Accumulator) => {
+                (self.rows, filter_rows)
+            }
+            (MacGrid::BitSerial { .. }, MacRegister::Weight | MacRegister::Product) => (0, 0),
+            _ => (self.rows, self.cols),
+        }
+    }
+
+    /// `16x16 OS array`, `bit-serial design's 16 windows x 16 lanes, 256
+    /// filter rows (1 bit per cycle)`: the grid for reports.
+    pub fn grid_text(&self) -> String {
+        match self.grid {
+            MacGrid::BitSerial {
+                filter_rows,
+                bits_per_cycle,
+            } => format!(
+                "bit-serial design's {} windows x {} lanes, {filter_rows} filter rows ({bits_per_cycle} bit{} per cycle)",
+                self.rows,
+                self.cols,
+                if bits_per_cycle == 1 { "" } else { "s" }
+            ),
+            g => format!("{}x{} {} array", self.rows, self.cols, g.key().to_uppercase()),
+        }
+    }
+
     /// Check the parameter rules; returns the offending key and the rule.
     pub fn validate(&self) -> Result<(), (String, String)> {
         for (k, v) in [("rows", self.rows), ("cols", self.cols)] {
             if v == 0 {
                 return Err((k.into(), "must be at least 1".into()));
+            }
+        }
+        if let MacGrid::BitSerial {
+            filter_rows,
+            bits_per_cycle,
+        } = self.grid
+        {
+            if filter_rows == 0 {
+                return Err(("filter_rows".into(), "must be at least 1".into()));
+            }
+            if !(1..=16).contains(&bits_per_cycle) {
+                return Err(("bits_per_cycle".into(), "must be 1 ..= 16".into()));
+            }
+            for r in [MacRegister::Weight, MacRegister::Product] {
+                if self.of(r).total() > 0.0 {
+                    return Err((
+                        format!("{}.p0", r.key()),
+                        "must be 0 on a bit-serial grid (a SIP's weight register is the weight \
+                         model's; a SIP has no product register)"
+                            .into(),
+                    ));
+                }
             }
         }
         for r in MacRegister::ALL {
@@ -306,23 +389,23 @@ impl StuckMacs {
     /// in `draw`; the same for every layer.
     pub fn bits(&self, draw: u64, dp: &Datapath) -> Vec<StuckMacBit> {
         let mut rng = super::stream(draw, 3, u64::MAX - 9, 0);
-        let units = self.rows * self.cols;
         let mut out = Vec::new();
         for r in MacRegister::ALL {
             let d = self.of(r);
             let q = d.total();
             let width = r.width(dp) as usize;
-            if q <= 0.0 || width == 0 {
+            let (rows, cols) = self.units(r);
+            if q <= 0.0 || width == 0 || rows * cols == 0 {
                 continue;
             }
             let zero_given_hit = d.p0 / q;
-            Skipper::new(q).for_each_hit(units * width, &mut rng, |k, rng| {
+            Skipper::new(q).for_each_hit(rows * cols * width, &mut rng, |k, rng| {
                 let one = rng.random::<f64>() >= zero_given_hit;
                 let unit = k / width;
                 out.push(StuckMacBit {
                     register: r,
-                    row: unit / self.cols,
-                    col: unit % self.cols,
+                    row: unit / cols,
+                    col: unit % cols,
                     bit: (k % width) as u32,
                     one,
                 });
@@ -408,6 +491,10 @@ impl StuckMacs {
         dp: &Datapath,
         codes: &mut [i32],
     ) {
+        if let MacGrid::BitSerial { .. } = self.grid {
+            self.apply_bitserial(bits, layer, input, dp, codes);
+            return;
+        }
         let Some(forces) = self.unit_forces(bits, dp) else {
             return;
         };
@@ -543,6 +630,122 @@ impl StuckMacs {
                         }
                     }
                     codes[oc * e_len + e] = finish(layer, dp, acc, oc);
+                }
+            }
+        }
+    }
+}
+
+impl StuckMacs {
+    /// Bit-serial SIPs (Stripes, per-layer precision `Pa` = the datapath's
+    /// activation width, `b` bits per cycle): the SIP of window `w` and
+    /// filter row `f` computes output `(e, m)` with `e mod rows = w`,
+    /// `m mod filter_rows = f`; lane `l` carries input channel `c` (`c mod
+    /// cols = l`) of every tap, `k = c * taps + tap`, so the activation
+    /// register `(w, l)` forces every code `A[e][k]` it holds. Step `(tap,
+    /// lane set)` after step, cycle `i` of `n = ceil(Pa/b)` adds the lane
+    /// sum of bit group `i` of the forced codes times the weights, shifted
+    /// by `i*b`, to the accumulator, which its stuck bits force before
+    /// every add and at the read-out:
+    ///
+    /// ```text
+    /// acc = 0;  for tap, for lane set, for i in 0..n:
+    ///     acc = rule(A(acc) + (sum_l g_i(X_l(a)) * w) << (i*b))
+    /// out = requantize(limit(A(acc) + bias))
+    /// ```
+    ///
+    /// (`crate::hwsim::bitserial`'s arithmetic). Without accumulator bits
+    /// and with a wrapping accumulator this is the dot product of the
+    /// forced codes.
+    fn apply_bitserial(
+        &self,
+        bits: &[StuckMacBit],
+        layer: &MacLayer,
+        input: &[i32],
+        dp: &Datapath,
+        codes: &mut [i32],
+    ) {
+        let MacGrid::BitSerial {
+            filter_rows,
+            bits_per_cycle,
+        } = self.grid
+        else {
+            unreachable!("bit-serial grids only");
+        };
+        let (windows, lanes) = (self.rows, self.cols);
+        let (aw, pw) = (
+            MacRegister::Act.width(dp),
+            MacRegister::Accumulator.width(dp),
+        );
+        let mut act = vec![BitForce::identity(aw); windows * lanes];
+        let mut acc = vec![BitForce::identity(pw); windows * filter_rows];
+        for b in bits {
+            let f = match b.register {
+                MacRegister::Act => &mut act[b.row * lanes + b.col],
+                MacRegister::Accumulator => &mut acc[b.row * filter_rows + b.col],
+                MacRegister::Weight | MacRegister::Product => continue,
+            };
+            *f = f.then_stuck(b.bit, b.one);
+        }
+        let forced = |v: &[BitForce]| v.iter().any(|f| !f.is_identity());
+        if !forced(&act) && !forced(&acc) {
+            return;
+        }
+        let o = layer.out_shape;
+        let e_len = o.h * o.w;
+        let m_len = layer.cout_per_group();
+        let k_len = layer.macs_per_output();
+        let channels = layer.cin_per_group();
+        let taps = k_len / channels.max(1);
+        let lane_sets = channels.div_ceil(lanes);
+        let b = u32::from(bits_per_cycle);
+        let cycles = aw.div_ceil(b);
+        let wrap = dp.overflow == crate::fixed::Overflow::Wrap;
+        let mut a = vec![0i32; k_len];
+        let mut xa = vec![0i32; k_len];
+        for g in 0..layer.groups {
+            for e in 0..e_len {
+                let w = e % windows;
+                let act_row = &act[w * lanes..(w + 1) * lanes];
+                let acc_row = &acc[w * filter_rows..(w + 1) * filter_rows];
+                let act_forced = forced(act_row);
+                if !act_forced && !forced(acc_row) {
+                    continue;
+                }
+                im2col_row(layer, input, g, e, &mut a);
+                for (k, (x, &v)) in xa.iter_mut().zip(&a).enumerate() {
+                    *x = act_row[(k / taps) % lanes].apply(i64::from(v)) as i32;
+                }
+                for m in 0..m_len {
+                    let af = acc_row[m % filter_rows];
+                    if af.is_identity() && !act_forced {
+                        continue;
+                    }
+                    let oc = g * m_len + m;
+                    let wts = &layer.weights[oc * k_len..(oc + 1) * k_len];
+                    let sum = if af.is_identity() && wrap {
+                        dp.acc_limit(dot(&xa, wts))
+                    } else {
+                        let mut s = 0i64;
+                        for tap in 0..taps {
+                            for ls in 0..lane_sets {
+                                let cs = ls * lanes..((ls + 1) * lanes).min(channels);
+                                for i in 0..cycles {
+                                    let t: i64 = cs
+                                        .clone()
+                                        .map(|c| {
+                                            let k = c * taps + tap;
+                                            bit_group(i64::from(xa[k]), i, b, aw)
+                                                * i64::from(wts[k])
+                                        })
+                                        .sum();
+                                    s = dp.acc_limit(af.apply(s) + (t << (i * b)));
+                                }
+                            }
+                        }
+                        af.apply(s)
+                    };
+                    codes[oc * e_len + e] = finish(layer, dp, sum, oc);
                 }
             }
         }
