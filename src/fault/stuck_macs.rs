@@ -262,7 +262,7 @@ impl BitForce {
 }
 
 /// The composed forcing each unit applies to its outputs' terms.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct UnitForce {
     act: BitForce,
     weight: BitForce,
@@ -499,7 +499,7 @@ impl StuckMacs {
             return;
         };
         if self.grid != MacGrid::OutputStationary {
-            self.apply_stationary(&forces, layer, input, dp, codes);
+            self.apply_stationary(&forces, layer, input, dp, codes, true);
             return;
         }
         let (rows, cols) = (self.rows, self.cols);
@@ -577,7 +577,8 @@ impl StuckMacs {
     /// `k mod rows`, the partial sum passing every row of the column in
     /// every row fold (rows past `K` in the last fold add the product of
     /// the forced zeros), each unit forcing the arriving partial sum
-    /// before its add.
+    /// before its add. `allow_linear: false` replays every column position
+    /// by position (the tests' reference for the linear columns).
     fn apply_stationary(
         &self,
         forces: &[UnitForce],
@@ -585,6 +586,7 @@ impl StuckMacs {
         input: &[i32],
         dp: &Datapath,
         codes: &mut [i32],
+        allow_linear: bool,
     ) {
         let (rows, cols) = (self.rows, self.cols);
         let o = layer.out_shape;
@@ -601,21 +603,89 @@ impl StuckMacs {
             })
             .collect();
         // output (e, m) runs in column m mod cols (WS) or e mod cols (IS)
-        let column_of = |e: usize, m: usize| columns[if ws { m } else { e } % cols].as_ref();
+        let column_at = |e: usize, m: usize| if ws { m } else { e } % cols;
+        // Columns with the same forces (a moving register's bit forces
+        // every column right of it alike) share their forced operand rows.
+        // Without product and accumulator bits a column's sum is linear
+        // when the accumulator wraps or can never saturate (all
+        // `row_folds * rows` terms at most 2^(A+W-1)): one dot product of
+        // the forced activation and weight rows, plus what the padding rows
+        // of the last fold add (their forced zeros' product).
+        let mut kinds: Vec<&Vec<UnitForce>> = Vec::new();
+        let kind_of: Vec<Option<usize>> = columns
+            .iter()
+            .map(|c| {
+                c.as_ref()
+                    .map(|col| match kinds.iter().position(|k| *k == col) {
+                        Some(i) => i,
+                        None => {
+                            kinds.push(col);
+                            kinds.len() - 1
+                        }
+                    })
+            })
+            .collect();
+        let max_term = 1i128 << (MacRegister::Product.width(dp) - 1);
+        let sums_wrap = dp.overflow == crate::fixed::Overflow::Wrap
+            || (row_folds * rows) as i128 * max_term
+                <= crate::fixed::max_code(dp.psum_bits) as i128;
+        let linear: Vec<bool> = kinds
+            .iter()
+            .map(|col| {
+                allow_linear
+                    && sums_wrap
+                    && col
+                        .iter()
+                        .all(|f| f.product.is_identity() && f.acc.is_identity())
+            })
+            .collect();
+        let padding: Vec<i64> = kinds
+            .iter()
+            .map(|col| {
+                (0..rows)
+                    .filter(|&r| (row_folds - 1) * rows + r >= k_len)
+                    .map(|r| col[r].act.apply(0) * col[r].weight.apply(0))
+                    .sum()
+            })
+            .collect();
+        let forced_row = |col: &[UnitForce], v: &[i32], act: bool| -> Vec<i32> {
+            v.iter()
+                .enumerate()
+                .map(|(k, &x)| {
+                    let f = &col[k % rows];
+                    let f = if act { f.act } else { f.weight };
+                    f.apply(i64::from(x)) as i32
+                })
+                .collect()
+        };
+        // per kind: the forced weight rows of every output channel (lazily)
+        let channels = layer.groups * m_len;
+        let mut forced_w: Vec<Vec<Option<Vec<i32>>>> = vec![vec![None; channels]; kinds.len()];
+        let mut forced_a: Vec<Option<Vec<i32>>> = vec![None; kinds.len()];
         let mut a = vec![0i32; k_len];
         for g in 0..layer.groups {
             for e in 0..e_len {
                 let mut have_operand = false;
+                forced_a.iter_mut().for_each(|x| *x = None);
                 for m in 0..m_len {
-                    let Some(column) = column_of(e, m) else {
+                    let Some(kind) = kind_of[column_at(e, m)] else {
                         continue;
                     };
+                    let column = kinds[kind];
                     if !have_operand {
                         im2col_row(layer, input, g, e, &mut a);
                         have_operand = true;
                     }
                     let oc = g * m_len + m;
                     let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
+                    if linear[kind] {
+                        let xa = forced_a[kind].get_or_insert_with(|| forced_row(column, &a, true));
+                        let wf =
+                            forced_w[kind][oc].get_or_insert_with(|| forced_row(column, w, false));
+                        let acc = dp.acc_limit(dot(xa, wf) + padding[kind]);
+                        codes[oc * e_len + e] = finish(layer, dp, acc, oc);
+                        continue;
+                    }
                     let mut acc = 0i64;
                     for fr in 0..row_folds {
                         for (r, f) in column.iter().enumerate() {
@@ -853,5 +923,93 @@ mod tests {
         assert_eq!(m.validate().unwrap_err().0, "product.p0");
         m.rows = 0;
         assert_eq!(m.validate().unwrap_err().0, "rows");
+    }
+
+    /// WS/IS columns without product or accumulator bits, summed as one
+    /// dot product of forced rows plus the padding rows' constant, equal
+    /// the position-by-position replay — wrap and saturate, with padding
+    /// rows whose activation and weight paths both force ones.
+    #[test]
+    fn linear_stationary_columns_equal_the_replay() {
+        use crate::fixed::{Format, Overflow};
+        use crate::model::Shape;
+        use crate::quant::Activation;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(21);
+        for case in 0..200 {
+            let cin = rng.random_range(1..4);
+            let cout = rng.random_range(1..6);
+            let layer = MacLayer {
+                node: 1,
+                name: "c".into(),
+                is_conv: true,
+                in_shape: Shape::new(cin, 5, 5),
+                out_shape: Shape::new(cout, 5, 5),
+                kernel: (3, 3),
+                stride: (1, 1),
+                padding: (1, 1),
+                dilation: (1, 1),
+                groups: 1,
+                weights: (0..cout * cin * 9)
+                    .map(|_| rng.random_range(-128..128))
+                    .collect(),
+                weight_format: Format { bits: 8, frac: 7 },
+                bias: (0..cout).map(|_| rng.random_range(-500..500)).collect(),
+                in_format: Format { bits: 8, frac: 4 },
+                acc_frac: 11,
+                out_format: Format { bits: 8, frac: 4 },
+                activation: Activation::None,
+            };
+            let input: Vec<i32> = (0..cin * 25).map(|_| rng.random_range(-128..128)).collect();
+            let dp = Datapath {
+                act_bits: 8,
+                weight_bits: 8,
+                psum_bits: if case % 3 == 0 { 20 } else { 32 },
+                overflow: if case % 2 == 0 {
+                    Overflow::Wrap
+                } else {
+                    Overflow::Saturate
+                },
+            };
+            let (rows, cols) = (rng.random_range(2..7), rng.random_range(1..5));
+            let grid = if case % 4 < 2 {
+                MacGrid::InputStationary
+            } else {
+                MacGrid::WeightStationary
+            };
+            let m = StuckMacs {
+                grid,
+                rows,
+                cols,
+                density: [StuckDensity::default(); 4],
+            };
+            // operand bits only (product / accumulator bits are never
+            // linear), often stuck at one on both paths of a row
+            let mut bits = Vec::new();
+            for _ in 0..rng.random_range(1..5) {
+                let (row, col) = (rng.random_range(0..rows), rng.random_range(0..cols));
+                let (bit, one) = (rng.random_range(0..8), rng.random::<f64>() < 0.7);
+                for register in [MacRegister::Act, MacRegister::Weight] {
+                    if rng.random::<f64>() < 0.7 {
+                        bits.push(StuckMacBit {
+                            register,
+                            row,
+                            col,
+                            bit,
+                            one,
+                        });
+                    }
+                }
+            }
+            let Some(forces) = m.unit_forces(&bits, &dp) else {
+                continue;
+            };
+            let e_len = 25;
+            let clean = vec![7i32; cout * e_len];
+            let (mut fast, mut slow) = (clean.clone(), clean);
+            m.apply_stationary(&forces, &layer, &input, &dp, &mut fast, true);
+            m.apply_stationary(&forces, &layer, &input, &dp, &mut slow, false);
+            assert_eq!(fast, slow, "case {case}: {grid:?} {rows}x{cols} {bits:?}");
+        }
     }
 }
