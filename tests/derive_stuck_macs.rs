@@ -14,17 +14,18 @@
 mod campaign_common;
 mod common;
 mod engine_common;
+mod stuck_common;
 
 use common::systolic_accelerator as accelerator;
 use engine_common::{datapath, images, random_graph};
 use ftnas::accel::Dataflow;
 use ftnas::derive::layer::GemmLayer;
 use ftnas::derive::network::{derive_from_spec, gemm_layers, NetworkDerivation};
-use ftnas::engine::{Engine, FastEngine, FeatureFaults, ReferenceEngine};
+use ftnas::engine::{Engine, FastEngine, ReferenceEngine};
 use ftnas::fault::stuck_macs::StuckMacBit;
-use ftnas::fault::{FaultModel, MacGrid, MacRegister, StuckMacs};
+use ftnas::fault::{MacGrid, MacRegister, StuckMacs};
 use ftnas::fixed::Datapath;
-use ftnas::hwsim::{ChipFault, ChipFaults, FaultKind, FaultSite, HwFault, HwFaultSpec, HwNetwork};
+use ftnas::hwsim::{ChipFault, FaultKind, FaultSite, HwFault, HwFaultSpec, HwNetwork};
 use ftnas::model::Weights;
 use ftnas::quant::{self, QModel};
 use proptest::prelude::*;
@@ -117,39 +118,18 @@ fn compare(
     chips: u64,
     engine: &dyn Engine,
 ) -> (usize, usize, usize) {
-    let spec = ftnas::fault::FaultSpec {
-        stuck_macs: Some(*m),
-        ..Default::default()
-    };
-    let fm = FaultModel::from_spec(spec).unwrap();
-    let fm = FaultModel::parse_str(&fm.to_toml_string(), "written.toml").unwrap();
-    assert_eq!(fm.spec().stuck_macs, Some(*m));
-    let clean = engine.run(q, imgs, 0, None).unwrap();
-    let (mut compared, mut changed, mut skipped) = (0, 0, 0);
-    for chip in 0..chips {
-        let bits = m.bits(ftnas::fault::draw_key(seed, chip), &q.datapath);
-        if bubbles_meet(m, &bits) {
-            skipped += 1;
-            continue;
-        }
-        let faults = ChipFaults {
-            seed,
-            chip,
-            permanent: as_hardware(&bits),
-            ..ChipFaults::none()
-        };
-        let on_hw = net.run_images(imgs, 0, &faults).unwrap();
-        let f = FeatureFaults {
-            injector: fm.feature().unwrap(),
-            seed,
-            trial: chip,
-        };
-        let alg = engine.run(q, imgs, 0, Some(f)).unwrap();
-        assert_eq!(on_hw, alg, "chip {chip}: {bits:?}");
-        compared += 1;
-        changed += alg.iter().zip(&clean).filter(|(a, b)| a != b).count();
-    }
-    (compared, changed, skipped)
+    let c = stuck_common::compare_chips(
+        q,
+        m,
+        imgs,
+        seed,
+        chips,
+        engine,
+        |bits| bubbles_meet(m, bits),
+        as_hardware,
+        |faults| net.run_images(imgs, 0, faults).unwrap(),
+    );
+    (c.compared, c.changed, c.skipped)
 }
 
 proptest! {

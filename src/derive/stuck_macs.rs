@@ -56,12 +56,7 @@ pub fn stuck_macs_of_spec(spec: &HwFaultSpec, array: &SystolicArray) -> Option<S
         if s == FaultSite::WeightReg && grid == MacGrid::WeightStationary {
             return StuckDensity::default();
         }
-        spec.rates
-            .get(&Site::Pe(s))
-            .map_or(StuckDensity::default(), |r| StuckDensity {
-                p0: r.stuck_at_0,
-                p1: r.stuck_at_1,
-            })
+        stuck_density(spec, Site::Pe(s))
     };
     let m = StuckMacs {
         grid,
@@ -87,14 +82,7 @@ pub fn stuck_macs_of_bitserial(spec: &HwFaultSpec, design: &BitSerial) -> Option
     if !sip_units_derived(design) {
         return None;
     }
-    let density = |s: SipSite| {
-        spec.rates
-            .get(&Site::Sip(s))
-            .map_or(StuckDensity::default(), |r| StuckDensity {
-                p0: r.stuck_at_0,
-                p1: r.stuck_at_1,
-            })
-    };
+    let density = |s: SipSite| stuck_density(spec, Site::Sip(s));
     let m = StuckMacs {
         grid: MacGrid::BitSerial {
             filter_rows: design.tiles * design.filters,
@@ -110,6 +98,16 @@ pub fn stuck_macs_of_bitserial(spec: &HwFaultSpec, design: &BitSerial) -> Option
         ],
     };
     (!m.is_empty()).then_some(m)
+}
+
+/// The stuck-at densities of `site` in `spec` (zero when it has none).
+fn stuck_density(spec: &HwFaultSpec, site: Site) -> StuckDensity {
+    spec.rates
+        .get(&site)
+        .map_or(StuckDensity::default(), |r| StuckDensity {
+            p0: r.stuck_at_0,
+            p1: r.stuck_at_1,
+        })
 }
 
 /// Whether stuck SIP activation and partial-sum register bits of `design`
