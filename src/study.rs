@@ -590,7 +590,12 @@ pub fn render(studies: &[ModelStudy], ctx: &ReportContext<'_>) -> Result<Report,
                 w(
                     &mut md,
                     format!(
-                        " Stuck register bits of the {} (per bit stuck at 0 / 1: {}): `[stuck_macs]`, drawn once per chip; each acts on the outputs its unit computes or its operands reach.",
+                        " Stuck {} register bits of the {} (per bit stuck at 0 / 1: {}): `[stuck_macs]`, drawn once per chip; each acts on the outputs its unit computes or its operands reach.",
+                        if matches!(m.grid, crate::fault::MacGrid::BitSerial { .. }) {
+                            "SIP"
+                        } else {
+                            "PE"
+                        },
                         m.grid_text(),
                         m.densities_text()
                     ),
