@@ -15,7 +15,8 @@ mod stuck_common;
 use common::bitserial_accelerator;
 use engine_common::{datapath, images, random_graph};
 use ftnas::accel::description::{BitSerial, Precision, Serial};
-use ftnas::derive::network::{derive_bitserial_from_spec, gemm_layers};
+use ftnas::derive::layer::GemmLayer;
+use ftnas::derive::network::{derive_bitserial_from_spec, gemm_layers, NetworkDerivation};
 use ftnas::derive::stuck_macs::stuck_macs_of_bitserial;
 use ftnas::engine::{Engine, FastEngine, ReferenceEngine};
 use ftnas::fault::stuck_macs::StuckMacBit;
@@ -37,6 +38,26 @@ fn stripes(tiles: usize, windows: usize, filters: usize, lanes: usize, bits: u8)
         precision: Precision::PerLayer,
         group_size: None,
     }
+}
+
+/// `ftnas derive`'s derivation of `spec` for `q` on `design` (buffers of
+/// 64 KiB).
+fn derive_on(
+    design: &BitSerial,
+    q: &QModel,
+    layers: &[GemmLayer],
+    spec: &HwFaultSpec,
+) -> (NetworkDerivation, Vec<String>) {
+    let acc = bitserial_accelerator(design.clone(), q.datapath, 64);
+    let net = BitSerialNetwork::new(&acc, q).unwrap();
+    derive_bitserial_from_spec(
+        design,
+        &net.buffer_geometry(),
+        acc.clock_mhz,
+        q,
+        layers,
+        spec,
+    )
 }
 
 /// The hardware faults that are the model's stuck bits.
@@ -158,15 +179,7 @@ fn stuck_sip_bits_on_a_real_network() {
         .unwrap()
         .with_executor(BsExecutor::Exact);
     let layers = gemm_layers(&q, px);
-    let spec = sip_spec(0b11, 2e-3);
-    let (d, left_out) = derive_bitserial_from_spec(
-        &design,
-        &net.buffer_geometry(),
-        acc.clock_mhz,
-        &q,
-        &layers,
-        &spec,
-    );
+    let (d, left_out) = derive_on(&design, &q, &layers, &sip_spec(0b11, 2e-3));
     assert!(left_out.is_empty(), "{left_out:?}");
     let m = d.stuck_macs.expect("derived");
     let (faulty, changed) = compare(&q, &net, &m, px, 11, 10, &FastEngine);
@@ -191,16 +204,7 @@ fn loom_and_run_time_precision_stay_left_out() {
     dynamic.group_size = Some(8);
     for design in [loom, dynamic] {
         assert!(stuck_macs_of_bitserial(&spec, &design).is_none());
-        let acc = bitserial_accelerator(design.clone(), q.datapath, 64);
-        let net = BitSerialNetwork::new(&acc, &q).unwrap();
-        let (d, left_out) = derive_bitserial_from_spec(
-            &design,
-            &net.buffer_geometry(),
-            acc.clock_mhz,
-            &q,
-            &layers,
-            &spec,
-        );
+        let (d, left_out) = derive_on(&design, &q, &layers, &spec);
         assert!(d.stuck_macs.is_none());
         for site in ["sip.act_reg", "sip.psum_reg"] {
             assert!(

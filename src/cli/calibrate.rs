@@ -23,7 +23,6 @@ use crate::derive::network::{bitserial_layers, sip_transient_rates};
 use crate::derive::network::{gemm_layers, with_psum_signs};
 use crate::derive::permanent::{stuck_rates, WeightHolder};
 use crate::eval;
-use crate::hwsim::bitserial::SipSite;
 use crate::hwsim::bsnet::BitSerialNetwork;
 use crate::hwsim::network::HwNetwork;
 use crate::hwsim::spec::{HwFaultSpec, Site};
@@ -201,23 +200,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     skipped.extend(not_weights);
     // Stuck MAC-unit / SIP register bits that `derive` turns into
     // [stuck_macs] (the others are in `not_weights` already).
-    let unit_site = |s: &Site| {
-        matches!(
-            (s, &holder),
-            (Site::Pe(_), WeightHolder::Systolic { .. })
-                | (
-                    Site::Sip(SipSite::ActReg | SipSite::PsumReg),
-                    WeightHolder::BitSerial {
-                        units_derived: true,
-                        ..
-                    },
-                )
-        )
-    };
     if spec
         .rates
         .iter()
-        .any(|(s, r)| unit_site(s) && r.stuck_at_0 + r.stuck_at_1 > 0.0)
+        .any(|(s, r)| holder.derives_as_units(s) && r.stuck_at_0 + r.stuck_at_1 > 0.0)
     {
         let kind = if acc.systolic.is_some() { "PE" } else { "SIP" };
         skipped.push(format!(

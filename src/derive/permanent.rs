@@ -161,6 +161,24 @@ impl WeightHolder {
         }
     }
 
+    /// Whether stuck bits of `site` are derived as the stuck MAC-unit /
+    /// SIP model ([`super::stuck_macs`]): every PE site of a systolic
+    /// array (the WS weight register's are weight faults first), the SIP
+    /// activation and partial-sum registers where the design is derived.
+    pub fn derives_as_units(&self, site: &Site) -> bool {
+        matches!(
+            (site, self),
+            (Site::Pe(_), WeightHolder::Systolic { .. })
+                | (
+                    Site::Sip(SipSite::ActReg | SipSite::PsumReg),
+                    WeightHolder::BitSerial {
+                        units_derived: true,
+                        ..
+                    },
+                )
+        )
+    }
+
     /// The weight-register site of this hardware.
     pub fn register_site(&self) -> Site {
         match self {
@@ -270,21 +288,12 @@ pub fn stuck_rates(spec: &HwFaultSpec, holder: &WeightHolder) -> (StuckRates, Ve
             (s, h) if *s == h.register_site() && h.register_holds_weights() => {
                 rates.weight_reg = pair
             }
-            // feature faults of the array's MAC units
-            // (`super::stuck_macs`)
-            (Site::Pe(_), WeightHolder::Systolic { .. }) => {}
+            // feature faults of the MAC units / SIPs (`super::stuck_macs`)
+            (s, h) if h.derives_as_units(s) => {}
             (Site::Pe(_), WeightHolder::BitSerial { .. }) => not_derived.push(format!(
                 "{} stuck-at (no such site on a bit-serial design)",
                 site.name()
             )),
-            // feature faults of the SIPs (`super::stuck_macs`), where derived
-            (
-                Site::Sip(SipSite::ActReg | SipSite::PsumReg),
-                WeightHolder::BitSerial {
-                    units_derived: true,
-                    ..
-                },
-            ) => {}
             (Site::Sip(SipSite::ActReg | SipSite::PsumReg), WeightHolder::BitSerial { .. }) => {
                 not_derived.push(format!(
                     "{} stuck-at (serial weights or run-time precision: a stuck bit above a \

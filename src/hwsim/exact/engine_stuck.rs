@@ -250,7 +250,8 @@ fn gemm(m: usize, n: usize, k: usize, a: &[i8], b: &[i8], c: &mut Vec<i32>) {
 /// `x1`/`y1` are `None` when unchanged (`x0`/`y0`). With one operand
 /// changed this is one GEMM of the change, when the change, divided by
 /// the power of two all its entries share, fits i8 codes (a stuck bit
-/// changes a code by 0 or +-2^b, so it does); else two GEMMs (`tmp`).
+/// changes a code by 0 or +-2^b, so it does); else two GEMMs. `change`
+/// and `tmp` are scratch.
 fn gemm_diff(
     m: usize,
     n: usize,
@@ -258,7 +259,7 @@ fn gemm_diff(
     (x0, x1): (&[i8], Option<&[i8]>),
     (y0, y1): (&[i8], Option<&[i8]>),
     diff: &mut Vec<i32>,
-    tmp: &mut Vec<i32>,
+    (change, tmp): (&mut Vec<i8>, &mut Vec<i32>),
 ) {
     let one_changed = match (x1, y1) {
         (Some(x1), None) => Some((true, x1)),
@@ -272,12 +273,11 @@ fn gemm_diff(
     };
     if let Some((is_x, new)) = one_changed {
         let old = if is_x { x0 } else { y0 };
-        let mut d = Vec::new();
-        if let Some(s) = scaled_change(old, new, &mut d) {
+        if let Some(s) = scaled_change(old, new, change) {
             if is_x {
-                gemm(m, n, k, &d, y0, diff);
+                gemm(m, n, k, change, y0, diff);
             } else {
-                gemm(m, n, k, x0, &d, diff);
+                gemm(m, n, k, x0, change, diff);
             }
             for v in diff.iter_mut() {
                 *v = v.wrapping_shl(s);
@@ -622,6 +622,7 @@ fn stationary(
     let mut b_old: Vec<i8> = Vec::new();
     let mut diff: Vec<i32> = Vec::new();
     let mut out1: Vec<i32> = Vec::new();
+    let mut change: Vec<i8> = Vec::new();
     let mut scs: Vec<usize> = Vec::new();
     // IS multiplier corrections read the streamed weights row by row
     let mut own_wt = Vec::new();
@@ -703,7 +704,15 @@ fn stationary(
                         &wr
                     };
                     let (a1, b1) = (first.is_some().then_some(a), seconds.then_some(b));
-                    gemm_diff(m_len, n, n_r, (&wr, a1), (&b_old, b1), &mut diff, &mut out1);
+                    gemm_diff(
+                        m_len,
+                        n,
+                        n_r,
+                        (&wr, a1),
+                        (&b_old, b1),
+                        &mut diff,
+                        (&mut change, &mut out1),
+                    );
                     for m in 0..m_len {
                         let dst = &mut acc[m * e_len..(m + 1) * e_len];
                         let d = &diff[m * n..(m + 1) * n];
@@ -734,7 +743,15 @@ fn stationary(
                     };
                     let seconds = scs.iter().any(|&m| row_pes[m % cols].second.is_some());
                     let (a1, b1) = (seconds.then_some(&a_new[..]), first.is_some().then_some(b));
-                    gemm_diff(n, e_len, n_r, (&a_old, a1), (&xr, b1), &mut diff, &mut out1);
+                    gemm_diff(
+                        n,
+                        e_len,
+                        n_r,
+                        (&a_old, a1),
+                        (&xr, b1),
+                        &mut diff,
+                        (&mut change, &mut out1),
+                    );
                     for (i, &m) in scs.iter().enumerate() {
                         add_wrapping(
                             &mut acc[m * e_len..(m + 1) * e_len],
@@ -1257,7 +1274,7 @@ mod tests {
     #[test]
     fn gemm_diff_equals_the_plain_difference() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
-        let (mut diff, mut tmp) = (Vec::new(), Vec::new());
+        let (mut diff, mut tmp, mut change) = (Vec::new(), Vec::new(), Vec::new());
         for case in 0..60 {
             let (m, n, k) = (
                 rng.random_range(1..12),
@@ -1286,7 +1303,15 @@ mod tests {
                 (None, None),
             ];
             for (a1, b1) in sides {
-                gemm_diff(m, n, k, (&x0, a1), (&y0, b1), &mut diff, &mut tmp);
+                gemm_diff(
+                    m,
+                    n,
+                    k,
+                    (&x0, a1),
+                    (&y0, b1),
+                    &mut diff,
+                    (&mut change, &mut tmp),
+                );
                 let (xa, yb) = (a1.unwrap_or(&x0), b1.unwrap_or(&y0));
                 for i in 0..m {
                     for j in 0..n {
