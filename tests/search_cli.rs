@@ -148,3 +148,33 @@ fn bad_input_is_an_error_not_a_panic() {
         &["missing.toml"],
     );
 }
+
+/// A derived fault model with stuck MAC-unit bits (what `ftnas derive`
+/// writes for an aged systolic array) drives the search's FTT and its
+/// faulty reward: the candidates' faulty accuracies are not their clean
+/// ones.
+#[test]
+fn search_against_stuck_mac_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let fm = dir.path().join("aged.toml");
+    std::fs::write(
+        &fm,
+        "[stuck_macs]\ndataflow = \"os\"\nrows = 4\ncols = 4\n\
+         act = { p0 = 5e-3, p1 = 5e-3 }\naccumulator = { p0 = 2e-3, p1 = 2e-3 }\n",
+    )
+    .unwrap();
+    let mut args = tiny(&out, &["--steps", "4"]);
+    let k = args.iter().position(|a| *a == "--ftt").unwrap();
+    args.drain(k..k + 2);
+    args.extend(["--fault-model", s(&fm)]);
+    let text = succeeded(&run(args));
+    assert!(text.contains("best-1.toml: reward"), "{text}");
+    let log = read(&out.join("log.csv"));
+    let differ = log.lines().skip(1).filter(|r| {
+        let f: Vec<&str> = r.rsplitn(7, ',').collect();
+        // ... clean_acc, fault_acc, reward, macs, params, cycles (reversed)
+        f[5] != f[4]
+    });
+    assert!(differ.count() > 0, "no candidate lost accuracy:\n{log}");
+}

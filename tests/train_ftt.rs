@@ -287,26 +287,88 @@ fn ftt_step_reports_a_faulty_loss() {
     assert!(st.faulty_loss > 0.0 && st.faulty_loss != st.loss, "{st:?}");
 }
 
-/// Stuck MAC-unit bits need the integer accumulator the training forward
-/// does not have: FTT with such a model is a clear configuration error,
-/// not a silently clean forward.
+/// `[stuck_macs]` on a grid of `dataflow` with every register kind the
+/// grid has, dense enough that most layers of the tiny VGG are reached.
+fn stuck_macs_model(dataflow: &str) -> FaultModel {
+    let sites = if dataflow == "bit-serial" {
+        "filter_rows = 6\nbits_per_cycle = 2\nact = { p0 = 2e-3, p1 = 2e-3 }\n\
+         accumulator = { p0 = 1e-3, p1 = 1e-3 }\n"
+    } else {
+        "act = { p0 = 1e-3, p1 = 1e-3 }\nweight = { p0 = 1e-3, p1 = 2e-3 }\n\
+         product = { p1 = 1e-3 }\naccumulator = { p0 = 1e-3, p1 = 1e-3 }\n"
+    };
+    let text = format!("[stuck_macs]\ndataflow = \"{dataflow}\"\nrows = 5\ncols = 3\n{sites}");
+    FaultModel::parse_str(&text, "stuck_macs.toml").unwrap()
+}
+
 #[test]
-fn ftt_rejects_stuck_mac_units() {
-    let (graph, _, _) = setup(1);
-    let mut cfg = TrainConfig::new(1, 32);
+fn faulty_eval_forward_with_stuck_macs_equals_the_engine() {
+    // the float forward asks the fault model for the accumulators its
+    // stuck bits change: with batch norms in evaluation form that is the
+    // engine's recomputation, code for code, on every grid
+    for dataflow in ["os", "ws", "is", "bit-serial"] {
+        let (ours, engine, _) = engine_and_eval_forward(6, |_| stuck_macs_model(dataflow));
+        assert_eq!(ours, engine, "{dataflow}");
+        let (_, clean, _) =
+            engine_and_eval_forward(6, |_| FaultModel::parse_feature_flag("mibb:0").unwrap());
+        assert_ne!(
+            clean, engine,
+            "{dataflow}: the stuck bits change some logits"
+        );
+    }
+}
+
+#[test]
+fn ftt_trains_against_stuck_mac_units() {
+    // the training forward (batch statistics) applies them too: the faulty
+    // half of the step sees other logits than the clean one, and the
+    // changed outputs are counted at the layers' fault sites
+    let n = 32;
+    let (graph, images, labels) = setup(n);
+    let net = Network::new(&graph, Params::init(&graph, 5));
+    let f = formats(&net, &images);
+    let qat = Qat {
+        formats: &f,
+        datapath: Datapath::INT8,
+    };
+    let fm = stuck_macs_model("os");
+    let faults = Faults {
+        feature: fm.feature(),
+        weight: None,
+        seed: 3,
+        trial: 1,
+        first_index: 0,
+    };
+    let clean = net.forward(&images, n, Mode::Train, Some(qat), None);
+    let faulty = net.forward(&images, n, Mode::Train, Some(qat), Some(faults));
+    let changed: u64 = faulty.hits.iter().map(|h| h.feature_changed).sum();
+    assert!(changed > 0, "no output changed");
+    let (lc, _, _) = cross_entropy(clean.logits(), &labels, 1.0);
+    let (lf, _, _) = cross_entropy(faulty.logits(), &labels, 1.0);
+    assert_ne!(lc, lf);
+    // another chip (trial) draws other stuck bits
+    let other = net.forward(
+        &images,
+        n,
+        Mode::Train,
+        Some(qat),
+        Some(Faults { trial: 2, ..faults }),
+    );
+    assert_ne!(other.logits(), faulty.logits());
+
+    let mut cfg = TrainConfig::new(1, n);
+    cfg.qat_warmup_steps = 0;
     cfg.ftt = Some(Ftt {
-        model: FaultModel::parse_str(
-            "[stuck_macs]\ndataflow = \"os\"\nrows = 4\ncols = 4\naccumulator = { p1 = 1e-3 }\n",
-            "m.toml",
-        )
-        .unwrap(),
+        model: stuck_macs_model("ws"),
         alpha: 0.5,
     });
-    let e = Trainer::new(&graph, cfg, Params::init(&graph, 2))
-        .err()
-        .expect("rejected")
-        .to_string();
-    assert!(e.contains("stuck_macs"), "{e}");
+    let mut t = Trainer::new(&graph, cfg, Params::init(&graph, 2)).unwrap();
+    t.calibrate(&images);
+    let st = t.train_step(&images, &labels);
+    assert!(
+        st.faulty_loss.is_finite() && st.faulty_loss != st.loss,
+        "{st:?}"
+    );
 }
 
 /// One FTT step applies exactly `(1-alpha) dCE(clean) + alpha dCE(faulty)`:

@@ -244,6 +244,55 @@ fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0.0f32, |m, &x| m.max(x.abs()))
 }
 
+/// The shape of conv/linear `id`'s computation as a [`MacLayer`] holds it
+/// (a linear is a 1x1 conv on `in x 1 x 1`).
+pub(crate) struct MacGeometry {
+    pub is_conv: bool,
+    pub in_shape: crate::model::Shape,
+    pub out_shape: crate::model::Shape,
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl MacGeometry {
+    pub(crate) fn of(graph: &Graph, id: NodeId) -> MacGeometry {
+        let node = &graph.nodes[id];
+        let in_shape = graph.input_shape_of(id);
+        match &node.op {
+            Op::Conv2d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => MacGeometry {
+                is_conv: true,
+                in_shape,
+                out_shape: node.shape,
+                kernel: *kernel,
+                stride: *stride,
+                padding: *padding,
+                dilation: *dilation,
+                groups: *groups,
+            },
+            _ => MacGeometry {
+                is_conv: false,
+                in_shape: crate::model::Shape::new(in_shape.numel(), 1, 1),
+                out_shape: node.shape,
+                kernel: (1, 1),
+                stride: (1, 1),
+                padding: (0, 0),
+                dilation: (1, 1),
+                groups: 1,
+            },
+        }
+    }
+}
+
 /// Fold the BN (per-channel scale `a`, shift `b`) into conv/linear `id` and
 /// quantize its weights and bias.
 #[allow(clippy::too_many_arguments)]
@@ -258,28 +307,20 @@ fn mac_layer(
     dp: &Datapath,
 ) -> MacLayer {
     let node = &graph.nodes[id];
-    let in_shape = graph.input_shape_of(id);
-    let out_shape = node.shape;
     let name = &node.name;
-    let (is_conv, kernel, stride, padding, dilation, groups, has_bias) = match &node.op {
-        Op::Conv2d {
-            kernel,
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            ..
-        } => (true, *kernel, *stride, *padding, *dilation, *groups, *bias),
-        _ => {
-            let bias = matches!(node.op, Op::Linear { bias: true, .. });
-            (false, (1, 1), (1, 1), (0, 0), (1, 1), 1, bias)
-        }
-    };
-    let in_shape = if is_conv {
-        in_shape
-    } else {
-        crate::model::Shape::new(in_shape.numel(), 1, 1)
+    let geom = MacGeometry::of(graph, id);
+    let (in_shape, out_shape) = (geom.in_shape, geom.out_shape);
+    let (is_conv, kernel, stride, padding, dilation, groups) = (
+        geom.is_conv,
+        geom.kernel,
+        geom.stride,
+        geom.padding,
+        geom.dilation,
+        geom.groups,
+    );
+    let has_bias = match &node.op {
+        Op::Conv2d { bias, .. } | Op::Linear { bias, .. } => *bias,
+        _ => false,
     };
     let mut w = weights.tensors[&format!("{name}.weight")].data.clone();
     let mut b: Vec<f32> = if has_bias {

@@ -153,6 +153,48 @@ impl MacLayer {
             ..self.feature_site()
         }
     }
+
+    /// Conv/linear `id` of `graph` with weight codes `weights` whose
+    /// "outputs" are its accumulators: no bias, and the output format is
+    /// the accumulator's own (`psum_bits` wide, fraction `acc_frac`), so
+    /// requantizing an accumulator leaves it as it is. This is how the
+    /// training forward, which has no integer pipeline of its own, asks a
+    /// fault model that recomputes outputs from codes
+    /// ([`crate::fault::FeatureInjector::inject_macs`]) for the accumulators
+    /// it changes.
+    pub fn accumulators(
+        graph: &crate::model::Graph,
+        id: NodeId,
+        weights: Vec<i32>,
+        weight_format: Format,
+        in_format: Format,
+        dp: &Datapath,
+    ) -> MacLayer {
+        let g = build::MacGeometry::of(graph, id);
+        let acc_frac = in_format.frac + weight_format.frac;
+        MacLayer {
+            node: id,
+            name: graph.nodes[id].name.clone(),
+            is_conv: g.is_conv,
+            in_shape: g.in_shape,
+            out_shape: g.out_shape,
+            kernel: g.kernel,
+            stride: g.stride,
+            padding: g.padding,
+            dilation: g.dilation,
+            groups: g.groups,
+            weights,
+            weight_format,
+            bias: vec![0; g.out_shape.c],
+            in_format,
+            acc_frac,
+            out_format: Format {
+                bits: dp.psum_bits,
+                frac: acc_frac,
+            },
+            activation: Activation::None,
+        }
+    }
 }
 
 /// A batch norm that could not be folded: `y = x*a + b` per channel.

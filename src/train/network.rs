@@ -74,6 +74,25 @@ pub struct HitCount {
     pub weight_total: u64,
 }
 
+/// Effective parameters of a conv/linear for one forward.
+struct MacParams {
+    /// The weights the float convolution uses.
+    eff: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    /// With QAT: the weight codes behind `eff`.
+    codes: Option<MacCodes>,
+}
+
+/// The weight codes of a fake-quantized conv/linear (after weight faults
+/// and filter-buffer flips): `eff = code * 2^-frac / divided_by[oc]`.
+struct MacCodes {
+    codes: Vec<i32>,
+    format: Format,
+    /// The folded batch norm's per-channel scale `a` when the forward
+    /// applies it afterwards (`W~ = q(w a) / a`, training mode), else None.
+    divided_by: Option<Vec<f32>>,
+}
+
 /// Flip each bit of each code of `img` (values on `grid`) with probability
 /// `p`, reading and writing only the codes hit (draw for draw what
 /// [`crate::fault::BitFlip`] does on dense codes).
@@ -202,12 +221,16 @@ impl<'g> Network<'g> {
         exact_fold: bool,
         faults: Option<&Faults>,
         hit: &mut HitCount,
-    ) -> (Vec<f32>, Option<Vec<f32>>) {
+    ) -> MacParams {
         let w = self.params.node(id, 0);
         let has_bias = self.params.of_node[id].len() > 1;
         let bias = has_bias.then(|| self.params.node(id, 1).to_vec());
         let Some(q) = qat else {
-            return (w.to_vec(), bias);
+            return MacParams {
+                eff: w.to_vec(),
+                bias,
+                codes: None,
+            };
         };
         let out_c = self.graph.nodes[id].shape.c;
         let per_out = w.len() / out_c;
@@ -281,7 +304,15 @@ impl<'g> Network<'g> {
                 .iter()
                 .map(|&x| acc.quantize(x) as f32 * Grid::new(acc).step)
                 .collect();
-            return (eff, Some(bq));
+            return MacParams {
+                eff,
+                bias: Some(bq),
+                codes: Some(MacCodes {
+                    codes,
+                    format: wfmt,
+                    divided_by: None,
+                }),
+            };
         }
         if let Some((a, _)) = &fold {
             // W~ = q(w a) / a: the BN (batch statistics) applies the scale
@@ -296,7 +327,16 @@ impl<'g> Network<'g> {
                 }
             }
         }
-        (eff, bias)
+        let divided_by = fold.map(|(a, _)| a);
+        MacParams {
+            eff,
+            bias,
+            codes: Some(MacCodes {
+                codes,
+                format: wfmt,
+                divided_by,
+            }),
+        }
     }
 
     /// Forward a batch of `n` images (`images`: N x input shape).
@@ -328,6 +368,10 @@ impl<'g> Network<'g> {
         // feature hook, kept for the output-buffer flips at its stored node
         let mut pending: std::collections::HashMap<NodeId, Vec<Xoshiro256PlusPlus>> =
             std::collections::HashMap::new();
+        // per conv/linear with stuck MAC-unit bits: each image's changed
+        // outputs, added at the layer's pre-activation node
+        let mut stuck_changes: std::collections::HashMap<NodeId, Vec<Vec<(u32, f32)>>> =
+            std::collections::HashMap::new();
         for (id, node) in g.nodes.iter().enumerate() {
             let s = node.shape;
             let in_shape = |k: usize| g.nodes[node.inputs[k]].shape;
@@ -349,7 +393,11 @@ impl<'g> Network<'g> {
                     None => out.copy_from_slice(&images[..n * s.numel()]),
                 },
                 Op::Conv2d { .. } | Op::Linear { .. } => {
-                    let (w, b) = self.mac_params(id, qat, exact_fold, faults.as_ref(), &mut hit);
+                    let MacParams {
+                        eff: w,
+                        bias: b,
+                        codes,
+                    } = self.mac_params(id, qat, exact_fold, faults.as_ref(), &mut hit);
                     let is = in_shape(0);
                     let flipped =
                         self.flipped_input(id, node.inputs[0], x(0), qat, faults.as_ref());
@@ -365,6 +413,21 @@ impl<'g> Network<'g> {
                             b.as_deref(),
                             &mut out,
                         ),
+                    }
+                    if let (Some(q), Some(f), Some(codes)) = (qat, faults.as_ref(), codes) {
+                        if let Some(inj) = f.feature.filter(|i| i.has_stuck_macs()) {
+                            let changes = self.stuck_mac_changes(
+                                id,
+                                q,
+                                f,
+                                inj,
+                                input,
+                                &out,
+                                b.as_deref(),
+                                codes,
+                            );
+                            stuck_changes.insert(id, changes);
+                        }
                     }
                     tape.eff_weights[id] = Some(w);
                     tape.flipped_inputs[id] = flipped;
@@ -495,6 +558,17 @@ impl<'g> Network<'g> {
                 }
                 Op::Zero { .. } => {}
             }
+            if let Some(changes) = self.plan.fault_site[id].and_then(|m| stuck_changes.remove(&m)) {
+                // before requantization, as the engines recompute the
+                // requantized pre-activation codes of the outputs reached
+                let per = s.numel();
+                for (img, ch) in out.chunks_exact_mut(per).zip(&changes) {
+                    for &(j, d) in ch {
+                        img[j as usize] += d;
+                    }
+                }
+                hit.feature_changed += changes.iter().map(|c| c.len() as u64).sum::<u64>();
+            }
             if let Some(q) = qat {
                 if self.plan.requantized[id] && id != 0 {
                     let rngs = self.requantize(id, s, q, faults.as_ref(), &mut out, &mut hit);
@@ -517,6 +591,99 @@ impl<'g> Network<'g> {
             tape.outs.push(out);
         }
         tape
+    }
+
+    /// The outputs of conv/linear `id` that the fault model's stuck
+    /// MAC-unit bits ([`crate::fault::stuck_macs`]) change, per image:
+    /// `(index in the image's output, change of its value)`.
+    ///
+    /// The float forward has no integer accumulator, so it asks the fault
+    /// model for one: the layer as [`MacLayer::accumulators`] (the output
+    /// codes are the accumulators), its input and weight codes, and the
+    /// clean accumulators read back from the float outputs (`out`, before
+    /// the bias and, in training mode, times the folded scale `a` the
+    /// weights were divided by). Where the model changes an accumulator,
+    /// the change is taken against the exact clean sum of codes, and the
+    /// value moves by that many accumulator steps (`2^-acc_frac`), which
+    /// is the engine's `requantize(A(acc) + bias)` once the layer's
+    /// pre-activation node requantizes. With folded batch norms in
+    /// evaluation form this is the engine, code for code
+    /// (`tests/train_ftt.rs`); in training mode the batch statistics
+    /// normalise the clean sums and the change is added after them, as the
+    /// engine's folded BN would not adapt to it either. Gradients pass
+    /// straight through.
+    ///
+    /// [`MacLayer::accumulators`]: crate::quant::MacLayer::accumulators
+    #[allow(clippy::too_many_arguments)]
+    fn stuck_mac_changes(
+        &self,
+        id: NodeId,
+        q: &Qat,
+        f: &Faults,
+        inj: &dyn FeatureInjector,
+        input: &[f32],
+        out: &[f32],
+        bias: Option<&[f32]>,
+        codes: MacCodes,
+    ) -> Vec<Vec<(u32, f32)>> {
+        let g = self.graph;
+        let in_fmt = q.formats[g.nodes[id].inputs[0]];
+        let in_grid = Grid::new(in_fmt);
+        let dp = q.datapath;
+        let layer =
+            crate::quant::MacLayer::accumulators(g, id, codes.codes, codes.format, in_fmt, &dp);
+        let site = LayerSite {
+            draw: crate::fault::draw_key(f.seed, f.trial),
+            ..self.site(id, layer.out_format)
+        };
+        let step = (2.0f64).powi(-layer.acc_frac);
+        let hw = layer.out_shape.h * layer.out_shape.w;
+        let (per_in, per_out) = (layer.in_shape.numel(), layer.out_shape.numel());
+        let k_len = layer.macs_per_output();
+        let m_per_g = layer.cout_per_group();
+        let a = codes.divided_by.as_deref();
+        out.par_chunks(per_out)
+            .zip(input.par_chunks(per_in))
+            .enumerate()
+            .map(|(i, (o, x))| {
+                let xin: Vec<i32> = x.iter().map(|&v| in_grid.code(v)).collect();
+                let clean: Vec<i32> = o
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &v)| {
+                        let c = j / hw;
+                        let mut v = v as f64 - bias.map_or(0.0, |b| b[c] as f64);
+                        if let Some(a) = a {
+                            v *= a[c] as f64;
+                        }
+                        (v / step).round() as i32
+                    })
+                    .collect();
+                let mut acc = clean.clone();
+                inj.inject_macs(&site, &layer, &xin, &dp, f.first_index + i as u64, &mut acc);
+                let mut row = vec![0i32; k_len];
+                let mut changes = Vec::new();
+                for (j, (&new, &old)) in acc.iter().zip(&clean).enumerate() {
+                    if new == old {
+                        continue;
+                    }
+                    let oc = j / hw;
+                    // a channel whose folded scale vanished trains on the
+                    // raw weights (see `mac_params`): not in accumulator steps
+                    if a.is_some_and(|a| a[oc].abs() <= 1e-12) {
+                        continue;
+                    }
+                    crate::quant::int_ops::im2col_row(&layer, &xin, oc / m_per_g, j % hw, &mut row);
+                    let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
+                    let sum: i64 = row.iter().zip(w).map(|(&x, &w)| x as i64 * w as i64).sum();
+                    let d = new as i64 - dp.acc_limit(sum);
+                    if d != 0 {
+                        changes.push((j as u32, (d as f64 * step) as f32));
+                    }
+                }
+                changes
+            })
+            .collect()
     }
 
     /// ReLU6's upper clamp: 6, or 6 in the node's format.

@@ -144,15 +144,6 @@ impl TrainConfig {
             f.model
                 .check_bits(self.datapath.act_bits, self.datapath.weight_bits)
                 .map_err(|e| TrainError::Config(e.to_string()))?;
-            if f.model.spec().stuck_macs.is_some() {
-                // The forward works on float grids: it has no integer
-                // accumulator to replay a stuck bit's adds on.
-                return bad(
-                    "the fault model has stuck MAC-unit bits ([stuck_macs]), which the training \
-                     forward does not apply: train against a model without that section \
-                     (`infer`, `eval` and `calibrate` apply it)",
-                );
-            }
         }
         self.datapath.validate().map_err(TrainError::Config)?;
         Ok(())
