@@ -573,6 +573,30 @@ fn weighted_rows_inner(dw: &[i32], col: &[i8], out: &mut [i32]) {
 
 simd_dispatch!(fn weighted_rows => weighted_rows_inner(dw: &[i32], col: &[i8], out: &mut [i32]) -> ());
 
+/// `acc[m][e0..e0+len] += diff[m][at..at+len]` for every stretch
+/// `(e0, len, at)` of every row `m` (`diff`: rows of `n`, `acc`: rows of
+/// `e_len`). Vectorised apart: the IS stretches are short (a PE row's
+/// pixels right of a faulty PE), and the baseline-x86 loop was a sixth of
+/// a stuck-PE campaign's samples.
+#[inline(always)]
+fn add_stretches_inner(
+    diff: &[i32],
+    n: usize,
+    stretches: &[(usize, usize, usize)],
+    acc: &mut [i32],
+    e_len: usize,
+) {
+    for (dst, d) in acc.chunks_exact_mut(e_len).zip(diff.chunks_exact(n)) {
+        for &(e0, len, at) in stretches {
+            for (s, &x) in dst[e0..e0 + len].iter_mut().zip(&d[at..at + len]) {
+                *s = s.wrapping_add(x);
+            }
+        }
+    }
+}
+
+simd_dispatch!(fn add_stretches => add_stretches_inner(diff: &[i32], n: usize, stretches: &[(usize, usize, usize)], acc: &mut [i32], e_len: usize) -> ());
+
 /// `v[x] = sum_k mult(p) - p`, `p = xg[k][x] * second(w[k])`.
 #[inline(always)]
 fn os_mult_delta_inner(mult: StuckMask, second: StuckMask, w: &[i8], xg: &[i32], v: &mut [i32]) {
@@ -713,15 +737,7 @@ fn stationary(
                         &mut diff,
                         (&mut change, &mut out1),
                     );
-                    for m in 0..m_len {
-                        let dst = &mut acc[m * e_len..(m + 1) * e_len];
-                        let d = &diff[m * n..(m + 1) * n];
-                        for &(e0, len, at) in &stretches {
-                            for (s, &x) in dst[e0..e0 + len].iter_mut().zip(&d[at..at + len]) {
-                                *s = s.wrapping_add(x);
-                            }
-                        }
-                    }
+                    add_stretches(&diff, n, &stretches, acc, e_len);
                 } else {
                     // (n x n_r) x (n_r x E): stationary filters masked per
                     // PE, streamed pixels masked by the run
