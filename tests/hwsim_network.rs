@@ -745,3 +745,67 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// A PE column or row with a stuck `psum_reg` bit whose streamed operand
+    /// is also forced upstream (a stuck bit in the register of a PE to its
+    /// left in the same row: OS and WS activations, IS weights), plus a
+    /// stuck multiplier bit: the rebuilt outputs must apply the operand's
+    /// forcing too. The random-density chips above rarely draw this alone
+    /// (on OS a chip with forced activations *and* weights falls back to
+    /// another path), so it is placed here by hand.
+    #[test]
+    fn stuck_psum_pes_with_forced_operands_match_cycle_level(
+        seed in any::<u64>(),
+        act in 0u8..7,
+        weight in 0u8..7,
+        psum in any::<u8>(),
+        rows in 2usize..=6,
+        cols in 2usize..=6,
+        df in 0u8..3,
+        bits in any::<(u8, u8, u8)>(),
+        ones in any::<(bool, bool, bool)>(),
+        at in any::<(u8, u8, u8)>(),
+    ) {
+        use ftnas::hwsim::HwFaultSpec;
+        let g = random_graph(seed);
+        let w = Weights::random(&g, seed ^ 1);
+        let mut dp = datapath(act, weight, psum, false);
+        if psum % 2 == 0 {
+            dp.psum_bits = 32;
+        }
+        let q = quant::quantize(&g, &w, dp, &images(g.input_shape(), 2, seed ^ 2)).unwrap();
+        let flow = dataflow(df);
+        let acc = accelerator(rows, cols, flow, dp, 1);
+        let cycle = HwNetwork::new(&acc, &q).unwrap();
+        let exact = cycle.clone().with_executor(std::sync::Arc::new(ftnas::hwsim::layer::Exact));
+        let (operand, width) = match flow {
+            Dataflow::Is => ("pe.weight_reg", dp.weight_bits),
+            _ => ("pe.act_reg", dp.act_bits),
+        };
+        let row = at.0 as usize % rows;
+        let (c0, c1) = (at.1 as usize % cols, at.2 as usize % cols);
+        let (left, right) = (c0.min(c1), c0.max(c1));
+        let fault = |site: &str, col: usize, bit: u32, one: bool| {
+            format!(
+                "[[fault]]\nsite = \"{site}\"\nrow = {row}\ncol = {col}\nbit = {bit}\nstuck_at = {}\n",
+                one as u8
+            )
+        };
+        let mut text = fault(operand, left, u32::from(bits.0) % u32::from(width), ones.0);
+        text += &fault("pe.psum_reg", right, u32::from(bits.1) % u32::from(dp.psum_bits), ones.1);
+        if bits.2 % 2 == 0 {
+            let product = u32::from(dp.act_bits + dp.weight_bits);
+            text += &fault("pe.mult_out", right, u32::from(bits.2) % product, ones.2);
+        }
+        let spec = HwFaultSpec::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let imgs = images(g.input_shape(), 3, seed ^ 3);
+        let faults = spec.sample_chip(seed, 0, &cycle).unwrap();
+        prop_assert_eq!(
+            exact.run_images(&imgs, 0, &faults).unwrap(),
+            cycle.run_images(&imgs, 0, &faults).unwrap()
+        );
+    }
+}

@@ -466,37 +466,23 @@ fn os_psum_outputs(
     if n == 0 {
         return;
     }
-    // operands per cycle, lane-major within a cycle: K x n
-    let mut xs: Vec<i32> = vec![0; k_len * n];
-    let mut ys: Vec<i32> = vec![0; k_len * n];
-    for (k, (xk, yk)) in xs
-        .chunks_exact_mut(n)
-        .zip(ys.chunks_exact_mut(n))
-        .enumerate()
-    {
+    // the product entering the multiplier register per cycle, lane-major
+    // within a cycle: K x n (a group's weight is one value per cycle, so
+    // the operands are multiplied here rather than stored twice)
+    let mut ps: Vec<i32> = Vec::with_capacity(k_len * n);
+    for k in 0..k_len {
         let row = &col[k * e_len..(k + 1) * e_len];
         for (g, &(start, i, m, first, second)) in groups.iter().enumerate() {
             let end = groups.get(g + 1).map_or(n, |next| next.0);
-            let xg = &mut xk[start..end];
+            let y = second.apply(i32::from(w[m * k_len + k]));
             // the group's pixels e = i, i + rows, ... (inside the row)
-            let px = &row[i..i + (xg.len() - 1) * rows + 1];
-            match first {
-                Some(f) => {
-                    for (l, x) in xg.iter_mut().enumerate() {
-                        *x = f.apply(i32::from(px[l * rows]));
-                    }
-                }
-                None => {
-                    for (l, x) in xg.iter_mut().enumerate() {
-                        *x = i32::from(px[l * rows]);
-                    }
-                }
-            }
-            yk[start..end].fill(second.apply(i32::from(w[m * k_len + k])));
+            let px = &row[i..i + (end - start - 1) * rows + 1];
+            let f = id(first);
+            ps.extend((0..end - start).map(|l| f.apply(i32::from(px[l * rows])).wrapping_mul(y)));
         }
     }
     let mut a = vec![0i32; n];
-    os_psum_scan(&lanes, &xs, &ys, &mut a, shift);
+    os_psum_scan(&lanes, &ps, &mut a, shift);
     for (&o, &v) in outs.iter().zip(&a) {
         acc[o] = v;
     }
@@ -530,28 +516,28 @@ fn mask_with(v: i32, and: i32, or: i32, sh: u32) -> i32 {
     ((v & and) | or).wrapping_shl(sh).wrapping_shr(sh)
 }
 
-/// The scans of [`os_psum_outputs`]: `a[l]` accumulates `mult(xs[k][l] *
-/// ys[k][l])` over `k` with the lane's psum mask before every add and at
-/// the read-out, wrapping at the accumulator width.
+/// The scans of [`os_psum_outputs`]: `a[l]` accumulates `mult(ps[k][l])`
+/// (the products) over `k` with the lane's psum mask before every add and
+/// at the read-out, wrapping at the accumulator width.
 #[inline(always)]
-fn os_psum_scan_inner(lanes: &OsLanes, xs: &[i32], ys: &[i32], a: &mut [i32], shift: u32) {
+fn os_psum_scan_inner(lanes: &OsLanes, ps: &[i32], a: &mut [i32], shift: u32) {
     let n = a.len();
     let l = lanes;
-    let (pa, po, ps) = (&l.psum_and[..n], &l.psum_or[..n], &l.psum_shift[..n]);
+    let (pa, po, psh) = (&l.psum_and[..n], &l.psum_or[..n], &l.psum_shift[..n]);
     let (ma, mo, msh) = (&l.mult_and[..n], &l.mult_or[..n], &l.mult_shift[..n]);
-    for (x, y) in xs.chunks_exact(n).zip(ys.chunks_exact(n)) {
+    for pk in ps.chunks_exact(n) {
         for i in 0..n {
-            let p = mask_with(x[i].wrapping_mul(y[i]), ma[i], mo[i], msh[i]);
-            let v = mask_with(a[i], pa[i], po[i], ps[i]).wrapping_add(p);
+            let p = mask_with(pk[i], ma[i], mo[i], msh[i]);
+            let v = mask_with(a[i], pa[i], po[i], psh[i]).wrapping_add(p);
             a[i] = (v << shift) >> shift;
         }
     }
     for i in 0..n {
-        a[i] = mask_with(a[i], pa[i], po[i], ps[i]);
+        a[i] = mask_with(a[i], pa[i], po[i], psh[i]);
     }
 }
 
-simd_dispatch!(fn os_psum_scan => os_psum_scan_inner(lanes: &OsLanes, xs: &[i32], ys: &[i32], a: &mut [i32], shift: u32) -> ());
+simd_dispatch!(fn os_psum_scan => os_psum_scan_inner(lanes: &OsLanes, ps: &[i32], a: &mut [i32], shift: u32) -> ());
 
 /// `out[e] += sum_k dw[k] * col[k][e]` over the `k` with `dw[k] != 0`
 /// (`col` is `K x out.len()`). Whole rows even when only the outputs of
