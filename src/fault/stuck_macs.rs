@@ -648,6 +648,36 @@ impl StuckMacs {
                     .sum()
             })
             .collect();
+        // The other columns, when their sums may be taken in pieces (a
+        // wrapping accumulator; or one that can never saturate and has no
+        // stuck bit of its own, which could push it near its limit): the
+        // positions where a product or accumulator bit acts are the only
+        // non-linear steps, and the terms between two of them are a dot
+        // product of the forced rows plus the padding rows' constants.
+        let pieces: Vec<Option<Vec<usize>>> = kinds
+            .iter()
+            .zip(&linear)
+            .map(|(col, &lin)| {
+                let own_acc = col.iter().any(|f| !f.acc.is_identity());
+                let ok = allow_linear
+                    && !lin
+                    && (dp.overflow == crate::fixed::Overflow::Wrap || (sums_wrap && !own_acc));
+                ok.then(|| {
+                    (0..row_folds * rows)
+                        .filter(|&k| {
+                            let f = &col[k % rows];
+                            !f.acc.is_identity() || (k < k_len && !f.product.is_identity())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        // the padding rows' constant terms up to position k (exclusive)
+        let pad_before = |col: &[UnitForce], k: usize| -> i64 {
+            (k_len..k.max(k_len))
+                .map(|k| col[k % rows].act.apply(0) * col[k % rows].weight.apply(0))
+                .sum()
+        };
         let forced_row = |col: &[UnitForce], v: &[i32], act: bool| -> Vec<i32> {
             v.iter()
                 .enumerate()
@@ -683,6 +713,32 @@ impl StuckMacs {
                         let wf =
                             forced_w[kind][oc].get_or_insert_with(|| forced_row(column, w, false));
                         let acc = dp.acc_limit(dot(xa, wf) + padding[kind]);
+                        codes[oc * e_len + e] = finish(layer, dp, acc, oc);
+                        continue;
+                    }
+                    if let Some(events) = &pieces[kind] {
+                        let xa = forced_a[kind].get_or_insert_with(|| forced_row(column, &a, true));
+                        let wf =
+                            forced_w[kind][oc].get_or_insert_with(|| forced_row(column, w, false));
+                        let linear_part = |k0: usize, k1: usize| -> i64 {
+                            let (a0, a1) = (k0.min(k_len), k1.min(k_len));
+                            dot(&xa[a0..a1], &wf[a0..a1]) + pad_before(column, k1)
+                                - pad_before(column, k0)
+                        };
+                        let mut acc = 0i64;
+                        let mut k = 0;
+                        for &pos in events {
+                            acc = dp.acc_limit(acc + linear_part(k, pos));
+                            let f = &column[pos % rows];
+                            let p = if pos < k_len {
+                                f.product.apply(i64::from(xa[pos]) * i64::from(wf[pos]))
+                            } else {
+                                f.act.apply(0) * f.weight.apply(0)
+                            };
+                            acc = dp.acc_limit(f.acc.apply(acc) + p);
+                            k = pos + 1;
+                        }
+                        acc = dp.acc_limit(acc + linear_part(k, row_folds * rows));
                         codes[oc * e_len + e] = finish(layer, dp, acc, oc);
                         continue;
                     }
@@ -930,13 +986,13 @@ mod tests {
     /// the position-by-position replay — wrap and saturate, with padding
     /// rows whose activation and weight paths both force ones.
     #[test]
-    fn linear_stationary_columns_equal_the_replay() {
+    fn stationary_fast_paths_equal_the_replay() {
         use crate::fixed::{Format, Overflow};
         use crate::model::Shape;
         use crate::quant::Activation;
         use rand::{Rng, SeedableRng};
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(21);
-        for case in 0..200 {
+        for case in 0..400 {
             let cin = rng.random_range(1..4);
             let cout = rng.random_range(1..6);
             let layer = MacLayer {
@@ -983,8 +1039,9 @@ mod tests {
                 cols,
                 density: [StuckDensity::default(); 4],
             };
-            // operand bits only (product / accumulator bits are never
-            // linear), often stuck at one on both paths of a row
+            // operand bits, often stuck at one on both paths of a row (the
+            // linear columns); in half the cases product and accumulator
+            // bits too (the columns summed in pieces between them)
             let mut bits = Vec::new();
             for _ in 0..rng.random_range(1..5) {
                 let (row, col) = (rng.random_range(0..rows), rng.random_range(0..cols));
@@ -998,6 +1055,19 @@ mod tests {
                             bit,
                             one,
                         });
+                    }
+                }
+                if case % 8 >= 4 {
+                    for register in [MacRegister::Product, MacRegister::Accumulator] {
+                        if rng.random::<f64>() < 0.5 {
+                            bits.push(StuckMacBit {
+                                register,
+                                row: rng.random_range(0..rows),
+                                col: rng.random_range(0..cols),
+                                bit: rng.random_range(0..register.width(&dp)),
+                                one: rng.random::<bool>(),
+                            });
+                        }
                     }
                 }
             }

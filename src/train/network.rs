@@ -642,6 +642,15 @@ impl<'g> Network<'g> {
         let k_len = layer.macs_per_output();
         let m_per_g = layer.cout_per_group();
         let a = codes.divided_by.as_deref();
+        // The float sums are the integer sums while every partial sum
+        // stays below 2^24 (`K * 2^(A-1) * 2^(W-1)`: 8-bit codes up to
+        // K = 1024), so the clean accumulators read back from them are
+        // exact up to the division by the folded scale in training mode (a
+        // step at most, against a requantization shift of many); otherwise
+        // a changed output's clean sum is recomputed from its codes.
+        let max_sum =
+            k_len as f64 * (2f64).powi(i32::from(dp.act_bits) + i32::from(dp.weight_bits) - 2);
+        let exact_sums = max_sum < (1u64 << 24) as f64;
         out.par_chunks(per_out)
             .zip(input.par_chunks(per_in))
             .enumerate()
@@ -673,10 +682,15 @@ impl<'g> Network<'g> {
                     if a.is_some_and(|a| a[oc].abs() <= 1e-12) {
                         continue;
                     }
-                    crate::quant::int_ops::im2col_row(&layer, &xin, oc / m_per_g, j % hw, &mut row);
-                    let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
-                    let sum: i64 = row.iter().zip(w).map(|(&x, &w)| x as i64 * w as i64).sum();
-                    let d = new as i64 - dp.acc_limit(sum);
+                    let d = if exact_sums {
+                        i64::from(new) - i64::from(old)
+                    } else {
+                        let g = oc / m_per_g;
+                        crate::quant::int_ops::im2col_row(&layer, &xin, g, j % hw, &mut row);
+                        let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
+                        let sum: i64 = row.iter().zip(w).map(|(&x, &w)| x as i64 * w as i64).sum();
+                        i64::from(new) - dp.acc_limit(sum)
+                    };
                     if d != 0 {
                         changes.push((j as u32, (d as f64 * step) as f32));
                     }
