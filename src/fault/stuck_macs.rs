@@ -678,25 +678,25 @@ impl StuckMacs {
                 .map(|k| col[k % rows].act.apply(0) * col[k % rows].weight.apply(0))
                 .sum()
         };
-        let forced_row = |col: &[UnitForce], v: &[i32], act: bool| -> Vec<i32> {
+        let forced_weights = |col: &[UnitForce], v: &[i32]| -> Vec<i32> {
             v.iter()
                 .enumerate()
-                .map(|(k, &x)| {
-                    let f = &col[k % rows];
-                    let f = if act { f.act } else { f.weight };
-                    f.apply(i64::from(x)) as i32
-                })
+                .map(|(k, &x)| col[k % rows].weight.apply(i64::from(x)) as i32)
                 .collect()
         };
         // per kind: the forced weight rows of every output channel (lazily)
         let channels = layer.groups * m_len;
         let mut forced_w: Vec<Vec<Option<Vec<i32>>>> = vec![vec![None; channels]; kinds.len()];
-        let mut forced_a: Vec<Option<Vec<i32>>> = vec![None; kinds.len()];
+        // per kind: this pixel's forced activation row (filled once per
+        // pixel, in place: a fresh vector per pixel and kind was a tenth of
+        // a derived IS campaign)
+        let mut forced_a: Vec<Vec<i32>> = vec![vec![0; k_len]; kinds.len()];
+        let mut have_a: Vec<bool> = vec![false; kinds.len()];
         let mut a = vec![0i32; k_len];
         for g in 0..layer.groups {
             for e in 0..e_len {
                 let mut have_operand = false;
-                forced_a.iter_mut().for_each(|x| *x = None);
+                have_a.fill(false);
                 for m in 0..m_len {
                     let Some(kind) = kind_of[column_at(e, m)] else {
                         continue;
@@ -709,17 +709,29 @@ impl StuckMacs {
                     let oc = g * m_len + m;
                     let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
                     if linear[kind] {
-                        let xa = forced_a[kind].get_or_insert_with(|| forced_row(column, &a, true));
+                        if !have_a[kind] {
+                            for (k, (x, &v)) in forced_a[kind].iter_mut().zip(&a).enumerate() {
+                                *x = column[k % rows].act.apply(i64::from(v)) as i32;
+                            }
+                            have_a[kind] = true;
+                        }
+                        let xa = &forced_a[kind];
                         let wf =
-                            forced_w[kind][oc].get_or_insert_with(|| forced_row(column, w, false));
+                            forced_w[kind][oc].get_or_insert_with(|| forced_weights(column, w));
                         let acc = dp.acc_limit(dot(xa, wf) + padding[kind]);
                         codes[oc * e_len + e] = finish(layer, dp, acc, oc);
                         continue;
                     }
                     if let Some(events) = &pieces[kind] {
-                        let xa = forced_a[kind].get_or_insert_with(|| forced_row(column, &a, true));
+                        if !have_a[kind] {
+                            for (k, (x, &v)) in forced_a[kind].iter_mut().zip(&a).enumerate() {
+                                *x = column[k % rows].act.apply(i64::from(v)) as i32;
+                            }
+                            have_a[kind] = true;
+                        }
+                        let xa = &forced_a[kind];
                         let wf =
-                            forced_w[kind][oc].get_or_insert_with(|| forced_row(column, w, false));
+                            forced_w[kind][oc].get_or_insert_with(|| forced_weights(column, w));
                         let linear_part = |k0: usize, k1: usize| -> i64 {
                             let (a0, a1) = (k0.min(k_len), k1.min(k_len));
                             dot(&xa[a0..a1], &wf[a0..a1]) + pad_before(column, k1)
@@ -894,16 +906,58 @@ fn finish(layer: &MacLayer, dp: &Datapath, acc: i64, oc: usize) -> i32 {
 /// `sum a[k] * b[k]` of two code rows modulo `2^32` (wrapping `i32`, which
 /// vectorises): exact modulo `2^psum_bits` for a wrapping accumulator of at
 /// most 32 bits, and exact outright when the sum cannot leave a
-/// saturating accumulator's range (the only two uses).
+/// saturating accumulator's range (the only two uses). Dispatched to AVX2
+/// where the CPU has it: baseline x86-64 has no 32-bit vector multiply, and
+/// its emulation was most of a derived IS campaign's time.
 fn dot(a: &[i32], b: &[i32]) -> i64 {
-    a.iter()
-        .zip(b)
-        .fold(0i32, |s, (&x, &y)| s.wrapping_add(x.wrapping_mul(y))) as i64
+    debug_assert_eq!(a.len(), b.len());
+    dot_i32(a, b) as i64
 }
+
+#[inline(always)]
+fn dot_i32_inner(a: &[i32], b: &[i32]) -> i32 {
+    // eight independent partial sums: the vectoriser keeps them in lanes
+    let mut acc = [0i32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] = acc[l].wrapping_add(x[l].wrapping_mul(y[l]));
+        }
+    }
+    let tail = ra
+        .iter()
+        .zip(rb)
+        .fold(0i32, |s, (&x, &y)| s.wrapping_add(x.wrapping_mul(y)));
+    acc.iter().fold(tail, |s, &v| s.wrapping_add(v))
+}
+
+crate::hwsim::kernel::simd_dispatch!(fn dot_i32 => dot_i32_inner(a: &[i32], b: &[i32]) -> i32);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_wraps_like_the_scalar_sum() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
+        for len in 0..70 {
+            // large codes so the sums wrap, as a 32-bit accumulator does
+            let a: Vec<i32> = (0..len)
+                .map(|_| rng.random_range(-(1 << 20)..1 << 20))
+                .collect();
+            let b: Vec<i32> = (0..len)
+                .map(|_| rng.random_range(-(1 << 15)..1 << 15))
+                .collect();
+            let want = a
+                .iter()
+                .zip(&b)
+                .fold(0i32, |s, (&x, &y)| s.wrapping_add(x.wrapping_mul(y)));
+            assert_eq!(dot(&a, &b), i64::from(want), "len {len}");
+            assert_eq!(dot_i32_inner(&a, &b), want, "len {len}");
+        }
+    }
 
     fn dp() -> Datapath {
         Datapath {
