@@ -708,7 +708,7 @@ impl StuckMacs {
                     }
                     let oc = g * m_len + m;
                     let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
-                    if linear[kind] {
+                    if linear[kind] || pieces[kind].is_some() {
                         if !have_a[kind] {
                             for (k, (x, &v)) in forced_a[kind].iter_mut().zip(&a).enumerate() {
                                 *x = column[k % rows].act.apply(i64::from(v)) as i32;
@@ -718,39 +718,30 @@ impl StuckMacs {
                         let xa = &forced_a[kind];
                         let wf =
                             forced_w[kind][oc].get_or_insert_with(|| forced_weights(column, w));
-                        let acc = dp.acc_limit(dot(xa, wf) + padding[kind]);
-                        codes[oc * e_len + e] = finish(layer, dp, acc, oc);
-                        continue;
-                    }
-                    if let Some(events) = &pieces[kind] {
-                        if !have_a[kind] {
-                            for (k, (x, &v)) in forced_a[kind].iter_mut().zip(&a).enumerate() {
-                                *x = column[k % rows].act.apply(i64::from(v)) as i32;
+                        let acc = match &pieces[kind] {
+                            None => dp.acc_limit(dot(xa, wf) + padding[kind]),
+                            Some(events) => {
+                                let linear_part = |k0: usize, k1: usize| -> i64 {
+                                    let (a0, a1) = (k0.min(k_len), k1.min(k_len));
+                                    dot(&xa[a0..a1], &wf[a0..a1]) + pad_before(column, k1)
+                                        - pad_before(column, k0)
+                                };
+                                let mut acc = 0i64;
+                                let mut k = 0;
+                                for &pos in events {
+                                    acc = dp.acc_limit(acc + linear_part(k, pos));
+                                    let f = &column[pos % rows];
+                                    let p = if pos < k_len {
+                                        f.product.apply(i64::from(xa[pos]) * i64::from(wf[pos]))
+                                    } else {
+                                        f.act.apply(0) * f.weight.apply(0)
+                                    };
+                                    acc = dp.acc_limit(f.acc.apply(acc) + p);
+                                    k = pos + 1;
+                                }
+                                dp.acc_limit(acc + linear_part(k, row_folds * rows))
                             }
-                            have_a[kind] = true;
-                        }
-                        let xa = &forced_a[kind];
-                        let wf =
-                            forced_w[kind][oc].get_or_insert_with(|| forced_weights(column, w));
-                        let linear_part = |k0: usize, k1: usize| -> i64 {
-                            let (a0, a1) = (k0.min(k_len), k1.min(k_len));
-                            dot(&xa[a0..a1], &wf[a0..a1]) + pad_before(column, k1)
-                                - pad_before(column, k0)
                         };
-                        let mut acc = 0i64;
-                        let mut k = 0;
-                        for &pos in events {
-                            acc = dp.acc_limit(acc + linear_part(k, pos));
-                            let f = &column[pos % rows];
-                            let p = if pos < k_len {
-                                f.product.apply(i64::from(xa[pos]) * i64::from(wf[pos]))
-                            } else {
-                                f.act.apply(0) * f.weight.apply(0)
-                            };
-                            acc = dp.acc_limit(f.acc.apply(acc) + p);
-                            k = pos + 1;
-                        }
-                        acc = dp.acc_limit(acc + linear_part(k, row_folds * rows));
                         codes[oc * e_len + e] = finish(layer, dp, acc, oc);
                         continue;
                     }
