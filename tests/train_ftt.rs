@@ -31,57 +31,70 @@ fn formats(net: &Network, images: &[f32]) -> Vec<ftnas::fixed::Format> {
     net.plan.formats(&activation_ranges(net, images), 8)
 }
 
-#[test]
-fn feature_faults_hit_codes_at_the_mibb_rate() {
-    let n = 64;
+/// Run `body` on `n` training images, the tiny VGG with random weights
+/// `seed`, and its 8-bit QAT formats calibrated on those images.
+fn with_qat_net<R>(
+    n: usize,
+    seed: u64,
+    body: impl FnOnce(&Graph, &[f32], &[u8], &Network, Qat) -> R,
+) -> R {
     let (graph, images, labels) = setup(n);
-    let net = Network::new(&graph, Params::init(&graph, 5));
+    let net = Network::new(&graph, Params::init(&graph, seed));
     let f = formats(&net, &images);
     let qat = Qat {
         formats: &f,
         datapath: Datapath::INT8,
     };
-    let p = 1e-3;
-    let fm = FaultModel::parse_feature_flag(&format!("mibb:{p}")).unwrap();
-    let clean = net.forward(&images, n, Mode::Train, Some(qat), None);
-    let faults = Faults {
-        feature: fm.feature(),
-        weight: None,
-        seed: 11,
-        trial: 0,
-        first_index: 0,
-    };
-    let faulty = net.forward(&images, n, Mode::Frozen(&clean.bn), Some(qat), Some(faults));
-    let (mut changed, mut expected, mut var) = (0u64, 0.0f64, 0.0f64);
-    for h in &faulty.hits {
-        match graph.nodes[h.node].op {
-            Op::Conv2d { .. } => {
-                let q = Mibb { p }.p_out(graph.macs_per_output(h.node));
-                changed += h.feature_changed;
-                expected += q * h.feature_total as f64;
-                var += q * (1.0 - q) * h.feature_total as f64;
+    body(&graph, &images, &labels, &net, qat)
+}
+
+#[test]
+fn feature_faults_hit_codes_at_the_mibb_rate() {
+    let n = 64;
+    with_qat_net(n, 5, |graph, images, labels, net, qat| {
+        let p = 1e-3;
+        let fm = FaultModel::parse_feature_flag(&format!("mibb:{p}")).unwrap();
+        let clean = net.forward(images, n, Mode::Train, Some(qat), None);
+        let faults = Faults {
+            feature: fm.feature(),
+            weight: None,
+            seed: 11,
+            trial: 0,
+            first_index: 0,
+        };
+        let faulty = net.forward(images, n, Mode::Frozen(&clean.bn), Some(qat), Some(faults));
+        let (mut changed, mut expected, mut var) = (0u64, 0.0f64, 0.0f64);
+        for h in &faulty.hits {
+            match graph.nodes[h.node].op {
+                Op::Conv2d { .. } => {
+                    let q = Mibb { p }.p_out(graph.macs_per_output(h.node));
+                    changed += h.feature_changed;
+                    expected += q * h.feature_total as f64;
+                    var += q * (1.0 - q) * h.feature_total as f64;
+                }
+                // `mibb:P` hits conv layers only (the paper's model)
+                _ => assert_eq!(h.feature_changed, 0, "linear layer was hit"),
             }
-            // `mibb:P` hits conv layers only (the paper's model)
-            _ => assert_eq!(h.feature_changed, 0, "linear layer was hit"),
         }
-    }
-    assert!(
-        expected > 500.0,
-        "the test needs many expected hits ({expected})"
-    );
-    // a hit on a saturated code in the saturating direction changes nothing,
-    // so the observed count may fall slightly below the hit count
-    let sd = var.sqrt();
-    assert!(
-        (changed as f64) <= expected + 5.0 * sd && (changed as f64) >= 0.97 * expected - 5.0 * sd,
-        "changed {changed}, expected {expected} +- {sd}"
-    );
-    let (lc, _, _) = cross_entropy(clean.logits(), &labels, 1.0);
-    let (lf, _, _) = cross_entropy(faulty.logits(), &labels, 1.0);
-    assert_ne!(lc, lf, "the faulty loss equals the clean loss");
-    // the same seed and step give the same faults (one stream per image/layer)
-    let again = net.forward(&images, n, Mode::Frozen(&clean.bn), Some(qat), Some(faults));
-    assert_eq!(again.logits(), faulty.logits());
+        assert!(
+            expected > 500.0,
+            "the test needs many expected hits ({expected})"
+        );
+        // a hit on a saturated code in the saturating direction changes nothing,
+        // so the observed count may fall slightly below the hit count
+        let sd = var.sqrt();
+        assert!(
+            (changed as f64) <= expected + 5.0 * sd
+                && (changed as f64) >= 0.97 * expected - 5.0 * sd,
+            "changed {changed}, expected {expected} +- {sd}"
+        );
+        let (lc, _, _) = cross_entropy(clean.logits(), labels, 1.0);
+        let (lf, _, _) = cross_entropy(faulty.logits(), labels, 1.0);
+        assert_ne!(lc, lf, "the faulty loss equals the clean loss");
+        // the same seed and step give the same faults (one stream per image/layer)
+        let again = net.forward(images, n, Mode::Frozen(&clean.bn), Some(qat), Some(faults));
+        assert_eq!(again.logits(), faulty.logits());
+    })
 }
 
 /// The engine's logits of 16 training images under `fm` (built from the
@@ -234,41 +247,36 @@ fn filter_flips_of_a_one_image_forward_equal_the_engine() {
 #[test]
 fn weight_faults_hit_codes_at_the_stuck_at_rate() {
     let n = 16;
-    let (graph, images, _) = setup(n);
-    let net = Network::new(&graph, Params::init(&graph, 6));
-    let f = formats(&net, &images);
-    let qat = Qat {
-        formats: &f,
-        datapath: Datapath::INT8,
-    };
-    // sa:P = per-bit stuck-at-0 and stuck-at-1 with P/2 each: each bit of a
-    // code changes with probability P/2
-    let p = 2e-2;
-    let fm = FaultModel::parse_weight_flag(&format!("sa:{p}")).unwrap();
-    let clean = net.forward(&images, n, Mode::Train, Some(qat), None);
-    let (mut changed, mut total) = (0u64, 0u64);
-    for trial in 0..4 {
-        let faults = Faults {
-            feature: None,
-            weight: fm.weight(),
-            seed: 1,
-            trial,
-            first_index: 0,
-        };
-        let faulty = net.forward(&images, n, Mode::Frozen(&clean.bn), Some(qat), Some(faults));
-        for h in &faulty.hits {
-            changed += h.weight_changed;
-            total += h.weight_total;
+    with_qat_net(n, 6, |_, images, _, net, qat| {
+        // sa:P = per-bit stuck-at-0 and stuck-at-1 with P/2 each: each bit of a
+        // code changes with probability P/2
+        let p = 2e-2;
+        let fm = FaultModel::parse_weight_flag(&format!("sa:{p}")).unwrap();
+        let clean = net.forward(images, n, Mode::Train, Some(qat), None);
+        let (mut changed, mut total) = (0u64, 0u64);
+        for trial in 0..4 {
+            let faults = Faults {
+                feature: None,
+                weight: fm.weight(),
+                seed: 1,
+                trial,
+                first_index: 0,
+            };
+            let faulty = net.forward(images, n, Mode::Frozen(&clean.bn), Some(qat), Some(faults));
+            for h in &faulty.hits {
+                changed += h.weight_changed;
+                total += h.weight_total;
+            }
         }
-    }
-    let q = 1.0 - (1.0 - p / 2.0f64).powi(8);
-    let expected = q * total as f64;
-    let sd = (q * (1.0 - q) * total as f64).sqrt();
-    assert!(total > 10_000);
-    assert!(
-        (changed as f64 - expected).abs() <= 5.0 * sd,
-        "changed {changed} of {total}, expected {expected} +- {sd}"
-    );
+        let q = 1.0 - (1.0 - p / 2.0f64).powi(8);
+        let expected = q * total as f64;
+        let sd = (q * (1.0 - q) * total as f64).sqrt();
+        assert!(total > 10_000);
+        assert!(
+            (changed as f64 - expected).abs() <= 5.0 * sd,
+            "changed {changed} of {total}, expected {expected} +- {sd}"
+        );
+    })
 }
 
 #[test]
@@ -306,11 +314,11 @@ fn faulty_eval_forward_with_stuck_macs_equals_the_engine() {
     // the float forward asks the fault model for the accumulators its
     // stuck bits change: with batch norms in evaluation form that is the
     // engine's recomputation, code for code, on every grid
+    let (_, clean, _) =
+        engine_and_eval_forward(6, |_| FaultModel::parse_feature_flag("mibb:0").unwrap());
     for dataflow in ["os", "ws", "is", "bit-serial"] {
         let (ours, engine, _) = engine_and_eval_forward(6, |_| stuck_macs_model(dataflow));
         assert_eq!(ours, engine, "{dataflow}");
-        let (_, clean, _) =
-            engine_and_eval_forward(6, |_| FaultModel::parse_feature_flag("mibb:0").unwrap());
         assert_ne!(
             clean, engine,
             "{dataflow}: the stuck bits change some logits"
@@ -324,51 +332,46 @@ fn ftt_trains_against_stuck_mac_units() {
     // half of the step sees other logits than the clean one, and the
     // changed outputs are counted at the layers' fault sites
     let n = 32;
-    let (graph, images, labels) = setup(n);
-    let net = Network::new(&graph, Params::init(&graph, 5));
-    let f = formats(&net, &images);
-    let qat = Qat {
-        formats: &f,
-        datapath: Datapath::INT8,
-    };
-    let fm = stuck_macs_model("os");
-    let faults = Faults {
-        feature: fm.feature(),
-        weight: None,
-        seed: 3,
-        trial: 1,
-        first_index: 0,
-    };
-    let clean = net.forward(&images, n, Mode::Train, Some(qat), None);
-    let faulty = net.forward(&images, n, Mode::Train, Some(qat), Some(faults));
-    let changed: u64 = faulty.hits.iter().map(|h| h.feature_changed).sum();
-    assert!(changed > 0, "no output changed");
-    let (lc, _, _) = cross_entropy(clean.logits(), &labels, 1.0);
-    let (lf, _, _) = cross_entropy(faulty.logits(), &labels, 1.0);
-    assert_ne!(lc, lf);
-    // another chip (trial) draws other stuck bits
-    let other = net.forward(
-        &images,
-        n,
-        Mode::Train,
-        Some(qat),
-        Some(Faults { trial: 2, ..faults }),
-    );
-    assert_ne!(other.logits(), faulty.logits());
+    with_qat_net(n, 5, |graph, images, labels, net, qat| {
+        let fm = stuck_macs_model("os");
+        let faults = Faults {
+            feature: fm.feature(),
+            weight: None,
+            seed: 3,
+            trial: 1,
+            first_index: 0,
+        };
+        let clean = net.forward(images, n, Mode::Train, Some(qat), None);
+        let faulty = net.forward(images, n, Mode::Train, Some(qat), Some(faults));
+        let changed: u64 = faulty.hits.iter().map(|h| h.feature_changed).sum();
+        assert!(changed > 0, "no output changed");
+        let (lc, _, _) = cross_entropy(clean.logits(), labels, 1.0);
+        let (lf, _, _) = cross_entropy(faulty.logits(), labels, 1.0);
+        assert_ne!(lc, lf);
+        // another chip (trial) draws other stuck bits
+        let other = net.forward(
+            images,
+            n,
+            Mode::Train,
+            Some(qat),
+            Some(Faults { trial: 2, ..faults }),
+        );
+        assert_ne!(other.logits(), faulty.logits());
 
-    let mut cfg = TrainConfig::new(1, n);
-    cfg.qat_warmup_steps = 0;
-    cfg.ftt = Some(Ftt {
-        model: stuck_macs_model("ws"),
-        alpha: 0.5,
-    });
-    let mut t = Trainer::new(&graph, cfg, Params::init(&graph, 2)).unwrap();
-    t.calibrate(&images);
-    let st = t.train_step(&images, &labels);
-    assert!(
-        st.faulty_loss.is_finite() && st.faulty_loss != st.loss,
-        "{st:?}"
-    );
+        let mut cfg = TrainConfig::new(1, n);
+        cfg.qat_warmup_steps = 0;
+        cfg.ftt = Some(Ftt {
+            model: stuck_macs_model("ws"),
+            alpha: 0.5,
+        });
+        let mut t = Trainer::new(graph, cfg, Params::init(graph, 2)).unwrap();
+        t.calibrate(images);
+        let st = t.train_step(images, labels);
+        assert!(
+            st.faulty_loss.is_finite() && st.faulty_loss != st.loss,
+            "{st:?}"
+        );
+    })
 }
 
 /// One FTT step applies exactly `(1-alpha) dCE(clean) + alpha dCE(faulty)`:

@@ -13,7 +13,8 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm, Mat};
-use crate::model::{Op, Shape};
+use crate::model::{Graph, NodeId, Shape};
+use crate::quant::build::MacGeometry;
 
 /// Images per weight-gradient partial sum (fixed, for determinism).
 pub const GRAD_CHUNK: usize = 8;
@@ -31,27 +32,19 @@ pub struct ConvGeom {
 }
 
 impl ConvGeom {
-    /// Geometry of a `Conv2d` op; `None` for other ops.
-    pub fn of(op: &Op, input: Shape, output: Shape) -> Option<ConvGeom> {
-        match op {
-            Op::Conv2d {
-                kernel,
-                stride,
-                padding,
-                dilation,
-                groups,
-                ..
-            } => Some(ConvGeom {
-                input,
-                output,
-                kernel: *kernel,
-                stride: *stride,
-                padding: *padding,
-                dilation: *dilation,
-                groups: *groups,
-            }),
-            _ => None,
-        }
+    /// Geometry of conv node `id`; `None` for other ops. Read from the
+    /// quantizer's [`MacGeometry`] so the op's fields are matched in one place.
+    pub fn of(graph: &Graph, id: NodeId) -> Option<ConvGeom> {
+        let g = MacGeometry::of(graph, id);
+        g.is_conv.then_some(ConvGeom {
+            input: g.in_shape,
+            output: g.out_shape,
+            kernel: g.kernel,
+            stride: g.stride,
+            padding: g.padding,
+            dilation: g.dilation,
+            groups: g.groups,
+        })
     }
     pub fn cin_g(&self) -> usize {
         self.input.c / self.groups

@@ -402,7 +402,7 @@ impl<'g> Network<'g> {
                     let flipped =
                         self.flipped_input(id, node.inputs[0], x(0), qat, faults.as_ref());
                     let input = flipped.as_deref().unwrap_or(x(0));
-                    match ConvGeom::of(&node.op, is, s) {
+                    match ConvGeom::of(g, id) {
                         Some(geom) => conv::forward(&geom, input, &w, b.as_deref(), &mut out),
                         None => layers::linear_forward(
                             input,
@@ -654,49 +654,61 @@ impl<'g> Network<'g> {
         out.par_chunks(per_out)
             .zip(input.par_chunks(per_in))
             .enumerate()
-            .map(|(i, (o, x))| {
-                let xin: Vec<i32> = x.iter().map(|&v| in_grid.code(v)).collect();
-                let clean: Vec<i32> = o
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &v)| {
+            .map_init(
+                // per-thread scratch: input codes, clean and faulty
+                // accumulators, and (only when the sums are not exact) one
+                // im2col row
+                || {
+                    let row = if exact_sums {
+                        Vec::new()
+                    } else {
+                        vec![0i32; k_len]
+                    };
+                    (Vec::<i32>::new(), Vec::<i32>::new(), Vec::<i32>::new(), row)
+                },
+                |(xin, clean, acc, row), (i, (o, x))| {
+                    xin.clear();
+                    xin.extend(x.iter().map(|&v| in_grid.code(v)));
+                    clean.clear();
+                    clean.extend(o.iter().enumerate().map(|(j, &v)| {
                         let c = j / hw;
                         let mut v = v as f64 - bias.map_or(0.0, |b| b[c] as f64);
                         if let Some(a) = a {
                             v *= a[c] as f64;
                         }
                         (v / step).round() as i32
-                    })
-                    .collect();
-                let mut acc = clean.clone();
-                inj.inject_macs(&site, &layer, &xin, &dp, f.first_index + i as u64, &mut acc);
-                let mut row = vec![0i32; k_len];
-                let mut changes = Vec::new();
-                for (j, (&new, &old)) in acc.iter().zip(&clean).enumerate() {
-                    if new == old {
-                        continue;
+                    }));
+                    acc.clear();
+                    acc.extend_from_slice(clean);
+                    inj.inject_macs(&site, &layer, xin, &dp, f.first_index + i as u64, acc);
+                    let mut changes = Vec::new();
+                    for (j, (&new, &old)) in acc.iter().zip(clean.iter()).enumerate() {
+                        if new == old {
+                            continue;
+                        }
+                        let oc = j / hw;
+                        // a channel whose folded scale vanished trains on the
+                        // raw weights (see `mac_params`): not in accumulator steps
+                        if a.is_some_and(|a| a[oc].abs() <= 1e-12) {
+                            continue;
+                        }
+                        let d = if exact_sums {
+                            i64::from(new) - i64::from(old)
+                        } else {
+                            let g = oc / m_per_g;
+                            crate::quant::int_ops::im2col_row(&layer, xin, g, j % hw, row);
+                            let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
+                            let sum: i64 =
+                                row.iter().zip(w).map(|(&x, &w)| x as i64 * w as i64).sum();
+                            i64::from(new) - dp.acc_limit(sum)
+                        };
+                        if d != 0 {
+                            changes.push((j as u32, (d as f64 * step) as f32));
+                        }
                     }
-                    let oc = j / hw;
-                    // a channel whose folded scale vanished trains on the
-                    // raw weights (see `mac_params`): not in accumulator steps
-                    if a.is_some_and(|a| a[oc].abs() <= 1e-12) {
-                        continue;
-                    }
-                    let d = if exact_sums {
-                        i64::from(new) - i64::from(old)
-                    } else {
-                        let g = oc / m_per_g;
-                        crate::quant::int_ops::im2col_row(&layer, &xin, g, j % hw, &mut row);
-                        let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
-                        let sum: i64 = row.iter().zip(w).map(|(&x, &w)| x as i64 * w as i64).sum();
-                        i64::from(new) - dp.acc_limit(sum)
-                    };
-                    if d != 0 {
-                        changes.push((j as u32, (d as f64 * step) as f32));
-                    }
-                }
-                changes
-            })
+                    changes
+                },
+            )
             .collect()
     }
 
@@ -927,7 +939,7 @@ impl<'g> Network<'g> {
                     let mut db = (idx.len() > 1).then(|| vec![0.0f32; s.c]);
                     let mut dx = needs_dx(0).then(|| vec![0.0f32; x.len()]);
                     let is = in_shape(0);
-                    match ConvGeom::of(&node.op, is, s) {
+                    match ConvGeom::of(g, id) {
                         Some(geom) => conv::backward(
                             &geom,
                             x,
