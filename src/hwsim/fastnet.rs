@@ -141,6 +141,23 @@ pub(crate) struct Scratch {
     acc: Vec<i32>,
 }
 
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Run `f` with this thread's [`Scratch`], kept between images: rayon's
+/// `map_init` made one per image here (one job per image), and refilling
+/// every node buffer and im2col operand from zeroed allocations was about
+/// a twentieth of an aged chip's campaign. A nested call (a thread that
+/// steals another image while it waits inside the GEMM) finds the slot
+/// empty and uses a fresh one.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut s = SCRATCH.with(|c| c.take()).unwrap_or_default();
+    let r = f(&mut s);
+    SCRATCH.with(|c| c.set(Some(s)));
+    r
+}
+
 /// Run one image (input codes) under `faults` on the chip prepared as `ck`
 /// (whose baked filter faults must be exactly `faults.permanent`'s).
 pub(crate) fn run_codes(
@@ -153,12 +170,10 @@ pub(crate) fn run_codes(
     let model = ck.model(net);
     let dp = *net.datapath();
     let array = net.array();
-    if s.nodes.len() != model.nodes.len() {
-        s.nodes = model
-            .nodes
-            .iter()
-            .map(|n| vec![0i32; n.shape.numel()])
-            .collect();
+    // (the scratch may come from another network's run: sizes per node)
+    s.nodes.resize_with(model.nodes.len(), Vec::new);
+    for (buf, n) in s.nodes.iter_mut().zip(&model.nodes) {
+        buf.resize(n.shape.numel(), 0);
     }
     let mut stats = Vec::with_capacity(net.layers().len());
     let mut acting_all = ActingFaults::all(
@@ -395,12 +410,12 @@ pub(crate) fn run_images(
         .par_iter()
         .zip(kit_of.par_iter())
         .with_max_len(1)
-        .map_init(Scratch::default, |s, (&i, &k)| {
+        .map(|(&i, &k)| {
             let mut codes = vec![0i32; n];
             net.model()
                 .quantize_input(&images[i * n..(i + 1) * n], &mut codes);
             net.check_image_faults(&faults[i]).map_err(|e| (i, e))?;
-            run_codes(net, &kits[k], &codes, &faults[i], s)
+            with_scratch(|s| run_codes(net, &kits[k], &codes, &faults[i], s))
                 .map(|r| r.logits)
                 .map_err(|e| (i, e))
         })
