@@ -396,3 +396,81 @@ fn buffer_flips_are_identical_in_every_engine_and_batching() {
         }
     }
 }
+
+/// Stuck MAC-unit bits (`[stuck_macs]`) on every grid, with filter and
+/// input flips beside them, on random networks and datapaths (wrapping
+/// and saturating, 2-16-bit operands): the fast engine hands the model
+/// each image's raw sums, which it corrects term by term where the sum
+/// stays linear; the reference engine hands none and the model recomputes
+/// every output it reaches. Same codes, image by image.
+#[test]
+fn stuck_macs_from_the_raw_sums_equal_the_recomputation() {
+    use engine_common::datapath;
+    let mut changed = 0;
+    for seed in 0..16u64 {
+        let g = random_graph(seed);
+        let w = Weights::random(&g, seed);
+        let dp = datapath(
+            seed as u8,
+            (seed * 7) as u8,
+            (seed % 5) as u8,
+            seed % 4 == 3,
+        );
+        let q = quant::quantize(&g, &w, dp, &images(g.input_shape(), 4, seed)).unwrap();
+        let grid = ["os", "ws", "is", "bit-serial"][seed as usize % 4];
+        let mut text = format!("[stuck_macs]\ndataflow = \"{grid}\"\nrows = 3\ncols = 2\n");
+        text += if grid == "bit-serial" {
+            "filter_rows = 2\nbits_per_cycle = 1\nact = { p0 = 0.02, p1 = 0.02 }\n\
+             accumulator = { p1 = 0.005 }\n"
+        } else if seed % 3 == 0 {
+            // operand bits only: every reached column stays linear
+            "act = { p0 = 0.03, p1 = 0.03 }\nweight = { p0 = 0.02, p1 = 0.04 }\n"
+        } else {
+            "act = { p0 = 0.02, p1 = 0.02 }\nweight = { p0 = 0.02, p1 = 0.03 }\n\
+             product = { p1 = 0.005 }\naccumulator = { p0 = 0.003, p1 = 0.003 }\n"
+        };
+        for (i, l) in q.mac_layers().enumerate() {
+            let (key, p) = [("filter_flip", 0.003), ("input_flip", 0.01)][i % 2];
+            text += &format!("[[layer]]\nname = \"{}\"\n{key} = {p}\n", l.name);
+        }
+        let fm = ftnas::fault::FaultModel::parse_str(&text, "f.toml").unwrap();
+        let faults = FeatureFaults {
+            injector: fm.feature().unwrap(),
+            seed,
+            trial: 2,
+        };
+        let imgs = images(g.input_shape(), 4, seed + 3);
+        let reference = engine::by_name("reference").unwrap();
+        let want = reference.run(&q, &imgs, 0, Some(faults)).unwrap();
+        let fast = engine::by_name("fast").unwrap();
+        assert_eq!(
+            fast.run(&q, &imgs, 0, Some(faults)).unwrap(),
+            want,
+            "seed {seed} ({grid}, {dp:?})"
+        );
+        let without = ftnas::fault::FaultModel::parse_str(
+            &text[text.find("[[layer]]").unwrap_or(text.len())..],
+            "f.toml",
+        )
+        .unwrap();
+        let clean_run = reference
+            .run(
+                &q,
+                &imgs,
+                0,
+                without.feature().map(|injector| FeatureFaults {
+                    injector,
+                    seed,
+                    trial: 2,
+                }),
+            )
+            .unwrap();
+        if clean_run != want {
+            changed += 1;
+        }
+    }
+    assert!(
+        changed >= 8,
+        "the stuck bits changed the logits of only {changed} of 16 networks"
+    );
+}

@@ -178,6 +178,7 @@ impl FeatureInjector for Recorder<'_> {
         self.inner.has_stuck_macs()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn inject_macs(
         &self,
         site: &LayerSite,
@@ -185,10 +186,12 @@ impl FeatureInjector for Recorder<'_> {
         input: &[i32],
         dp: &crate::fixed::Datapath,
         image: u64,
+        clean_acc: Option<&[i32]>,
         codes: &mut [i32],
     ) {
         let before = codes.to_vec();
-        self.inner.inject_macs(site, layer, input, dp, image, codes);
+        self.inner
+            .inject_macs(site, layer, input, dp, image, clean_acc, codes);
         self.record(site.node, image as usize, &before, codes);
     }
 }

@@ -236,20 +236,38 @@ fn run_group(
                 }
                 // without a hook, the activation merges into requantization
                 let fused = faults.is_none();
-                run_mac(layer, prep, &model.datapath, fused, &mut io, scratch);
-                for (_, l, input, out) in own_weights.iter_mut() {
+                // stuck MAC-unit bits start from each image's raw sums
+                let stuck_macs = faults.is_some_and(|f| f.injector.has_stuck_macs());
+                let mut raw: Vec<Vec<i32>> = Vec::new();
+                if stuck_macs {
+                    raw.resize(io.len() + own_weights.len(), Vec::new());
+                }
+                let (raw_io, raw_own) = raw.split_at_mut(if stuck_macs { io.len() } else { 0 });
+                run_mac(
+                    layer,
+                    prep,
+                    &model.datapath,
+                    fused,
+                    &mut io,
+                    scratch,
+                    stuck_macs.then_some(raw_io),
+                );
+                for (j, (_, l, input, out)) in own_weights.iter_mut().enumerate() {
+                    let r = stuck_macs.then(|| &mut raw_own[j..j + 1]);
                     let prep = prepare_mac(model, l);
                     let mut one = [(*input, &mut **out)];
-                    run_mac(l, &prep, &model.datapath, fused, &mut one, scratch);
+                    run_mac(l, &prep, &model.datapath, fused, &mut one, scratch, r);
                 }
                 if !fused {
                     let dp = &model.datapath;
-                    for ((input, out), idx) in io.into_iter().zip(io_index) {
-                        stuck_mac_outputs(layer, input, dp, idx, faults, out);
+                    let raw_of = |i: usize| raw.get(i).map(Vec::as_slice);
+                    let n_io = io.len();
+                    for (i, ((input, out), idx)) in io.into_iter().zip(io_index).enumerate() {
+                        stuck_mac_outputs(layer, input, dp, idx, faults, raw_of(i), out);
                         finish_mac_output(layer, out, idx, faults);
                     }
-                    for (idx, l, input, out) in own_weights {
-                        stuck_mac_outputs(&l, input, dp, idx, faults, out);
+                    for (i, (idx, l, input, out)) in own_weights.into_iter().enumerate() {
+                        stuck_mac_outputs(&l, input, dp, idx, faults, raw_of(n_io + i), out);
                         finish_mac_output(layer, out, idx, faults);
                     }
                 }
@@ -435,6 +453,9 @@ enum GemmBuffers<'a> {
 
 /// One prepared MAC layer for the images of `io` (`(input codes, output
 /// buffer)` each): requantized outputs, with the activation when `fused`.
+/// `raw_out`, when given, receives each image's raw wrapping sums (CHW,
+/// no bias) beside its finished codes: what [`stuck_mac_outputs`] starts
+/// from instead of recomputing whole outputs.
 fn run_mac(
     layer: &MacLayer,
     prep: &PreparedMac,
@@ -442,16 +463,23 @@ fn run_mac(
     fused: bool,
     io: &mut [(&[i32], &mut [i32])],
     s: &mut KitScratch,
+    mut raw_out: Option<&mut [Vec<i32>]>,
 ) {
     if io.is_empty() {
         return;
     }
+    if let Some(r) = raw_out.as_deref_mut() {
+        for v in r.iter_mut() {
+            v.resize(layer.out_shape.numel(), 0);
+        }
+    }
     let finish = Finish::new(layer, prep, dp, fused);
     match &prep.plan {
         MacPlan::Depthwise(geom) => {
-            for (input, out) in io.iter_mut() {
+            for (b, (input, out)) in io.iter_mut().enumerate() {
                 let scratch = (&mut s.depthwise, &mut s.depthwise_raw);
-                depthwise_layer(layer, geom, &finish, input, out, scratch);
+                let raw = raw_out.as_deref_mut().map(|r| r[b].as_mut_slice());
+                depthwise_layer(layer, geom, &finish, input, out, scratch, raw);
             }
         }
         MacPlan::Gemm { packed, narrow_i8 } => {
@@ -460,7 +488,15 @@ fn run_mac(
             } else {
                 GemmBuffers::I16(&mut s.col16, &mut s.in16)
             };
-            gemm_layer(layer, packed, &finish, io, operands, &mut s.gemm_out);
+            gemm_layer(
+                layer,
+                packed,
+                &finish,
+                io,
+                operands,
+                &mut s.gemm_out,
+                raw_out,
+            );
         }
     }
 }
@@ -475,6 +511,7 @@ fn gemm_layer(
     io: &mut [(&[i32], &mut [i32])],
     mut buffers: GemmBuffers<'_>,
     gemm_out: &mut Vec<i32>,
+    mut raw_out: Option<&mut [Vec<i32>]>,
 ) {
     let o = layer.out_shape;
     let npix = o.h * o.w;
@@ -509,7 +546,11 @@ fn gemm_layer(
             for oc in 0..cout_g {
                 let ch = grp * cout_g + oc;
                 let dst = &mut out[ch * npix..][..npix];
-                finish.channel(layer, ch, &c[oc * n + b * npix..][..npix], dst, input, amax);
+                let raw = &c[oc * n + b * npix..][..npix];
+                if let Some(r) = raw_out.as_deref_mut() {
+                    r[b][ch * npix..][..npix].copy_from_slice(raw);
+                }
+                finish.channel(layer, ch, raw, dst, input, amax);
             }
         }
     }
@@ -524,6 +565,7 @@ fn depthwise_layer(
     input: &[i32],
     out: &mut [i32],
     (scratch, raw): (&mut DepthwiseScratch, &mut Vec<i32>),
+    mut raw_out: Option<&mut [i32]>,
 ) {
     let (ipix, opix) = (geom.in_h * geom.in_w, geom.out_h * geom.out_w);
     let k = layer.macs_per_output();
@@ -533,6 +575,9 @@ fn depthwise_layer(
         let plane = &input[ch * ipix..(ch + 1) * ipix];
         let w = &layer.weights[ch * k..(ch + 1) * k];
         depthwise_plane(geom, plane, w, raw, scratch);
+        if let Some(r) = raw_out.as_deref_mut() {
+            r[ch * opix..(ch + 1) * opix].copy_from_slice(raw);
+        }
         let dst = &mut out[ch * opix..(ch + 1) * opix];
         finish.channel(layer, ch, raw, dst, input, amax);
     }
@@ -729,7 +774,15 @@ impl LayerKit {
         s: &mut KitScratch,
     ) {
         let (layer, prep) = self.layer(model, q);
-        run_mac(layer, prep, &model.datapath, true, &mut [(input, out)], s);
+        run_mac(
+            layer,
+            prep,
+            &model.datapath,
+            true,
+            &mut [(input, out)],
+            s,
+            None,
+        );
     }
 
     /// The raw wrapping i32 sums (no bias) of group `grp` of MAC node `q`

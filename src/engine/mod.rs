@@ -123,12 +123,17 @@ pub fn finish_mac_output(
 /// codes the layer read (`input`, from [`layer_input`]) and its weights
 /// (`layer` from [`layer_with_filter_flips`] when those changed). Called
 /// between the MAC and [`finish_mac_output`]; nothing without such bits.
+/// `raw_sums`: the layer's raw wrapping i32 sums (CHW, no bias) when the
+/// engine has them; the model then adds only the terms a stuck operand bit
+/// changes to the outputs whose accumulation stays linear, instead of
+/// recomputing them.
 pub fn stuck_mac_outputs(
     layer: &MacLayer,
     input: &[i32],
     dp: &Datapath,
     image_index: u64,
     faults: Option<FeatureFaults<'_>>,
+    raw_sums: Option<&[i32]>,
     codes: &mut [i32],
 ) {
     let Some(f) = faults else {
@@ -141,8 +146,28 @@ pub fn stuck_mac_outputs(
         draw: crate::fault::draw_key(f.seed, f.trial),
         ..layer.feature_site()
     };
-    f.injector
-        .inject_macs(&site, layer, input, dp, image_index, codes);
+    // the raw wrapping i32 sums as accumulators under the datapath's rule:
+    // wrapped at `psum_bits`; a saturating accumulator's are used only
+    // where its sums cannot saturate, and are exact there
+    let exact_width = dp.psum_bits <= 32;
+    let clean: Option<Vec<i32>> = raw_sums
+        .filter(|_| exact_width)
+        .map(|raw| match dp.overflow {
+            crate::fixed::Overflow::Wrap => {
+                let sh = 32 - u32::from(dp.psum_bits);
+                raw.iter().map(|&v| (v << sh) >> sh).collect()
+            }
+            crate::fixed::Overflow::Saturate => raw.to_vec(),
+        });
+    f.injector.inject_macs(
+        &site,
+        layer,
+        input,
+        dp,
+        image_index,
+        clean.as_deref(),
+        codes,
+    );
 }
 
 /// The input codes `layer` computes on for one image: `input` itself, or,

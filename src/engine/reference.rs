@@ -69,7 +69,15 @@ pub fn run_image_all(
                 let flipped = layer_with_filter_flips(layer, image_index, faults);
                 let layer = flipped.as_ref().unwrap_or(layer);
                 mac_layer_reference(layer, input, &model.datapath, &mut out);
-                stuck_mac_outputs(layer, input, &model.datapath, image_index, faults, &mut out);
+                stuck_mac_outputs(
+                    layer,
+                    input,
+                    &model.datapath,
+                    image_index,
+                    faults,
+                    None,
+                    &mut out,
+                );
                 finish_mac_output(layer, &mut out, image_index, faults);
             }
             _ => exec_non_mac(model, q, &outs, &mut out),

@@ -109,6 +109,7 @@ impl FeatureInjector for LayeredFeature {
         self.stuck_macs.is_some()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn inject_macs(
         &self,
         site: &LayerSite,
@@ -116,10 +117,11 @@ impl FeatureInjector for LayeredFeature {
         input: &[i32],
         dp: &crate::fixed::Datapath,
         _image: u64,
+        clean_acc: Option<&[i32]>,
         codes: &mut [i32],
     ) {
         if let Some(m) = &self.stuck_macs {
-            m.apply(site.draw, layer, input, dp, codes);
+            m.apply(site.draw, layer, input, dp, clean_acc, codes);
         }
     }
 }

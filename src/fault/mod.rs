@@ -151,6 +151,11 @@ pub trait FeatureInjector: Send + Sync {
     /// buffer's faults) and the weight codes of `layer` (after the filter
     /// buffer's), overwriting the requantized pre-activation `codes`.
     /// `site.draw` is the chip ([`draw_key`]), `image` the image.
+    /// `clean_acc`, when the caller has it: the layer's fault-free
+    /// accumulators (CHW, under the accumulator rule, without the bias;
+    /// exact wherever the rule cannot saturate), from which outputs that
+    /// stay linear are corrected term by term instead of recomputed.
+    #[allow(clippy::too_many_arguments)]
     fn inject_macs(
         &self,
         _site: &LayerSite,
@@ -158,6 +163,7 @@ pub trait FeatureInjector: Send + Sync {
         _input: &[i32],
         _dp: &crate::fixed::Datapath,
         _image: u64,
+        _clean_acc: Option<&[i32]>,
         _codes: &mut [i32],
     ) {
     }

@@ -470,16 +470,22 @@ impl StuckMacs {
     /// `codes` its requantized pre-activation outputs (CHW), overwritten
     /// where the units' stuck bits change them. `layer.weights` are the
     /// codes the array receives (after any filter-buffer faults).
+    ///
+    /// `clean_acc`, when the caller has it, are the layer's fault-free
+    /// accumulators (CHW, under the accumulator rule, without the bias):
+    /// on WS/IS grids a column whose sum stays linear then takes only the
+    /// terms of its forcing unit rows (`K/rows` each) instead of all `K`.
     pub fn apply(
         &self,
         draw: u64,
         layer: &MacLayer,
         input: &[i32],
         dp: &Datapath,
+        clean_acc: Option<&[i32]>,
         codes: &mut [i32],
     ) {
         let bits = self.bits(draw, dp);
-        self.apply_bits(&bits, layer, input, dp, codes);
+        self.apply_bits(&bits, layer, input, dp, clean_acc, codes);
     }
 
     /// [`apply`](Self::apply) with the chip's stuck bits given.
@@ -489,8 +495,10 @@ impl StuckMacs {
         layer: &MacLayer,
         input: &[i32],
         dp: &Datapath,
+        clean_acc: Option<&[i32]>,
         codes: &mut [i32],
     ) {
+        let clean_acc = clean_acc.filter(|c| c.len() == codes.len());
         if let MacGrid::BitSerial { .. } = self.grid {
             self.apply_bitserial(bits, layer, input, dp, codes);
             return;
@@ -499,7 +507,7 @@ impl StuckMacs {
             return;
         };
         if self.grid != MacGrid::OutputStationary {
-            self.apply_stationary(&forces, layer, input, dp, codes, true);
+            self.apply_stationary(&forces, layer, input, dp, clean_acc, codes, true);
             return;
         }
         let (rows, cols) = (self.rows, self.cols);
@@ -579,12 +587,14 @@ impl StuckMacs {
     /// the forced zeros), each unit forcing the arriving partial sum
     /// before its add. `allow_linear: false` replays every column position
     /// by position (the tests' reference for the linear columns).
+    #[allow(clippy::too_many_arguments)]
     fn apply_stationary(
         &self,
         forces: &[UnitForce],
         layer: &MacLayer,
         input: &[i32],
         dp: &Datapath,
+        clean_acc: Option<&[i32]>,
         codes: &mut [i32],
         allow_linear: bool,
     ) {
@@ -648,6 +658,20 @@ impl StuckMacs {
                     .sum()
             })
             .collect();
+        // With the clean accumulators, a linear column changes only by the
+        // terms of its forcing unit rows: `k = r, r + rows, ...` for each
+        // row `r` whose activation or weight path forces a bit.
+        let forcing_ks: Vec<Vec<usize>> = kinds
+            .iter()
+            .map(|col| {
+                let mut ks: Vec<usize> = (0..rows)
+                    .filter(|&r| !col[r].act.is_identity() || !col[r].weight.is_identity())
+                    .flat_map(|r| (r..k_len).step_by(rows))
+                    .collect();
+                ks.sort_unstable();
+                ks
+            })
+            .collect();
         // The other columns, when their sums may be taken in pieces (a
         // wrapping accumulator; or one that can never saturate and has no
         // stuck bit of its own, which could push it near its limit): the
@@ -708,6 +732,17 @@ impl StuckMacs {
                     }
                     let oc = g * m_len + m;
                     let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
+                    if let (true, Some(clean)) = (linear[kind], clean_acc) {
+                        let mut d = padding[kind];
+                        for &k in &forcing_ks[kind] {
+                            let f = &column[k % rows];
+                            let (x, wv) = (i64::from(a[k]), i64::from(w[k]));
+                            d += f.act.apply(x) * f.weight.apply(wv) - x * wv;
+                        }
+                        let o = oc * e_len + e;
+                        codes[o] = finish(layer, dp, dp.acc_limit(i64::from(clean[o]) + d), oc);
+                        continue;
+                    }
                     if linear[kind] || pieces[kind].is_some() {
                         if !have_a[kind] {
                             for (k, (x, &v)) in forced_a[kind].iter_mut().zip(&a).enumerate() {
@@ -1122,9 +1157,35 @@ mod tests {
             let e_len = 25;
             let clean = vec![7i32; cout * e_len];
             let (mut fast, mut slow) = (clean.clone(), clean);
-            m.apply_stationary(&forces, &layer, &input, &dp, &mut fast, true);
-            m.apply_stationary(&forces, &layer, &input, &dp, &mut slow, false);
+            m.apply_stationary(&forces, &layer, &input, &dp, None, &mut fast, true);
+            m.apply_stationary(&forces, &layer, &input, &dp, None, &mut slow, false);
             assert_eq!(fast, slow, "case {case}: {grid:?} {rows}x{cols} {bits:?}");
+            // from the clean accumulators (the raw sums under the rule;
+            // used only where the sums cannot saturate)
+            let acc: Vec<i32> = (0..cout * e_len)
+                .map(|o| {
+                    let (oc, e) = (o / e_len, o % e_len);
+                    let mut row = vec![0i32; layer.macs_per_output()];
+                    im2col_row(&layer, &input, 0, e, &mut row);
+                    let w = &layer.weights[oc * row.len()..(oc + 1) * row.len()];
+                    dot(&row, w) as i32
+                })
+                .map(|v| dp.acc_limit(i64::from(v)) as i32)
+                .collect();
+            let mut from_clean = vec![7i32; cout * e_len];
+            m.apply_stationary(
+                &forces,
+                &layer,
+                &input,
+                &dp,
+                Some(&acc),
+                &mut from_clean,
+                true,
+            );
+            assert_eq!(
+                from_clean, slow,
+                "case {case}, from the clean sums: {grid:?} {rows}x{cols} {bits:?}"
+            );
         }
     }
 }

@@ -680,7 +680,11 @@ impl<'g> Network<'g> {
                     }));
                     acc.clear();
                     acc.extend_from_slice(clean);
-                    inj.inject_macs(&site, &layer, xin, &dp, f.first_index + i as u64, acc);
+                    // the clean sums as the model's starting point only
+                    // when they are exact (else its linear corrections
+                    // would carry their rounding)
+                    let from = exact_sums.then_some(clean.as_slice());
+                    inj.inject_macs(&site, &layer, xin, &dp, f.first_index + i as u64, from, acc);
                     let mut changes = Vec::new();
                     for (j, (&new, &old)) in acc.iter().zip(clean.iter()).enumerate() {
                         if new == old {
