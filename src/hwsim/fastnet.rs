@@ -147,8 +147,10 @@ thread_local! {
 
 /// Run `f` with this thread's [`Scratch`], kept between images: rayon's
 /// `map_init` made one per image here (one job per image), and refilling
-/// every node buffer and im2col operand from zeroed allocations was about
-/// a twentieth of an aged chip's campaign. A nested call (a thread that
+/// every node buffer and im2col operand from zeroed allocations cost an
+/// aged chip's ResNet-20 campaign 54 / 60 / 45-47% of the clean engine's
+/// throughput where it now runs at 61-62 / 68-79 / 51-54% (OS / WS / IS,
+/// `benches/hwsim_fastnet.rs`). A nested call (a thread that
 /// steals another image while it waits inside the GEMM) finds the slot
 /// empty and uses a fresh one.
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {

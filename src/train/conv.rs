@@ -32,8 +32,9 @@ pub struct ConvGeom {
 }
 
 impl ConvGeom {
-    /// Geometry of conv node `id`; `None` for other ops. Read from the
-    /// quantizer's [`MacGeometry`] so the op's fields are matched in one place.
+    /// Geometry of MAC node `id` (conv or linear) when it is a
+    /// convolution, `None` for a linear layer. Read from the quantizer's
+    /// [`MacGeometry`] so the op's fields are matched in one place.
     pub fn of(graph: &Graph, id: NodeId) -> Option<ConvGeom> {
         let g = MacGeometry::of(graph, id);
         g.is_conv.then_some(ConvGeom {
