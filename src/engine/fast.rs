@@ -260,14 +260,15 @@ fn run_group(
                 }
                 if !fused {
                     let dp = &model.datapath;
-                    let raw_of = |i: usize| raw.get(i).map(Vec::as_slice);
                     let n_io = io.len();
                     for (i, ((input, out), idx)) in io.into_iter().zip(io_index).enumerate() {
-                        stuck_mac_outputs(layer, input, dp, idx, faults, raw_of(i), out);
+                        let r = raw.get_mut(i).map(Vec::as_mut_slice);
+                        stuck_mac_outputs(layer, input, dp, idx, faults, r, out);
                         finish_mac_output(layer, out, idx, faults);
                     }
                     for (i, (idx, l, input, out)) in own_weights.into_iter().enumerate() {
-                        stuck_mac_outputs(&l, input, dp, idx, faults, raw_of(n_io + i), out);
+                        let r = raw.get_mut(n_io + i).map(Vec::as_mut_slice);
+                        stuck_mac_outputs(&l, input, dp, idx, faults, r, out);
                         finish_mac_output(layer, out, idx, faults);
                     }
                 }

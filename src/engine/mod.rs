@@ -133,7 +133,7 @@ pub fn stuck_mac_outputs(
     dp: &Datapath,
     image_index: u64,
     faults: Option<FeatureFaults<'_>>,
-    raw_sums: Option<&[i32]>,
+    raw_sums: Option<&mut [i32]>,
     codes: &mut [i32],
 ) {
     let Some(f) = faults else {
@@ -146,28 +146,20 @@ pub fn stuck_mac_outputs(
         draw: crate::fault::draw_key(f.seed, f.trial),
         ..layer.feature_site()
     };
-    // the raw wrapping i32 sums as accumulators under the datapath's rule:
-    // wrapped at `psum_bits`; a saturating accumulator's are used only
-    // where its sums cannot saturate, and are exact there
-    let exact_width = dp.psum_bits <= 32;
-    let clean: Option<Vec<i32>> = raw_sums
-        .filter(|_| exact_width)
-        .map(|raw| match dp.overflow {
-            crate::fixed::Overflow::Wrap => {
-                let sh = 32 - u32::from(dp.psum_bits);
-                raw.iter().map(|&v| (v << sh) >> sh).collect()
+    // the raw wrapping i32 sums as accumulators under the datapath's rule,
+    // in place: wrapped at `psum_bits`; a saturating accumulator's are
+    // used only where its sums cannot saturate, and are exact there
+    let clean = raw_sums.filter(|_| dp.psum_bits <= 32).map(|raw| {
+        if dp.overflow == crate::fixed::Overflow::Wrap {
+            let sh = 32 - u32::from(dp.psum_bits);
+            for v in raw.iter_mut() {
+                *v = (*v << sh) >> sh;
             }
-            crate::fixed::Overflow::Saturate => raw.to_vec(),
-        });
-    f.injector.inject_macs(
-        &site,
-        layer,
-        input,
-        dp,
-        image_index,
-        clean.as_deref(),
-        codes,
-    );
+        }
+        &*raw
+    });
+    f.injector
+        .inject_macs(&site, layer, input, dp, image_index, clean, codes);
 }
 
 /// The input codes `layer` computes on for one image: `input` itself, or,

@@ -663,6 +663,7 @@ impl StuckMacs {
         // row `r` whose activation or weight path forces a bit.
         let forcing_ks: Vec<Vec<usize>> = kinds
             .iter()
+            .filter(|_| clean_acc.is_some())
             .map(|col| {
                 let mut ks: Vec<usize> = (0..rows)
                     .filter(|&r| !col[r].act.is_identity() || !col[r].weight.is_identity())
