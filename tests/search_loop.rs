@@ -86,6 +86,14 @@ fn checkpoint_resume_is_exact_for_both_strategies() {
     let d = data();
     for strategy in [Strategy::Evolution, Strategy::Rl] {
         let dir = tempfile::tempdir().unwrap();
+        // the RL run also scores each candidate on two chips
+        let config = |strategy, seed| {
+            let mut c = config(strategy, seed);
+            if strategy == Strategy::Rl {
+                c.reward_chips = 2;
+            }
+            c
+        };
         let mut whole = Search::new(config(strategy, 2), &d, None).unwrap();
         while !whole.finished() {
             whole.step().unwrap();
@@ -95,6 +103,12 @@ fn checkpoint_resume_is_exact_for_both_strategies() {
         first.step().unwrap();
         first.save(dir.path()).unwrap();
         drop(first);
+        let mut other_chips = config(strategy, 2);
+        other_chips.reward_chips += 1;
+        assert!(
+            Search::resume(other_chips, &d, None, dir.path()).is_err(),
+            "a resume with another number of reward chips is refused"
+        );
         let mut rest = Search::resume(config(strategy, 2), &d, None, dir.path()).unwrap();
         assert_eq!(rest.step, 2);
         while !rest.finished() {
@@ -161,8 +175,41 @@ fn supernet_training_lowers_the_loss_of_shared_weights() {
         tcfg.datapath,
         &cfg.faults,
         5,
-        0,
+        0..1,
     );
     assert!(clean > 0.3, "clean accuracy {clean}");
     assert!((0.0..=1.0).contains(&fault));
+    // several chips: the faulty accuracy is the mean of the single-chip
+    // ones (same clean accuracy), and the chips differ
+    let acc = |trials| {
+        ftnas::search::reward::accuracies(
+            &trained,
+            &d.reward.images,
+            &d.reward.labels,
+            &d.calib,
+            tcfg.datapath,
+            &cfg.faults,
+            5,
+            trials,
+        )
+    };
+    let singles: Vec<f64> = (0..4u64)
+        .map(|t| {
+            let (c, f) = acc(t..t + 1);
+            assert_eq!(c, clean);
+            f
+        })
+        .collect();
+    assert_eq!(singles[0], fault);
+    let (c4, f4) = acc(0..4);
+    assert_eq!(c4, clean);
+    let mean = singles.iter().sum::<f64>() / 4.0;
+    assert!(
+        (f4 - mean).abs() < 1e-12,
+        "{f4} vs mean {mean} of {singles:?}"
+    );
+    assert!(
+        singles.iter().any(|&f| f != singles[0]),
+        "four adSAF chips scored alike: {singles:?}"
+    );
 }

@@ -65,6 +65,12 @@ pub struct Args {
     /// Reward images scored per candidate.
     #[arg(long, default_value_t = 500)]
     pub reward_images: usize,
+    /// Fault trials (simulated chips) averaged into each candidate's faulty
+    /// accuracy. Weight faults are drawn once per chip, and a trained net's
+    /// accuracy varies by tens of points between chips: use 4 or more for
+    /// weight-fault searches.
+    #[arg(long, default_value_t = 1)]
+    pub reward_chips: usize,
     /// Images that calibrate the activation formats of reward forwards.
     #[arg(long, default_value_t = 128)]
     pub calib: usize,
@@ -222,6 +228,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         StrategyChoice::Rl => Strategy::Rl,
     };
     cfg.train_batches = args.train_batches;
+    cfg.reward_chips = args.reward_chips;
     cfg.train.batch = args.batch;
     cfg.train.lr = args.lr;
     cfg.train.momentum = args.momentum;

@@ -61,6 +61,10 @@ pub struct SearchConfig {
     /// Weight of the faulty loss in super-net training.
     pub alpha: f32,
     pub reward: RewardConfig,
+    /// Fault trials (simulated chips) averaged into each candidate's
+    /// faulty accuracy; candidate `k` uses trials `k * chips ..
+    /// (k + 1) * chips`, so `1` keeps one chip per candidate.
+    pub reward_chips: usize,
     /// Evolution: population and tournament sizes.
     pub population: usize,
     pub sample: usize,
@@ -97,6 +101,7 @@ impl SearchConfig {
                 beta: 0.5,
                 penalty: None,
             },
+            reward_chips: 1,
             population: 20,
             sample: 5,
             rl: RlConfig::paper(),
@@ -121,9 +126,9 @@ impl SearchConfig {
 
     fn validate(&self) -> Result<(), SearchError> {
         self.space.validate()?;
-        if self.steps == 0 || self.train_batches == 0 || self.top_k == 0 {
+        if self.steps == 0 || self.train_batches == 0 || self.top_k == 0 || self.reward_chips == 0 {
             return Err(SearchError::Config(
-                "steps, train batches per step and top-k must be >= 1".into(),
+                "steps, train batches per step, top-k and reward chips must be >= 1".into(),
             ));
         }
         // the super-net's training rules (FTT model, alpha, ...) up front
@@ -154,7 +159,7 @@ impl SearchConfig {
     fn fingerprint(&self) -> String {
         let t = &self.train;
         format!(
-            "{:?}|{:?}|{}|{}|{},{},{},{},{:?},{},{:?},{},{:?}|{}|{}|{:?}|{},{}|{:?}|{}",
+            "{:?}|{:?}|{}|{}|{},{},{},{},{:?},{},{:?},{},{:?}|{}|{}|{:?}|{},{}|{:?}|{}{}",
             self.space,
             self.strategy,
             self.steps,
@@ -174,7 +179,13 @@ impl SearchConfig {
             self.population,
             self.sample,
             self.rl,
-            self.seed
+            self.seed,
+            // one chip (the old default) keeps old checkpoints' fingerprint
+            if self.reward_chips == 1 {
+                String::new()
+            } else {
+                format!("|chips {}", self.reward_chips)
+            }
         )
     }
 }
@@ -480,7 +491,10 @@ impl<'a> Search<'a> {
             self.cfg.train.datapath,
             &self.cfg.faults,
             self.cfg.seed ^ REWARD_SALT,
-            trial,
+            {
+                let c = self.cfg.reward_chips as u64;
+                trial * c..(trial + 1) * c
+            },
         );
         let cycles = self.cycles(g, &graph)?;
         self.timing.reward_images += d.len();

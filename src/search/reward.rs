@@ -63,7 +63,12 @@ impl RewardConfig {
 }
 
 /// Clean and faulty accuracy of `net` on `images`/`labels`, activation
-/// formats calibrated on `calib`.
+/// formats calibrated on `calib`. The faulty accuracy is the mean over
+/// the fault trials `trials` (one simulated chip each): weight faults are
+/// drawn once per trial, so one trial scores a candidate on one chip, and
+/// trained networks differ by tens of points from chip to chip under
+/// adSAF. Averaging several trials is what makes weight-fault rewards
+/// rank architectures rather than chips.
 #[allow(clippy::too_many_arguments)]
 pub fn accuracies(
     net: &Network,
@@ -73,8 +78,9 @@ pub fn accuracies(
     datapath: Datapath,
     faults: &FaultModel,
     seed: u64,
-    trial: u64,
+    trials: std::ops::Range<u64>,
 ) -> (f64, f64) {
+    assert!(!trials.is_empty(), "at least one fault trial");
     let formats = batch_formats(net, calib, datapath.act_bits);
     let qat = Qat {
         formats: &formats,
@@ -88,18 +94,21 @@ pub fn accuracies(
         let y = &labels[first..first + n];
         let tape = net.forward(chunk, n, Mode::Train, Some(qat), None);
         clean += cross_entropy(tape.logits(), y, 1.0).2;
-        let f = Faults {
-            feature: faults.feature(),
-            weight: faults.weight(),
-            seed,
-            trial,
-            first_index: first as u64,
-        };
-        let ftape = net.forward(chunk, n, Mode::Frozen(&tape.bn), Some(qat), Some(f));
-        fault += cross_entropy(ftape.logits(), y, 1.0).2;
+        for trial in trials.clone() {
+            let f = Faults {
+                feature: faults.feature(),
+                weight: faults.weight(),
+                seed,
+                trial,
+                first_index: first as u64,
+            };
+            let ftape = net.forward(chunk, n, Mode::Frozen(&tape.bn), Some(qat), Some(f));
+            fault += cross_entropy(ftape.logits(), y, 1.0).2;
+        }
     }
     let m = labels.len().max(1) as f64;
-    (clean as f64 / m, fault as f64 / m)
+    let chips = (trials.end - trials.start) as f64;
+    (clean as f64 / m, fault as f64 / (m * chips))
 }
 
 #[cfg(test)]
