@@ -194,6 +194,8 @@ fn bitserial_stuck_sips_round_trip() {
             grid: ftnas::fault::MacGrid::BitSerial {
                 filter_rows: 256,
                 bits_per_cycle: 2,
+                serial_weights: true,
+                run_time_precision: true,
             },
             rows: 16,
             cols: 16,
@@ -517,6 +519,18 @@ fn bad_files_name_file_line_and_key() {
         (
             "[stuck_macs]\ndataflow = \"bit-serial\"\nrows = 4\ncols = 4\nfilter_rows = 8\nbits_per_cycle = 2\nweight = { p1 = 1e-4 }\n",
             &["bad.toml:", "stuck_macs.weight.p0", "weight model"],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"bit-serial\"\nrows = 4\ncols = 4\nfilter_rows = 8\nbits_per_cycle = 2\nserial = \"weights\"\n",
+            &["bad.toml:7:", "stuck_macs.serial", "\"activations\" (default) or \"both\""],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"bit-serial\"\nrows = 4\ncols = 4\nfilter_rows = 8\nbits_per_cycle = 2\nprecision = \"dynamic\"\n",
+            &["bad.toml:7:", "stuck_macs.precision", "\"per-group\""],
+        ),
+        (
+            "[stuck_macs]\ndataflow = \"is\"\nrows = 4\ncols = 4\nprecision = \"per-group\"\n",
+            &["bad.toml:5:", "stuck_macs.precision", "bit-serial"],
         ),
         // not TOML
         ("[feature\nkind = 1\n", &["bad.toml", "line 1"]),

@@ -71,8 +71,9 @@
 //! property of the weight alone. Stuck `act_reg`/`psum_reg`/`mult_out` bits
 //! corrupt features, not weights. On a systolic array all of these become
 //! stuck MAC-unit bits ([`super::stuck_macs`]), so [`stuck_rates`] passes
-//! over them; on a bit-serial design it lists a PE site as not derived (no
-//! such site there), the SIP activation and partial-sum registers too. Stuck
+//! over them; on a bit-serial design the SIP activation and partial-sum
+//! registers are the stuck SIP model's, and a PE site is listed as not
+//! derived (no such site there). Stuck
 //! ifmap/ofmap cells corrupt features too; they become the feature model's
 //! stuck buffer cells ([`crate::fault::stuck_cells`]), so [`stuck_rates`]
 //! passes over them.
@@ -119,13 +120,9 @@ pub enum WeightHolder {
         dataflow: Dataflow,
     },
     /// A bit-serial design: SIP weight registers, `filter_rows = tiles *
-    /// filters` by `lanes`; `units_derived` when its SIP activation and
-    /// partial-sum register bits are derived ([`super::stuck_macs`]).
-    BitSerial {
-        filter_rows: usize,
-        lanes: usize,
-        units_derived: bool,
-    },
+    /// filters` by `lanes` (its SIP activation and partial-sum register
+    /// bits are the stuck SIP model's, [`super::stuck_macs`]).
+    BitSerial { filter_rows: usize, lanes: usize },
 }
 
 impl WeightHolder {
@@ -134,7 +131,6 @@ impl WeightHolder {
         WeightHolder::BitSerial {
             filter_rows: design.tiles * design.filters,
             lanes: design.lanes,
-            units_derived: super::stuck_macs::sip_units_derived(design),
         }
     }
 
@@ -164,17 +160,14 @@ impl WeightHolder {
     /// Whether stuck bits of `site` are derived as the stuck MAC-unit /
     /// SIP model ([`super::stuck_macs`]): every PE site of a systolic
     /// array (the WS weight register's are weight faults first), the SIP
-    /// activation and partial-sum registers where the design is derived.
+    /// activation and partial-sum registers.
     pub fn derives_as_units(&self, site: &Site) -> bool {
         matches!(
             (site, self),
             (Site::Pe(_), WeightHolder::Systolic { .. })
                 | (
                     Site::Sip(SipSite::ActReg | SipSite::PsumReg),
-                    WeightHolder::BitSerial {
-                        units_derived: true,
-                        ..
-                    },
+                    WeightHolder::BitSerial { .. },
                 )
         )
     }
@@ -294,13 +287,6 @@ pub fn stuck_rates(spec: &HwFaultSpec, holder: &WeightHolder) -> (StuckRates, Ve
                 "{} stuck-at (no such site on a bit-serial design)",
                 site.name()
             )),
-            (Site::Sip(SipSite::ActReg | SipSite::PsumReg), WeightHolder::BitSerial { .. }) => {
-                not_derived.push(format!(
-                    "{} stuck-at (serial weights or run-time precision: a stuck bit above a \
-                     step's detected precision is never shifted out, which depends on the data)",
-                    site.name()
-                ))
-            }
             (other, _) => not_derived.push(format!(
                 "{} stuck-at (corrupts features, not weights)",
                 other.name()
@@ -484,7 +470,6 @@ mod tests {
             let holder = WeightHolder::BitSerial {
                 filter_rows: rows,
                 lanes: cols,
-                units_derived: true,
             };
             let d = &derive_weight_faults(&holder, words, 8, &[l], &rates)[0];
             let mut regs = std::collections::HashSet::new();

@@ -73,20 +73,20 @@ pub fn stuck_macs_of_spec(spec: &HwFaultSpec, array: &SystolicArray) -> Option<S
 }
 
 /// The stuck SIP model of `spec`'s `sip.act_reg` / `sip.psum_reg` stuck-at
-/// densities on bit-serial `design` (`None` when neither has stuck bits,
-/// or when the design is not derived: serial weights (Loom) or run-time
-/// precision, where a stuck bit above a step's detected precision is never
-/// shifted out, which depends on the data). The SIP weight register is the
-/// weight model's ([`super::permanent`]).
+/// densities on bit-serial `design` (`None` when neither has stuck bits).
+/// Serial weights (Loom) and run-time precision are the grid's: with
+/// run-time precision a stuck bit above a step's detected precision is
+/// never shifted out, which the model decides from the layer's own
+/// fault-free activations, as the detector does. The SIP weight register
+/// is the weight model's ([`super::permanent`]).
 pub fn stuck_macs_of_bitserial(spec: &HwFaultSpec, design: &BitSerial) -> Option<StuckMacs> {
-    if !sip_units_derived(design) {
-        return None;
-    }
     let density = |s: SipSite| stuck_density(spec, Site::Sip(s));
     let m = StuckMacs {
         grid: MacGrid::BitSerial {
             filter_rows: design.tiles * design.filters,
             bits_per_cycle: design.bits_per_cycle,
+            serial_weights: design.serial == Serial::Both,
+            run_time_precision: design.precision == Precision::PerGroup,
         },
         rows: design.windows,
         cols: design.lanes,
@@ -110,13 +110,6 @@ fn stuck_density(spec: &HwFaultSpec, site: Site) -> StuckDensity {
         })
 }
 
-/// Whether stuck SIP activation and partial-sum register bits of `design`
-/// are derived ([`stuck_macs_of_bitserial`]): Stripes (activations serial)
-/// at per-layer precision.
-pub fn sip_units_derived(design: &BitSerial) -> bool {
-    design.serial == Serial::Activations && design.precision == Precision::PerLayer
-}
-
 /// Outputs of a layer one stuck bit reaches, averaged over the units it can
 /// sit in: per register kind ([`crate::fault::MacRegister::ALL`] order:
 /// activation, weight, product, accumulator), for `groups` GEMMs of `e`
@@ -137,7 +130,9 @@ pub fn sip_units_derived(design: &BitSerial) -> bool {
 /// its pixels when the lane is live (`l < K / taps` input channels), an
 /// accumulator bit of window `w`, filter row `f` the `n(e, w, rows) * n(m,
 /// f, filter_rows)` outputs of its SIP; weight and product: none (mean
-/// over windows x lanes and windows x filter rows).
+/// over windows x lanes and windows x filter rows). With run-time
+/// precision the activation figure is an upper bound: a bit above every
+/// step's detected precision reaches nothing.
 pub fn mean_reach(
     grid: MacGrid,
     rows: usize,
@@ -291,6 +286,8 @@ mod tests {
             let grid = MacGrid::BitSerial {
                 filter_rows,
                 bits_per_cycle: 1,
+                serial_weights: false,
+                run_time_precision: false,
             };
             let (mut act, mut acc) = (0usize, 0usize);
             for pe in 0..e {

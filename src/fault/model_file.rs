@@ -45,10 +45,13 @@
 //!                         #   (e, m) on unit (k mod rows, m / e mod cols);
 //!                         #   per register kind every bit stuck at 0 / 1
 //!                         #   per chip (`fault::stuck_macs`);
-//!                         #   "bit-serial" (Stripes SIPs; rows = windows,
+//!                         #   "bit-serial" (SIPs; rows = windows,
 //!                         #   cols = lanes, and the keys filter_rows =
-//!                         #   tiles * filters, bits_per_cycle): act and
-//!                         #   accumulator only
+//!                         #   tiles * filters, bits_per_cycle, optional
+//!                         #   serial = "activations" (Stripes, default)
+//!                         #   or "both" (Loom), precision = "per-layer"
+//!                         #   (default) or "per-group" (run-time
+//!                         #   detection)): act and accumulator only
 //! act = { p0 = 1e-5, p1 = 1e-5 }          # activation register
 //! weight = { p0 = 5e-5, p1 = 5e-5 }       # weight register
 //! product = { p0 = 0.0, p1 = 1e-5 }       # multiplier output
@@ -394,6 +397,8 @@ impl FaultModel {
             if let MacGrid::BitSerial {
                 filter_rows,
                 bits_per_cycle,
+                serial_weights,
+                run_time_precision,
             } = m.grid
             {
                 kv.push(("filter_rows", toml::Value::Integer(filter_rows as i64)));
@@ -401,6 +406,18 @@ impl FaultModel {
                     "bits_per_cycle",
                     toml::Value::Integer(i64::from(bits_per_cycle)),
                 ));
+                let serial = if serial_weights {
+                    "both"
+                } else {
+                    "activations"
+                };
+                kv.push(("serial", toml::Value::String(serial.into())));
+                let precision = if run_time_precision {
+                    "per-group"
+                } else {
+                    "per-layer"
+                };
+                kv.push(("precision", toml::Value::String(precision.into())));
             }
             for r in MacRegister::ALL {
                 let d = m.of(r);
@@ -934,6 +951,8 @@ struct RawStuckMacs {
     cols: Spanned<i64>,
     filter_rows: Option<Spanned<i64>>,
     bits_per_cycle: Option<Spanned<i64>>,
+    serial: Option<Spanned<String>>,
+    precision: Option<Spanned<String>>,
     act: Option<RawDensity>,
     weight: Option<RawDensity>,
     product: Option<RawDensity>,
@@ -1263,13 +1282,45 @@ impl Ctx<'_> {
                         }
                         *v = *raw.get_ref();
                     }
+                    let choice = |raw: &Option<Spanned<String>>,
+                                  name: &str,
+                                  [off, on]: [&str; 2]|
+                     -> Result<bool, FaultError> {
+                        match raw {
+                            None => Ok(false),
+                            Some(v) if v.get_ref() == off => Ok(false),
+                            Some(v) if v.get_ref() == on => Ok(true),
+                            Some(v) => Err(self.err(
+                                v.span(),
+                                &format!("stuck_macs.{name}"),
+                                format!("expected \"{off}\" (default) or \"{on}\""),
+                            )),
+                        }
+                    };
                     MacGrid::BitSerial {
                         filter_rows: vals[0] as usize,
                         bits_per_cycle: u8::try_from(vals[1]).unwrap_or(u8::MAX),
+                        serial_weights: choice(&raw_m.serial, "serial", ["activations", "both"])?,
+                        run_time_precision: choice(
+                            &raw_m.precision,
+                            "precision",
+                            ["per-layer", "per-group"],
+                        )?,
                     }
                 } else {
                     if let Some((name, Some(raw))) =
                         serial_keys.into_iter().find(|(_, v)| v.is_some())
+                    {
+                        return Err(self.err(
+                            raw.span(),
+                            &format!("stuck_macs.{name}"),
+                            "only for dataflow = \"bit-serial\"",
+                        ));
+                    }
+                    if let Some((name, Some(raw))) =
+                        [("serial", &raw_m.serial), ("precision", &raw_m.precision)]
+                            .into_iter()
+                            .find(|(_, v)| v.is_some())
                     {
                         return Err(self.err(
                             raw.span(),

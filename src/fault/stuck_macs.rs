@@ -52,8 +52,13 @@
 //!   out = requantize(limit(A(acc) + bias))
 //!   ```
 //!
-//!   (`g_i` bit group `i`, the sign bit counting negatively). The weight
-//!   registers are the weight model's; a SIP has no product register.
+//!   (`g_i` bit group `i`, the sign bit counting negatively). With serial
+//!   weights (Loom) each bit group is added once per weight bit, weight
+//!   bit outer; with run-time precision a step reads its codes at the
+//!   precision its fault-free activations need, so a stuck bit above it
+//!   is never shifted out and the error depends on the data (exact rule
+//!   at `StuckMacs::apply_bitserial`). The weight registers are the
+//!   weight model's; a SIP has no product register.
 //!
 //! `X`, `W`, `P`, `A` are the composed forcing of the unit's activation
 //! path, weight path, product and accumulator bits (the last register on a
@@ -78,7 +83,7 @@ use rand::Rng;
 use super::output_hit::check_prob;
 use super::skip::Skipper;
 use crate::fixed::{requantize, Datapath};
-use crate::hwsim::bitserial::bit_group;
+use crate::hwsim::bitserial::{bit_group, signed_bits};
 use crate::quant::int_ops::im2col_row;
 use crate::quant::MacLayer;
 
@@ -156,14 +161,20 @@ pub enum MacGrid {
     /// Activation `(e, k)` on unit `(k mod rows, e mod cols)`; weights
     /// pass along the row, partial sums down the column.
     InputStationary,
-    /// Stripes-style serial inner-product units (activations serial,
-    /// `bits_per_cycle` bits per cycle, every layer at the datapath's
-    /// activation precision): `rows` windows by `cols` lanes of activation
-    /// registers, `rows` windows by `filter_rows` accumulators (module
-    /// doc). No weight (the weight model's) or product register.
+    /// Serial inner-product units (Stripes, Loom; `bits_per_cycle` bits
+    /// per cycle, layers at the datapath's widths): `rows` windows by
+    /// `cols` lanes of activation registers, `rows` windows by
+    /// `filter_rows` accumulators (module doc). No weight (the weight
+    /// model's) or product register.
     BitSerial {
         filter_rows: usize,
         bits_per_cycle: u8,
+        /// Weights serial too (Loom): a step runs its activation bit
+        /// groups once per weight bit.
+        serial_weights: bool,
+        /// Run-time precision detection: a step runs only as many bit
+        /// groups as its widest (fault-free) activation needs.
+        run_time_precision: bool,
     },
 }
 
@@ -301,11 +312,19 @@ impl StuckMacs {
             MacGrid::BitSerial {
                 filter_rows,
                 bits_per_cycle,
+                serial_weights,
+                run_time_precision,
             } => format!(
-                "bit-serial design's {} windows x {} lanes, {filter_rows} filter rows ({bits_per_cycle} bit{} per cycle)",
+                "bit-serial design's {} windows x {} lanes, {filter_rows} filter rows ({bits_per_cycle} bit{} per cycle{}{})",
                 self.rows,
                 self.cols,
-                if bits_per_cycle == 1 { "" } else { "s" }
+                if bits_per_cycle == 1 { "" } else { "s" },
+                if serial_weights { ", serial weights" } else { "" },
+                if run_time_precision {
+                    ", run-time precision"
+                } else {
+                    ""
+                }
             ),
             g => format!("{}x{} {} array", self.rows, self.cols, g.key().to_uppercase()),
         }
@@ -321,6 +340,7 @@ impl StuckMacs {
         if let MacGrid::BitSerial {
             filter_rows,
             bits_per_cycle,
+            ..
         } = self.grid
         {
             if filter_rows == 0 {
@@ -802,26 +822,34 @@ impl StuckMacs {
 }
 
 impl StuckMacs {
-    /// Bit-serial SIPs (Stripes, per-layer precision `Pa` = the datapath's
-    /// activation width, `b` bits per cycle): the SIP of window `w` and
-    /// filter row `f` computes output `(e, m)` with `e mod rows = w`,
-    /// `m mod filter_rows = f`; lane `l` carries input channel `c` (`c mod
-    /// cols = l`) of every tap, `k = c * taps + tap`, so the activation
-    /// register `(w, l)` forces every code `A[e][k]` it holds. Step `(tap,
-    /// lane set)` after step, cycle `i` of `n = ceil(Pa/b)` adds the lane
-    /// sum of bit group `i` of the forced codes times the weights, shifted
-    /// by `i*b`, to the accumulator, which its stuck bits force before
-    /// every add and at the read-out:
+    /// Bit-serial SIPs (layers at the datapath's widths: activation
+    /// precision `Pa = act_bits`, weight precision `Pw = weight_bits`; `b`
+    /// bits per cycle): the SIP of window `w` and filter row `f` computes
+    /// output `(e, m)` with `e mod rows = w`, `m mod filter_rows = f`;
+    /// lane `l` carries input channel `c` (`c mod cols = l`) of every tap,
+    /// `k = c * taps + tap`, so the activation register `(w, l)` forces
+    /// every code `A[e][k]` it holds. Step `(tap, lane set)` after step,
+    /// the SIP reads the forced codes at the step's precision `p` — `Pa`,
+    /// or with run-time precision `min(b * ceil(p_s / b), Pa)`, `p_s` the
+    /// most signed bits any fault-free activation of the step's window set
+    /// and lane set needs (the detector reads the buffer, not the
+    /// register, so a stuck bit at or above `p` is never shifted out and
+    /// bit `p-1` is the sign) — in `n = ceil(p / b)` bit groups, and adds
+    /// to the accumulator, which its stuck bits force before every add and
+    /// at the read-out:
     ///
     /// ```text
-    /// acc = 0;  for tap, for lane set, for i in 0..n:
+    /// Stripes: for tap, for lane set, for i in 0..n:
     ///     acc = rule(A(acc) + (sum_l g_i(X_l(a)) * w) << (i*b))
+    /// Loom:    for tap, for lane set, for j in 0..Pw, for i in 0..n:
+    ///     acc = rule(A(acc) + s_j (sum_l g_i(X_l(a)) * bit_j(w)) << (i*b + j))
     /// out = requantize(limit(A(acc) + bias))
     /// ```
     ///
-    /// (`crate::hwsim::bitserial`'s arithmetic). Without accumulator bits
+    /// (`s_j = -1` for the weight's sign bit `j = Pw-1`, else 1;
+    /// `crate::hwsim::bitserial`'s arithmetic). Without accumulator bits
     /// and with a wrapping accumulator this is the dot product of the
-    /// forced codes.
+    /// forced codes read at each step's precision, on both designs.
     fn apply_bitserial(
         &self,
         bits: &[StuckMacBit],
@@ -833,6 +861,8 @@ impl StuckMacs {
         let MacGrid::BitSerial {
             filter_rows,
             bits_per_cycle,
+            serial_weights,
+            run_time_precision,
         } = self.grid
         else {
             unreachable!("bit-serial grids only");
@@ -842,6 +872,7 @@ impl StuckMacs {
             MacRegister::Act.width(dp),
             MacRegister::Accumulator.width(dp),
         );
+        let weight_bits = u32::from(dp.weight_bits);
         let mut act = vec![BitForce::identity(aw); windows * lanes];
         let mut acc = vec![BitForce::identity(pw); windows * filter_rows];
         for b in bits {
@@ -856,6 +887,10 @@ impl StuckMacs {
         if !forced(&act) && !forced(&acc) {
             return;
         }
+        let touched = |w: usize| {
+            forced(&act[w * lanes..(w + 1) * lanes])
+                || forced(&acc[w * filter_rows..(w + 1) * filter_rows])
+        };
         let o = layer.out_shape;
         let e_len = o.h * o.w;
         let m_len = layer.cout_per_group();
@@ -864,57 +899,109 @@ impl StuckMacs {
         let taps = k_len / channels.max(1);
         let lane_sets = channels.div_ceil(lanes);
         let b = u32::from(bits_per_cycle);
-        let cycles = aw.div_ceil(b);
         let wrap = dp.overflow == crate::fixed::Overflow::Wrap;
-        let mut a = vec![0i32; k_len];
+        // The precision each step `(tap, lane set)` reads its codes at.
+        let step = |k: usize| (k % taps) * lane_sets + (k / taps) / lanes;
+        let mut prec = vec![aw; taps * lane_sets];
+        let mut rows = vec![0i32; windows * k_len];
         let mut xa = vec![0i32; k_len];
         for g in 0..layer.groups {
-            for e in 0..e_len {
-                let w = e % windows;
-                let act_row = &act[w * lanes..(w + 1) * lanes];
-                let acc_row = &acc[w * filter_rows..(w + 1) * filter_rows];
-                let act_forced = forced(act_row);
-                if !act_forced && !forced(acc_row) {
+            for ws in 0..e_len.div_ceil(windows) {
+                let live = (e_len - ws * windows).min(windows);
+                if !(0..live).any(touched) {
                     continue;
                 }
-                im2col_row(layer, input, g, e, &mut a);
-                for (k, (x, &v)) in xa.iter_mut().zip(&a).enumerate() {
-                    *x = act_row[(k / taps) % lanes].apply(i64::from(v)) as i32;
-                }
-                for m in 0..m_len {
-                    let af = acc_row[m % filter_rows];
-                    if af.is_identity() && !act_forced {
-                        continue;
+                for w in 0..live {
+                    if run_time_precision || touched(w) {
+                        im2col_row(
+                            layer,
+                            input,
+                            g,
+                            ws * windows + w,
+                            &mut rows[w * k_len..(w + 1) * k_len],
+                        );
                     }
-                    let oc = g * m_len + m;
-                    let wts = &layer.weights[oc * k_len..(oc + 1) * k_len];
-                    let sum = if af.is_identity() && wrap {
-                        dp.acc_limit(dot(&xa, wts))
-                    } else {
-                        let mut s = 0i64;
-                        for tap in 0..taps {
-                            for ls in 0..lane_sets {
-                                let cs = ls * lanes..((ls + 1) * lanes).min(channels);
-                                for i in 0..cycles {
-                                    let t: i64 = cs
-                                        .clone()
-                                        .map(|c| {
-                                            let k = c * taps + tap;
-                                            bit_group(i64::from(xa[k]), i, b, aw)
-                                                * i64::from(wts[k])
-                                        })
-                                        .sum();
-                                    s = dp.acc_limit(af.apply(s) + (t << (i * b)));
+                }
+                if run_time_precision {
+                    let mut need = vec![1u32; taps * lane_sets];
+                    for row in rows[..live * k_len].chunks_exact(k_len) {
+                        for (k, &v) in row.iter().enumerate() {
+                            let n = &mut need[step(k)];
+                            *n = (*n).max(u32::from(signed_bits(i64::from(v))));
+                        }
+                    }
+                    for (p, n) in prec.iter_mut().zip(need) {
+                        *p = (n.div_ceil(b) * b).min(aw);
+                    }
+                }
+                for w in (0..live).filter(|&w| touched(w)) {
+                    let e = ws * windows + w;
+                    let act_row = &act[w * lanes..(w + 1) * lanes];
+                    let acc_row = &acc[w * filter_rows..(w + 1) * filter_rows];
+                    let act_forced = forced(act_row);
+                    let a = &rows[w * k_len..(w + 1) * k_len];
+                    for (k, (x, &v)) in xa.iter_mut().zip(a).enumerate() {
+                        let forced = act_row[(k / taps) % lanes].apply(i64::from(v));
+                        *x = sign_extend(forced, prec[step(k)]) as i32;
+                    }
+                    for m in 0..m_len {
+                        let af = acc_row[m % filter_rows];
+                        if af.is_identity() && !act_forced {
+                            continue;
+                        }
+                        let oc = g * m_len + m;
+                        let wts = &layer.weights[oc * k_len..(oc + 1) * k_len];
+                        let sum = if af.is_identity() && wrap {
+                            dp.acc_limit(dot(&xa, wts))
+                        } else {
+                            let mut s = 0i64;
+                            let mut add = |term: i64| s = dp.acc_limit(af.apply(s) + term);
+                            for tap in 0..taps {
+                                for ls in 0..lane_sets {
+                                    let p = prec[tap * lane_sets + ls];
+                                    let ks = (ls * lanes..((ls + 1) * lanes).min(channels))
+                                        .map(|c| c * taps + tap);
+                                    let group =
+                                        |i: u32, k: usize| bit_group(i64::from(xa[k]), i, b, p);
+                                    if serial_weights {
+                                        for j in 0..weight_bits {
+                                            for i in 0..p.div_ceil(b) {
+                                                let t: i64 = ks
+                                                    .clone()
+                                                    .map(|k| {
+                                                        group(i, k) * i64::from((wts[k] >> j) & 1)
+                                                    })
+                                                    .sum();
+                                                let t = t << (i * b + j);
+                                                add(if j == weight_bits - 1 { -t } else { t });
+                                            }
+                                        }
+                                    } else {
+                                        for i in 0..p.div_ceil(b) {
+                                            let t: i64 = ks
+                                                .clone()
+                                                .map(|k| group(i, k) * i64::from(wts[k]))
+                                                .sum();
+                                            add(t << (i * b));
+                                        }
+                                    }
                                 }
                             }
-                        }
-                        af.apply(s)
-                    };
-                    codes[oc * e_len + e] = finish(layer, dp, sum, oc);
+                            af.apply(s)
+                        };
+                        codes[oc * e_len + e] = finish(layer, dp, sum, oc);
+                    }
                 }
             }
         }
     }
+}
+
+/// `v`'s low `p` bits as a signed `p`-bit number (what a SIP reads of a
+/// register at precision `p`).
+fn sign_extend(v: i64, p: u32) -> i64 {
+    let s = 64 - p;
+    (v << s) >> s
 }
 
 /// The requantized pre-activation code of output channel `oc` from its
