@@ -84,7 +84,7 @@ use super::output_hit::check_prob;
 use super::skip::Skipper;
 use crate::fixed::{requantize, Datapath};
 use crate::hwsim::bitserial::{bit_group, signed_bits};
-use crate::quant::int_ops::im2col_row;
+use crate::quant::int_ops::{im2col_at, im2col_row};
 use crate::quant::MacLayer;
 
 /// The four registers of a MAC unit, in sampling order.
@@ -737,32 +737,46 @@ impl StuckMacs {
         // a derived IS campaign)
         let mut forced_a: Vec<Vec<i32>> = vec![vec![0; k_len]; kinds.len()];
         let mut have_a: Vec<bool> = vec![false; kinds.len()];
+        // per kind: this pixel's codes at the kind's forcing positions (a
+        // linear column from the clean sums reads only those, `K / rows`
+        // per forcing row; building the whole im2col row for them was
+        // most of a derived IS campaign's time in this function)
+        let mut gathered: Vec<Vec<i32>> = forcing_ks.iter().map(|ks| vec![0; ks.len()]).collect();
+        let mut have_g: Vec<bool> = vec![false; kinds.len()];
         let mut a = vec![0i32; k_len];
         for g in 0..layer.groups {
             for e in 0..e_len {
                 let mut have_operand = false;
                 have_a.fill(false);
+                have_g.fill(false);
                 for m in 0..m_len {
                     let Some(kind) = kind_of[column_at(e, m)] else {
                         continue;
                     };
                     let column = kinds[kind];
-                    if !have_operand {
-                        im2col_row(layer, input, g, e, &mut a);
-                        have_operand = true;
-                    }
                     let oc = g * m_len + m;
                     let w = &layer.weights[oc * k_len..(oc + 1) * k_len];
                     if let (true, Some(clean)) = (linear[kind], clean_acc) {
+                        let xs = &mut gathered[kind];
+                        if !have_g[kind] {
+                            for (x, &k) in xs.iter_mut().zip(&forcing_ks[kind]) {
+                                *x = im2col_at(layer, input, g, e, k);
+                            }
+                            have_g[kind] = true;
+                        }
                         let mut d = padding[kind];
-                        for &k in &forcing_ks[kind] {
+                        for (&k, &x) in forcing_ks[kind].iter().zip(xs.iter()) {
                             let f = &column[k % rows];
-                            let (x, wv) = (i64::from(a[k]), i64::from(w[k]));
+                            let (x, wv) = (i64::from(x), i64::from(w[k]));
                             d += f.act.apply(x) * f.weight.apply(wv) - x * wv;
                         }
                         let o = oc * e_len + e;
                         codes[o] = finish(layer, dp, dp.acc_limit(i64::from(clean[o]) + d), oc);
                         continue;
+                    }
+                    if !have_operand {
+                        im2col_row(layer, input, g, e, &mut a);
+                        have_operand = true;
                     }
                     if linear[kind] || pieces[kind].is_some() {
                         if !have_a[kind] {

@@ -51,6 +51,26 @@ pub fn im2col_row(layer: &MacLayer, input: &[i32], g: usize, e: usize, row: &mut
     }
 }
 
+/// Entry `k` of [`im2col_row`]'s row `e` of group `g` alone (for callers
+/// that read a few entries of a row: building the whole row would cost
+/// `K` writes for them).
+#[inline]
+pub fn im2col_at(layer: &MacLayer, input: &[i32], g: usize, e: usize, k: usize) -> i32 {
+    let s = layer.in_shape;
+    let o = layer.out_shape;
+    let (oy, ox) = (e / o.w, e % o.w);
+    let (kh, kw) = layer.kernel;
+    let (ci, tap) = (k / (kh * kw), k % (kh * kw));
+    let (ky, kx) = (tap / kw, tap % kw);
+    let iy = (oy * layer.stride.0 + ky * layer.dilation.0) as isize - layer.padding.0 as isize;
+    let ix = (ox * layer.stride.1 + kx * layer.dilation.1) as isize - layer.padding.1 as isize;
+    if iy < 0 || iy >= s.h as isize || ix < 0 || ix >= s.w as isize {
+        return 0;
+    }
+    let c = g * layer.cin_per_group() + ci;
+    input[(c * s.h + iy as usize) * s.w + ix as usize]
+}
+
 /// One output of a conv/linear, before requantization: the reduction over
 /// `(c, kh, kw)` with the accumulator rule after every addition, then the
 /// bias with the same rule. `weights` are the layer's codes (possibly a
@@ -220,6 +240,53 @@ pub fn crop(input: &[i32], s: Shape, o: Shape, top: usize, left: usize, out: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `im2col_at` is `im2col_row`'s entry, for every pixel and index of
+    /// layers with padding, stride, dilation and groups.
+    #[test]
+    fn im2col_entries_are_the_rows() {
+        for (c, h, w, kernel, stride, padding, dilation, groups) in [
+            (3, 5, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+            (4, 7, 5, (3, 2), (2, 1), (2, 0), (1, 2), 2),
+            (6, 4, 4, (1, 1), (1, 1), (0, 0), (1, 1), 3),
+            (2, 9, 9, (5, 5), (2, 2), (2, 2), (2, 2), 1),
+        ] {
+            let in_shape = Shape::new(c, h, w);
+            let oh = (h + 2 * padding.0 - dilation.0 * (kernel.0 - 1) - 1) / stride.0 + 1;
+            let ow = (w + 2 * padding.1 - dilation.1 * (kernel.1 - 1) - 1) / stride.1 + 1;
+            let f = Format { bits: 8, frac: 0 };
+            let layer = MacLayer {
+                node: 0,
+                name: "l".into(),
+                is_conv: true,
+                in_shape,
+                out_shape: Shape::new(groups, oh, ow),
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                weights: vec![],
+                weight_format: f,
+                bias: vec![],
+                in_format: f,
+                acc_frac: 0,
+                out_format: f,
+                activation: crate::quant::Activation::None,
+            };
+            let input: Vec<i32> = (0..in_shape.numel() as i32).map(|i| i + 1).collect();
+            let k_len = layer.macs_per_output();
+            let mut row = vec![0; k_len];
+            for g in 0..groups {
+                for e in 0..oh * ow {
+                    im2col_row(&layer, &input, g, e, &mut row);
+                    for (k, &v) in row.iter().enumerate() {
+                        assert_eq!(im2col_at(&layer, &input, g, e, k), v, "g {g} e {e} k {k}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn rounding_division_ties_up() {
