@@ -141,6 +141,10 @@ fn bad_input_is_an_error_not_a_panic() {
     );
     failed_naming(&run(tiny(&out, &["--init-channels", "3"])), &["even"]);
     failed_naming(&run(tiny(&out, &["--beta", "1.5"])), &["beta"]);
+    failed_naming(
+        &run(tiny(&out, &["--reward-chips", "0"])),
+        &["--reward-chips"],
+    );
     failed_naming(&run(tiny(&out, &["--resume"])), &["checkpoint"]);
     let missing = dir.path().join("missing.toml");
     failed_naming(
@@ -167,7 +171,7 @@ fn search_against_stuck_mac_units() {
     let mut args = tiny(&out, &["--steps", "4"]);
     let k = args.iter().position(|a| *a == "--ftt").unwrap();
     args.drain(k..k + 2);
-    args.extend(["--fault-model", s(&fm)]);
+    args.extend(["--fault-model", s(&fm), "--reward-chips", "2"]);
     let text = succeeded(&run(args));
     assert!(text.contains("best-1.toml: reward"), "{text}");
     let log = read(&out.join("log.csv"));

@@ -228,6 +228,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         StrategyChoice::Rl => Strategy::Rl,
     };
     cfg.train_batches = args.train_batches;
+    if args.reward_chips == 0 {
+        bail!("--reward-chips 0: must be at least 1 (simulated chips per candidate)");
+    }
     cfg.reward_chips = args.reward_chips;
     cfg.train.batch = args.batch;
     cfg.train.lr = args.lr;
