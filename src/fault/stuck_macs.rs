@@ -917,6 +917,7 @@ impl StuckMacs {
         // The precision each step `(tap, lane set)` reads its codes at.
         let step = |k: usize| (k % taps) * lane_sets + (k / taps) / lanes;
         let mut prec = vec![aw; taps * lane_sets];
+        let mut need = vec![1u32; taps * lane_sets];
         let mut rows = vec![0i32; windows * k_len];
         let mut xa = vec![0i32; k_len];
         for g in 0..layer.groups {
@@ -937,14 +938,14 @@ impl StuckMacs {
                     }
                 }
                 if run_time_precision {
-                    let mut need = vec![1u32; taps * lane_sets];
+                    need.fill(1);
                     for row in rows[..live * k_len].chunks_exact(k_len) {
                         for (k, &v) in row.iter().enumerate() {
                             let n = &mut need[step(k)];
                             *n = (*n).max(u32::from(signed_bits(i64::from(v))));
                         }
                     }
-                    for (p, n) in prec.iter_mut().zip(need) {
+                    for (p, &n) in prec.iter_mut().zip(&need) {
                         *p = (n.div_ceil(b) * b).min(aw);
                     }
                 }
