@@ -146,9 +146,14 @@ fn calibrate_writes_reports_and_both_paths_agree() {
     let mut lines = layers.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let col = header.iter().position(|h| *h == "bits_measured").unwrap();
+    // the mean error's standard error over the runs, beside it
+    let se_col = header.iter().position(|h| *h == "err_se").unwrap();
+    assert_eq!(header[se_col - 1], "err_measured");
     for l in lines {
         let bits = l.split(',').nth(col).unwrap();
         assert_eq!(bits.split(';').count(), 8, "{l}");
+        let se: f64 = l.split(',').nth(se_col).unwrap().parse().unwrap();
+        assert!(se.is_finite() && se >= 0.0, "{l}");
     }
     let svg = std::fs::read_to_string(exact.join("calibration.svg")).unwrap();
     assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"));

@@ -66,6 +66,8 @@ pub struct LayerCheck {
     /// Fitted correction `measured / derived` (1 when either is 0).
     pub correction: f64,
     pub measured_error: f64,
+    /// Standard error of `measured_error` (over the measurement's runs).
+    pub measured_error_se: f64,
     pub derived_error: f64,
     /// Mean |error| after the layer's activation per hit: measured, and
     /// the derived model's on the same clean codes (Monte Carlo).
@@ -272,6 +274,7 @@ pub fn calibrate(
                 1.0
             },
             measured_error: m.mean_error,
+            measured_error_se: m.mean_error_se,
             derived_error,
             measured_act_error: m.mean_act_error,
             derived_bits: realized.bits.iter().map(|w| w * d.p_out).collect(),

@@ -34,6 +34,11 @@ pub struct LayerMeasurement {
     pub p_out_se: f64,
     /// Mean |error| of a changed output, in output steps.
     pub mean_error: f64,
+    /// Standard error of `mean_error` over the (image, trial) runs: the
+    /// outputs one run changes share its upsets (a stationary register's
+    /// run, a saturated psum), so they are not independent samples, and a
+    /// handful of saturating errors can move the mean by a fifth.
+    pub mean_error_se: f64,
     /// Mean |error| after the layer's activation per changed output: what
     /// survives ReLU, so it sees the errors' direction, not only size.
     pub mean_act_error: f64,
@@ -112,6 +117,8 @@ pub fn measure_layer(
         0.0
     };
     let hits: u64 = runs.iter().map(|r| r.hits).sum();
+    let per_run: Vec<(f64, f64)> = runs.iter().map(|r| (r.err, r.hits as f64)).collect();
+    let (mean_error, mean_error_se) = ratio_mean_se(&per_run);
     let mut bit_hist = vec![0u64; top + 1];
     for r in &runs {
         for (h, x) in bit_hist.iter_mut().zip(&r.hist) {
@@ -124,9 +131,56 @@ pub fn measure_layer(
         hits,
         p_out: mean,
         p_out_se: (var / n).sqrt(),
-        mean_error: runs.iter().map(|r| r.err).sum::<f64>() / hits.max(1) as f64,
+        mean_error,
+        mean_error_se,
         mean_act_error: runs.iter().map(|r| r.act_err).sum::<f64>() / hits.max(1) as f64,
         bit_hist,
         flips: runs.iter().map(|r| r.flips).sum(),
     })
+}
+
+/// The ratio `sum(y) / sum(x)` over clusters `(y_i, x_i)` and its standard
+/// error by linearization (the usual ratio-estimator variance with
+/// clusters as the sampling unit): `se^2 = n/(n-1) * sum (y_i - R x_i)^2 /
+/// (sum x_i)^2`. `(0, 0)` without any `x`; se 0 with a single cluster.
+pub fn ratio_mean_se(clusters: &[(f64, f64)]) -> (f64, f64) {
+    let sx: f64 = clusters.iter().map(|c| c.1).sum();
+    if sx <= 0.0 {
+        return (0.0, 0.0);
+    }
+    let r = clusters.iter().map(|c| c.0).sum::<f64>() / sx;
+    let n = clusters.len() as f64;
+    if clusters.len() < 2 {
+        return (r, 0.0);
+    }
+    let ss: f64 = clusters.iter().map(|c| (c.0 - r * c.1).powi(2)).sum();
+    (r, (n / (n - 1.0) * ss).sqrt() / sx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ratio_mean_se;
+
+    #[test]
+    fn ratio_se_is_zero_when_every_cluster_has_the_same_mean() {
+        let (r, se) = ratio_mean_se(&[(10.0, 2.0), (25.0, 5.0), (0.0, 0.0), (5.0, 1.0)]);
+        assert_eq!(r, 5.0);
+        assert_eq!(se, 0.0);
+    }
+
+    #[test]
+    fn ratio_se_matches_a_hand_computation() {
+        // R = (2 + 12) / (1 + 3) = 3.5; residuals 2 - 3.5 = -1.5 and
+        // 12 - 10.5 = 1.5; se^2 = 2/1 * 4.5 / 16
+        let (r, se) = ratio_mean_se(&[(2.0, 1.0), (12.0, 3.0)]);
+        assert_eq!(r, 3.5);
+        assert!((se - (9.0f64 / 16.0).sqrt()).abs() < 1e-12, "{se}");
+        // one saturating cluster among quiet ones dominates the error bar
+        let quiet: Vec<(f64, f64)> = (0..20).map(|_| (10.0, 10.0)).collect();
+        let mut loud = quiet.clone();
+        loud.push((3000.0, 1.0));
+        assert!(ratio_mean_se(&loud).1 > 100.0 * ratio_mean_se(&quiet).1.max(1e-3));
+        assert_eq!(ratio_mean_se(&[]), (0.0, 0.0));
+        assert_eq!(ratio_mean_se(&[(4.0, 2.0)]), (2.0, 0.0));
+    }
 }
