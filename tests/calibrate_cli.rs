@@ -149,11 +149,22 @@ fn calibrate_writes_reports_and_both_paths_agree() {
     // the mean error's standard error over the runs, beside it
     let se_col = header.iter().position(|h| *h == "err_se").unwrap();
     assert_eq!(header[se_col - 1], "err_measured");
+    assert_eq!(header[se_col - 2], "err_derived");
     for l in lines {
+        let cell = |c: usize| -> f64 { l.split(',').nth(c).unwrap().parse().unwrap() };
         let bits = l.split(',').nth(col).unwrap();
         assert_eq!(bits.split(';').count(), 8, "{l}");
-        let se: f64 = l.split(',').nth(se_col).unwrap().parse().unwrap();
+        let se = cell(se_col);
         assert!(se.is_finite() && se >= 0.0, "{l}");
+        // The derived error per hit is the derived hits' realized error on
+        // the same clean codes, comparable with the measured one: within
+        // three standard errors and a fifth.
+        let (derived, measured) = (cell(se_col - 2), cell(se_col - 1));
+        eprintln!("err derived {derived} measured {measured} se {se}");
+        assert!(
+            (derived - measured).abs() <= 3.0 * se + 0.2 * measured,
+            "{l}"
+        );
     }
     let svg = std::fs::read_to_string(exact.join("calibration.svg")).unwrap();
     assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"));

@@ -65,8 +65,11 @@ pub struct LayerCheck {
     pub se: f64,
     /// Fitted correction `measured / derived` (1 when either is 0).
     pub correction: f64,
+    /// Mean |error| of a changed output (requantized pre-activation code,
+    /// output steps): measured, its standard error (over the
+    /// measurement's runs), and the derived model's on the same clean
+    /// codes (Monte Carlo, as `derived_act_error`).
     pub measured_error: f64,
-    /// Standard error of `measured_error` (over the measurement's runs).
     pub measured_error_se: f64,
     pub derived_error: f64,
     /// Mean |error| after the layer's activation per hit: measured, and
@@ -256,12 +259,6 @@ pub fn calibrate(
             cfg.seed,
         )?;
         let realized = derived_realized(net, li - 1, layer, &inputs, &d, cfg.seed)?;
-        let derived_error: f64 = d
-            .bit_weights
-            .iter()
-            .enumerate()
-            .map(|(b, p)| p * 2f64.powi(b as i32))
-            .sum();
         checks.push(LayerCheck {
             name: layer.name.clone(),
             rate,
@@ -275,7 +272,7 @@ pub fn calibrate(
             },
             measured_error: m.mean_error,
             measured_error_se: m.mean_error_se,
-            derived_error,
+            derived_error: realized.error,
             measured_act_error: m.mean_act_error,
             derived_bits: realized.bits.iter().map(|w| w * d.p_out).collect(),
             measured_bits: m
@@ -327,6 +324,12 @@ pub fn calibrate(
 /// draws per code), the outcome measured as [`super::measure`] measures
 /// the hardware's.
 struct Realized {
+    /// Mean |error| per changed output (pre-activation codes, in output
+    /// steps): what the hits do to real codes after saturation and with
+    /// several errors in one output, not the bit weights' mean `sum_b p_b
+    /// 2^b` (which over-states it on a layer whose codes sit near the
+    /// rails).
+    error: f64,
     /// Mean |error| after the activation per changed output.
     act_error: f64,
     /// Per hit, the chance that it changes the code with `floor(log2
@@ -354,7 +357,7 @@ fn derived_realized(
     };
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed ^ layer.node as u64);
     let top = layer.out_format.bits as usize - 1;
-    let (mut draws, mut hits, mut err) = (0u64, 0u64, 0.0f64);
+    let (mut draws, mut hits, mut err, mut raw) = (0u64, 0u64, 0.0f64, 0.0f64);
     let mut hist = vec![0u64; top + 1];
     for x in inputs {
         let clean = net.layer_outputs(li, layer, x, &net.no_flips())?;
@@ -368,12 +371,14 @@ fn derived_realized(
                     hits += 1;
                     err += f64::from((act(*h) - act(*c)).abs());
                     let e = (h - c).unsigned_abs();
+                    raw += f64::from(e);
                     hist[((u32::BITS - 1 - e.leading_zeros()) as usize).min(top)] += 1;
                 }
             }
         }
     }
     Ok(Realized {
+        error: raw / hits.max(1) as f64,
         act_error: err / hits.max(1) as f64,
         bits: hist
             .iter()
