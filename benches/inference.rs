@@ -136,6 +136,13 @@ fn bench_inference(c: &mut Criterion) {
                 b.iter(|| ReferenceEngine.run(&q, &one, 0, None).unwrap())
             });
         }
+        // What every CLI command pays before its work: the float forward
+        // over the default 256 calibration images (in parallel).
+        let calib = images(shape, 256);
+        group.throughput(Throughput::Elements(256));
+        group.bench_function("float_calibration/256_images", |b| {
+            b.iter(|| quant::build::calibrate(&g, &w, &calib).unwrap())
+        });
         group.finish();
     }
 }
