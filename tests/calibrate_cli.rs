@@ -160,7 +160,6 @@ fn calibrate_writes_reports_and_both_paths_agree() {
         // the same clean codes, comparable with the measured one: within
         // three standard errors and a fifth.
         let (derived, measured) = (cell(se_col - 2), cell(se_col - 1));
-        eprintln!("err derived {derived} measured {measured} se {se}");
         assert!(
             (derived - measured).abs() <= 3.0 * se + 0.2 * measured,
             "{l}"

@@ -325,9 +325,9 @@ pub fn calibrate(
 /// the hardware's.
 struct Realized {
     /// Mean |error| per changed output (pre-activation codes, in output
-    /// steps): what the hits do to real codes after saturation and with
-    /// several errors in one output, not the bit weights' mean `sum_b p_b
-    /// 2^b` (which over-states it on a layer whose codes sit near the
+    /// steps): what the hits do to real codes, saturation at the rails
+    /// shortening or cancelling some, not the bit weights' mean `sum_b
+    /// p_b 2^b` (which over-states it on a layer whose codes sit near the
     /// rails).
     error: f64,
     /// Mean |error| after the activation per changed output.
@@ -357,7 +357,7 @@ fn derived_realized(
     };
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed ^ layer.node as u64);
     let top = layer.out_format.bits as usize - 1;
-    let (mut draws, mut hits, mut err, mut raw) = (0u64, 0u64, 0.0f64, 0.0f64);
+    let (mut draws, mut hits, mut err, mut act_err) = (0u64, 0u64, 0.0f64, 0.0f64);
     let mut hist = vec![0u64; top + 1];
     for x in inputs {
         let clean = net.layer_outputs(li, layer, x, &net.no_flips())?;
@@ -369,17 +369,17 @@ fn derived_realized(
             for (h, c) in hit.iter().zip(&clean) {
                 if h != c {
                     hits += 1;
-                    err += f64::from((act(*h) - act(*c)).abs());
+                    act_err += f64::from((act(*h) - act(*c)).abs());
                     let e = (h - c).unsigned_abs();
-                    raw += f64::from(e);
+                    err += f64::from(e);
                     hist[((u32::BITS - 1 - e.leading_zeros()) as usize).min(top)] += 1;
                 }
             }
         }
     }
     Ok(Realized {
-        error: raw / hits.max(1) as f64,
-        act_error: err / hits.max(1) as f64,
+        error: err / hits.max(1) as f64,
+        act_error: act_err / hits.max(1) as f64,
         bits: hist
             .iter()
             .map(|&h| h as f64 / draws.max(1) as f64)
